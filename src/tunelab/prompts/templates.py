@@ -1,0 +1,76 @@
+"""promptsource-style templates: Jinja text with ``|||`` between the prompt and the target.
+
+A template sees the example's fields (``text``, ``label``, ...), ``label_index`` (the label's
+position in data.labels) and ``answer_choices`` (the rendered choices, in label order), so
+``{{ answer_choices[label_index] }}`` is the target word of a classification example.
+Templates are data from conf/, so they are rendered in Jinja's sandbox: a template can read
+the fields it is given and nothing else.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from tunelab.config.schema import PromptConfig
+from tunelab.errors import TunelabError
+
+SEPARATOR = "|||"
+
+_ENVIRONMENT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+@dataclass(frozen=True)
+class RenderedExample:
+    prompt: str
+    target: str | None
+    """None when the template has no ``|||`` (a prompt with nothing to learn or score)."""
+    choices: list[str]
+
+
+class PromptTemplate:
+    """A compiled template; :meth:`render` turns one example into prompt, target and choices."""
+
+    def __init__(self, config: PromptConfig):
+        self.name = config.name
+        self._template = self._compile(config.template, "template")
+        self._choices = self._compile(config.answer_choices, "answer_choices") if config.answer_choices else None
+
+    def _compile(self, source: str, key: str):
+        try:
+            return _ENVIRONMENT.from_string(source)
+        except TemplateError as error:
+            line = getattr(error, "lineno", None)
+            at = f" line {line}" if line else ""
+            raise TunelabError(f"prompt {self.name!r}: prompt.{key}{at}: {error.message}") from None
+
+    def _render(self, template, context: Mapping, key: str, row: str) -> str:
+        try:
+            return template.render(**context)
+        except TemplateError as error:
+            fields = sorted(context)
+            raise TunelabError(f"prompt {self.name!r}: prompt.{key} on row {row}: {error} (available: {fields})") from None
+
+    def answer_choices(self, fields: Mapping, row: str) -> list[str]:
+        if self._choices is None:
+            return []
+        choices = [choice.strip() for choice in self._render(self._choices, fields, "answer_choices", row).split(SEPARATOR)]
+        if any(not choice for choice in choices):
+            raise TunelabError(f"prompt {self.name!r}: prompt.answer_choices renders an empty choice on row {row}")
+        return choices
+
+    def render(self, fields: Mapping, row: str) -> RenderedExample:
+        """Render one example; ``row`` names it in errors (an id or ``file:line``)."""
+        choices = self.answer_choices(fields, row)
+        text = self._render(self._template, {**fields, "answer_choices": choices}, "template", row)
+        parts = text.split(SEPARATOR)
+        if len(parts) > 2:
+            raise TunelabError(f"prompt {self.name!r}: template renders {len(parts) - 1} '|||' separators on row {row}; use one")
+        prompt = parts[0].strip()
+        target = parts[1].strip() if len(parts) == 2 else None
+        if not prompt:
+            raise TunelabError(f"prompt {self.name!r}: template renders an empty prompt on row {row}")
+        if target == "":
+            raise TunelabError(f"prompt {self.name!r}: template renders an empty target after '|||' on row {row}")
+        return RenderedExample(prompt=prompt, target=target, choices=choices)

@@ -1,0 +1,84 @@
+"""Prompt/completion tokenisation with the loss mask, and the report people check before training.
+
+The loss mask marks the completion's tokens (the target and its EOS): the prompt is context,
+not something to learn. It is computed here, once, and stored beside the text in
+data/formatted, so that the report and the training stage see the same tokens.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tunelab.errors import TunelabError
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    input_ids: list[int]
+    completion_mask: list[int]
+    """1 where the token carries loss (completion), 0 for prompt tokens."""
+    untruncated_length: int
+    prompt_length: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.untruncated_length > len(self.input_ids)
+
+
+def tokenize_example(tokenizer, prompt: str, completion: str, max_length: int, add_special_tokens: bool) -> TokenizedExample:
+    """Tokenise prompt and prompt+completion; the difference is the completion span.
+
+    With a chat template the rendered text already holds any BOS, so special tokens are not
+    added again (``add_special_tokens=False``).
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
+    full_ids = tokenizer(prompt + completion, add_special_tokens=add_special_tokens)["input_ids"]
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        raise TunelabError(
+            "the tokenizer merges the last prompt token with the completion, so the loss mask "
+            "would be off; end the prompt with whitespace or a newline"
+        )
+    mask = [0] * len(prompt_ids) + [1] * (len(full_ids) - len(prompt_ids))
+    return TokenizedExample(full_ids[:max_length], mask[:max_length], len(full_ids), len(prompt_ids))
+
+
+def check_ends_with_eos(example: TokenizedExample, eos_token_id: int, row: str) -> None:
+    """Before truncation the completion must end in EOS, or the model never learns to stop."""
+    if example.untruncated_length == len(example.input_ids) and example.input_ids[-1] != eos_token_id:
+        raise TunelabError(f"row {row}: the completion does not end with the EOS token (id {eos_token_id})")
+    if sum(example.completion_mask) == 0 and not example.truncated:
+        raise TunelabError(f"row {row}: the completion is empty, nothing would carry loss")
+
+
+def _percentiles(values: list[int]) -> dict[str, float]:
+    array = np.asarray(values)
+    return {"p50": float(np.percentile(array, 50)), "p95": float(np.percentile(array, 95)), "max": int(array.max())}
+
+
+def length_report(examples: list[TokenizedExample], max_length: int, tokenizer) -> dict:
+    """Token lengths, truncation, the share of tokens that carry loss, pad/EOS handling."""
+    kept_tokens = sum(len(e.input_ids) for e in examples)
+    loss_tokens = sum(sum(e.completion_mask) for e in examples)
+    return {
+        "examples": len(examples),
+        "tokens": _percentiles([e.untruncated_length for e in examples]),
+        "prompt_tokens": _percentiles([e.prompt_length for e in examples]),
+        "max_length": max_length,
+        "truncated_share": sum(e.truncated for e in examples) / len(examples),
+        "loss_token_share": loss_tokens / kept_tokens,
+        "loss_tokens": loss_tokens,
+        "eos_at_end_share": sum(e.input_ids[-1] == tokenizer.eos_token_id for e in examples) / len(examples),
+    }
+
+
+def special_tokens_report(tokenizer) -> dict:
+    """pad == eos is common (SmolLM2); it is safe because the loss mask comes from the
+    completion span, not from ``input_ids != pad_token_id``, so the EOS still carries loss."""
+    return {
+        "eos_token": tokenizer.eos_token,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token": tokenizer.pad_token,
+        "pad_token_id": tokenizer.pad_token_id,
+        "pad_equals_eos": tokenizer.pad_token_id == tokenizer.eos_token_id,
+        "loss_mask_from": "completion span (not pad positions), so EOS is trained even when pad == eos",
+    }

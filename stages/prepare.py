@@ -1,0 +1,49 @@
+"""Stage prepare: clean, label, dedupe and split data/raw into data/prepared/{train,val,test}.jsonl.
+
+    dvc exp run -S data.test_size=200 -S data.rating_margin=1.0
+"""
+
+import json
+from pathlib import Path
+
+from tunelab.config.load import read_params, to_section
+from tunelab.config.schema import DataConfig
+from tunelab.data.cleaning import clean
+from tunelab.data.readers import read_records
+from tunelab.data.split import check_no_leakage, label_counts, stratified_split
+from tunelab.io.atomic import write_json, write_jsonl
+from tunelab.stage import run_stage
+from tunelab.tracking.mlflow_run import stage_run
+
+RAW = Path("data/raw")
+OUT = Path("data/prepared")
+
+
+def main() -> None:
+    params = read_params()
+    config = to_section(DataConfig, "data", params.get("data"))
+    with stage_run("prepare", params, sections=("data",)) as run:
+        raw_file = json.loads((RAW / "source.json").read_text())["file"]
+        examples, cleaning = clean(read_records(RAW, raw_file, config.format), config)
+        splits = stratified_split(examples, config.test_size, config.val_size, config.train_size, config.seed)
+        stats = {
+            "raw_rows": cleaning.raw_rows,
+            "dropped": dict(cleaning.dropped),
+            "examples": len(examples),
+            "split_sizes": {name: len(rows) for name, rows in splits.items()},
+            "labels": label_counts(splits),
+            "unused_examples": len(examples) - sum(len(rows) for rows in splits.values()),
+            "overlap": check_no_leakage(splits),
+        }
+        # One atomic write per file: DVC reruns the stage if any of them is missing.
+        for name, rows in splits.items():
+            write_jsonl(OUT / f"{name}.jsonl", rows)
+        write_json(OUT / "stats.json", stats)
+        run.log_metrics({f"{name}_examples": size for name, size in stats["split_sizes"].items()})
+        run.log_metrics({f"dropped_{reason}": count for reason, count in stats["dropped"].items()})
+        run.log_artifact(OUT / "stats.json")
+        print(f"prepare: {stats['split_sizes']} from {cleaning.raw_rows} raw rows, dropped {stats['dropped']}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
