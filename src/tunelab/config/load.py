@@ -1,11 +1,13 @@
 """Load one section of params.yaml into its dataclass, before a stage does any work."""
 
+import dataclasses
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from tunelab.config.compose import CONF_DIR, check_params_current
 from tunelab.errors import TunelabError
 
 PARAMS_FILE = Path("params.yaml")
@@ -13,8 +15,11 @@ PARAMS_FILE = Path("params.yaml")
 Section = TypeVar("Section")
 
 
-def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """The composed configuration as plain data (for logging and hashing)."""
+def read_params(path: str | Path = PARAMS_FILE, check_current: bool = True) -> dict[str, Any]:
+    """The composed configuration as plain data, refused if conf/ has changed since.
+
+    See :func:`tunelab.config.compose.check_params_current` for why.
+    """
     path = Path(path)
     if not path.is_file():
         raise TunelabError(
@@ -25,21 +30,39 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
         params = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except Exception as error:  # yaml errors carry their own line numbers
         raise TunelabError(f"{path}: not valid YAML: {error}") from None
+    if check_current:
+        check_params_current(params or {}, path.parent / CONF_DIR)
     return params or {}
+
+
+def _writable_schema(cls: type) -> DictConfig:
+    """OmegaConf's schema of ``cls``, writable down to nested dataclasses.
+
+    OmegaConf marks the nodes of frozen dataclasses read-only, which refuses the merge itself;
+    the objects that ``to_object`` builds from the merged schema are frozen all the same.
+    """
+    schema = OmegaConf.structured(cls)
+    OmegaConf.set_readonly(schema, False)
+    for field in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(field.type) and OmegaConf.is_missing(schema, field.name):
+            schema[field.name] = _writable_schema(field.type)
+    return schema
 
 
 def to_section(cls: type[Section], name: str, raw: Any) -> Section:
     """Validate ``raw`` against ``cls``; errors name the full key, e.g. ``data.test_size``."""
     if raw is None:
-        raise TunelabError(f"params: missing section {name!r}")
+        raise TunelabError(f"config: missing section {name!r} (is it in conf/config.yaml's defaults?)")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.create(raw))
+        merged = OmegaConf.merge(_writable_schema(cls), OmegaConf.create(raw))
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None)
         message = str(error).splitlines()[0]
         where = f"{name}.{key}" if key else name
-        raise TunelabError(f"params: {where}: {message}") from None
+        raise TunelabError(f"config key {where}: {message}") from None
+    except TunelabError as error:  # raised by a dataclass's own checks
+        raise TunelabError(f"config key {error}") from None
 
 
 def load_section(cls: type[Section], name: str, path: str | Path = PARAMS_FILE) -> Section:

@@ -52,7 +52,7 @@ def check_ends_with_eos(example: TokenizedExample, eos_token_id: int, row: str) 
 
 def _percentiles(values: list[int]) -> dict[str, float]:
     array = np.asarray(values)
-    return {"p50": float(np.percentile(array, 50)), "p95": float(np.percentile(array, 95)), "max": int(array.max())}
+    return {"p50": round(float(np.percentile(array, 50)), 1), "p95": round(float(np.percentile(array, 95)), 1), "max": int(array.max())}
 
 
 def length_report(examples: list[TokenizedExample], max_length: int, tokenizer) -> dict:
