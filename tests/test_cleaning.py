@@ -1,0 +1,100 @@
+import json
+
+import pytest
+
+from tunelab.config.schema import DataConfig, SourceConfig
+from tunelab.data.cleaning import clean, normalize_text, text_id
+from tunelab.data.readers import RawRecord, read_records
+from tunelab.errors import TunelabError
+
+LOCAL = SourceConfig(kind="local_file", path="unused")
+
+
+def rating_config(**overrides) -> DataConfig:
+    fields = dict(source=LOCAL, format="vader_tsv", labels=["negative", "positive"], rating_field="rating", id_field="id")
+    return DataConfig(**{**fields, **overrides})
+
+
+def records(*rows: dict) -> list[RawRecord]:
+    return [RawRecord(row, f"raw.txt:{n}") for n, row in enumerate(rows, start=1)]
+
+
+def test_normalisation_folds_unicode_forms_and_whitespace():
+    assert normalize_text("  ﬁne\u00a0\u00a0ｆｉｌｍ\t\n ") == "fine film"
+
+
+def test_labels_by_sign_and_drops_near_neutral_empty_and_duplicates():
+    rows = records(
+        {"id": "1", "rating": 2.3, "text": "Great  film"},
+        {"id": "2", "rating": -1.0, "text": "Awful"},
+        {"id": "3", "rating": 0.2, "text": "Fine I guess"},
+        {"id": "4", "rating": 1.1, "text": "   "},
+        {"id": "5", "rating": 3.0, "text": "GREAT film"},
+    )
+    examples, report = clean(rows, rating_config())
+    assert [(e["id"], e["text"], e["label"]) for e in examples] == [("1", "Great film", "positive"), ("2", "Awful", "negative")]
+    assert report.raw_rows == 5
+    assert dict(report.dropped) == {"near_neutral": 1, "empty_text": 1, "duplicate_text": 1}
+
+
+def test_margin_is_configurable():
+    rows = records({"id": "1", "rating": 0.7, "text": "ok"})
+    assert clean(rows, rating_config(rating_margin=0.5))[0]
+    assert not clean(rows, rating_config(rating_margin=1.0))[0]
+
+
+def test_label_field_must_hold_a_configured_label():
+    config = rating_config(rating_field=None, label_field="label", id_field=None)
+    examples, _ = clean(records({"label": "positive", "text": "good"}), config)
+    assert examples[0]["id"] == text_id("good")
+    with pytest.raises(TunelabError, match=r"raw.txt:1: label 'neutral' is not one of"):
+        clean(records({"label": "neutral", "text": "meh"}), config)
+
+
+def test_missing_field_names_file_line_and_present_fields():
+    with pytest.raises(TunelabError, match=r"raw.txt:2: missing field 'text' \(fields present: \['id', 'rating'\]\)"):
+        clean(records({"id": "1", "rating": 1.0, "text": "a"}, {"id": "2", "rating": 1.0}), rating_config())
+
+
+def test_duplicate_ids_are_refused_with_both_locations():
+    with pytest.raises(TunelabError, match=r"raw.txt:2: id '1' already used at raw.txt:1"):
+        clean(records({"id": "1", "rating": 1.0, "text": "a"}, {"id": "1", "rating": 1.0, "text": "b"}), rating_config())
+
+
+def test_text_ids_are_stable_and_normalised():
+    assert text_id("Great film") == text_id("  great   FILM ")
+    assert text_id("Great film") != text_id("Great films")
+    assert len(text_id("x")) == 16
+
+
+def test_vader_reader_parses_crlf_lines_and_names_malformed_rows(tmp_path):
+    raw = tmp_path / "truth.txt"
+    raw.write_bytes(b"1\t2.5\tGood one\r\n2\t-3\tBad\r\n")
+    assert [r.fields for r in read_records(tmp_path, "truth.txt", "vader_tsv")] == [
+        {"id": "1", "rating": 2.5, "text": "Good one"}, {"id": "2", "rating": -3.0, "text": "Bad"}]
+    raw.write_bytes(b"1\t2.5\tGood one\r\n2\tBad\r\n")
+    with pytest.raises(TunelabError, match=r"truth.txt:2: expected 3 tab-separated fields .* got 2"):
+        read_records(tmp_path, "truth.txt", "vader_tsv")
+    raw.write_bytes(b"1\tgood\tGood one\r\n")
+    with pytest.raises(TunelabError, match=r"truth.txt:1: rating 'good' is not a number"):
+        read_records(tmp_path, "truth.txt", "vader_tsv")
+
+
+def test_jsonl_and_csv_readers_name_the_broken_line(tmp_path):
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": "x"}) + "\n\n{broken\n")
+    with pytest.raises(TunelabError, match=r"a.jsonl:3: not valid JSON"):
+        read_records(tmp_path, "a.jsonl", "jsonl")
+    (tmp_path / "a.csv").write_text("text,label\nfine,positive\nbad,negative,extra\n")
+    with pytest.raises(TunelabError, match=r"a.csv:3: more values than the 2 header columns"):
+        read_records(tmp_path, "a.csv", "csv")
+
+
+def test_hf_dataset_dir_splits_are_pooled(tmp_path):
+    import datasets
+
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_list([{"text": "a", "label": "positive"}]),
+        "test": datasets.Dataset.from_list([{"text": "b", "label": "negative"}]),
+    }).save_to_disk(str(tmp_path / "dataset"))
+    rows = read_records(tmp_path, "dataset", "hf_dataset_dir")
+    assert sorted(r.fields["text"] for r in rows) == ["a", "b"]

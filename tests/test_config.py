@@ -1,0 +1,101 @@
+"""Every file in conf/ composes and validates; bad keys and types are named before any work."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tunelab.config.compose import check_params_current, compose_conf, first_difference
+from tunelab.config.load import read_params, to_section
+from tunelab.config.schema import DataConfig, FormatConfig, ModelConfig, PromptConfig, TrackingConfig
+from tunelab.errors import TunelabError
+
+from conftest import REPO_ROOT
+
+CONF = REPO_ROOT / "conf"
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "prompt": PromptConfig, "format": FormatConfig,
+            "tracking": TrackingConfig}
+# Options whose files leave a required value to the user (Hydra's ???).
+REQUIRED_OVERRIDES = {
+    "model=local_dir": ["model.path=/models/mine"],
+    "model=hub": ["model.hub_id=org/model"],
+    "data=local_file": ["data.source.path=reviews.jsonl"],
+}
+
+
+def group_options() -> list[str]:
+    return sorted(f"{folder.name}={file.stem}" for folder in CONF.iterdir() if folder.is_dir() for file in folder.glob("*.yaml"))
+
+
+def test_every_group_option_is_covered():
+    assert len(group_options()) >= 8
+
+
+@pytest.mark.parametrize("option", group_options())
+def test_every_conf_file_composes_and_validates(option):
+    composed = compose_conf(CONF, [option, *REQUIRED_OVERRIDES.get(option, [])])
+    for name, cls in SECTIONS.items():
+        assert isinstance(to_section(cls, name, composed[name]), cls)
+
+
+def test_every_conf_file_says_how_to_select_it():
+    for file in CONF.rglob("*.yaml"):
+        assert file.read_text().startswith("# "), f"{file} should start with the command that selects it"
+
+
+def test_committed_params_yaml_is_what_conf_composes_to():
+    assert first_difference(compose_conf(CONF), read_params(REPO_ROOT / "params.yaml", check_current=False)) is None
+
+
+def test_default_data_pins_the_real_vader_sdist():
+    data = to_section(DataConfig, "data", compose_conf(CONF)["data"])
+    assert data.source.kind == "pip_sdist" and len(data.source.sha256) == 64
+    assert data.labels == ["negative", "positive"] and data.rating_margin == 0.5
+
+
+@pytest.mark.parametrize(
+    ("section", "change", "message"),
+    [
+        ("data", {"test_sze": 10}, r"config key data.test_sze: Key 'test_sze' not in 'DataConfig'"),
+        ("data", {"test_size": "many"}, r"config key data.test_size: Value 'many' .* could not be converted to Integer"),
+        ("data", {"source": {"kind": "ftp"}}, r"config key data.source.kind: unknown value 'ftp'"),
+        ("data", {"label_field": "label"}, r"set exactly one of data.label_field and data.rating_field"),
+        ("model", {"source": "local_dir", "path": None}, r"config key model.path: must be set when model.source=local_dir"),
+        ("model", {"path": "???", "source": "local_dir"}, r"config key model.path: must be set when"),
+        ("format", {"max_length": 2}, r"format.max_length: 2 is too small"),
+    ],
+)
+def test_config_errors_name_the_key(section, change, message):
+    raw = {**compose_conf(CONF)[section], **change}
+    with pytest.raises(TunelabError, match=message):
+        to_section(SECTIONS[section], section, raw)
+
+
+def test_unknown_group_option_is_a_clear_error():
+    with pytest.raises(TunelabError, match="conf/: .*strategy_that_does_not_exist"):
+        compose_conf(CONF, ["model=strategy_that_does_not_exist"])
+
+
+def test_stale_params_yaml_is_refused_outside_dvc_exp_run(tmp_path, monkeypatch):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    params = compose_conf(conf)
+    check_params_current(params, conf)  # current: fine
+    data_file = conf / "data" / "vader_movie_reviews.yaml"
+    data_file.write_text(data_file.read_text().replace("test_size: 500", "test_size: 321"))
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    with pytest.raises(TunelabError, match=r"first difference: data.test_size\). A bare `dvc repro`"):
+        check_params_current(params, conf)
+    monkeypatch.setenv("DVC_EXP_NAME", "some-exp")  # dvc exp run composed params.yaml itself
+    check_params_current(params, conf)
+
+
+def test_missing_params_yaml_says_how_to_make_it(tmp_path):
+    with pytest.raises(TunelabError, match="composed from conf/ by `dvc exp run`"):
+        read_params(tmp_path / "params.yaml")
+
+
+def test_first_difference_walks_nested_keys():
+    assert first_difference({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}}) == "a.c"
+    assert first_difference({"a": 1}, {"a": 1, "z": 0}) == "z"
+    assert first_difference({"a": [1, 2]}, {"a": [1, 2]}) is None

@@ -1,0 +1,153 @@
+"""The pipeline for real: DVC in a git repo, Hydra composition, MLflow's sqlite store.
+
+A tiny config (tiny random Llama, 60 synthetic reviews) keeps it to about a minute on 2 cores.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT
+
+PROJECT_FILES = ["dvc.yaml", ".dvcignore", "conf", "stages", "src/tunelab"]
+STAGES = ["base", "fetch", "prepare", "format"]
+WORDS = {"positive": ["moving", "funny", "wonderful", "sharp"], "negative": ["dull", "tedious", "awful", "limp"]}
+
+
+def tiny_reviews(path: Path, count: int = 60) -> Path:
+    rows = []
+    for i in range(count):
+        label = "positive" if i % 2 else "negative"
+        rows.append({"text": f"Review {i}: a {WORDS[label][i % 4]} film.", "label": label})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def run(repo: Path, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def ran_stages(result: subprocess.CompletedProcess) -> list[str]:
+    return [stage for stage in STAGES if f"Running stage '{stage}'" in result.stdout]
+
+
+def replace_in(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+@pytest.fixture
+def project(tmp_path, tiny_model_dir) -> Path:
+    """A git+DVC repo holding the project's pipeline, configured for the tiny model and data."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in PROJECT_FILES:
+        source, target = REPO_ROOT / name, repo / name
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    reviews = tiny_reviews(tmp_path / "reviews.jsonl")
+    (repo / "conf/model/tiny.yaml").write_text(f"# test\nname: tiny\nsource: local_dir\npath: {tiny_model_dir}\n")
+    replace_in(repo / "conf/config.yaml", "model: smollm2_135m_instruct", "model: tiny")
+    replace_in(repo / "conf/config.yaml", "data: vader_movie_reviews", "data: local_file")
+    replace_in(repo / "conf/data/local_file.yaml", "path: ???", f"path: {reviews}")
+    replace_in(repo / "conf/data/local_file.yaml", "val_size: 200\ntest_size: 500", "val_size: 6\ntest_size: 12")
+    (repo / ".gitignore").write_text("mlflow.db\nmlruns/\n")
+    run(repo, "git", "init", "-q")
+    run(repo, "dvc", "init", "-q")
+    run(repo, "dvc", "config", "hydra.enabled", "true")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "tiny project")
+    return repo
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def pipeline_runs(repo: Path):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tunelab")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "tunelab.pipeline" in r.data.tags]
+    children = [r for r in runs if "tunelab.stage" in r.data.tags]
+    return parents, children
+
+
+@pytest.mark.slow
+def test_dvc_pipeline_end_to_end(project):
+    first = run(project, "dvc", "exp", "run")
+    assert ran_stages(first) == STAGES
+
+    stats = json.loads((project / "data/prepared/stats.json").read_text())
+    assert stats["split_sizes"] == {"train": 42, "val": 6, "test": 12}
+    assert stats["overlap"] == {"train/val": 0, "train/test": 0, "val/test": 0}
+    assert (project / "models/base/model.safetensors").is_file()
+    formatted = read_rows(project / "data/formatted/test.jsonl")
+    assert len(formatted) == 12
+    assert formatted[0]["prompt"].startswith("<|im_start|>user\nIs the sentiment of this movie review")
+    assert formatted[0]["completion"] == f"{formatted[0]['label']}<|im_end|>"
+    report = json.loads((project / "data/formatted/report.json").read_text())
+    assert report["splits"]["train"]["eos_at_end_share"] == 1.0
+
+    parents, children = pipeline_runs(project)
+    assert len(parents) == 1 and parents[0].data.params["data.test_size"] == "12"
+    assert sorted(r.data.tags["tunelab.stage"] for r in children) == sorted(STAGES)
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert {r.info.status for r in children + parents} == {"FINISHED"}
+    prepare_run = next(r for r in children if r.data.tags["tunelab.stage"] == "prepare")
+    assert prepare_run.data.metrics["test_examples"] == 12
+
+    second = run(project, "dvc", "repro")
+    assert ran_stages(second) == [] and "Data and pipelines are up to date" in second.stdout
+
+    # An edit in conf/ reaches the stages through dvc exp run, and only the stage that reads it reruns.
+    replace_in(project / "conf/prompt/sentiment_instruction.yaml", "Answer with one word.", "Reply in one word.")
+    edited = run(project, "dvc", "exp", "run")
+    assert ran_stages(edited) == ["format"]
+    assert "Reply in one word." in read_rows(project / "data/formatted/train.jsonl")[0]["prompt"]
+
+    overridden = run(project, "dvc", "exp", "run", "-S", "data.test_size=10")
+    assert ran_stages(overridden) == ["prepare", "format"]
+    assert len(read_rows(project / "data/formatted/test.jsonl")) == 10
+    assert len(pipeline_runs(project)[0]) == 3  # one parent per configuration
+
+
+@pytest.mark.slow
+def test_bare_dvc_repro_refuses_a_params_yaml_that_conf_no_longer_composes_to(project):
+    run(project, "dvc", "exp", "run")
+    replace_in(project / "conf/config.yaml", "max_length: 128", "max_length: 64")
+    (project / "stages/format.py").write_text((project / "stages/format.py").read_text() + "\n")  # format must rerun
+    stale = run(project, "dvc", "repro", check=False)
+    assert stale.returncode != 0
+    assert "params.yaml is not what conf/ composes to (first difference: format.max_length)" in stale.stderr
+
+
+def test_a_stage_fails_in_one_line_naming_file_and_line_and_writes_nothing(tmp_path):
+    (tmp_path / "data/raw").mkdir(parents=True)
+    (tmp_path / "data/raw/truth.txt").write_text("1\t2.0\tGood\n2\toops\n")
+    (tmp_path / "data/raw/source.json").write_text('{"file": "truth.txt"}')
+    data = (REPO_ROOT / "conf/data/vader_movie_reviews.yaml").read_text()
+    (tmp_path / "params.yaml").write_text("data:\n" + "".join(f"  {line}\n" for line in data.splitlines())
+                                          + "tracking:\n  enabled: false\n")
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "stages/prepare.py")], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: {Path('data/raw/truth.txt')}:2: expected 3 tab-separated fields (id, rating, text), got 2")
+    assert not (tmp_path / "data/prepared").exists()

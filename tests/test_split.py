@@ -1,0 +1,59 @@
+import random
+
+import pytest
+
+from tunelab.data.split import check_no_leakage, label_counts, split_overlaps, stratified_split
+from tunelab.errors import TunelabError
+
+
+def examples(n: int = 200, positive_share: float = 0.3) -> list[dict]:
+    return [
+        {"id": f"{i:04d}", "text": f"review {i}", "label": "positive" if i < n * positive_share else "negative"}
+        for i in range(n)
+    ]
+
+
+def ids(splits):
+    return {name: [e["id"] for e in rows] for name, rows in splits.items()}
+
+
+def test_split_is_deterministic_for_a_seed_and_independent_of_row_order():
+    data = examples()
+    shuffled = random.Random(1).sample(data, len(data))
+    first = stratified_split(data, test_size=40, val_size=20, train_size=None, seed=7)
+    assert ids(first) == ids(stratified_split(shuffled, 40, 20, None, seed=7))
+    assert ids(first) != ids(stratified_split(data, 40, 20, None, seed=8))
+
+
+def test_sizes_and_label_proportions():
+    splits = stratified_split(examples(), test_size=40, val_size=20, train_size=100, seed=0)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 100, "val": 20, "test": 40}
+    assert label_counts(splits) == {
+        "train": {"negative": 70, "positive": 30},
+        "val": {"negative": 14, "positive": 6},
+        "test": {"negative": 28, "positive": 12},
+    }
+
+
+def test_no_example_is_in_two_splits():
+    splits = stratified_split(examples(), 40, 20, None, seed=3)
+    assert check_no_leakage(splits) == {"train/val": 0, "train/test": 0, "val/test": 0}
+    assert sum(len(rows) for rows in splits.values()) == 200
+
+
+def test_leakage_by_id_or_normalised_text_is_caught():
+    splits = {
+        "train": [{"id": "a", "text": "Great film"}, {"id": "b", "text": "x"}],
+        "val": [{"id": "c", "text": "great   FILM"}],
+        "test": [{"id": "b", "text": "other"}],
+    }
+    assert split_overlaps(splits) == {"train/val": 1, "train/test": 1, "val/test": 0}
+    with pytest.raises(TunelabError, match="split leakage"):
+        check_no_leakage(splits)
+
+
+def test_asking_for_more_than_there_is_names_the_key():
+    with pytest.raises(TunelabError, match=r"data.test_size: 500 is more than the 200 examples"):
+        stratified_split(examples(), test_size=500, val_size=20, train_size=None, seed=0)
+    with pytest.raises(TunelabError, match=r"data.train_size: 150 is more than"):
+        stratified_split(examples(), test_size=40, val_size=20, train_size=150, seed=0)
