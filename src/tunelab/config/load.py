@@ -1,6 +1,7 @@
 """Load one section of params.yaml into its dataclass, before a stage does any work."""
 
 import dataclasses
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,8 +36,14 @@ def read_params(path: str | Path = PARAMS_FILE, check_current: bool = True) -> d
     return params or {}
 
 
-def _writable_schema(cls: type) -> DictConfig:
-    """OmegaConf's schema of ``cls``, writable down to nested dataclasses.
+def _dataclass_type(annotation) -> type | None:
+    """``Sub`` for a field typed ``Sub`` or ``Optional[Sub]`` where Sub is a dataclass."""
+    candidates = typing.get_args(annotation) or (annotation,)
+    return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
+
+
+def _writable_schema(cls: type, raw: Any) -> DictConfig:
+    """OmegaConf's schema of ``cls``, writable down to the nested dataclasses ``raw`` fills.
 
     OmegaConf marks the nodes of frozen dataclasses read-only, which refuses the merge itself;
     the objects that ``to_object`` builds from the merged schema are frozen all the same.
@@ -44,8 +51,10 @@ def _writable_schema(cls: type) -> DictConfig:
     schema = OmegaConf.structured(cls)
     OmegaConf.set_readonly(schema, False)
     for field in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(field.type) and OmegaConf.is_missing(schema, field.name):
-            schema[field.name] = _writable_schema(field.type)
+        nested = _dataclass_type(field.type)
+        value = raw.get(field.name) if isinstance(raw, dict) else None
+        if nested is not None and isinstance(value, dict):
+            schema[field.name] = _writable_schema(nested, value)
     return schema
 
 
@@ -54,7 +63,7 @@ def to_section(cls: type[Section], name: str, raw: Any) -> Section:
     if raw is None:
         raise TunelabError(f"config: missing section {name!r} (is it in conf/config.yaml's defaults?)")
     try:
-        merged = OmegaConf.merge(_writable_schema(cls), OmegaConf.create(raw))
+        merged = OmegaConf.merge(_writable_schema(cls, raw), OmegaConf.create(raw))
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None)

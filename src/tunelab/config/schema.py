@@ -161,3 +161,173 @@ class TrackingConfig:
     """MLflow experiment that holds the pipeline runs."""
     enabled: bool = True
     """Turn MLflow logging off (stages still write their DVC outputs)."""
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    """Low-rank adapters on the named linear layers (LoRA, and QLoRA's adapters)."""
+
+    r: int = 8
+    """Rank of the update B·A; trainable parameters per layer: r × (in + out)."""
+    alpha: int = 16
+    """Scale of the update is alpha / r."""
+    dropout: float = 0.05
+    """Dropout on the adapter's input."""
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Names of the linear layers to adapt (the last part of the module name)."""
+
+
+@dataclass(frozen=True)
+class QuantizationOptions:
+    """QLoRA's frozen base: bitsandbytes 4-bit weights."""
+
+    quant_type: str = "nf4"
+    """nf4 (normal float, for normally distributed weights) or fp4."""
+    double_quant: bool = True
+    """Quantize the quantization constants too (saves ~0.4 bit per parameter)."""
+
+    def __post_init__(self):
+        require_choice("strategy.quantization.quant_type", self.quant_type, ("nf4", "fp4"))
+
+
+@dataclass(frozen=True)
+class PromptTuningOptions:
+    """Soft prompt: trainable virtual-token embeddings before the input."""
+
+    num_virtual_tokens: int = 16
+    """Length of the soft prompt; trainable parameters: this × hidden size."""
+    init_text: Optional[str] = None
+    """Initialise the soft prompt from this text's embeddings (null: random)."""
+
+
+@dataclass(frozen=True)
+class PrefixTuningOptions:
+    """Trainable key/value prefixes in every attention layer."""
+
+    num_virtual_tokens: int = 16
+    """Prefix length."""
+    projection: bool = False
+    """Reparameterise the prefix through an MLP (more parameters, sometimes more stable)."""
+
+
+@dataclass(frozen=True)
+class IA3Options:
+    """(IA)³: learned rescaling vectors on attention and feed-forward activations."""
+
+    target_modules: list[str] = field(default_factory=lambda: ["k_proj", "v_proj", "down_proj"])
+    """Layers whose activations are rescaled."""
+    feedforward_modules: list[str] = field(default_factory=lambda: ["down_proj"])
+    """Of those, the ones whose input (not output) is rescaled."""
+
+
+QAT_SCHEMES = ("int8_dynamic_activation_int4_weight", "int4_weight_only")
+
+
+@dataclass(frozen=True)
+class QATOptions:
+    """Quantization-aware training with torchao: fake-quantize while training, then convert."""
+
+    scheme: str = "int8_dynamic_activation_int4_weight"
+    """int8_dynamic_activation_int4_weight (runs on CPU) or int4_weight_only (needs CUDA)."""
+    group_size: int = 32
+    """Weights per quantization group."""
+
+    def __post_init__(self):
+        require_choice("strategy.qat.scheme", self.scheme, QAT_SCHEMES)
+
+
+# The option sections each strategy reads; any other section set is a mistake worth naming.
+STRATEGY_SECTIONS = {
+    "full": (),
+    "lora": ("lora",),
+    "qlora": ("lora", "quantization"),
+    "prompt_tuning": ("prompt_tuning",),
+    "prefix_tuning": ("prefix_tuning",),
+    "ia3": ("ia3",),
+    "qat": ("qat",),
+}
+OPTION_SECTIONS = ("lora", "quantization", "prompt_tuning", "prefix_tuning", "ia3", "qat")
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """How the base model is adapted: which parameters train, and how they are stored."""
+
+    name: str
+    """One of full, lora, qlora, prompt_tuning, prefix_tuning, ia3, qat."""
+    lora: Optional[LoraOptions] = None
+    quantization: Optional[QuantizationOptions] = None
+    prompt_tuning: Optional[PromptTuningOptions] = None
+    prefix_tuning: Optional[PrefixTuningOptions] = None
+    ia3: Optional[IA3Options] = None
+    qat: Optional[QATOptions] = None
+
+    def __post_init__(self):
+        require_choice("strategy.name", self.name, tuple(STRATEGY_SECTIONS))
+        reads = STRATEGY_SECTIONS[self.name]
+        for section in OPTION_SECTIONS:
+            value = getattr(self, section)
+            if value is not None and section not in reads:
+                raise TunelabError(
+                    f"strategy.{section}: does not apply to strategy={self.name} (it reads: {list(reads) or 'no options'})"
+                )
+            if value is None and section in reads:
+                raise TunelabError(f"strategy.{section}: must be set for strategy={self.name}")
+
+    @property
+    def is_peft(self) -> bool:
+        """Whether the trained artifact is a PEFT adapter on top of models/base."""
+        return self.name not in ("full", "qat")
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, evaluation and checkpointing of the ``train`` stage."""
+
+    learning_rate: float = 2e-4
+    """Peak learning rate (each strategy file sets its usual value)."""
+    lr_scheduler: str = "cosine"
+    """A transformers scheduler name: cosine, linear, constant, constant_with_warmup, ..."""
+    warmup_ratio: float = 0.05
+    """Share of the steps spent warming up linearly from 0."""
+    max_steps: int = 150
+    """Optimizer steps; -1 trains for ``epochs`` instead."""
+    epochs: float = 1.0
+    """Passes over the train split, when max_steps is -1."""
+    batch_size: int = 8
+    """Examples per device per micro-batch."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step; the loss is normalised over all their tokens."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables clipping)."""
+    seed: int = 42
+    """Seed of initialisation, dropout and data order."""
+    precision: str = "auto"
+    """auto (bf16 where the GPU has it, else fp32), fp32, bf16, fp16."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward: less memory, ~30% more compute."""
+    eval_steps: int = 25
+    """Evaluate on val every this many steps (and checkpoint: early stopping needs both)."""
+    early_stopping_patience: Optional[int] = 3
+    """Stop after this many evaluations without a lower val loss; null disables it."""
+    save_total_limit: int = 2
+    """Checkpoints kept on disk for resuming (the best one is always kept)."""
+    logging_steps: int = 5
+    """Log loss, lr, grad norm, tokens/s, MFU and memory every this many steps."""
+    profile_steps: int = 3
+    """Trace this many steps with torch.profiler (an MLflow artifact); 0 disables it."""
+    launcher: str = "python"
+    """How dvc.yaml starts the stage, e.g. 'accelerate launch --num_processes 2'."""
+
+    def __post_init__(self):
+        require_choice("train.precision", self.precision, PRECISIONS)
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise TunelabError(f"train.max_steps: {self.max_steps}; use a positive count or -1 for epochs")
+        for name in ("batch_size", "gradient_accumulation_steps", "eval_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise TunelabError(f"train.{name}: must be at least 1")
