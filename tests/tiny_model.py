@@ -44,8 +44,8 @@ def build_model(tokenizer, seed: int = 0):
 
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=64,  # bitsandbytes 4-bit blocks hold 64 weights: narrower layers fail on CPU
+        intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

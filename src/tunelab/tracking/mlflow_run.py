@@ -87,8 +87,12 @@ def _pipeline_run_id(client, experiment_id: str, params: dict) -> str:
 
 
 @contextmanager
-def stage_run(stage: str, params: dict, sections: tuple[str, ...]) -> Iterator[StageRun]:
-    """Open the stage's child run under its pipeline's parent; a crash marks it FAILED."""
+def stage_run(stage: str, params: dict, sections: tuple[str, ...], system_metrics: bool = False) -> Iterator[StageRun]:
+    """Open the stage's child run under its pipeline's parent; a crash marks it FAILED.
+
+    ``system_metrics`` samples CPU, memory (and GPU utilisation/memory where CUDA and pynvml
+    exist) into the run while the stage works.
+    """
     tracking = to_section(TrackingConfig, "tracking", params.get("tracking", {}))
     if not tracking.enabled:
         yield StageRun()
@@ -100,6 +104,7 @@ def stage_run(stage: str, params: dict, sections: tuple[str, ...]) -> Iterator[S
     client = mlflow.MlflowClient()
     parent_id = _pipeline_run_id(client, experiment.experiment_id, params)
     with mlflow.start_run(run_id=parent_id):
-        with mlflow.start_run(run_name=stage, nested=True, tags={STAGE_TAG: stage}) as run:
+        with mlflow.start_run(run_name=stage, nested=True, tags={STAGE_TAG: stage},
+                              log_system_metrics=system_metrics) as run:
             mlflow.log_params(flatten({name: params.get(name) for name in sections}))
             yield StageRun(run)

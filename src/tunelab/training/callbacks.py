@@ -1,0 +1,88 @@
+"""Trainer callbacks: what the train stage records while the trainer runs as it is."""
+
+import gzip
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from tunelab.training.throughput import peak_memory_mb
+
+LOGGED = ("loss", "learning_rate", "grad_norm", "eval_loss")
+
+
+class TrainingTelemetry(TrainerCallback):
+    """Per-log-step loss, lr, grad norm, tokens/s, MFU and peak memory, to MLflow and to curves.
+
+    The tokens/s window restarts after each evaluation and checkpoint, so it measures training.
+    """
+
+    def __init__(self, run, flops_per_token: float, peak_flops: float):
+        self.run = run
+        self.flops_per_token = flops_per_token
+        self.peak_flops = peak_flops
+        self.curve: list[dict] = []
+        self.throughput: list[float] = []
+        self._window_start = time.perf_counter()
+        self._window_tokens = 0
+
+    def _restart_window(self, state) -> None:
+        self._window_start = time.perf_counter()
+        self._window_tokens = state.num_input_tokens_seen
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._restart_window(state)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._restart_window(state)
+
+    def on_save(self, args, state, control, **kwargs):
+        self._restart_window(state)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        metrics = {key: float(logs[key]) for key in LOGGED if key in logs}
+        if "loss" in logs:
+            seconds = time.perf_counter() - self._window_start
+            tokens = state.num_input_tokens_seen - self._window_tokens
+            if seconds > 0 and tokens > 0:
+                metrics["tokens_per_second"] = tokens / seconds
+                metrics["mfu"] = metrics["tokens_per_second"] * self.flops_per_token / self.peak_flops
+                self.throughput.append(metrics["tokens_per_second"])
+            self._restart_window(state)
+        metrics["peak_memory_mb"] = peak_memory_mb()
+        self.run.log_metrics(metrics, step=state.global_step)
+        self.curve.append({"step": state.global_step, **metrics})
+
+
+class ProfileSteps(TrainerCallback):
+    """A torch.profiler trace of a few optimizer steps (after a warm-up step), gzipped."""
+
+    def __init__(self, steps: int, trace_path: Path, first_step: int = 2):
+        self.steps, self.trace_path, self.first_step = steps, trace_path, first_step
+        self.profiler = None
+        self.done = steps <= 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.done or self.profiler is not None or state.global_step < self.first_step:
+            return
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self.profiler = torch.profiler.profile(activities=activities, profile_memory=True)
+        self.profiler.__enter__()
+        self._until = state.global_step + self.steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.profiler is None or state.global_step < self._until:
+            return
+        self.profiler.__exit__(None, None, None)
+        raw = self.trace_path.with_suffix("")
+        self.profiler.export_chrome_trace(str(raw))
+        with raw.open("rb") as source, gzip.open(self.trace_path, "wb") as target:
+            shutil.copyfileobj(source, target)
+        raw.unlink()
+        self.profiler, self.done = None, True

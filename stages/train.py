@@ -1,0 +1,113 @@
+"""Stage train: fine-tune models/base on data/formatted with the strategy conf/strategy selects.
+
+    dvc exp run                                   # default: LoRA r=8 on q/k/v/o
+    dvc exp run -S strategy=qlora                 # also: full, prompt_tuning, prefix_tuning, ia3, qat
+    dvc exp run -S train.learning_rate=1e-4 -S train.max_steps=300
+    dvc exp run -S 'train.launcher=accelerate launch --num_processes 2'    # DDP (see docs/training.md)
+
+Killed mid-run, the next run resumes from the last checkpoint in checkpoints/ (not a DVC output).
+"""
+
+import os
+import shutil
+import statistics
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+from tunelab.config.load import read_params, to_section
+from tunelab.config.schema import StrategyConfig, TrainConfig
+from tunelab.io.atomic import atomic_dir, write_csv, write_json
+from tunelab.io.jsonl import read_jsonl
+from tunelab.stage import run_stage
+from tunelab.tracking.mlflow_run import StageRun, stage_run
+from tunelab.training.callbacks import ProfileSteps, TrainingTelemetry
+from tunelab.training.run import build_trainer, check_applicable, checkpoint_dir, last_checkpoint
+from tunelab.training.strategies import save_trained, trainable_model
+from tunelab.training.throughput import flops_per_token, measure_matmul_peak, total_parameters, trainable_parameters
+
+BASE = Path("models/base")
+FORMATTED = Path("data/formatted")
+OUT = Path("models/trained")
+METRICS = Path("metrics/train.json")
+CURVES = Path("metrics/train")
+TRACE = Path("checkpoints/train_profile.json.gz")  # an MLflow artifact, not a DVC output
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def loss_token_share(rows: list[dict]) -> float:
+    return sum(sum(r["completion_mask"]) for r in rows) / sum(len(r["input_ids"]) for r in rows)
+
+
+def write_curves(curve: list[dict]) -> None:
+    """DVC plots (dvc plots show/diff) of the logged steps."""
+    for name, key in (("loss", "loss"), ("val_loss", "eval_loss"), ("learning_rate", "learning_rate")):
+        write_csv(CURVES / f"{name}.csv", [{"step": row["step"], key: row[key]} for row in curve if key in row])
+
+
+def main() -> None:
+    params = read_params()
+    strategy = to_section(StrategyConfig, "strategy", params.get("strategy"))
+    train = to_section(TrainConfig, "train", params.get("train"))
+    check_applicable(train, strategy)
+    inputs = [FORMATTED / "train.jsonl", FORMATTED / "val.jsonl"]
+    train_rows, val_rows = (read_jsonl(path, required=("input_ids", "completion_mask")) for path in inputs)
+
+    from transformers import AutoTokenizer, set_seed
+
+    set_seed(train.seed)  # adapter initialisation is random too
+    tracking = stage_run("train", params, ("strategy", "train"), system_metrics=True) if is_main_process() else nullcontext(StageRun())
+    with tracking as run:
+        tokenizer = AutoTokenizer.from_pretrained(BASE)
+        model = trainable_model(BASE, strategy, train.gradient_checkpointing)
+        peak_flops, per_token = measure_matmul_peak(), flops_per_token(model)
+        telemetry = TrainingTelemetry(run, per_token, peak_flops)
+        checkpoints = checkpoint_dir(strategy, train, inputs)
+        callbacks = [telemetry, ProfileSteps(train.profile_steps, TRACE)]
+        trainer = build_trainer(model, tokenizer, train, train_rows, val_rows, checkpoints, callbacks)
+        val_loss_before = trainer.evaluate()["eval_loss"]
+        resume_from = last_checkpoint(checkpoints)
+        print(f"train: {strategy.name}, {trainable_parameters(model):,} of {total_parameters(model):,} parameters trainable"
+              + (f", resuming from {resume_from}" if resume_from else ""))
+        started = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        train_seconds = time.perf_counter() - started
+        val_loss_after = trainer.evaluate()["eval_loss"]
+        if not trainer.is_world_process_zero():
+            return
+        with atomic_dir(OUT) as folder:
+            save_trained(trainer.model, tokenizer, strategy, folder)
+        metrics = {
+            "strategy": strategy.name,
+            "trainable_parameters": trainable_parameters(trainer.model),
+            "total_parameters": total_parameters(trainer.model),
+            "val_loss_before": round(val_loss_before, 4),
+            "val_loss_after": round(val_loss_after, 4),
+            "train_loss": round(result.training_loss, 4),
+            "steps": trainer.state.global_step,
+            "best_step": int(trainer.state.best_global_step or trainer.state.global_step),
+            "resumed_from": resume_from,
+            "train_seconds": round(train_seconds, 1),
+            "tokens_per_second": round(statistics.median(telemetry.throughput), 1) if telemetry.throughput else None,
+            "mfu": round(statistics.median(telemetry.throughput) * per_token / peak_flops, 4) if telemetry.throughput else None,
+            "flops_per_token": per_token,
+            "matmul_peak_gflops": round(peak_flops / 1e9, 1),
+            "peak_memory_mb": round(max(row["peak_memory_mb"] for row in telemetry.curve), 1),
+            "loss_token_share": round(loss_token_share(train_rows), 4),
+        }
+        write_json(METRICS, metrics)
+        write_curves(telemetry.curve)
+        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        run.log_artifact(METRICS)
+        if TRACE.exists():
+            run.log_artifact(TRACE, "profile")
+        shutil.rmtree(checkpoints, ignore_errors=True)  # finished: DVC caches the result
+        print(f"train: val loss {val_loss_before:.4f} -> {val_loss_after:.4f} in {train_seconds:.0f} s "
+              f"({metrics['tokens_per_second']} tokens/s, MFU {metrics['mfu']})")
+
+
+if __name__ == "__main__":
+    run_stage(main)

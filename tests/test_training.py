@@ -1,0 +1,157 @@
+"""Every strategy trains the tiny model: loss falls, exactly the intended parameters change,
+the trainable count is the strategy's formula, and the saved artifact reloads the same."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from tunelab.errors import TunelabError
+from tunelab.training.run import build_trainer, token_dataset
+from tunelab.training.strategies import load_trained, qat_convert, save_trained, trainable_model
+
+from training_helpers import formatted_rows, snapshot, strategy_from_conf, tiny_train_config, train_tiny
+
+STRATEGIES = ["full", "lora", "qlora", "prompt_tuning", "prefix_tuning", "ia3", "qat"]
+LEARNING_RATES = {"full": 3e-3, "qat": 3e-3, "lora": 1e-2, "qlora": 1e-2, "prompt_tuning": 3e-2,
+                  "prefix_tuning": 3e-2, "ia3": 3e-2}
+
+
+def linear(model, suffix):
+    return [m for n, m in model.named_modules() if n.endswith(suffix) and hasattr(m, "in_features")]
+
+
+def expected_trainable(strategy, base) -> int:
+    """Each strategy's parameter formula, computed from the base model's shapes."""
+    config = base.config
+    if strategy.name in ("full", "qat"):
+        return sum(p.numel() for p in base.parameters())
+    if strategy.name in ("lora", "qlora"):
+        return sum(strategy.lora.r * (m.in_features + m.out_features)
+                   for target in strategy.lora.target_modules for m in linear(base, f".{target}"))
+    if strategy.name == "ia3":
+        return sum(m.in_features if target in strategy.ia3.feedforward_modules else m.out_features
+                   for target in strategy.ia3.target_modules for m in linear(base, f".{target}"))
+    if strategy.name == "prompt_tuning":
+        return strategy.prompt_tuning.num_virtual_tokens * config.hidden_size
+    kv_width = config.num_key_value_heads * (config.hidden_size // config.num_attention_heads)
+    return strategy.prefix_tuning.num_virtual_tokens * config.num_hidden_layers * 2 * kv_width
+
+
+def probe_logits(model, tokenizer):
+    model.eval()
+    with torch.no_grad():
+        return model(**tokenizer("Review: a funny film\nSentiment?", return_tensors="pt")).logits
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_strategy_trains_exactly_its_parameters_and_reloads(name, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    strategy = strategy_from_conf(name)
+    rows = formatted_rows(AutoTokenizer.from_pretrained(tiny_model_dir))
+    trainer, tokenizer = train_tiny(tiny_model_dir, tmp_path / "ckpt", strategy, rows,
+                                    tiny_train_config(learning_rate=LEARNING_RATES[name]))
+    loss_before = trainer.evaluate()["eval_loss"]
+    # After the first evaluation: bitsandbytes repacks 4-bit weights for its CPU inference kernel
+    # on the first no-grad forward, a change of layout that is not training.
+    before = snapshot(trainer.model)
+    trainer.train()
+    loss_after = trainer.evaluate()["eval_loss"]
+    assert math.isfinite(loss_after) and loss_after < loss_before
+
+    model = trainer.model
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert sum(p.numel() for n, p in model.named_parameters() if n in trainable) == expected_trainable(strategy, base)
+    after = dict(model.named_parameters())
+    changed = {n for n in before if not torch.equal(before[n], after[n].detach())}
+    assert changed == trainable, f"changed but frozen: {changed - trainable}; trainable but unchanged: {trainable - changed}"
+
+    save_trained(model, tokenizer, strategy, tmp_path / "trained")
+    if name == "qat":
+        qat_convert(model, strategy.qat)  # what the saved artifact must reload as
+    expected = probe_logits(model, tokenizer)
+    saved = {p.name for p in (tmp_path / "trained").iterdir()}
+    assert not any(s.endswith((".bin", ".pt", ".pth")) for s in saved)
+    assert ("adapter_model.safetensors" if strategy.is_peft else "model.safetensors") in saved
+    script = (
+        "import sys, torch; from pathlib import Path; from transformers import AutoTokenizer\n"
+        "from tunelab.training.strategies import load_trained\n"
+        f"m = load_trained(Path({str(tmp_path / 'trained')!r}), Path({str(tiny_model_dir)!r})).eval()\n"
+        f"t = AutoTokenizer.from_pretrained({str(tiny_model_dir)!r})\n"
+        "with torch.no_grad(): torch.save(m(**t('Review: a funny film\\nSentiment?', return_tensors='pt')).logits, sys.argv[1])\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "logits.pt")], check=True, capture_output=True)
+    assert torch.allclose(torch.load(tmp_path / "logits.pt"), expected, atol=reload_tolerance(name))
+
+
+def reload_tolerance(name: str) -> float:
+    """Exact but for QLoRA on CPU: bitsandbytes' CPU backend converts the frozen 4-bit weights
+    between an inference layout (scales rounded to bf16) and a training layout (scales
+    re-quantized) whenever evaluation and training alternate. The 4-bit codes never change
+    (checked above), but the scales drift, so a freshly loaded base differs by ~2e-3."""
+    return 1e-2 if name == "qlora" and not torch.cuda.is_available() else 1e-5
+
+
+def test_gradient_accumulation_matches_the_larger_batch(tiny_model_dir, tmp_path):
+    """Loss is normalised over all completion tokens of the accumulated batch, not averaged per
+    micro-batch (the HF pitfall): 1 step of 4×2 must equal 1 step of 8×1."""
+    from transformers import AutoTokenizer
+
+    from tunelab.prompts.tokenization import tokenize_example
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    completions = ["positive<|im_end|>", "a moving film, funny and warm<|im_end|>", "negative<|im_end|>",
+                   "dull<|im_end|>", "tedious from start to end, limp<|im_end|>", "sharp<|im_end|>",
+                   "wonderful acting<|im_end|>", "awful<|im_end|>"]
+    rows = []
+    for i, completion in enumerate(completions):
+        tokens = tokenize_example(tokenizer, f"Review {i}:\n", completion, 64, add_special_tokens=False)
+        rows.append({"input_ids": tokens.input_ids, "completion_mask": tokens.completion_mask})
+    assert len({sum(r["completion_mask"]) for r in rows}) > 3  # unequal token counts make the pitfall bite
+
+    strategy = strategy_from_conf("full")
+    results = []
+    for batch, accumulation in ((8, 1), (4, 2)):
+        train = tiny_train_config(max_steps=1, batch_size=batch, gradient_accumulation_steps=accumulation,
+                                  max_grad_norm=0.0)
+        gradients = CaptureGradients()
+        trainer, _ = train_tiny(tiny_model_dir, tmp_path / f"b{batch}", strategy, rows, train, [gradients])
+        results.append((trainer.train().training_loss, gradients.captured))
+    (loss_big, gradients_big), (loss_accumulated, gradients_accumulated) = results
+    assert loss_accumulated == pytest.approx(loss_big, rel=1e-5)
+    for name, gradient in gradients_big.items():
+        assert torch.allclose(gradient, gradients_accumulated[name], rtol=1e-4, atol=1e-8), name
+
+
+class CaptureGradients(TrainerCallback):
+    """The accumulated gradients, just before the optimizer uses them."""
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.captured = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_target_modules_that_match_nothing_are_named(tiny_model_dir):
+    from dataclasses import replace
+
+    lora = strategy_from_conf("lora")
+    broken = replace(lora, lora=replace(lora.lora, target_modules=["q_proj", "query_key_value"]))
+    with pytest.raises(TunelabError, match=r"strategy.lora.target_modules: \['query_key_value'\] match no linear layer"):
+        trainable_model(tiny_model_dir, broken, gradient_checkpointing=False)
+
+
+def test_data_with_no_loss_tokens_is_refused_before_training():
+    rows = [{"input_ids": [1, 2, 3], "completion_mask": [0, 0, 0]}]
+    with pytest.raises(TunelabError, match="no token carries loss"):
+        token_dataset(rows, "train")
+
+
+def test_precision_that_needs_a_gpu_is_refused_on_cpu(tiny_model_dir, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(TunelabError, match="train.precision: bf16 needs a CUDA GPU"):
+        build_trainer(None, None, tiny_train_config(precision="bf16"), [], [], tmp_path, [])
