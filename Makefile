@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python` and `dvc` from the venv without it being activated.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run repro test test-fast ui clean-runs
+.PHONY: setup run repro test test-fast bench-train ui clean-runs
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ test: setup
 # Everything but the end-to-end DVC/MLflow tests.
 test-fast: setup
 	pytest -m "not slow"
+
+# Training throughput of every strategy (needs models/base and data/formatted: run `make run` first).
+bench-train: setup
+	python bench/train_throughput.py
 
 # Browse the runs: http://127.0.0.1:5000
 ui: setup

@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO_ROOT
 
 PROJECT_FILES = ["dvc.yaml", ".dvcignore", "conf", "stages", "src/tunelab"]
-STAGES = ["base", "fetch", "prepare", "format"]
+STAGES = ["base", "fetch", "prepare", "format", "train"]
 WORDS = {"positive": ["moving", "funny", "wonderful", "sharp"], "negative": ["dull", "tedious", "awful", "limp"]}
 
 
@@ -65,6 +65,8 @@ def project(tmp_path, tiny_model_dir) -> Path:
     replace_in(repo / "conf/config.yaml", "data: vader_movie_reviews", "data: local_file")
     replace_in(repo / "conf/data/local_file.yaml", "path: ???", f"path: {reviews}")
     replace_in(repo / "conf/data/local_file.yaml", "val_size: 200\ntest_size: 500", "val_size: 6\ntest_size: 12")
+    replace_in(repo / "conf/config.yaml", "max_steps: 100", "max_steps: 20")
+    replace_in(repo / "conf/config.yaml", "eval_steps: 25", "eval_steps: 10")
     (repo / ".gitignore").write_text("mlflow.db\nmlruns/\n")
     run(repo, "git", "init", "-q")
     run(repo, "dvc", "init", "-q")
@@ -104,26 +106,34 @@ def test_dvc_pipeline_end_to_end(project):
     assert formatted[0]["completion"] == f"{formatted[0]['label']}<|im_end|>"
     report = json.loads((project / "data/formatted/report.json").read_text())
     assert report["splits"]["train"]["eos_at_end_share"] == 1.0
+    trained = json.loads((project / "metrics/train.json").read_text())
+    assert trained["strategy"] == "lora" and trained["steps"] == 20
+    assert trained["val_loss_after"] < trained["val_loss_before"]
+    assert (project / "models/trained/adapter_model.safetensors").is_file()
+    assert (project / "metrics/train/loss.csv").read_text().startswith("step,loss\n")
 
     parents, children = pipeline_runs(project)
     assert len(parents) == 1 and parents[0].data.params["data.test_size"] == "12"
     assert sorted(r.data.tags["tunelab.stage"] for r in children) == sorted(STAGES)
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert {r.info.status for r in children + parents} == {"FINISHED"}
+    train_run = next(r for r in children if r.data.tags["tunelab.stage"] == "train")
+    assert {"loss", "tokens_per_second", "mfu", "peak_memory_mb", "val_loss_after"} <= set(train_run.data.metrics)
+    assert any(key.startswith("system/cpu") for key in train_run.data.metrics)
     prepare_run = next(r for r in children if r.data.tags["tunelab.stage"] == "prepare")
     assert prepare_run.data.metrics["test_examples"] == 12
 
     second = run(project, "dvc", "repro")
     assert ran_stages(second) == [] and "Data and pipelines are up to date" in second.stdout
 
-    # An edit in conf/ reaches the stages through dvc exp run, and only the stage that reads it reruns.
+    # An edit in conf/ reaches the stages through dvc exp run; only the stages downstream of it rerun.
     replace_in(project / "conf/prompt/sentiment_instruction.yaml", "Answer with one word.", "Reply in one word.")
     edited = run(project, "dvc", "exp", "run")
-    assert ran_stages(edited) == ["format"]
+    assert ran_stages(edited) == ["format", "train"]
     assert "Reply in one word." in read_rows(project / "data/formatted/train.jsonl")[0]["prompt"]
 
     overridden = run(project, "dvc", "exp", "run", "-S", "data.test_size=10")
-    assert ran_stages(overridden) == ["prepare", "format"]
+    assert ran_stages(overridden) == ["prepare", "format", "train"]
     assert len(read_rows(project / "data/formatted/test.jsonl")) == 10
     assert len(pipeline_runs(project)[0]) == 3  # one parent per configuration
 

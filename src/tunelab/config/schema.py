@@ -311,6 +311,8 @@ class TrainConfig:
     """auto (bf16 where the GPU has it, else fp32), fp32, bf16, fp16."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward: less memory, ~30% more compute."""
+    group_by_length: bool = True
+    """Batch examples of similar length (less padding; the order is still seeded)."""
     eval_steps: int = 25
     """Evaluate on val every this many steps (and checkpoint: early stopping needs both)."""
     early_stopping_patience: Optional[int] = 3

@@ -1,0 +1,139 @@
+"""Training throughput of every strategy on the base model: tokens/s, MFU, peak memory.
+
+    make bench-train                  # all strategies on models/base, 8 sequences × 128 tokens
+    python bench/train_throughput.py --strategies lora full --steps 5
+
+Each strategy runs in its own process (so its peak memory is its own) and measures the matmul
+peak itself, just before its steps, since other load on the machine lowers both. Sequences are
+real training tokens packed to exactly 128, so no padding dilutes the figures. The step is the
+model's forward, backward and AdamW step, as in training; the Trainer's own bookkeeping is not
+timed. Results: bench/results/train_<device>.json and .md.
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+STRATEGIES = ["full", "lora", "qlora", "prompt_tuning", "prefix_tuning", "ia3", "qat"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def packed_batch(batch: int, length: int) -> torch.Tensor:
+    """Real tokens from data/formatted/train.jsonl, concatenated and cut into equal rows."""
+    tokens = []
+    with (REPO / "data/formatted/train.jsonl").open() as rows:
+        for line in rows:
+            tokens.extend(json.loads(line)["input_ids"])
+            if len(tokens) >= batch * length:
+                break
+    return torch.tensor(tokens[: batch * length]).view(batch, length)
+
+
+def measure(strategy_name: str, steps: int, batch: int, length: int) -> dict:
+    sys.path.insert(0, str(REPO / "src"))
+    from tunelab.config.compose import compose_conf
+    from tunelab.config.load import to_section
+    from tunelab.config.schema import StrategyConfig
+    from tunelab.training.strategies import trainable_model
+    from tunelab.training.throughput import (flops_per_token, measure_matmul_peak, peak_memory_mb,
+                                             total_parameters, trainable_parameters)
+
+    strategy = to_section(StrategyConfig, "strategy",
+                          compose_conf(REPO / "conf", [f"strategy={strategy_name}"])["strategy"])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = trainable_model(REPO / "models/base", strategy, gradient_checkpointing=False)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    inputs = packed_batch(batch, length).to(device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    peak_flops = measure_matmul_peak()
+    times = []
+    for step in range(steps + 1):  # the first step warms up allocators and kernels
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with autocast:
+            loss = model(input_ids=inputs, labels=inputs).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if step:
+            times.append(time.perf_counter() - start)
+    step_seconds = statistics.median(times)
+    tokens_per_second = batch * length / step_seconds
+    return {
+        "strategy": strategy_name,
+        "trainable_parameters": trainable_parameters(model),
+        "total_parameters": total_parameters(model),
+        "step_seconds": round(step_seconds, 3),
+        "tokens_per_second": round(tokens_per_second, 1),
+        "flops_per_token": flops_per_token(model),
+        "matmul_peak_gflops": round(peak_flops / 1e9, 1),
+        "mfu": round(tokens_per_second * flops_per_token(model) / peak_flops, 3),
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+    }
+
+
+def environment() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    import transformers, peft, bitsandbytes, torchao  # noqa: E401
+
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__,
+            "bitsandbytes": bitsandbytes.__version__, "torchao": torchao.__version__,
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def markdown(results: list[dict], env: dict, batch: int, length: int) -> str:
+    lines = [f"Training step, {batch}×{length} tokens, on {env['gpu'] or env['cpu']} ({env['threads']} threads), "
+             f"torch {env['torch']}.", "",
+             "| strategy | trainable | step (s) | tokens/s | GFLOP/token | matmul peak (GFLOP/s) | MFU | peak memory (MiB) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['strategy']} | {r['trainable_parameters']:,} | {r['step_seconds']} | {r['tokens_per_second']} | "
+                     f"{r['flops_per_token'] / 1e9:.2f} | {r['matmul_peak_gflops']} | {r['mfu']:.0%} | {r['peak_memory_mb']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--strategies", nargs="+", default=STRATEGIES, choices=STRATEGIES)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--one", choices=STRATEGIES, help=argparse.SUPPRESS)  # the per-strategy child process
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.steps, args.batch, args.length)))
+        return
+    if not (REPO / "models/base/config.json").is_file():
+        sys.exit("bench: models/base is missing; run `make run` first")
+    results = []
+    for name in args.strategies:
+        child = subprocess.run([sys.executable, __file__, "--one", name, "--steps", str(args.steps), "--batch",
+                                str(args.batch), "--length", str(args.length)], capture_output=True, text=True)
+        if child.returncode != 0:
+            print(f"{name}: failed\n{child.stderr[-2000:]}", file=sys.stderr)
+            continue
+        results.append(json.loads(child.stdout.strip().splitlines()[-1]))
+        print(json.dumps(results[-1]), flush=True)
+    env = environment()
+    device = "cuda" if env["gpu"] else "cpu"
+    (REPO / f"bench/results/train_{device}.json").write_text(json.dumps({"environment": env, "results": results}, indent=2) + "\n")
+    table = markdown(results, env, args.batch, args.length)
+    (REPO / f"bench/results/train_{device}.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

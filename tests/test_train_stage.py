@@ -1,0 +1,102 @@
+"""The train stage as a process: killed and resumed, and under accelerate's DDP launcher."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
+
+from tunelab.config.compose import compose_conf
+from tunelab.io.atomic import write_jsonl
+
+from conftest import REPO_ROOT
+from training_helpers import formatted_rows
+
+STAGE = REPO_ROOT / "stages" / "train.py"
+
+
+def train_project(root: Path, tiny_model_dir: Path, **train) -> Path:
+    """A folder laid out like the repo for the train stage: params.yaml, models/base, data/formatted."""
+    params = compose_conf(REPO_ROOT / "conf", ["strategy=lora", "tracking.enabled=false"])
+    params["train"].update({"learning_rate": 1e-2, "warmup_ratio": 0.0, "batch_size": 4, "logging_steps": 1,
+                            "early_stopping_patience": None, "profile_steps": 0, **train})
+    root.mkdir(parents=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copytree(tiny_model_dir, root / "models" / "base")
+    rows = formatted_rows(AutoTokenizer.from_pretrained(tiny_model_dir))
+    write_jsonl(root / "data/formatted/train.jsonl", rows)
+    write_jsonl(root / "data/formatted/val.jsonl", rows)
+    return root
+
+
+def run_stage(root: Path, *launcher: str) -> subprocess.CompletedProcess:
+    command = [*launcher, str(STAGE)] if launcher else [sys.executable, str(STAGE)]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def metrics(root: Path) -> dict:
+    return json.loads((root / "metrics/train.json").read_text())
+
+
+def wait_for_checkpoint(root: Path, process: subprocess.Popen, step: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = list(root.glob(f"checkpoints/train-*/checkpoint-{step}/trainer_state.json"))
+        if done:
+            return
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.01)
+    raise AssertionError(f"no checkpoint-{step} within {timeout} s")
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_as_an_uninterrupted_one(tiny_model_dir, tmp_path):
+    settings = {"max_steps": 200, "eval_steps": 10}
+    uninterrupted = train_project(tmp_path / "uninterrupted", tiny_model_dir, **settings)
+    run_stage(uninterrupted)
+
+    killed = train_project(tmp_path / "killed", tiny_model_dir, **settings)
+    process = subprocess.Popen([sys.executable, str(STAGE)], cwd=killed, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wait_for_checkpoint(killed, process, step=40)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "models/trained").exists(), "a killed run must leave no trained model"
+    assert not (killed / "metrics/train.json").exists()
+
+    resumed = run_stage(killed)
+    assert "resuming from checkpoints/train-" in resumed.stdout
+    assert metrics(killed)["resumed_from"] is not None and metrics(killed)["steps"] == 200
+    # Same seed, same data order (the trainer restores RNG and skips seen batches): on CPU the
+    # end is the same up to float noise; the stated tolerance is 1e-5 relative.
+    for key in ("val_loss_after", "train_loss"):
+        assert metrics(killed)[key] == pytest.approx(metrics(uninterrupted)[key], rel=1e-5), key
+    assert not list(killed.glob("checkpoints/train-*")), "checkpoints are removed once training finished"
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_matches_one_process(tiny_model_dir, tmp_path):
+    """2 processes × batch 4 (gloo) against 1 process × batch 8: the same global batches."""
+    # group_by_length groups within megabatches sized by the per-process batch, which differs here
+    settings = {"max_steps": 20, "eval_steps": 10, "group_by_length": False}
+    single = train_project(tmp_path / "single", tiny_model_dir, batch_size=8, **settings)
+    run_stage(single)
+    ddp = train_project(tmp_path / "ddp", tiny_model_dir, batch_size=4, **settings)
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    run_stage(ddp, accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no")
+    assert metrics(ddp)["val_loss_after"] == pytest.approx(metrics(single)["val_loss_after"], rel=1e-4)
+    adapter_single = load_file(single / "models/trained/adapter_model.safetensors")
+    adapter_ddp = load_file(ddp / "models/trained/adapter_model.safetensors")
+    for name, tensor in adapter_single.items():
+        assert (tensor - adapter_ddp[name]).abs().max() < 1e-4, name
