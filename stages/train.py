@@ -70,10 +70,11 @@ def main() -> None:
         trainer = build_trainer(model, tokenizer, train, train_rows, val_rows, checkpoints, callbacks)
         val_loss_before = trainer.evaluate()["eval_loss"]
         resume_from = last_checkpoint(checkpoints)
-        print(f"train: {strategy.name}, {trainable_parameters(model):,} of {total_parameters(model):,} parameters trainable"
-              + (f", resuming from {resume_from}" if resume_from else ""))
+        processes = trainer.args.world_size
+        print(f"train: {strategy.name}, {trainable_parameters(model):,} of {total_parameters(model):,} parameters trainable, "
+              f"{processes} process{'es' if processes > 1 else ''}" + (f", resuming from {resume_from}" if resume_from else ""))
         started = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=resume_from)
+        trainer.train(resume_from_checkpoint=resume_from)
         train_seconds = time.perf_counter() - started
         val_loss_after = trainer.evaluate()["eval_loss"]
         if not trainer.is_world_process_zero():
@@ -86,7 +87,9 @@ def main() -> None:
             "total_parameters": total_parameters(trainer.model),
             "val_loss_before": round(val_loss_before, 4),
             "val_loss_after": round(val_loss_after, 4),
-            "train_loss": round(result.training_loss, 4),
+            # The last logged training loss; the Trainer's own average covers only the steps run
+            # since a resume, so it is not comparable across an interruption.
+            "train_loss_final": round(next(r["loss"] for r in reversed(telemetry.curve) if "loss" in r), 4),
             "steps": trainer.state.global_step,
             "best_step": int(trainer.state.best_global_step or trainer.state.global_step),
             "resumed_from": resume_from,

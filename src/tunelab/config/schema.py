@@ -281,12 +281,15 @@ class StrategyConfig:
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "sgd", "adafactor", "adamw_bnb_8bit", "paged_adamw_8bit")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, evaluation and checkpointing of the ``train`` stage."""
 
+    optimizer: str = "adamw_torch"
+    """A transformers optimizer name: adamw_torch, adamw_torch_fused, sgd, adafactor, adamw_bnb_8bit, paged_adamw_8bit."""
     learning_rate: float = 2e-4
     """Peak learning rate (each strategy file sets its usual value)."""
     lr_scheduler: str = "cosine"
@@ -328,6 +331,7 @@ class TrainConfig:
 
     def __post_init__(self):
         require_choice("train.precision", self.precision, PRECISIONS)
+        require_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         if self.max_steps == 0 or self.max_steps < -1:
             raise TunelabError(f"train.max_steps: {self.max_steps}; use a positive count or -1 for epochs")
         for name in ("batch_size", "gradient_accumulation_steps", "eval_steps", "logging_steps"):

@@ -71,6 +71,7 @@ def training_arguments(train: TrainConfig, output_dir: Path):
     early_stopping = train.early_stopping_patience is not None
     return TrainingArguments(
         output_dir=str(output_dir),
+        optim=train.optimizer,
         learning_rate=train.learning_rate,
         lr_scheduler_type=train.lr_scheduler,
         warmup_steps=train.warmup_ratio,  # a float below 1 is a ratio of the total steps
