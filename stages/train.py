@@ -10,7 +10,6 @@ Killed mid-run, the next run resumes from the last checkpoint in checkpoints/ (n
 
 import os
 import shutil
-import statistics
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -48,6 +47,17 @@ def write_curves(curve: list[dict]) -> None:
         write_csv(CURVES / f"{name}.csv", [{"step": row["step"], key: row[key]} for row in curve if key in row])
 
 
+def publish(run, metrics: dict, telemetry: TrainingTelemetry, checkpoints: Path) -> None:
+    """Metrics and curves for DVC, the same and the profiler trace for MLflow; drop checkpoints."""
+    write_json(METRICS, metrics)
+    write_curves(telemetry.curve)
+    run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    run.log_artifact(METRICS)
+    if TRACE.exists():
+        run.log_artifact(TRACE, "profile")
+    shutil.rmtree(checkpoints, ignore_errors=True)  # finished: DVC caches the result
+
+
 def main() -> None:
     params = read_params()
     strategy = to_section(StrategyConfig, "strategy", params.get("strategy"))
@@ -63,8 +73,7 @@ def main() -> None:
     with tracking as run:
         tokenizer = AutoTokenizer.from_pretrained(BASE)
         model = trainable_model(BASE, strategy, train.gradient_checkpointing)
-        peak_flops, per_token = measure_matmul_peak(), flops_per_token(model)
-        telemetry = TrainingTelemetry(run, per_token, peak_flops)
+        telemetry = TrainingTelemetry(run, flops_per_token(model), measure_matmul_peak())
         checkpoints = checkpoint_dir(strategy, train, inputs)
         callbacks = [telemetry, ProfileSteps(train.profile_steps, TRACE)]
         trainer = build_trainer(model, tokenizer, train, train_rows, val_rows, checkpoints, callbacks)
@@ -76,7 +85,7 @@ def main() -> None:
         started = time.perf_counter()
         trainer.train(resume_from_checkpoint=resume_from)
         train_seconds = time.perf_counter() - started
-        val_loss_after = trainer.evaluate()["eval_loss"]
+        val_loss_after = trainer.evaluate()["eval_loss"]  # the best checkpoint's, with early stopping
         if not trainer.is_world_process_zero():
             return
         with atomic_dir(OUT) as folder:
@@ -87,27 +96,14 @@ def main() -> None:
             "total_parameters": total_parameters(trainer.model),
             "val_loss_before": round(val_loss_before, 4),
             "val_loss_after": round(val_loss_after, 4),
-            # The last logged training loss; the Trainer's own average covers only the steps run
-            # since a resume, so it is not comparable across an interruption.
-            "train_loss_final": round(next(r["loss"] for r in reversed(telemetry.curve) if "loss" in r), 4),
             "steps": trainer.state.global_step,
             "best_step": int(trainer.state.best_global_step or trainer.state.global_step),
             "resumed_from": resume_from,
             "train_seconds": round(train_seconds, 1),
-            "tokens_per_second": round(statistics.median(telemetry.throughput), 1) if telemetry.throughput else None,
-            "mfu": round(statistics.median(telemetry.throughput) * per_token / peak_flops, 4) if telemetry.throughput else None,
-            "flops_per_token": per_token,
-            "matmul_peak_gflops": round(peak_flops / 1e9, 1),
-            "peak_memory_mb": round(max(row["peak_memory_mb"] for row in telemetry.curve), 1),
             "loss_token_share": round(loss_token_share(train_rows), 4),
+            **telemetry.summary(),
         }
-        write_json(METRICS, metrics)
-        write_curves(telemetry.curve)
-        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        run.log_artifact(METRICS)
-        if TRACE.exists():
-            run.log_artifact(TRACE, "profile")
-        shutil.rmtree(checkpoints, ignore_errors=True)  # finished: DVC caches the result
+        publish(run, metrics, telemetry, checkpoints)
         print(f"train: val loss {val_loss_before:.4f} -> {val_loss_after:.4f} in {train_seconds:.0f} s "
               f"({metrics['tokens_per_second']} tokens/s, MFU {metrics['mfu']})")
 

@@ -2,6 +2,7 @@
 
 import gzip
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -56,6 +57,21 @@ class TrainingTelemetry(TrainerCallback):
         metrics["peak_memory_mb"] = peak_memory_mb()
         self.run.log_metrics(metrics, step=state.global_step)
         self.curve.append({"step": state.global_step, **metrics})
+
+    def summary(self) -> dict:
+        """Run-level figures: the median throughput window, the last logged train loss.
+
+        (The Trainer's own average loss covers only the steps since a resume.)
+        """
+        median = statistics.median(self.throughput) if self.throughput else None
+        return {
+            "train_loss_final": round(next(r["loss"] for r in reversed(self.curve) if "loss" in r), 4),
+            "tokens_per_second": round(median, 1) if median else None,
+            "mfu": round(median * self.flops_per_token / self.peak_flops, 4) if median else None,
+            "flops_per_token": self.flops_per_token,
+            "matmul_peak_gflops": round(self.peak_flops / 1e9, 1),
+            "peak_memory_mb": round(max(row["peak_memory_mb"] for row in self.curve), 1),
+        }
 
 
 class ProfileSteps(TrainerCallback):
