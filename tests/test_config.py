@@ -7,14 +7,15 @@ import pytest
 
 from tunelab.config.compose import check_params_current, compose_conf, first_difference
 from tunelab.config.load import read_params, to_section
-from tunelab.config.schema import DataConfig, FormatConfig, ModelConfig, PromptConfig, TrackingConfig
+from tunelab.config.schema import (DataConfig, FormatConfig, ModelConfig, PromptConfig, StrategyConfig, TrackingConfig,
+                                   TrainConfig)
 from tunelab.errors import TunelabError
 
 from conftest import REPO_ROOT
 
 CONF = REPO_ROOT / "conf"
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "prompt": PromptConfig, "format": FormatConfig,
-            "tracking": TrackingConfig}
+            "strategy": StrategyConfig, "train": TrainConfig, "tracking": TrackingConfig}
 # Options whose files leave a required value to the user (Hydra's ???).
 REQUIRED_OVERRIDES = {
     "model=local_dir": ["model.path=/models/mine"],
@@ -63,12 +64,26 @@ def test_default_data_pins_the_real_vader_sdist():
         ("model", {"source": "local_dir", "path": None}, r"config key model.path: must be set when model.source=local_dir"),
         ("model", {"path": "???", "source": "local_dir"}, r"config key model.path: must be set when"),
         ("format", {"max_length": 2}, r"format.max_length: 2 is too small"),
+        ("strategy", {"name": "dpo"}, r"config key strategy.name: unknown value 'dpo'"),
+        ("strategy", {"ia3": {"target_modules": ["k_proj"], "feedforward_modules": []}},
+         r"config key strategy.ia3: does not apply to strategy=lora \(it reads: \['lora'\]\)"),
+        ("strategy", {"lora": {"rank": 4}}, r"config key strategy.lora.rank: Key 'rank' not in 'LoraOptions'"),
+        ("strategy", {"name": "qlora"}, r"config key strategy.quantization: must be set for strategy=qlora"),
+        ("train", {"precision": "fp8"}, r"config key train.precision: unknown value 'fp8'"),
+        ("train", {"max_steps": 0}, r"train.max_steps: 0; use a positive count or -1"),
+        ("train", {"learning_rate": "fast"}, r"config key train.learning_rate: Value 'fast'"),
     ],
 )
 def test_config_errors_name_the_key(section, change, message):
     raw = {**compose_conf(CONF)[section], **change}
     with pytest.raises(TunelabError, match=message):
         to_section(SECTIONS[section], section, raw)
+
+
+def test_each_strategy_file_sets_its_own_learning_rate_and_overrides_win():
+    assert compose_conf(CONF, ["strategy=full"])["train"]["learning_rate"] == 3e-5
+    assert compose_conf(CONF, ["strategy=prompt_tuning"])["train"]["learning_rate"] == 3e-2
+    assert compose_conf(CONF, ["strategy=full", "train.learning_rate=1e-4"])["train"]["learning_rate"] == 1e-4
 
 
 def test_unknown_group_option_is_a_clear_error():
