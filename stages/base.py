@@ -10,7 +10,7 @@ from pathlib import Path
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import ModelConfig
 from tunelab.io.atomic import atomic_dir, write_json
-from tunelab.models.base import load_base_model, parameter_count, save_base_model
+from tunelab.models.base import load_base_model, save_base_model
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
 
@@ -33,7 +33,7 @@ def main() -> None:
         with atomic_dir(OUT) as folder:
             save_base_model(model, tokenizer, folder)
         metrics = {
-            "parameters": parameter_count(model),
+            "parameters": model.num_parameters(),
             "load_seconds": round(load_seconds, 2),
             "saved_megabytes": round(folder_size(OUT) / 2**20, 1),
         }

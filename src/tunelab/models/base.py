@@ -76,6 +76,3 @@ def save_base_model(model, tokenizer, folder: Path) -> None:
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
 
-
-def parameter_count(model) -> int:
-    return sum(parameter.numel() for parameter in model.parameters())
