@@ -18,6 +18,7 @@ from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import StrategyConfig, TrainConfig
 from tunelab.io.atomic import atomic_dir, write_csv, write_json
 from tunelab.io.jsonl import read_jsonl
+from tunelab.prompts.tokenization import loss_token_share
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import StageRun, stage_run
 from tunelab.training.callbacks import ProfileSteps, TrainingTelemetry
@@ -35,10 +36,6 @@ TRACE = Path("checkpoints/train_profile.json.gz")  # an MLflow artifact, not a D
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def loss_token_share(rows: list[dict]) -> float:
-    return sum(sum(r["completion_mask"]) for r in rows) / sum(len(r["input_ids"]) for r in rows)
 
 
 def write_curves(curve: list[dict]) -> None:
@@ -100,7 +97,8 @@ def main() -> None:
             "best_step": int(trainer.state.best_global_step or trainer.state.global_step),
             "resumed_from": resume_from,
             "train_seconds": round(train_seconds, 1),
-            "loss_token_share": round(loss_token_share(train_rows), 4),
+            "loss_token_share": round(loss_token_share([r["input_ids"] for r in train_rows],
+                                                       [r["completion_mask"] for r in train_rows]), 4),
             **telemetry.summary(),
         }
         publish(run, metrics, telemetry, checkpoints)

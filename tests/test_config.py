@@ -7,7 +7,7 @@ import pytest
 
 from tunelab.config.compose import check_params_current, compose_conf, first_difference
 from tunelab.config.load import read_params, to_section
-from tunelab.config.schema import (DataConfig, FormatConfig, ModelConfig, PromptConfig, StrategyConfig, TrackingConfig,
+from tunelab.config.schema import (STRATEGY_SECTIONS, DataConfig, FormatConfig, ModelConfig, PromptConfig, StrategyConfig, TrackingConfig,
                                    TrainConfig)
 from tunelab.errors import TunelabError
 
@@ -29,7 +29,9 @@ def group_options() -> list[str]:
 
 
 def test_every_group_option_is_covered():
-    assert len(group_options()) >= 8
+    groups = {option.split("=")[0] for option in group_options()}
+    assert groups == {"model", "data", "prompt", "strategy", "tracking"}
+    assert {f"strategy={name}" for name in STRATEGY_SECTIONS} <= set(group_options())
 
 
 @pytest.mark.parametrize("option", group_options())

@@ -77,7 +77,8 @@ def test_strategy_trains_exactly_its_parameters_and_reloads(name, tiny_model_dir
     expected = probe_logits(model, tokenizer)
     saved = {p.name for p in (tmp_path / "trained").iterdir()}
     assert not any(s.endswith((".bin", ".pt", ".pth")) for s in saved)
-    assert ("adapter_model.safetensors" if strategy.is_peft else "model.safetensors") in saved
+    full_weights = name in ("full", "qat")
+    assert ("model.safetensors" if full_weights else "adapter_model.safetensors") in saved
     script = (
         "import sys, torch; from pathlib import Path; from transformers import AutoTokenizer\n"
         "from tunelab.training.strategies import load_trained\n"

@@ -73,7 +73,3 @@ def to_section(cls: type[Section], name: str, raw: Any) -> Section:
     except TunelabError as error:  # raised by a dataclass's own checks
         raise TunelabError(f"config key {error}") from None
 
-
-def load_section(cls: type[Section], name: str, path: str | Path = PARAMS_FILE) -> Section:
-    """Read section ``name`` of params.yaml as a frozen ``cls`` instance."""
-    return to_section(cls, name, read_params(path).get(name))

@@ -1,7 +1,7 @@
 """Typed, frozen configuration: one dataclass per section of params.yaml.
 
 conf/ (Hydra) mirrors these classes; DVC composes conf/ into params.yaml; each stage loads the
-sections it reads with :func:`tunelab.config.load.load_section`. OmegaConf rejects unknown
+sections it reads with :func:`tunelab.config.load.to_section`. OmegaConf rejects unknown
 keys and wrong types (naming the key); ``__post_init__`` checks choices and the fields a
 choice requires.
 """
@@ -273,11 +273,6 @@ class StrategyConfig:
                 )
             if value is None and section in reads:
                 raise TunelabError(f"strategy.{section}: must be set for strategy={self.name}")
-
-    @property
-    def is_peft(self) -> bool:
-        """Whether the trained artifact is a PEFT adapter on top of models/base."""
-        return self.name not in ("full", "qat")
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

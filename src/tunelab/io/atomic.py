@@ -5,6 +5,8 @@ into place only when complete. Renames within one folder are atomic on POSIX fil
 Leftover temporaries of a killed run are removed by the next run that writes the same output.
 """
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -71,9 +73,6 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
 
 def write_csv(path: str | Path, rows: list[dict]) -> None:
     """A header from the first row's keys, then one line per row (DVC plots read this)."""
-    import csv
-    import io
-
     buffer = io.StringIO()
     columns = list(rows[0]) if rows else []
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")

@@ -55,18 +55,22 @@ def _percentiles(values: list[int]) -> dict[str, float]:
     return {"p50": round(float(np.percentile(array, 50)), 1), "p95": round(float(np.percentile(array, 95)), 1), "max": int(array.max())}
 
 
+def loss_token_share(input_ids: list[list[int]], completion_masks: list[list[int]]) -> float:
+    """Share of the (kept) tokens that carry loss: the completions' tokens over all tokens."""
+    return sum(map(sum, completion_masks)) / sum(map(len, input_ids))
+
+
 def length_report(examples: list[TokenizedExample], max_length: int, tokenizer) -> dict:
     """Token lengths, truncation, the share of tokens that carry loss, pad/EOS handling."""
-    kept_tokens = sum(len(e.input_ids) for e in examples)
-    loss_tokens = sum(sum(e.completion_mask) for e in examples)
+    masks = [e.completion_mask for e in examples]
     return {
         "examples": len(examples),
         "tokens": _percentiles([e.untruncated_length for e in examples]),
         "prompt_tokens": _percentiles([e.prompt_length for e in examples]),
         "max_length": max_length,
         "truncated_share": sum(e.truncated for e in examples) / len(examples),
-        "loss_token_share": loss_tokens / kept_tokens,
-        "loss_tokens": loss_tokens,
+        "loss_token_share": loss_token_share([e.input_ids for e in examples], masks),
+        "loss_tokens": sum(map(sum, masks)),
         "eos_at_end_share": sum(e.input_ids[-1] == tokenizer.eos_token_id for e in examples) / len(examples),
     }
 

@@ -25,7 +25,6 @@ class TrainingTelemetry(TrainerCallback):
         self.flops_per_token = flops_per_token
         self.peak_flops = peak_flops
         self.curve: list[dict] = []
-        self.throughput: list[float] = []
         self._window_start = time.perf_counter()
         self._window_tokens = 0
 
@@ -52,7 +51,6 @@ class TrainingTelemetry(TrainerCallback):
             if seconds > 0 and tokens > 0:
                 metrics["tokens_per_second"] = tokens / seconds
                 metrics["mfu"] = metrics["tokens_per_second"] * self.flops_per_token / self.peak_flops
-                self.throughput.append(metrics["tokens_per_second"])
             self._restart_window(state)
         metrics["peak_memory_mb"] = peak_memory_mb()
         self.run.log_metrics(metrics, step=state.global_step)
@@ -63,7 +61,8 @@ class TrainingTelemetry(TrainerCallback):
 
         (The Trainer's own average loss covers only the steps since a resume.)
         """
-        median = statistics.median(self.throughput) if self.throughput else None
+        windows = [row["tokens_per_second"] for row in self.curve if "tokens_per_second" in row]
+        median = statistics.median(windows) if windows else None
         return {
             "train_loss_final": round(next(r["loss"] for r in reversed(self.curve) if "loss" in r), 4),
             "tokens_per_second": round(median, 1) if median else None,

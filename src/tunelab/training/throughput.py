@@ -31,6 +31,9 @@ def total_parameters(model) -> int:
 
 def flops_per_token(model) -> float:
     macs = linear_macs(model)
+    # Weight gradients cost 2 FLOPs per trainable weight used in a matmul. Full fine-tuning's
+    # trainable count also holds norms and the (tied) embedding, which add no matmul work, so it
+    # is capped at the linear layers' size: full gives exactly 6N.
     return 2 * macs + 2 * macs + 2 * min(trainable_parameters(model), macs)
 
 
