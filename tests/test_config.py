@@ -7,15 +7,15 @@ import pytest
 
 from tunelab.config.compose import check_params_current, compose_conf, first_difference
 from tunelab.config.load import read_params, to_section
-from tunelab.config.schema import (STRATEGY_SECTIONS, DataConfig, FormatConfig, ModelConfig, PromptConfig, StrategyConfig, TrackingConfig,
-                                   TrainConfig)
+from tunelab.config.schema import (STRATEGY_SECTIONS, DataConfig, EvalConfig, FormatConfig, ModelConfig, PromptConfig,
+                                   StrategyConfig, TrackingConfig, TrainConfig)
 from tunelab.errors import TunelabError
 
 from conftest import REPO_ROOT
 
 CONF = REPO_ROOT / "conf"
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "prompt": PromptConfig, "format": FormatConfig,
-            "strategy": StrategyConfig, "train": TrainConfig, "tracking": TrackingConfig}
+            "strategy": StrategyConfig, "train": TrainConfig, "tracking": TrackingConfig, "eval": EvalConfig}
 # Options whose files leave a required value to the user (Hydra's ???).
 REQUIRED_OVERRIDES = {
     "model=local_dir": ["model.path=/models/mine"],
@@ -30,7 +30,7 @@ def group_options() -> list[str]:
 
 def test_every_group_option_is_covered():
     groups = {option.split("=")[0] for option in group_options()}
-    assert groups == {"model", "data", "prompt", "strategy", "tracking"}
+    assert groups == {"model", "data", "prompt", "strategy", "tracking", "eval"}
     assert {f"strategy={name}" for name in STRATEGY_SECTIONS} <= set(group_options())
 
 
@@ -74,6 +74,17 @@ def test_default_data_pins_the_real_vader_sdist():
         ("train", {"precision": "fp8"}, r"config key train.precision: unknown value 'fp8'"),
         ("train", {"max_steps": 0}, r"train.max_steps: 0; use a positive count or -1"),
         ("train", {"learning_rate": "fast"}, r"config key train.learning_rate: Value 'fast'"),
+        ("eval", {"strategies": {"cot": {"method": "cot"}}},
+         r"config key eval.strategies.cot.method: unknown value 'cot'; expected one of \['zero_shot', 'few_shot'"),
+        ("eval", {"strategies": {"k": {"method": "few_shot"}}}, r"eval.strategies.k.shots: set shots > 0 exactly when"),
+        ("eval", {"strategies": {"k": {"method": "chain_of_thought", "scoring": ["choice"]}}},
+         r"eval.strategies.k.scoring: chain_of_thought reasons before it answers"),
+        ("eval", {"strategies": {"k": {"method": "zero_shot", "shot": 2}}},
+         r"config key eval.strategies.k.shot: Key 'shot' not in 'PromptStrategyConfig'"),
+        ("eval", {"strategies": {"k": {"method": "zero_shot", "template": {"name": "t"}}}},
+         r"config key eval.strategies.k.template.template: .* missing mandatory value"),
+        ("eval", {"fine_tuned_strategies": ["zero_shot", "cot"]},
+         r"eval.fine_tuned_strategies: \['cot'\] not in eval.strategies"),
     ],
 )
 def test_config_errors_name_the_key(section, change, message):
@@ -86,6 +97,16 @@ def test_each_strategy_file_sets_its_own_learning_rate_and_overrides_win():
     assert compose_conf(CONF, ["strategy=full"])["train"]["learning_rate"] == 3e-5
     assert compose_conf(CONF, ["strategy=prompt_tuning"])["train"]["learning_rate"] == 3e-2
     assert compose_conf(CONF, ["strategy=full", "train.learning_rate=1e-4"])["train"]["learning_rate"] == 1e-4
+
+
+def test_an_eval_strategy_template_is_a_conf_prompt_file_and_can_be_swapped():
+    composed = compose_conf(CONF)
+    settings = to_section(EvalConfig, "eval", composed["eval"])
+    assert list(settings.strategies)[:2] == ["zero_shot", "few_shot"]  # the order written in conf/eval
+    assert settings.strategies["zero_shot"].template is None  # null: the training prompt
+    assert settings.strategies["role"].template.name == "sentiment_role"
+    swapped = compose_conf(CONF, ["prompt@eval.strategies.role.template=sentiment_instruction"])
+    assert swapped["eval"]["strategies"]["role"]["template"]["name"] == "sentiment_instruction"
 
 
 def test_unknown_group_option_is_a_clear_error():

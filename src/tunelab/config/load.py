@@ -38,8 +38,18 @@ def read_params(path: str | Path = PARAMS_FILE, check_current: bool = True) -> d
 
 def _dataclass_type(annotation) -> type | None:
     """``Sub`` for a field typed ``Sub`` or ``Optional[Sub]`` where Sub is a dataclass."""
+    if typing.get_origin(annotation) is dict:
+        return None
     candidates = typing.get_args(annotation) or (annotation,)
     return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
+
+
+def _dict_value_dataclass(annotation) -> type | None:
+    """``Sub`` for a field typed ``dict[str, Sub]`` where Sub is a dataclass."""
+    if typing.get_origin(annotation) is not dict:
+        return None
+    value_type = typing.get_args(annotation)[1]
+    return value_type if dataclasses.is_dataclass(value_type) else None
 
 
 def _writable_schema(cls: type, raw: Any) -> DictConfig:
@@ -55,6 +65,11 @@ def _writable_schema(cls: type, raw: Any) -> DictConfig:
         value = raw.get(field.name) if isinstance(raw, dict) else None
         if nested is not None and isinstance(value, dict):
             schema[field.name] = _writable_schema(nested, value)
+        values = _dict_value_dataclass(field.type)
+        if values is not None and isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, dict):
+                    schema[field.name][key] = _writable_schema(values, item)
     return schema
 
 

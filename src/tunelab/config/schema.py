@@ -332,3 +332,80 @@ class TrainConfig:
         for name in ("batch_size", "gradient_accumulation_steps", "eval_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 raise TunelabError(f"train.{name}: must be at least 1")
+
+
+PROMPT_METHODS = ("zero_shot", "few_shot", "chain_of_thought", "self_consistency")
+SCORINGS = ("choice", "generate")
+GENERATIVE_METHODS = ("chain_of_thought", "self_consistency")
+
+
+@dataclass(frozen=True)
+class PromptStrategyConfig:
+    """One way of prompting a model for the task, scored by the ``evaluate`` stage."""
+
+    method: str
+    """zero_shot, few_shot (demonstrations from train), chain_of_thought, self_consistency."""
+    template: Optional[PromptConfig] = None
+    """The template (a conf/prompt file); null: the training prompt, so base and fine-tuned match."""
+    scoring: list[str] = field(default_factory=lambda: ["choice", "generate"])
+    """choice: answer-choice log-likelihood; generate: greedy or sampled text, then parsed."""
+    shots: int = 0
+    """few_shot: demonstrations drawn from train by eval.seed, balanced across labels."""
+    samples: int = 1
+    """self_consistency: sampled reasoning paths per row; the majority answer wins."""
+    temperature: float = 0.7
+    """self_consistency: sampling temperature."""
+    top_k: int = 40
+    """self_consistency: sample among the k likeliest tokens (0: all)."""
+    top_p: float = 1.0
+    """self_consistency: nucleus sampling mass (1.0: off; it sorts the vocabulary every step)."""
+    max_new_tokens: int = 8
+    """generate: tokens generated per answer (reasoning needs far more than a label)."""
+    limit: Optional[int] = None
+    """Score only the first N test rows (the split is in id order, i.e. shuffled); null: all."""
+
+    def check(self, key: str) -> None:
+        """Called by EvalConfig, which knows the strategy's name for the error's key."""
+        require_choice(f"{key}.method", self.method, PROMPT_METHODS)
+        if not self.scoring:
+            raise TunelabError(f"{key}.scoring: name at least one of {list(SCORINGS)}")
+        for scoring in self.scoring:
+            require_choice(f"{key}.scoring", scoring, SCORINGS)
+        if self.method in GENERATIVE_METHODS and self.scoring != ["generate"]:
+            raise TunelabError(f"{key}.scoring: {self.method} reasons before it answers, so it is scored "
+                               "by generation only; set scoring: [generate]")
+        if (self.method == "few_shot") != (self.shots > 0):
+            raise TunelabError(f"{key}.shots: set shots > 0 exactly when method=few_shot")
+        if (self.method == "self_consistency") != (self.samples > 1):
+            raise TunelabError(f"{key}.samples: set samples > 1 exactly when method=self_consistency")
+        if self.max_new_tokens < 1 or (self.limit is not None and self.limit < 1):
+            raise TunelabError(f"{key}: max_new_tokens and limit must be at least 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The ``evaluate`` stage: every model variant × prompt strategy on the frozen test split."""
+
+    strategies: dict[str, PromptStrategyConfig] = field(default_factory=dict)
+    """Prompt strategies by name; the base model is scored with all of them."""
+    fine_tuned_strategies: list[str] = field(default_factory=lambda: ["zero_shot"])
+    """The strategies applied to the trained (and quantized) variants."""
+    batch_size: int = 16
+    """Test rows per forward pass."""
+    length_normalize: bool = False
+    """Divide a choice's log-probability by its token count (matters when choices differ in length)."""
+    limit: Optional[int] = None
+    """Score only the first N test rows with every strategy (quick runs); null: all."""
+    seed: int = 0
+    """Seed of the demonstrations, the sampling and the bootstrap."""
+
+    def __post_init__(self):
+        if not self.strategies:
+            raise TunelabError("eval.strategies: name at least one prompt strategy")
+        for name, strategy in self.strategies.items():
+            strategy.check(f"eval.strategies.{name}")
+        unknown = [name for name in self.fine_tuned_strategies if name not in self.strategies]
+        if unknown:
+            raise TunelabError(f"eval.fine_tuned_strategies: {unknown} not in eval.strategies {list(self.strategies)}")
+        if self.batch_size < 1:
+            raise TunelabError("eval.batch_size: must be at least 1")

@@ -5,9 +5,18 @@ Exact and parse-free: the predicted label is the choice with the highest log-pro
 choice is not penalised for being tokenised into more pieces (lm-evaluation-harness's
 ``acc_norm`` normalises by characters instead; per-token is what a model's loss sees).
 
-Few-shot prompts share their demonstrations: a :class:`SharedPrefix` runs them once, and its
-key/value cache is reused for every batch, so only the rows' own tokens and the choices are
-computed.
+Where the compute goes, and how it is saved (CPU evaluation is dominated by the forward pass
+and by the vocabulary projection):
+
+- few-shot prompts share their demonstrations: a :class:`SharedPrefix` runs them once, and
+  its key/value cache is reused for every batch;
+- each row runs once, not once per choice: the row's last logit scores every choice's first
+  token, and only the remaining tokens of multi-token choices run again, from the row's cache;
+- only the logits that score something are projected onto the vocabulary.
+
+Rows are left-padded with explicit position ids, so a padded row sees exactly the positions
+it would see alone. PEFT prompt/prefix tuning adds its own tokens on every forward call and
+cannot continue a cache: :func:`choice_logprobs_one_pass` scores those models the plain way.
 """
 
 import copy
@@ -15,13 +24,13 @@ import copy
 import torch
 
 
-def _choice_sequences(row_ids: list[int], choices: list[list[int]]) -> tuple[list[list[int]], list[tuple[int, int]]]:
-    """One sequence per choice (row + choice) and the span of the choice's tokens in it."""
-    sequences, spans = [], []
-    for choice in choices:
-        sequences.append(row_ids + choice)
-        spans.append((len(row_ids), len(row_ids) + len(choice)))
-    return sequences, spans
+def common_prefix_length(sequences: list[list[int]]) -> int:
+    """Length of the token prefix all sequences share, leaving each at least one own token."""
+    shortest = min(len(sequence) for sequence in sequences)
+    length = 0
+    while length < shortest - 1 and all(sequence[length] == sequences[0][length] for sequence in sequences):
+        length += 1
+    return length
 
 
 class SharedPrefix:
@@ -30,13 +39,26 @@ class SharedPrefix:
     def __init__(self, model, ids: list[int]):
         self.ids = ids
         with torch.no_grad():
-            self._cache = model(input_ids=torch.tensor([ids]), use_cache=True).past_key_values
+            self._cache = model(input_ids=torch.tensor([ids], device=model.device), use_cache=True,
+                                logits_to_keep=1).past_key_values
 
     def cache_for(self, batch: int):
         """A copy for one batch: the forward pass extends its cache in place."""
         cache = copy.deepcopy(self._cache)
         cache.batch_repeat_interleave(batch)
         return cache
+
+
+def _check(rows: list[list[int]], choices: list[list[int]]) -> None:
+    if not rows or any(not row for row in rows) or any(not choice for choice in choices):
+        raise ValueError("every row and every choice needs at least one token")
+
+
+def _left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(row) for row in rows)
+    ids = torch.tensor([[pad_id] * (width - len(row)) + row for row in rows])
+    mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows])
+    return ids, mask
 
 
 @torch.no_grad()
@@ -47,30 +69,65 @@ def choice_logprobs(model, rows: list[list[int]], choices: list[list[int]], pad_
     ``rows`` are token ids of each prompt (after the ``prefix``, if any); every row is scored
     against the same ``choices`` (token ids of each answer choice).
     """
-    if not rows or any(not row for row in rows) or any(not choice for choice in choices):
-        raise ValueError("every row and every choice needs at least one token")
-    sequences, spans = [], []
-    for row in rows:
-        row_sequences, row_spans = _choice_sequences(row, choices)
-        sequences += row_sequences
-        spans += row_spans
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, sequence in enumerate(sequences):  # right padding: real tokens keep their positions
-        input_ids[i, : len(sequence)] = torch.tensor(sequence)
-        mask[i, : len(sequence)] = 1
-    kwargs = {}
-    if prefix is not None:
-        kwargs["past_key_values"] = prefix.cache_for(len(sequences))
-        mask = torch.cat([torch.ones((len(sequences), len(prefix.ids)), dtype=torch.long), mask], dim=1)
-    logits = model(input_ids=input_ids, attention_mask=mask, **kwargs).logits.float()
-    log_probs = torch.log_softmax(logits, dim=-1)
+    _check(rows, choices)
+    device, start = model.device, len(prefix.ids) if prefix else 0
+    ids, row_mask = _left_padded(rows, pad_id)
+    positions = start + (row_mask.cumsum(1) - 1).clamp(min=0)
+    mask = torch.cat([torch.ones((len(rows), start), dtype=torch.long), row_mask], dim=1)
+    output = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                   past_key_values=prefix.cache_for(len(rows)) if prefix else None, use_cache=True, logits_to_keep=1)
+    first = torch.log_softmax(output.logits[:, -1].float(), dim=-1).cpu()
+    scores = first[:, [choice[0] for choice in choices]]
+    if any(len(choice) > 1 for choice in choices):
+        scores += _choice_tails(model, output.past_key_values, mask, row_mask.sum(1) + start, choices, pad_id)
+    if normalize:
+        scores /= torch.tensor([len(choice) for choice in choices], dtype=scores.dtype)
+    return scores
+
+
+def _choice_tails(model, cache, mask: torch.Tensor, ends: torch.Tensor, choices: list[list[int]], pad_id: int) -> torch.Tensor:
+    """Summed log-probabilities of every choice token after the first, continuing each row's cache."""
+    rows, count = mask.shape[0], len(choices)
+    tails = [choice[:-1] for choice in choices]  # choice token k is predicted at tail position k - 1
+    width = max(len(tail) for tail in tails)
+    cache.batch_repeat_interleave(count)
+    ids = torch.full((rows * count, width), pad_id, dtype=torch.long)
+    tail_mask = torch.zeros((rows * count, width), dtype=torch.long)
+    for c, tail in enumerate(tails):
+        ids[c::count, : len(tail)] = torch.tensor(tail)
+        tail_mask[c::count, : len(tail)] = 1
+    positions = ends.repeat_interleave(count)[:, None] + torch.arange(width)[None, :]
+    full_mask = torch.cat([mask.repeat_interleave(count, dim=0), tail_mask], dim=1)
+    device = model.device
+    logits = model(input_ids=ids.to(device), attention_mask=full_mask.to(device), position_ids=positions.to(device),
+                   past_key_values=cache).logits
+    log_probs = torch.log_softmax(logits.float(), dim=-1).cpu()
+    scores = torch.zeros((rows, count))
+    for c, choice in enumerate(choices):
+        for k in range(1, len(choice)):
+            scores[:, c] += log_probs[c::count, k - 1, choice[k]]
+    return scores
+
+
+@torch.no_grad()
+def choice_logprobs_one_pass(model, rows: list[list[int]], choices: list[list[int]], pad_id: int,
+                             normalize: bool = False) -> torch.Tensor:
+    """The plain computation: one right-padded sequence per (row, choice), all logits projected.
+
+    Slower, but it asks nothing of the model beyond a forward pass, so PEFT prompt learning
+    (which inserts virtual tokens) is scored this way.
+    """
+    _check(rows, choices)
+    sequences = [row + choice for row in rows for choice in choices]
+    spans = [(len(row), len(row) + len(choice)) for row in rows for choice in choices]
+    width = max(len(sequence) for sequence in sequences)
+    ids = torch.tensor([sequence + [pad_id] * (width - len(sequence)) for sequence in sequences])
+    mask = torch.tensor([[1] * len(sequence) + [0] * (width - len(sequence)) for sequence in sequences])
+    logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+    log_probs = torch.log_softmax(logits.float(), dim=-1).cpu()
     scores = torch.empty(len(sequences))
-    for i, (start, end) in enumerate(spans):
-        # the token at position t is predicted by the logits at t - 1 (the prefix's last logit
-        # predicts the first row token, which is never a choice token: rows are never empty)
-        targets = input_ids[i, start:end]
-        total = log_probs[i, start - 1 : end - 1].gather(1, targets[:, None]).sum()
-        scores[i] = total / (end - start) if normalize else total
+    for i, (begin, end) in enumerate(spans):
+        # the token at position t is predicted by the logits at t - 1
+        total = log_probs[i, begin - 1 : end - 1].gather(1, ids[i, begin:end, None]).sum()
+        scores[i] = total / (end - begin) if normalize else total
     return scores.view(len(rows), len(choices))

@@ -1,0 +1,166 @@
+"""One model × one prompt strategy on the test rows: predictions, metrics and speed.
+
+The same evaluator scores every variant (base, trained, quantized), so their figures differ
+only by the model. Two scorings, each optional per strategy:
+
+- choice: the label whose answer choice the model finds most likely after the prompt;
+- generate: what the model writes, parsed into a label (chain-of-thought and
+  self-consistency answer this way only); unparseable outputs count as wrong and are reported.
+"""
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from tunelab.config.schema import PromptStrategyConfig
+from tunelab.errors import TunelabError
+from tunelab.evaluation.generation import Sampling, generate, majority_vote
+from tunelab.evaluation.metrics import classification_report
+from tunelab.evaluation.parsing import parse_choice
+from tunelab.evaluation.prompting import EvalPrompt
+from tunelab.evaluation.scoring import SharedPrefix, choice_logprobs, choice_logprobs_one_pass, common_prefix_length
+from tunelab.prompts.tokenization import tokenize_example
+
+UNPARSEABLE = "(unparseable)"
+"""The prediction recorded for a generation that names no choice."""
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    batch_size: int
+    length_normalize: bool
+    seed: int
+    continues_a_cache: bool = True
+    """False for models that cannot continue a key/value cache (PEFT prompt/prefix tuning):
+    no shared prefix, and choices scored the plain one-pass way."""
+
+
+@dataclass
+class StrategyResult:
+    predictions: list[dict]
+    metrics: dict = field(default_factory=dict)
+    """Per scoring: the classification report plus speed (and unparseable share for generate)."""
+
+
+def context_length(model) -> int | None:
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def tokenize_prompts(prompts: list[EvalPrompt], tokenizer, add_special_tokens: bool, needed: int,
+                     context: int | None, template: str) -> list[list[int]]:
+    """Token ids of every prompt, refused where prompt + answer would not fit the model's context."""
+    rows = [tokenizer(p.text, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
+    for prompt, ids in zip(prompts, rows):
+        if context is not None and len(ids) + needed > context:
+            raise TunelabError(f"prompt {template!r}: test row {prompt.id} needs {len(ids)} prompt tokens + {needed} "
+                               f"for the answer, more than the model's context of {context}; shorten the template "
+                               "or use fewer shots")
+    return rows
+
+
+def choice_token_ids(prompts: list[EvalPrompt], rows: list[list[int]], tokenizer, add_special_tokens: bool) -> list[list[int]]:
+    """Each choice's tokens as they follow a prompt (tokenised in context, like training did)."""
+    if any(p.choices != prompts[0].choices for p in prompts):
+        raise TunelabError("choice scoring needs the same answer choices on every row; this template renders "
+                           "row-specific choices")
+    choices = []
+    for choice in prompts[0].choices:
+        tokens = tokenize_example(tokenizer, prompts[0].text, choice, max_length=10**9, add_special_tokens=add_special_tokens)
+        choices.append(tokens.input_ids[tokens.prompt_length:])
+    return choices
+
+
+def batches(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def shared_prefix(model, rows: list[list[int]], settings: EvalSettings) -> SharedPrefix | None:
+    """The tokens every prompt starts with (system prompt, demonstrations), run once."""
+    length = common_prefix_length(rows) if settings.continues_a_cache and len(rows) > 1 else 0
+    return SharedPrefix(model, rows[0][:length]) if length else None
+
+
+def score_by_choice(model, prompts: list[EvalPrompt], rows: list[list[int]], choices: list[list[int]], pad_id: int,
+                    labels: list[str], settings: EvalSettings, desc: str) -> tuple[list[dict], float]:
+    """Predicted label and per-choice log-probabilities per row."""
+    started = time.perf_counter()
+    prefix = shared_prefix(model, rows, settings)
+    skip = len(prefix.ids) if prefix else 0
+    scores = []
+    with tqdm(total=len(rows), desc=desc, unit="ex") as progress:
+        for batch in batches([row[skip:] for row in rows], settings.batch_size):
+            if settings.continues_a_cache:
+                scores.append(choice_logprobs(model, batch, choices, pad_id, prefix, settings.length_normalize))
+            else:
+                scores.append(choice_logprobs_one_pass(model, batch, choices, pad_id, settings.length_normalize))
+            progress.update(len(batch))
+    seconds = time.perf_counter() - started
+    outputs = []
+    for prompt, row_scores in zip(prompts, torch.cat(scores).tolist()):
+        outputs.append({"prediction": labels[max(range(len(labels)), key=row_scores.__getitem__)],
+                        "logprobs": dict(zip(prompt.choices, (round(s, 4) for s in row_scores)))})
+    return outputs, seconds
+
+
+def score_by_generation(model, tokenizer, prompts: list[EvalPrompt], rows: list[list[int]], labels: list[str],
+                        strategy: PromptStrategyConfig, settings: EvalSettings, desc: str) -> tuple[list[dict], float]:
+    """Generate, parse each text into a label, and vote when several paths were sampled."""
+    torch.manual_seed(settings.seed)
+    started = time.perf_counter()
+    prefix = shared_prefix(model, rows, settings)
+    skip = len(prefix.ids) if prefix else 0
+    sampling = Sampling(strategy.samples, strategy.temperature, strategy.top_k, strategy.top_p)
+    texts = []
+    with tqdm(total=len(rows), desc=desc, unit="ex") as progress:
+        for batch in batches([row[skip:] for row in rows], settings.batch_size):
+            texts += generate(model, tokenizer, batch, strategy.max_new_tokens, sampling, prefix,
+                              prompt_once=settings.continues_a_cache)
+            progress.update(len(batch))
+    seconds = time.perf_counter() - started
+    outputs = []
+    for prompt, samples in zip(prompts, texts):
+        answers = [parse_choice(text, prompt.choices) for text in samples]
+        answer, share = majority_vote(answers, prompt.choices)
+        output = {"prediction": labels[prompt.choices.index(answer)] if answer else UNPARSEABLE, "texts": samples}
+        if strategy.samples > 1:
+            output |= {"votes": answers, "vote_share": round(share, 4)}
+        outputs.append(output)
+    return outputs, seconds
+
+
+def scoring_metrics(prompts: list[EvalPrompt], outputs: list[dict], labels: list[str], seconds: float, seed: int) -> dict:
+    predicted = [output["prediction"] for output in outputs]
+    report = classification_report([p.label for p in prompts], predicted, labels, seed=seed)
+    report |= {"seconds": round(seconds, 2), "examples_per_second": round(len(prompts) / seconds, 2)}
+    if any("texts" in output for output in outputs):
+        report["unparseable_share"] = sum(p == UNPARSEABLE for p in predicted) / len(predicted)
+    if any("vote_share" in output for output in outputs):
+        report["mean_vote_share"] = sum(o["vote_share"] for o in outputs) / len(outputs)
+    return report
+
+
+def evaluate_strategy(model, tokenizer, prompts: list[EvalPrompt], strategy: PromptStrategyConfig, template: str,
+                      use_chat_template: bool, labels: list[str], settings: EvalSettings, name: str) -> StrategyResult:
+    add_special_tokens = not use_chat_template  # a chat template writes its own special tokens
+    needed = strategy.max_new_tokens if "generate" in strategy.scoring else 0
+    rows = tokenize_prompts(prompts, tokenizer, add_special_tokens, needed, context_length(model), template)
+    result = StrategyResult(predictions=[{"id": p.id, "label": p.label, "prompt_tokens": len(r)}
+                                         for p, r in zip(prompts, rows)])
+    if "choice" in strategy.scoring:
+        choices = choice_token_ids(prompts, rows, tokenizer, add_special_tokens)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        outputs, seconds = score_by_choice(model, prompts, rows, choices, pad_id, labels, settings, f"{name} choice")
+        result.metrics["choice"] = scoring_metrics(prompts, outputs, labels, seconds, settings.seed)
+        for prediction, output in zip(result.predictions, outputs):
+            prediction["choice"] = output
+    if "generate" in strategy.scoring:
+        outputs, seconds = score_by_generation(model, tokenizer, prompts, rows, labels, strategy, settings,
+                                               f"{name} generate")
+        result.metrics["generate"] = scoring_metrics(prompts, outputs, labels, seconds, settings.seed)
+        for prediction, output in zip(result.predictions, outputs):
+            prediction["generate"] = output
+    return result

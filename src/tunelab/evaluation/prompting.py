@@ -1,0 +1,77 @@
+"""A prompt strategy applied to test rows: the exact text each model reads, and its choices.
+
+Rendering goes through the same machinery as the format stage (templates.py, then chat.py),
+so an evaluated prompt and a trained prompt cannot drift apart. Few-shot demonstrations are
+solved train examples in earlier chat turns; every row's prompt then starts with the same
+demonstrations, which the scorer computes once (see scoring.SharedPrefix).
+"""
+
+import random
+from dataclasses import dataclass
+
+from tunelab.config.schema import PromptConfig
+from tunelab.errors import TunelabError
+from tunelab.prompts.chat import Demonstration, model_prompt
+from tunelab.prompts.formatting import template_fields
+from tunelab.prompts.templates import PromptTemplate
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    id: str
+    label: str
+    text: str
+    """The prompt as the model reads it (chat template applied, demonstrations included)."""
+    choices: list[str]
+    """Answer choices in data.labels order: choices[i] answers labels[i]."""
+
+
+def pick_demonstrations(train_rows: list[dict], labels: list[str], shots: int, seed: int) -> list[dict]:
+    """``shots`` train rows, as balanced across labels as ``shots`` allows, in seeded order.
+
+    Labels take turns (so 4 shots of 2 labels are 2 + 2); the picked rows are shuffled so the
+    last demonstration, which models copy most, is not always the same label.
+    """
+    rng = random.Random(seed)
+    pools = {label: [row for row in train_rows if row["label"] == label] for label in labels}
+    for pool in pools.values():
+        rng.shuffle(pool)
+    picked = []
+    for turn in range(shots):
+        label = labels[turn % len(labels)]
+        if not pools[label]:
+            raise TunelabError(f"few-shot: {shots} demonstrations need more train rows labelled {label!r} than the "
+                               f"{sum(r['label'] == label for r in train_rows)} there are")
+        picked.append(pools[label].pop())
+    rng.shuffle(picked)
+    return picked
+
+
+def render_demonstrations(rows: list[dict], template: PromptTemplate, labels: list[str]) -> list[Demonstration]:
+    demonstrations = []
+    for row in rows:
+        rendered = template.render(template_fields(row, labels), row=f"train {row['id']}")
+        if rendered.target is None:
+            raise TunelabError(f"prompt {template.name!r}: few-shot demonstrations need the template's '|||' target")
+        demonstrations.append((rendered.prompt, rendered.target))
+    return demonstrations
+
+
+def build_prompts(rows: list[dict], config: PromptConfig, labels: list[str], tokenizer,
+                  demonstration_rows: list[dict] = ()) -> list[EvalPrompt]:
+    """Render every test row; the choices must answer every label, or scoring means nothing."""
+    if not config.answer_choices:
+        raise TunelabError(f"prompt {config.name!r}: no answer_choices; scoring needs one choice per label "
+                           f"in data.labels order, e.g. answer_choices: {' ||| '.join(labels)}")
+    template = PromptTemplate(config)
+    demonstrations = render_demonstrations(list(demonstration_rows), template, labels)
+    prompts = []
+    for row in rows:
+        rendered = template.render(template_fields(row, labels), row=f"test {row['id']}")
+        if len(rendered.choices) != len(labels):
+            raise TunelabError(f"prompt {config.name!r}: answer_choices gives {len(rendered.choices)} choices "
+                               f"{rendered.choices} on test row {row['id']}, but data.labels has {len(labels)} "
+                               f"{labels}: each label needs its choice")
+        text = model_prompt(tokenizer, rendered.prompt, config.system, config.use_chat_template, demonstrations)
+        prompts.append(EvalPrompt(id=str(row["id"]), label=row["label"], text=text, choices=rendered.choices))
+    return prompts
