@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO_ROOT
 
 PROJECT_FILES = ["dvc.yaml", ".dvcignore", "conf", "stages", "src/tunelab"]
-STAGES = ["base", "fetch", "prepare", "format", "train"]
+STAGES = ["base", "fetch", "prepare", "format", "train", "evaluate@base", "evaluate@trained", "report"]
 WORDS = {"positive": ["moving", "funny", "wonderful", "sharp"], "negative": ["dull", "tedious", "awful", "limp"]}
 
 
@@ -69,6 +69,7 @@ def project(tmp_path, tiny_model_dir) -> Path:
     replace_in(repo / "conf/data/local_file.yaml", "val_size: 200\ntest_size: 500", "val_size: 6\ntest_size: 12")
     replace_in(repo / "conf/config.yaml", "max_steps: 100", "max_steps: 20")
     replace_in(repo / "conf/config.yaml", "eval_steps: 25", "eval_steps: 10")
+    replace_in(repo / "conf/eval/default.yaml", "max_new_tokens: 64", "max_new_tokens: 8")
     (repo / ".gitignore").write_text("mlflow.db\nmlruns/\n")
     run(repo, "git", "init", "-q")
     run(repo, "dvc", "init", "-q")
@@ -114,6 +115,15 @@ def test_dvc_pipeline_end_to_end(project):
     assert (project / "models/trained/adapter_model.safetensors").is_file()
     assert (project / "metrics/train/loss.csv").read_text().startswith("step,loss\n")
 
+    evaluated = json.loads((project / "metrics/eval.json").read_text())
+    assert {"base/zero_shot/choice", "base/few_shot/choice", "base/self_consistency/generate",
+            "trained/zero_shot/choice", "trained/zero_shot/generate"} <= set(evaluated)
+    assert evaluated["trained/zero_shot/choice"]["examples"] == 12
+    assert "| trained | zero_shot | choice |" in (project / "metrics/report.md").read_text()
+    assert "| variant | strategy | scoring | accuracy [95% CI]" in first.stdout  # the run ends with the table
+    shown = run(project, "dvc", "metrics", "show", "--json")
+    assert "base/zero_shot/choice" in shown.stdout
+
     parents, children = pipeline_runs(project)
     assert len(parents) == 1 and parents[0].data.params["data.test_size"] == "12"
     assert sorted(r.data.tags["tunelab.stage"] for r in children) == sorted(STAGES)
@@ -124,6 +134,8 @@ def test_dvc_pipeline_end_to_end(project):
     assert any(key.startswith("system/cpu") for key in train_run.data.metrics)
     prepare_run = next(r for r in children if r.data.tags["tunelab.stage"] == "prepare")
     assert prepare_run.data.metrics["test_examples"] == 12
+    eval_run = next(r for r in children if r.data.tags["tunelab.stage"] == "evaluate@base")
+    assert 0 <= eval_run.data.metrics["few_shot.choice.accuracy"] <= 1
 
     second = run(project, "dvc", "repro")
     assert ran_stages(second) == [] and "Data and pipelines are up to date" in second.stdout
@@ -131,13 +143,17 @@ def test_dvc_pipeline_end_to_end(project):
     # An edit in conf/ reaches the stages through dvc exp run; only the stages downstream of it rerun.
     replace_in(project / "conf/prompt/sentiment_instruction.yaml", "Answer with one word.", "Reply in one word.")
     edited = run(project, "dvc", "exp", "run")
-    assert ran_stages(edited) == ["format", "train"]
+    assert ran_stages(edited) == ["format", "train", "evaluate@base", "evaluate@trained", "report"]
     assert "Reply in one word." in read_rows(project / "data/formatted/train.jsonl")[0]["prompt"]
 
+    # Retraining re-scores the trained model only: the prompting baselines stay cached.
+    retrained = run(project, "dvc", "exp", "run", "-S", "train.max_steps=10")
+    assert ran_stages(retrained) == ["train", "evaluate@trained", "report"]
+
     overridden = run(project, "dvc", "exp", "run", "-S", "data.test_size=10")
-    assert ran_stages(overridden) == ["prepare", "format", "train"]
+    assert ran_stages(overridden) == ["prepare", "format", "train", "evaluate@base", "evaluate@trained", "report"]
     assert len(read_rows(project / "data/formatted/test.jsonl")) == 10
-    assert len(pipeline_runs(project)[0]) == 3  # one parent per configuration
+    assert len(pipeline_runs(project)[0]) == 4  # one parent per configuration
 
 
 @pytest.mark.slow

@@ -62,6 +62,12 @@ class StageRun:
 
             mlflow.log_artifact(str(path), artifact_path=folder)
 
+    def log_artifacts(self, directory: str | Path, folder: str | None = None) -> None:
+        if self.run:
+            import mlflow
+
+            mlflow.log_artifacts(str(directory), artifact_path=folder)
+
 
 def _log_params(client, run_id: str, params: dict[str, str]) -> None:
     from mlflow.entities import Param

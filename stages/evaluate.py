@@ -1,0 +1,99 @@
+"""Stage evaluate: one model variant × its prompt strategies on the frozen test split.
+
+    dvc exp run                                       # evaluate@base and evaluate@trained (dvc.yaml foreach)
+    python stages/evaluate.py base                    # one variant by hand (after `dvc exp run` composed params.yaml)
+    dvc exp run -S eval.limit=100 -S eval.strategies.few_shot.shots=8
+
+The base model is scored with every strategy in eval.strategies (the prompting baselines);
+the trained variant with eval.fine_tuned_strategies. Each variant is its own DVC stage, so
+retraining re-scores only the trained model.
+"""
+
+import sys
+from pathlib import Path
+
+from tunelab.config.load import read_params, to_section
+from tunelab.config.schema import DataConfig, EvalConfig, PromptConfig
+from tunelab.errors import TunelabError
+from tunelab.evaluation.evaluator import EvalSettings, evaluate_strategy
+from tunelab.evaluation.plots import confusion_figure, write_confusion_csv
+from tunelab.evaluation.prompting import build_prompts, pick_demonstrations
+from tunelab.evaluation.variants import VARIANTS, continues_a_cache, load_variant
+from tunelab.io.atomic import atomic_dir, write_json, write_jsonl
+from tunelab.io.jsonl import read_jsonl
+from tunelab.prompts.formatting import load_tokenizer
+from tunelab.stage import run_stage
+from tunelab.tracking.mlflow_run import stage_run
+
+PREPARED = Path("data/prepared")
+BASE = Path("models/base")
+
+
+def outputs(variant: str) -> tuple[Path, Path, Path]:
+    """Metrics file, predictions folder, confusion-plot folder of one variant (dvc.yaml's outs)."""
+    return Path(f"metrics/eval/{variant}.json"), Path(f"data/predictions/{variant}"), Path(f"metrics/confusion/{variant}")
+
+
+def strategy_names(variant: str, settings: EvalConfig) -> list[str]:
+    return list(settings.strategies) if variant == "base" else list(settings.fine_tuned_strategies)
+
+
+def rows_to_score(test: list[dict], *limits: int | None) -> list[dict]:
+    """The first N rows (the split is stored in id order, which is a shuffle of the data)."""
+    set_limits = [limit for limit in limits if limit is not None]
+    return test[: min(set_limits)] if set_limits else test
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        raise TunelabError(f"usage: python stages/evaluate.py VARIANT (one of {list(VARIANTS)})")
+    variant = sys.argv[1]
+    params = read_params()
+    settings = to_section(EvalConfig, "eval", params.get("eval"))
+    training_prompt = to_section(PromptConfig, "prompt", params.get("prompt"))
+    labels = to_section(DataConfig, "data", params.get("data")).labels
+    test = read_jsonl(PREPARED / "test.jsonl", required=("id", "text", "label"))
+    train = read_jsonl(PREPARED / "train.jsonl", required=("id", "text", "label"))
+    tokenizer = load_tokenizer(BASE)
+    model = load_variant(variant)
+    run_settings = EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model))
+    metrics_file, predictions_dir, confusion_dir = outputs(variant)
+    with stage_run(f"evaluate@{variant}", params, sections=("eval", "prompt")) as run:
+        with atomic_dir(predictions_dir) as predictions_tmp, atomic_dir(confusion_dir) as confusion_tmp:
+            results = {}
+            for name in strategy_names(variant, settings):
+                strategy = settings.strategies[name]
+                template = strategy.template or training_prompt
+                shots = pick_demonstrations(train, labels, strategy.shots, settings.seed) if strategy.shots else []
+                prompts = build_prompts(rows_to_score(test, settings.limit, strategy.limit), template, labels,
+                                        tokenizer, shots)
+                result = evaluate_strategy(model, tokenizer, prompts, strategy, template.name,
+                                           template.use_chat_template, labels, run_settings, f"{variant}/{name}")
+                write_jsonl(predictions_tmp / f"{name}.jsonl", result.predictions)
+                for scoring, report in result.metrics.items():
+                    write_confusion_csv(confusion_tmp / f"{name}-{scoring}.csv", result.predictions, scoring)
+                    log_scoring(run, variant, name, scoring, report)
+                results[name] = {"method": strategy.method, "template": template.name, "shots": strategy.shots,
+                                 "samples": strategy.samples, "scoring": result.metrics}
+        write_json(metrics_file, {"variant": variant, "labels": labels, "strategies": results})
+        run.log_artifact(metrics_file)
+        run.log_artifacts(predictions_dir, "predictions")
+
+
+def log_scoring(run, variant: str, name: str, scoring: str, report: dict) -> None:
+    keys = ("accuracy", "macro_f1", "examples_per_second", "unparseable_share", "mean_vote_share")
+    run.log_metrics({f"{name}.{scoring}.{key}": report[key] for key in keys if key in report})
+    low, high = report["accuracy_ci95"]
+    print(f"evaluate: {variant}/{name}/{scoring}: accuracy {report['accuracy']:.3f} [{low:.3f}, {high:.3f}] "
+          f"on {report['examples']} rows, {report['examples_per_second']} examples/s")
+    if run.run:
+        import matplotlib.pyplot as plt
+        import mlflow
+
+        figure = confusion_figure(report, f"{variant} / {name} / {scoring}")
+        mlflow.log_figure(figure, f"confusion/{name}-{scoring}.png")
+        plt.close(figure)
+
+
+if __name__ == "__main__":
+    run_stage(main)
