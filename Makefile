@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python` and `dvc` from the venv without it being activated.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run repro test test-fast bench-train ui clean-runs
+.PHONY: setup run repro test test-fast bench-train bench-eval ui clean-runs
 
 setup: $(STAMP)
 
@@ -44,6 +44,10 @@ test-fast: setup
 # Training throughput of every strategy (needs models/base and data/formatted: run `make run` first).
 bench-train: setup
 	python bench/train_throughput.py
+
+# Few-shot evaluation with and without the shared-prefix KV cache (needs models/base and data/prepared).
+bench-eval: setup
+	python bench/eval_prefix_cache.py
 
 # Browse the runs: http://127.0.0.1:5000
 ui: setup
