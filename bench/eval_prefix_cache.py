@@ -47,7 +47,7 @@ def few_shot_rows(shots: int, count: int, tokenizer):
     test = read_jsonl(REPO / "data/prepared/test.jsonl")[:count]
     prompts = build_prompts(test, prompt, labels, tokenizer, pick_demonstrations(train, labels, shots, seed=0))
     rows = [tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
-    return rows, choice_token_ids(prompts, rows, tokenizer, add_special_tokens=False)
+    return rows, choice_token_ids(prompts, tokenizer, use_chat_template=True)
 
 
 def timed(score, repeats: int) -> tuple[float, torch.Tensor]:

@@ -10,16 +10,13 @@ from pathlib import Path
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import ModelConfig
 from tunelab.io.atomic import atomic_dir, write_json
+from tunelab.io.files import folder_size_mb
 from tunelab.models.base import load_base_model, save_base_model
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
 
 OUT = Path("models/base")
 METRICS = Path("metrics/base.json")
-
-
-def folder_size(folder: Path) -> int:
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
 def main() -> None:
@@ -35,7 +32,7 @@ def main() -> None:
         metrics = {
             "parameters": model.num_parameters(),
             "load_seconds": round(load_seconds, 2),
-            "saved_megabytes": round(folder_size(OUT) / 2**20, 1),
+            "saved_megabytes": folder_size_mb(OUT),
         }
         write_json(METRICS, {"model": model_config.name, "architecture": type(model).__name__, **metrics})
         run.log_metrics(metrics)

@@ -18,7 +18,7 @@ from tunelab.errors import TunelabError
 from tunelab.evaluation.evaluator import EvalSettings, evaluate_strategy
 from tunelab.evaluation.plots import confusion_figure, write_confusion_csv
 from tunelab.evaluation.prompting import build_prompts, pick_demonstrations
-from tunelab.evaluation.variants import VARIANTS, continues_a_cache, load_variant
+from tunelab.evaluation.variants import continues_a_cache, load_variant, skipped_reason
 from tunelab.io.atomic import atomic_dir, write_json, write_jsonl
 from tunelab.io.jsonl import read_jsonl
 from tunelab.prompts.formatting import load_tokenizer
@@ -46,19 +46,24 @@ def rows_to_score(test: list[dict], *limits: int | None) -> list[dict]:
 
 def main() -> None:
     if len(sys.argv) != 2:
-        raise TunelabError(f"usage: python stages/evaluate.py VARIANT (one of {list(VARIANTS)})")
+        raise TunelabError("usage: python stages/evaluate.py VARIANT (base, trained, or a quantize variant)")
     variant = sys.argv[1]
     params = read_params()
     settings = to_section(EvalConfig, "eval", params.get("eval"))
     training_prompt = to_section(PromptConfig, "prompt", params.get("prompt"))
     labels = to_section(DataConfig, "data", params.get("data")).labels
-    test = read_jsonl(PREPARED / "test.jsonl", required=("id", "text", "label"))
-    train = read_jsonl(PREPARED / "train.jsonl", required=("id", "text", "label"))
-    tokenizer = load_tokenizer(BASE)
-    model = load_variant(variant)
-    run_settings = EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model))
-    metrics_file, predictions_dir, confusion_dir = outputs(variant)
-    with stage_run(f"evaluate@{variant}", params, sections=("eval", "prompt")) as run:
+    stage = "evaluate" if variant in ("base", "trained") else "evaluate_deployed"  # its name in dvc.yaml
+    with stage_run(f"{stage}@{variant}", params, sections=("eval", "prompt")) as run:
+        if reason := skipped_reason(variant):
+            write_skipped(variant, reason)
+            run.set_tag("tunelab.skipped", reason)
+            return
+        test = read_jsonl(PREPARED / "test.jsonl", required=("id", "text", "label"))
+        train = read_jsonl(PREPARED / "train.jsonl", required=("id", "text", "label"))
+        tokenizer = load_tokenizer(BASE)
+        model = load_variant(variant)
+        run_settings = EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model))
+        metrics_file, predictions_dir, confusion_dir = outputs(variant)
         with atomic_dir(predictions_dir) as predictions_tmp, atomic_dir(confusion_dir) as confusion_tmp:
             results = {}
             for name in strategy_names(variant, settings):
@@ -78,6 +83,17 @@ def main() -> None:
         write_json(metrics_file, {"variant": variant, "labels": labels, "strategies": results})
         run.log_artifact(metrics_file)
         run.log_artifacts(predictions_dir, "predictions")
+
+
+def write_skipped(variant: str, reason: str) -> None:
+    """A variant the quantize stage skipped still gets its outputs, saying why, for the report."""
+    metrics_file, predictions_dir, confusion_dir = outputs(variant)
+    with atomic_dir(predictions_dir) as temp:
+        (temp / "SKIPPED.txt").write_text(reason + "\n")
+    with atomic_dir(confusion_dir):
+        pass  # no plots: nothing was scored
+    write_json(metrics_file, {"variant": variant, "skipped": reason, "strategies": {}})
+    print(f"evaluate: {variant}: skipped: {reason}")
 
 
 def log_scoring(run, variant: str, name: str, scoring: str, report: dict) -> None:

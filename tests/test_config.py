@@ -7,15 +7,16 @@ import pytest
 
 from tunelab.config.compose import check_params_current, compose_conf, first_difference
 from tunelab.config.load import read_params, to_section
-from tunelab.config.schema import (STRATEGY_SECTIONS, DataConfig, EvalConfig, FormatConfig, ModelConfig, PromptConfig,
-                                   StrategyConfig, TrackingConfig, TrainConfig)
+from tunelab.config.schema import (STRATEGY_SECTIONS, BenchConfig, DataConfig, EvalConfig, FormatConfig, ModelConfig,
+                                   PromptConfig, QuantizeConfig, StrategyConfig, TrackingConfig, TrainConfig)
 from tunelab.errors import TunelabError
 
 from conftest import REPO_ROOT
 
 CONF = REPO_ROOT / "conf"
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "prompt": PromptConfig, "format": FormatConfig,
-            "strategy": StrategyConfig, "train": TrainConfig, "tracking": TrackingConfig, "eval": EvalConfig}
+            "strategy": StrategyConfig, "train": TrainConfig, "tracking": TrackingConfig, "eval": EvalConfig,
+            "quantize": QuantizeConfig, "bench": BenchConfig}
 # Options whose files leave a required value to the user (Hydra's ???).
 REQUIRED_OVERRIDES = {
     "model=local_dir": ["model.path=/models/mine"],
@@ -30,7 +31,7 @@ def group_options() -> list[str]:
 
 def test_every_group_option_is_covered():
     groups = {option.split("=")[0] for option in group_options()}
-    assert groups == {"model", "data", "prompt", "strategy", "tracking", "eval"}
+    assert groups == {"model", "data", "prompt", "strategy", "tracking", "eval", "quantize", "bench"}
     assert {f"strategy={name}" for name in STRATEGY_SECTIONS} <= set(group_options())
 
 
@@ -83,6 +84,8 @@ def test_default_data_pins_the_real_vader_sdist():
          r"config key eval.strategies.k.shot: Key 'shot' not in 'PromptStrategyConfig'"),
         ("eval", {"strategies": {"k": {"method": "zero_shot", "template": {"name": "t"}}}},
          r"config key eval.strategies.k.template.template: .* missing mandatory value"),
+        ("quantize", {"variants": ["merged", "int4"]}, r"config key quantize.variants: unknown value 'int4'"),
+        ("bench", {"batch_sizes": []}, r"bench: batch_sizes >= 1"),
         ("eval", {"fine_tuned_strategies": ["zero_shot", "cot"]},
          r"eval.fine_tuned_strategies: \['cot'\] not in eval.strategies"),
     ],

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ import pytest
 from conftest import REPO_ROOT
 
 PROJECT_FILES = ["dvc.yaml", ".dvcignore", "conf", "stages", "src/tunelab"]
-STAGES = ["base", "fetch", "prepare", "format", "train", "evaluate@base", "evaluate@trained", "report"]
+DEPLOYED = ["evaluate_deployed@merged", "evaluate_deployed@int8_dynamic", "evaluate_deployed@qat"]
+AFTER_TRAINING = ["quantize", *DEPLOYED, "benchmark", "report"]
+STAGES = ["base", "fetch", "prepare", "format", "train", "evaluate@base", "evaluate@trained", *AFTER_TRAINING]
 WORDS = {"positive": ["moving", "funny", "wonderful", "sharp"], "negative": ["dull", "tedious", "awful", "limp"]}
 
 
@@ -70,6 +73,10 @@ def project(tmp_path, tiny_model_dir) -> Path:
     replace_in(repo / "conf/config.yaml", "max_steps: 100", "max_steps: 20")
     replace_in(repo / "conf/config.yaml", "eval_steps: 25", "eval_steps: 10")
     replace_in(repo / "conf/eval/default.yaml", "max_new_tokens: 64", "max_new_tokens: 8")
+    replace_in(repo / "conf/quantize/default.yaml", "variants: [merged, int8_dynamic, nf4]",
+               "variants: [merged, int8_dynamic, qat]")  # qat does not apply to LoRA: skipped, with its reason
+    replace_in(repo / "conf/bench/default.yaml", "batch_sizes: [1, 4, 16]\nnew_tokens: 32\nrepeats: 2",
+               "batch_sizes: [1, 4]\nnew_tokens: 4\nrepeats: 1")
     (repo / ".gitignore").write_text("mlflow.db\nmlruns/\n")
     run(repo, "git", "init", "-q")
     run(repo, "dvc", "init", "-q")
@@ -119,6 +126,19 @@ def test_dvc_pipeline_end_to_end(project):
     assert {"base/zero_shot/choice", "base/few_shot/choice", "base/self_consistency/generate",
             "trained/zero_shot/choice", "trained/zero_shot/generate"} <= set(evaluated)
     assert evaluated["trained/zero_shot/choice"]["examples"] == 12
+    # merging is exact, so the merged variant answers as the trained one did
+    assert evaluated["merged/zero_shot/choice"]["accuracy"] == evaluated["trained/zero_shot/choice"]["accuracy"]
+    assert "int8_dynamic/zero_shot/generate" in evaluated
+    quantized = json.loads((project / "metrics/quantize.json").read_text())["variants"]
+    assert quantized["qat"] == {"status": "skipped", "reason": "qat converts QAT-trained weights: it applies to "
+                                "strategy=qat, this model was trained with lora"}
+    bench = json.loads((project / "metrics/bench.json").read_text())
+    assert list(bench["variants"]) == ["trained", "merged", "int8_dynamic"]
+    assert set(bench["variants"]["int8_dynamic"]["tokens_per_second"]) == {"1", "4"}
+    assert bench["environment"]["torch"] == version("torch")
+    report_text = (project / "metrics/report.md").read_text()
+    assert "- `qat`: skipped — qat converts QAT-trained weights" in report_text
+    assert "| int8_dynamic |" in report_text.split("## Deployable variants")[1]
     assert "| trained | zero_shot | choice |" in (project / "metrics/report.md").read_text()
     assert "| variant | strategy | scoring | accuracy [95% CI]" in first.stdout  # the run ends with the table
     shown = run(project, "dvc", "metrics", "show", "--json")
@@ -127,6 +147,8 @@ def test_dvc_pipeline_end_to_end(project):
     parents, children = pipeline_runs(project)
     assert len(parents) == 1 and parents[0].data.params["data.test_size"] == "12"
     assert sorted(r.data.tags["tunelab.stage"] for r in children) == sorted(STAGES)
+    skipped = next(r for r in children if r.data.tags["tunelab.stage"] == "evaluate_deployed@qat")
+    assert "it applies to strategy=qat" in skipped.data.tags["tunelab.skipped"]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert {r.info.status for r in children + parents} == {"FINISHED"}
     train_run = next(r for r in children if r.data.tags["tunelab.stage"] == "train")
@@ -143,15 +165,15 @@ def test_dvc_pipeline_end_to_end(project):
     # An edit in conf/ reaches the stages through dvc exp run; only the stages downstream of it rerun.
     replace_in(project / "conf/prompt/sentiment_instruction.yaml", "Answer with one word.", "Reply in one word.")
     edited = run(project, "dvc", "exp", "run")
-    assert ran_stages(edited) == ["format", "train", "evaluate@base", "evaluate@trained", "report"]
+    assert ran_stages(edited) == ["format", "train", "evaluate@base", "evaluate@trained", *AFTER_TRAINING]
     assert "Reply in one word." in read_rows(project / "data/formatted/train.jsonl")[0]["prompt"]
 
     # Retraining re-scores the trained model only: the prompting baselines stay cached.
     retrained = run(project, "dvc", "exp", "run", "-S", "train.max_steps=10")
-    assert ran_stages(retrained) == ["train", "evaluate@trained", "report"]
+    assert ran_stages(retrained) == ["train", "evaluate@trained", *AFTER_TRAINING]
 
     overridden = run(project, "dvc", "exp", "run", "-S", "data.test_size=10")
-    assert ran_stages(overridden) == ["prepare", "format", "train", "evaluate@base", "evaluate@trained", "report"]
+    assert ran_stages(overridden) == ["prepare", "format", "train", "evaluate@base", "evaluate@trained", *AFTER_TRAINING]
     assert len(read_rows(project / "data/formatted/test.jsonl")) == 10
     assert len(pipeline_runs(project)[0]) == 4  # one parent per configuration
 

@@ -409,3 +409,40 @@ class EvalConfig:
             raise TunelabError(f"eval.fine_tuned_strategies: {unknown} not in eval.strategies {list(self.strategies)}")
         if self.batch_size < 1:
             raise TunelabError("eval.batch_size: must be at least 1")
+
+
+QUANTIZE_METHODS = ("merged", "int8_dynamic", "nf4", "int8", "int8_weight_only", "qat", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """The deployable variants the ``quantize`` stage makes from the trained model."""
+
+    variants: list[str] = field(default_factory=lambda: ["merged", "int8_dynamic", "nf4"])
+    """Any of merged, int8_dynamic, nf4, int8, int8_weight_only, qat, bf16, fp16; each one that
+    does not apply here (bf16 on a CPU, qat for a LoRA model) is skipped with its reason."""
+    int8_dynamic_keep_float: list[str] = field(default_factory=lambda: ["down_proj", "lm_head"])
+    """Linear layers int8_dynamic leaves in float32 (last name part). down_proj's inputs carry
+    activation outliers that per-tensor int8 cannot hold; lm_head is the tied embedding."""
+
+    def __post_init__(self):
+        for name in self.variants:
+            require_choice("quantize.variants", name, QUANTIZE_METHODS)
+        if len(set(self.variants)) != len(self.variants):
+            raise TunelabError(f"quantize.variants: {self.variants} names a variant twice")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """The ``benchmark`` stage: inference cost of every deployable variant."""
+
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 4, 16])
+    """Throughput is measured at each batch size, with the KV cache."""
+    new_tokens: int = 32
+    """Tokens generated per sequence (EOS ignored, so every run decodes the same count)."""
+    repeats: int = 3
+    """Timed repeats after one warm-up; medians are reported."""
+
+    def __post_init__(self):
+        if not self.batch_sizes or min(self.batch_sizes) < 1 or self.new_tokens < 2 or self.repeats < 1:
+            raise TunelabError("bench: batch_sizes >= 1, new_tokens >= 2 and repeats >= 1 are required")

@@ -22,6 +22,7 @@ from tunelab.evaluation.metrics import classification_report
 from tunelab.evaluation.parsing import parse_choice
 from tunelab.evaluation.prompting import EvalPrompt
 from tunelab.evaluation.scoring import SharedPrefix, choice_logprobs, choice_logprobs_one_pass, common_prefix_length
+from tunelab.prompts.chat import model_completion
 from tunelab.prompts.tokenization import tokenize_example
 
 UNPARSEABLE = "(unparseable)"
@@ -61,14 +62,17 @@ def tokenize_prompts(prompts: list[EvalPrompt], tokenizer, add_special_tokens: b
     return rows
 
 
-def choice_token_ids(prompts: list[EvalPrompt], rows: list[list[int]], tokenizer, add_special_tokens: bool) -> list[list[int]]:
-    """Each choice's tokens as they follow a prompt (tokenised in context, like training did)."""
+def choice_token_ids(prompts: list[EvalPrompt], tokenizer, use_chat_template: bool) -> list[list[int]]:
+    """Each choice's tokens as they follow a prompt: tokenised in context, and separated from the
+    prompt as a training completion is (a space without a chat template), without its EOS."""
     if any(p.choices != prompts[0].choices for p in prompts):
         raise TunelabError("choice scoring needs the same answer choices on every row; this template renders "
                            "row-specific choices")
     choices = []
     for choice in prompts[0].choices:
-        tokens = tokenize_example(tokenizer, prompts[0].text, choice, max_length=10**9, add_special_tokens=add_special_tokens)
+        completion = model_completion(tokenizer, choice, use_chat_template).removesuffix(tokenizer.eos_token)
+        tokens = tokenize_example(tokenizer, prompts[0].text, completion, max_length=10**9,
+                                  add_special_tokens=not use_chat_template)
         choices.append(tokens.input_ids[tokens.prompt_length:])
     return choices
 
@@ -151,7 +155,7 @@ def evaluate_strategy(model, tokenizer, prompts: list[EvalPrompt], strategy: Pro
     result = StrategyResult(predictions=[{"id": p.id, "label": p.label, "prompt_tokens": len(r)}
                                          for p, r in zip(prompts, rows)])
     if "choice" in strategy.scoring:
-        choices = choice_token_ids(prompts, rows, tokenizer, add_special_tokens)
+        choices = choice_token_ids(prompts, tokenizer, use_chat_template)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         outputs, seconds = score_by_choice(model, prompts, rows, choices, pad_id, labels, settings, f"{name} choice")
         result.metrics["choice"] = scoring_metrics(prompts, outputs, labels, seconds, settings.seed)

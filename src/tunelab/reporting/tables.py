@@ -40,3 +40,33 @@ def markdown_table(rows: list[dict]) -> str:
                      f"[{r['accuracy_ci_low']:.3f}, {r['accuracy_ci_high']:.3f}] | {r['macro_f1']:.3f} | {unparseable} "
                      f"| {r['examples']} | {r['examples_per_second']:.1f} |")
     return header + "\n".join(lines) + "\n"
+
+
+def skipped_lines(files: list[Path]) -> list[str]:
+    """Variants that were not made or scored here, with the reason."""
+    lines = []
+    for path in files:
+        summary = parse_json_row(path.read_text(), str(path), required=("variant",))
+        if summary.get("skipped"):
+            lines.append(f"- `{summary['variant']}`: skipped — {summary['skipped']}")
+    return lines
+
+
+def deployment_table(bench: dict, rows: list[dict], reference: str = "trained") -> str:
+    """Cost of each deployable variant beside its accuracy and the change against ``reference``."""
+    accuracy = {r["variant"]: r for r in rows if r["strategy"] == "zero_shot" and r["scoring"] == "choice"}
+    base_accuracy = accuracy.get(reference, {}).get("accuracy")
+    sizes = sorted({size for v in bench["variants"].values() for size in v["tokens_per_second"]}, key=int)
+    header = ("| variant | size MB | load s | TTFT ms | token p50 / p95 ms | "
+              + " | ".join(f"tokens/s @{size}" for size in sizes) + " | peak RSS MB | accuracy [95% CI] | Δ accuracy |\n"
+              + "|---" * (8 + len(sizes)) + "|\n")
+    lines = []
+    for name, v in bench["variants"].items():
+        scored = accuracy.get(name)
+        score = f"{scored['accuracy']:.3f} [{scored['accuracy_ci_low']:.3f}, {scored['accuracy_ci_high']:.3f}]" if scored else ""
+        delta = f"{scored['accuracy'] - base_accuracy:+.3f}" if scored and base_accuracy is not None else ""
+        speeds = " | ".join(f"{v['tokens_per_second'].get(size, '')}" for size in sizes)
+        lines.append(f"| {name} | {v['size_mb']} | {v['load_seconds']} | {v['ttft_ms']} | "
+                     f"{v['token_latency_ms']['p50']} / {v['token_latency_ms']['p95']} | {speeds} | "
+                     f"{v.get('peak_rss_mb', '')} | {score} | {delta} |")
+    return header + "\n".join(lines) + "\n"

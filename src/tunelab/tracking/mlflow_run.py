@@ -62,6 +62,12 @@ class StageRun:
 
             mlflow.log_artifact(str(path), artifact_path=folder)
 
+    def set_tag(self, key: str, value: str) -> None:
+        if self.run:
+            import mlflow
+
+            mlflow.set_tag(key, value)
+
     def log_artifacts(self, directory: str | Path, folder: str | None = None) -> None:
         if self.run:
             import mlflow

@@ -1,0 +1,49 @@
+"""What a benchmark figure was measured on: CPU, threads, library versions, GPU and driver."""
+
+import os
+import platform
+from importlib.metadata import PackageNotFoundError, version
+
+import torch
+
+LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "torchao", "accelerate")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def gpu() -> dict:
+    if not torch.cuda.is_available():
+        return {}
+    info = {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda}
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        info["driver"] = pynvml.nvmlSystemGetDriverVersion()
+    except Exception as error:  # the driver query is informative only
+        info["driver"] = f"unknown ({error})"
+    return info
+
+
+def fingerprint() -> dict:
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "platform": platform.platform(), **library_versions(), **gpu()}

@@ -1,0 +1,91 @@
+"""Inference cost of one model: load time, time to first token, per-token latency, throughput.
+
+Timings use ``time.perf_counter`` around work that has finished: on a GPU every measurement is
+closed by ``torch.cuda.synchronize()`` (CUDA work is asynchronous), and peak GPU memory comes
+from ``torch.cuda.max_memory_allocated``. Generation decodes exactly ``new_tokens`` per sequence
+(``min_new_tokens``), with the KV cache, greedy, so runs are comparable across variants.
+"""
+
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+from tunelab.benchmarking.stats import step_latencies, summary, tokens_per_second
+
+
+class TokenClock:
+    """A generate() streamer that records when each step's tokens arrive (batch 1)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def put(self, value) -> None:
+        synchronize()
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def left_padded(prompts: list[list[int]], pad_id: int, device) -> dict:
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@torch.no_grad()
+def run_generation(model, inputs: dict, new_tokens: int, pad_id: int, streamer=None) -> float:
+    synchronize()
+    started = time.perf_counter()
+    model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                   temperature=None, top_p=None, top_k=None, pad_token_id=pad_id, streamer=streamer)
+    synchronize()
+    return time.perf_counter() - started
+
+
+def latency(model, prompt: list[int], new_tokens: int, repeats: int, pad_id: int) -> dict:
+    """Batch 1: time to first token, and the gaps between later tokens, over all repeats."""
+    inputs = left_padded([prompt], pad_id, device_of(model))
+    first, gaps = [], []
+    for _ in range(repeats):
+        clock = TokenClock()
+        started = time.perf_counter()
+        run_generation(model, inputs, new_tokens, pad_id, streamer=clock)
+        first.append(clock.times[1] - started)  # times[0]: the prompt handed to the streamer
+        gaps += step_latencies(clock.times[1:])
+    return {"ttft_ms": round(statistics.median(first) * 1000, 2),
+            "token_latency_ms": {k: round(v * 1000, 2) if k != "samples" else v for k, v in summary(gaps).items()}}
+
+
+def throughput(model, prompts: list[list[int]], batch_sizes: list[int], new_tokens: int, repeats: int,
+               pad_id: int) -> dict[str, float]:
+    """Tokens/s generated at each batch size (median of the repeats), prompts cycled to fill a batch."""
+    result = {}
+    for size in batch_sizes:
+        batch = [prompts[i % len(prompts)] for i in range(size)]
+        inputs = left_padded(batch, pad_id, device_of(model))
+        seconds = statistics.median(run_generation(model, inputs, new_tokens, pad_id) for _ in range(repeats))
+        result[str(size)] = round(tokens_per_second(size, new_tokens, seconds), 2)
+    return result
+
+
+def peak_memory_mb() -> dict[str, float]:
+    """Peak resident memory of this process (and peak GPU memory allocated, on CUDA)."""
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1024 / 1024, 1)}
+    if torch.cuda.is_available():
+        peak["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return peak

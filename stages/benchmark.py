@@ -1,0 +1,123 @@
+"""Stage benchmark: what each deployable variant costs to serve, each in a fresh process.
+
+    dvc exp run                                     # every variant the quantize stage made, plus trained
+    python stages/benchmark.py --measure int8_dynamic out.json   # one variant (what the stage runs per variant)
+
+Per variant: size on disk, load time, peak memory, time to first token and per-token latency
+p50/p95 at batch 1, throughput (tokens/s) at each bench.batch_sizes with the KV cache, on the
+first test prompts; one warm-up, bench.repeats timed runs, medians. With the environment's
+fingerprint, in metrics/bench.json, and accuracy-vs-latency and size-vs-accuracy plots.
+"""
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tunelab.benchmarking.environment import fingerprint
+from tunelab.config.load import read_params, to_section
+from tunelab.config.schema import BenchConfig
+from tunelab.errors import TunelabError
+from tunelab.io.atomic import write_csv, write_json
+from tunelab.io.files import folder_size_mb
+from tunelab.io.jsonl import read_jsonl
+from tunelab.stage import run_stage
+from tunelab.tracking.mlflow_run import stage_run
+
+FORMATTED_TEST = Path("data/formatted/test.jsonl")
+QUANTIZE_REPORT = Path("metrics/quantize.json")
+METRICS = Path("metrics/bench.json")
+TRADEOFFS = Path("metrics/bench/tradeoffs.csv")
+PROMPTS = 16  # the first test prompts, cycled to fill larger batches
+
+
+def measure(variant: str, settings: BenchConfig) -> dict:
+    """In this process: load the variant, then time it (the stage runs this once per fresh process)."""
+    from transformers import AutoTokenizer
+
+    from tunelab.benchmarking.inference import device_of, latency, left_padded, peak_memory_mb, run_generation, throughput
+    from tunelab.evaluation.variants import load_variant, variant_folder
+
+    tokenizer = AutoTokenizer.from_pretrained("models/base")
+    prompts = [row["input_ids"][: len(row["input_ids"]) - sum(row["completion_mask"])]
+               for row in read_jsonl(FORMATTED_TEST, required=("input_ids", "completion_mask"))[:PROMPTS]]
+    started = time.perf_counter()
+    model = load_variant(variant)
+    load_seconds = time.perf_counter() - started
+    pad = tokenizer.pad_token_id
+    run_generation(model, left_padded(prompts[:1], pad, device_of(model)), 4, pad)  # warm-up
+    size = folder_size_mb(variant_folder(variant))
+    if variant == "trained":  # what you ship: the adapter (or weights) and, for an adapter, the base
+        size += folder_size_mb(Path("models/base")) if (Path("models/trained") / "adapter_config.json").is_file() else 0
+    return {"size_mb": round(size, 1), "load_seconds": round(load_seconds, 2),
+            **latency(model, prompts[0], settings.new_tokens, settings.repeats, pad),
+            "tokens_per_second": throughput(model, prompts, settings.batch_sizes, settings.new_tokens,
+                                            settings.repeats, pad),
+            **peak_memory_mb()}
+
+
+def made_variants() -> list[str]:
+    if not QUANTIZE_REPORT.is_file():
+        raise TunelabError(f"{QUANTIZE_REPORT}: not found; run the quantize stage first")
+    report = json.loads(QUANTIZE_REPORT.read_text())["variants"]
+    return ["trained"] + [name for name, entry in report.items() if entry["status"] == "made"]
+
+
+def measure_in_fresh_process(variant: str) -> dict:
+    out = TRADEOFFS.parent / f".{variant}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run([sys.executable, __file__, "--measure", variant, str(out)], text=True,
+                            stdout=sys.stdout, stderr=subprocess.PIPE)
+    if result.returncode != 0:
+        raise TunelabError(f"benchmark of {variant} failed:\n{result.stderr[-2000:]}")
+    measured = json.loads(out.read_text())
+    out.unlink()
+    return measured
+
+
+def accuracy_of(variant: str) -> dict:
+    """The fine-tuned zero-shot accuracy (choice scoring) the evaluate stage measured for the variant."""
+    path = Path(f"metrics/eval/{variant}.json")
+    report = json.loads(path.read_text())["strategies"]["zero_shot"]["scoring"]["choice"] if path.is_file() else None
+    return {"accuracy": report["accuracy"], "accuracy_ci95": report["accuracy_ci95"]} if report else {}
+
+
+def tradeoff_rows(results: dict) -> list[dict]:
+    return [{"variant": name, "accuracy": r.get("accuracy"), "token_latency_p50_ms": r["token_latency_ms"]["p50"],
+             "tokens_per_second_batch1": r["tokens_per_second"].get("1"), "size_mb": r["size_mb"]}
+            for name, r in results.items()]
+
+
+def main() -> None:
+    params = read_params()
+    settings = to_section(BenchConfig, "bench", params.get("bench"))
+    with stage_run("benchmark", params, sections=("bench",)) as run:
+        results = {}
+        for variant in made_variants():
+            print(f"benchmark: {variant} ...", flush=True)
+            results[variant] = {**measure_in_fresh_process(variant), **accuracy_of(variant)}
+            r = results[variant]
+            print(f"benchmark: {variant}: {r['size_mb']} MB, load {r['load_seconds']} s, TTFT {r['ttft_ms']} ms, "
+                  f"token p50/p95 {r['token_latency_ms']['p50']}/{r['token_latency_ms']['p95']} ms, "
+                  f"tokens/s by batch {r['tokens_per_second']}")
+            run.log_metrics({f"{variant}.token_latency_p50_ms": r["token_latency_ms"]["p50"],
+                             f"{variant}.tokens_per_second_batch1": r["tokens_per_second"][str(settings.batch_sizes[0])]})
+        write_json(METRICS, {"environment": fingerprint(), "settings": dataclasses.asdict(settings) | {"prompts": PROMPTS},
+                             "variants": results})
+        write_csv(TRADEOFFS, tradeoff_rows(results))
+        run.log_artifact(METRICS)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--measure", nargs=2, metavar=("VARIANT", "OUT"))
+    args = parser.parse_args()
+    if args.measure:
+        variant, out = args.measure
+        bench = to_section(BenchConfig, "bench", read_params(check_current=False).get("bench"))
+        Path(out).write_text(json.dumps(measure(variant, bench)))
+    else:
+        run_stage(main)

@@ -1,0 +1,59 @@
+"""Stage quantize: the trained model in every deployable form listed in conf/quantize.
+
+    dvc exp run                                                   # merged, int8_dynamic, nf4
+    dvc exp run -S 'quantize.variants=[merged,int8_dynamic,nf4,int8,int8_weight_only]'
+
+The adapter is merged into the base first (LoRA, IA3, QLoRA; prompt/prefix tuning keep their
+adapter beside a quantized base). A variant that does not apply here (bf16 on a CPU, qat for
+a LoRA model) is skipped with its reason in metrics/quantize.json and the report.
+"""
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from tunelab.config.load import read_params, to_section
+from tunelab.config.schema import QuantizeConfig
+from tunelab.deploy.variants import make_variant, merged_model, skip_reason, trained_recipe
+from tunelab.io.atomic import atomic_dir, write_json
+from tunelab.io.files import folder_size_mb
+from tunelab.prompts.formatting import load_tokenizer
+from tunelab.stage import run_stage
+from tunelab.tracking.mlflow_run import stage_run
+
+BASE = Path("models/base")
+TRAINED = Path("models/trained")
+OUT = Path("models/deploy")
+METRICS = Path("metrics/quantize.json")
+
+
+def main() -> None:
+    params = read_params()
+    settings = to_section(QuantizeConfig, "quantize", params.get("quantize"))
+    strategy = trained_recipe(TRAINED)["strategy"]
+    tokenizer = load_tokenizer(BASE)
+    cuda = torch.cuda.is_available()
+    report = {}
+    with stage_run("quantize", params, sections=("quantize",)) as run, atomic_dir(OUT) as out:
+        merged_dir = out / ".merged"
+        merged_model(TRAINED, BASE).save_pretrained(merged_dir)
+        for method in settings.variants:
+            if reason := skip_reason(method, strategy, cuda):
+                report[method] = {"status": "skipped", "reason": reason}
+                print(f"quantize: {method}: skipped: {reason}")
+                continue
+            started = time.perf_counter()
+            make_variant(method, merged_dir, TRAINED, out / method, tokenizer, settings.int8_dynamic_keep_float)
+            report[method] = {"status": "made", "seconds": round(time.perf_counter() - started, 1),
+                              "size_mb": folder_size_mb(out / method)}
+            print(f"quantize: {method}: {report[method]['size_mb']} MB in {report[method]['seconds']} s")
+            run.log_metrics({f"{method}.size_mb": report[method]["size_mb"]})
+        shutil.rmtree(merged_dir)
+        write_json(METRICS, {"strategy": strategy, "variants": report})
+        run.log_artifact(METRICS)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,135 @@
+"""Deployable variants on a tiny trained model: made, saved, reloaded in a fresh process.
+
+Where a method reloads exactly (merged, int8_dynamic, bitsandbytes int8, torchao int8 weight-
+only) the fresh process must give the same logits and greedy tokens as the model made in
+memory; bitsandbytes NF4 repacks its 4-bit weights for the CPU on load, so its logits are
+held to 0.05 (the tiny model's logits are of order 1) and not to identical tokens.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tunelab.deploy.variants import int8_dynamic, make_variant, merged_model, quantization_config, skip_reason
+from tunelab.training.strategies import load_trained, save_trained
+
+from training_helpers import strategy_from_conf
+
+PROBE = [[1, 5, 9, 20, 33, 7, 12, 40]]
+KEEP_FLOAT = ["down_proj", "lm_head"]
+FRESH_PROCESS = """
+import sys, torch
+from tunelab.deploy.variants import load_deployed
+model = load_deployed(__import__("pathlib").Path(sys.argv[1]))
+ids = torch.tensor({probe})
+with torch.no_grad():
+    logits = model(input_ids=ids).logits
+    tokens = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
+torch.save({{"logits": logits, "tokens": tokens}}, sys.argv[2])
+""".format(probe=PROBE)
+
+
+def trained_folder(base_dir: Path, folder: Path, strategy_name: str) -> Path:
+    """A trained artifact as the train stage saves it, with non-zero adapter weights so merging matters."""
+    from tunelab.training.strategies import trainable_model
+
+    strategy = strategy_from_conf(strategy_name)
+    model = trainable_model(base_dir, strategy, gradient_checkpointing=False)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter) * 0.05)
+    save_trained(model, AutoTokenizer.from_pretrained(base_dir), strategy, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lora_setup(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("deploy")
+    trained = trained_folder(tiny_model_dir, root / "trained", "lora")
+    merged_dir = root / "merged"
+    merged_model(trained, tiny_model_dir).save_pretrained(merged_dir)
+    return tiny_model_dir, trained, merged_dir, root
+
+
+def outputs(model) -> dict:
+    ids = torch.tensor(PROBE)
+    with torch.no_grad():
+        return {"logits": model(input_ids=ids).logits,
+                "tokens": model.generate(input_ids=ids, max_new_tokens=6, do_sample=False, pad_token_id=0)}
+
+
+def fresh_process_outputs(folder: Path, tmp: Path) -> dict:
+    result_file = tmp / f"{folder.name}.pt"
+    result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(folder), str(result_file)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return torch.load(result_file)
+
+
+def test_merging_the_adapter_keeps_the_outputs(lora_setup):
+    base_dir, trained, merged_dir, _ = lora_setup
+    adapter = outputs(load_trained(trained, base_dir).eval())
+    merged = outputs(AutoModelForCausalLM.from_pretrained(merged_dir).eval())
+    assert torch.allclose(adapter["logits"], merged["logits"], atol=1e-4)
+    assert torch.equal(adapter["tokens"], merged["tokens"])
+    plain_base = outputs(AutoModelForCausalLM.from_pretrained(base_dir).eval())
+    assert not torch.allclose(plain_base["logits"], merged["logits"], atol=1e-3)  # the adapter did something
+
+
+def in_memory(method: str, merged_dir: Path):
+    if method == "merged":
+        return AutoModelForCausalLM.from_pretrained(merged_dir)
+    if method == "int8_dynamic":
+        return int8_dynamic(AutoModelForCausalLM.from_pretrained(merged_dir), KEEP_FLOAT)
+    return AutoModelForCausalLM.from_pretrained(merged_dir, quantization_config=quantization_config(method),
+                                                device_map={"": "cpu"})
+
+
+@pytest.mark.parametrize(("method", "tolerance"), [("merged", 0.0), ("int8_dynamic", 0.0), ("int8", 0.0),
+                                                   ("int8_weight_only", 0.0), ("nf4", 0.05)])
+def test_variant_round_trip_in_a_fresh_process(lora_setup, method, tolerance):
+    base_dir, trained, merged_dir, root = lora_setup
+    folder = root / method
+    make_variant(method, merged_dir, trained, folder, AutoTokenizer.from_pretrained(base_dir), KEEP_FLOAT)
+    expected = outputs(in_memory(method, merged_dir).eval())
+    reloaded = fresh_process_outputs(folder, root)
+    assert (reloaded["logits"] - expected["logits"]).abs().max().item() <= tolerance + 1e-6
+    if tolerance == 0.0:
+        assert torch.equal(reloaded["tokens"], expected["tokens"])
+    reference = outputs(AutoModelForCausalLM.from_pretrained(merged_dir).eval())["logits"]
+    if method != "merged":  # quantized: close to the float model, not equal
+        assert 0 < (reloaded["logits"] - reference).abs().max().item() < 0.5
+
+
+def test_prompt_tuning_keeps_its_adapter_beside_the_quantized_base(tiny_model_dir, tmp_path):
+    trained = trained_folder(tiny_model_dir, tmp_path / "trained", "prompt_tuning")
+    merged_dir = tmp_path / "merged"
+    merged_model(trained, tiny_model_dir).save_pretrained(merged_dir)
+    make_variant("merged", merged_dir, trained, tmp_path / "pt", AutoTokenizer.from_pretrained(tiny_model_dir))
+    assert (tmp_path / "pt/adapter/adapter_config.json").is_file()
+    expected = load_trained(trained, tiny_model_dir).eval()
+    with torch.no_grad():
+        logits = expected(input_ids=torch.tensor(PROBE)).logits
+    assert torch.allclose(fresh_process_outputs(tmp_path / "pt", tmp_path)["logits"], logits, atol=1e-5)
+
+
+def test_int8_dynamic_leaves_the_named_layers_in_float(lora_setup):
+    _, _, merged_dir, _ = lora_setup
+    model = int8_dynamic(AutoModelForCausalLM.from_pretrained(merged_dir), KEEP_FLOAT)
+    kinds = {name.rsplit(".", 1)[-1]: type(module) for name, module in model.named_modules()
+             if name.endswith(("q_proj", "down_proj", "lm_head"))}
+    assert kinds["down_proj"] is torch.nn.Linear and kinds["lm_head"] is torch.nn.Linear
+    assert kinds["q_proj"] is torch.ao.nn.quantized.dynamic.Linear
+
+
+def test_variants_that_do_not_apply_say_why():
+    assert "CUDA GPU only" in skip_reason("bf16", "lora", cuda=False)
+    assert skip_reason("bf16", "lora", cuda=True) is None
+    assert "applies to strategy=qat, this model was trained with lora" in skip_reason("qat", "lora", cuda=False)
+    assert skip_reason("qat", "qat", cuda=False) is None
+    assert skip_reason("int8_dynamic", "lora", cuda=False) is None
