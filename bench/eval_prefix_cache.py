@@ -31,7 +31,8 @@ sys.path.insert(0, str(REPO / "src"))
 from tunelab.config.compose import compose_conf  # noqa: E402
 from tunelab.config.load import to_section  # noqa: E402
 from tunelab.config.schema import DataConfig, PromptConfig  # noqa: E402
-from tunelab.evaluation.evaluator import batches, choice_token_ids  # noqa: E402
+from tunelab.evaluation.batching import batches  # noqa: E402
+from tunelab.evaluation.evaluator import choice_token_ids  # noqa: E402
 from tunelab.evaluation.prompting import build_prompts, pick_demonstrations  # noqa: E402
 from tunelab.evaluation.scoring import SharedPrefix, choice_logprobs, choice_logprobs_one_pass, common_prefix_length  # noqa: E402
 from tunelab.io.jsonl import read_jsonl  # noqa: E402

@@ -20,10 +20,12 @@ from pathlib import Path
 from tunelab.benchmarking.environment import fingerprint
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import BenchConfig
+from tunelab.evaluation.batching import pad_id
 from tunelab.errors import TunelabError
 from tunelab.io.atomic import write_csv, write_json
 from tunelab.io.files import folder_size_mb
 from tunelab.io.jsonl import read_jsonl
+from tunelab.prompts.formatting import load_tokenizer
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
 
@@ -36,18 +38,16 @@ PROMPTS = 16  # the first test prompts, cycled to fill larger batches
 
 def measure(variant: str, settings: BenchConfig) -> dict:
     """In this process: load the variant, then time it (the stage runs this once per fresh process)."""
-    from transformers import AutoTokenizer
-
     from tunelab.benchmarking.inference import device_of, latency, left_padded, peak_memory_mb, run_generation, throughput
     from tunelab.evaluation.variants import load_variant, variant_folder
 
-    tokenizer = AutoTokenizer.from_pretrained("models/base")
+    tokenizer = load_tokenizer(Path("models/base"))
     prompts = [row["input_ids"][: len(row["input_ids"]) - sum(row["completion_mask"])]
                for row in read_jsonl(FORMATTED_TEST, required=("input_ids", "completion_mask"))[:PROMPTS]]
     started = time.perf_counter()
     model = load_variant(variant)
     load_seconds = time.perf_counter() - started
-    pad = tokenizer.pad_token_id
+    pad = pad_id(tokenizer)
     run_generation(model, left_padded(prompts[:1], pad, device_of(model)), 4, pad)  # warm-up
     size = folder_size_mb(variant_folder(variant))
     if variant == "trained":  # what you ship: the adapter (or weights) and, for an adapter, the base

@@ -16,11 +16,12 @@ import torch
 
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import QuantizeConfig
-from tunelab.deploy.variants import make_variant, merged_model, skip_reason, trained_recipe
+from tunelab.deploy.variants import make_variant, merged_model, skip_reason
 from tunelab.io.atomic import atomic_dir, write_json
 from tunelab.io.files import folder_size_mb
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.stage import run_stage
+from tunelab.training.strategies import trained_recipe
 from tunelab.tracking.mlflow_run import stage_run
 
 BASE = Path("models/base")

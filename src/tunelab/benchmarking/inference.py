@@ -14,6 +14,7 @@ import time
 import torch
 
 from tunelab.benchmarking.stats import step_latencies, summary, tokens_per_second
+from tunelab.evaluation.batching import left_pad
 
 
 class TokenClock:
@@ -39,11 +40,9 @@ def device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def left_padded(prompts: list[list[int]], pad_id: int, device) -> dict:
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-    return {"input_ids": ids, "attention_mask": mask}
+def left_padded(prompts: list[list[int]], pad: int, device) -> dict:
+    ids, mask = left_pad(prompts, pad)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
 @torch.no_grad()

@@ -23,18 +23,11 @@ import torch
 
 from tunelab.config.schema import QATOptions
 from tunelab.errors import TunelabError
-from tunelab.training.strategies import STRATEGY_FILE, load_base, qat_convert
+from tunelab.training.strategies import load_base, qat_convert, trained_recipe
 
 DEPLOY_FILE = "tunelab_deploy.json"
 PROMPT_LEARNING = ("prompt_tuning", "prefix_tuning")
 INT8_DYNAMIC_WEIGHTS = "int8_dynamic.pt"
-
-
-def trained_recipe(trained_dir: Path) -> dict:
-    recipe_file = trained_dir / STRATEGY_FILE
-    if not recipe_file.is_file():
-        raise TunelabError(f"{trained_dir}: no {STRATEGY_FILE}; run the train stage first")
-    return json.loads(recipe_file.read_text())
 
 
 def skip_reason(method: str, strategy: str, cuda: bool) -> str | None:

@@ -9,7 +9,6 @@ only by the model. Two scorings, each optional per strategy:
 """
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +16,7 @@ from tqdm import tqdm
 
 from tunelab.config.schema import PromptStrategyConfig
 from tunelab.errors import TunelabError
+from tunelab.evaluation.batching import batches, pad_id
 from tunelab.evaluation.generation import Sampling, generate, majority_vote
 from tunelab.evaluation.metrics import classification_report
 from tunelab.evaluation.parsing import parse_choice
@@ -77,30 +77,28 @@ def choice_token_ids(prompts: list[EvalPrompt], tokenizer, use_chat_template: bo
     return choices
 
 
-def batches(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 def shared_prefix(model, rows: list[list[int]], settings: EvalSettings) -> SharedPrefix | None:
     """The tokens every prompt starts with (system prompt, demonstrations), run once."""
     length = common_prefix_length(rows) if settings.continues_a_cache and len(rows) > 1 else 0
     return SharedPrefix(model, rows[0][:length]) if length else None
 
 
-def score_by_choice(model, prompts: list[EvalPrompt], rows: list[list[int]], choices: list[list[int]], pad_id: int,
-                    labels: list[str], settings: EvalSettings, desc: str) -> tuple[list[dict], float]:
+def after_prefix(rows: list[list[int]], prefix: SharedPrefix | None) -> list[list[int]]:
+    return [row[len(prefix.ids):] for row in rows] if prefix else rows
+
+
+def score_by_choice(model, prompts: list[EvalPrompt], rows: list[list[int]], choices: list[list[int]], pad: int,
+                    prefix: SharedPrefix | None, labels: list[str], settings: EvalSettings,
+                    desc: str) -> tuple[list[dict], float]:
     """Predicted label and per-choice log-probabilities per row."""
     started = time.perf_counter()
-    prefix = shared_prefix(model, rows, settings)
-    skip = len(prefix.ids) if prefix else 0
     scores = []
     with tqdm(total=len(rows), desc=desc, unit="ex") as progress:
-        for batch in batches([row[skip:] for row in rows], settings.batch_size):
+        for batch in batches(after_prefix(rows, prefix), settings.batch_size):
             if settings.continues_a_cache:
-                scores.append(choice_logprobs(model, batch, choices, pad_id, prefix, settings.length_normalize))
+                scores.append(choice_logprobs(model, batch, choices, pad, prefix, settings.length_normalize))
             else:
-                scores.append(choice_logprobs_one_pass(model, batch, choices, pad_id, settings.length_normalize))
+                scores.append(choice_logprobs_one_pass(model, batch, choices, pad, settings.length_normalize))
             progress.update(len(batch))
     seconds = time.perf_counter() - started
     outputs = []
@@ -110,17 +108,16 @@ def score_by_choice(model, prompts: list[EvalPrompt], rows: list[list[int]], cho
     return outputs, seconds
 
 
-def score_by_generation(model, tokenizer, prompts: list[EvalPrompt], rows: list[list[int]], labels: list[str],
-                        strategy: PromptStrategyConfig, settings: EvalSettings, desc: str) -> tuple[list[dict], float]:
+def score_by_generation(model, tokenizer, prompts: list[EvalPrompt], rows: list[list[int]], prefix: SharedPrefix | None,
+                        labels: list[str], strategy: PromptStrategyConfig, settings: EvalSettings,
+                        desc: str) -> tuple[list[dict], float]:
     """Generate, parse each text into a label, and vote when several paths were sampled."""
     torch.manual_seed(settings.seed)
     started = time.perf_counter()
-    prefix = shared_prefix(model, rows, settings)
-    skip = len(prefix.ids) if prefix else 0
     sampling = Sampling(strategy.samples, strategy.temperature, strategy.top_k, strategy.top_p)
     texts = []
     with tqdm(total=len(rows), desc=desc, unit="ex") as progress:
-        for batch in batches([row[skip:] for row in rows], settings.batch_size):
+        for batch in batches(after_prefix(rows, prefix), settings.batch_size):
             texts += generate(model, tokenizer, batch, strategy.max_new_tokens, sampling, prefix,
                               prompt_once=settings.continues_a_cache)
             progress.update(len(batch))
@@ -154,17 +151,20 @@ def evaluate_strategy(model, tokenizer, prompts: list[EvalPrompt], strategy: Pro
     rows = tokenize_prompts(prompts, tokenizer, add_special_tokens, needed, context_length(model), template)
     result = StrategyResult(predictions=[{"id": p.id, "label": p.label, "prompt_tokens": len(r)}
                                          for p, r in zip(prompts, rows)])
+    started = time.perf_counter()
+    prefix = shared_prefix(model, rows, settings)  # once for both scorings; each counts its time
+    prefix_seconds = time.perf_counter() - started
     if "choice" in strategy.scoring:
         choices = choice_token_ids(prompts, tokenizer, use_chat_template)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        outputs, seconds = score_by_choice(model, prompts, rows, choices, pad_id, labels, settings, f"{name} choice")
-        result.metrics["choice"] = scoring_metrics(prompts, outputs, labels, seconds, settings.seed)
+        outputs, seconds = score_by_choice(model, prompts, rows, choices, pad_id(tokenizer), prefix, labels, settings,
+                                           f"{name} choice")
+        result.metrics["choice"] = scoring_metrics(prompts, outputs, labels, prefix_seconds + seconds, settings.seed)
         for prediction, output in zip(result.predictions, outputs):
             prediction["choice"] = output
     if "generate" in strategy.scoring:
-        outputs, seconds = score_by_generation(model, tokenizer, prompts, rows, labels, strategy, settings,
+        outputs, seconds = score_by_generation(model, tokenizer, prompts, rows, prefix, labels, strategy, settings,
                                                f"{name} generate")
-        result.metrics["generate"] = scoring_metrics(prompts, outputs, labels, seconds, settings.seed)
+        result.metrics["generate"] = scoring_metrics(prompts, outputs, labels, prefix_seconds + seconds, settings.seed)
         for prediction, output in zip(result.predictions, outputs):
             prediction["generate"] = output
     return result

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tunelab.evaluation.batching import left_pad, pad_id
 from tunelab.evaluation.scoring import SharedPrefix
 
 
@@ -48,17 +49,12 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, sa
              prefix: SharedPrefix | None = None, prompt_once: bool = True) -> list[list[str]]:
     """For each prompt (token ids after the ``prefix``), ``sampling.samples`` continuations as text.
 
-    Left padding puts every row's last prompt token at the same place, where generation starts;
-    with a shared prefix the padding sits between prefix and row, and generate's position ids
-    (counted over the attention mask) still give each row the positions it would have alone.
+    Rows are left-padded after the prefix (see batching.py); generate counts position ids over
+    the attention mask, so each row sees the positions it would have alone.
     ``prompt_once=False`` lets generate run each sample's prompt itself (PEFT prompt learning).
     """
-    width = max(len(ids) for ids in prompts)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    head = prefix.ids if prefix else []
-    input_ids = torch.tensor([head + [pad] * (width - len(ids)) + ids for ids in prompts], device=model.device)
-    mask = torch.tensor([[1] * len(head) + [0] * (width - len(ids)) + [1] * len(ids) for ids in prompts],
-                        device=model.device)
+    pad = pad_id(tokenizer)
+    input_ids, mask = (tensor.to(model.device) for tensor in left_pad(prompts, pad, prefix.ids if prefix else ()))
     if sampling.samples > 1 and prompt_once:
         cache = _prompt_cache(model, input_ids, mask, prefix, sampling.samples)
     else:

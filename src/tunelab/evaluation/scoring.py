@@ -23,6 +23,8 @@ import copy
 
 import torch
 
+from tunelab.evaluation.batching import left_pad
+
 
 def common_prefix_length(sequences: list[list[int]]) -> int:
     """Length of the token prefix all sequences share, leaving each at least one own token."""
@@ -54,13 +56,6 @@ def _check(rows: list[list[int]], choices: list[list[int]]) -> None:
         raise ValueError("every row and every choice needs at least one token")
 
 
-def _left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(row) for row in rows)
-    ids = torch.tensor([[pad_id] * (width - len(row)) + row for row in rows])
-    mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows])
-    return ids, mask
-
-
 @torch.no_grad()
 def choice_logprobs(model, rows: list[list[int]], choices: list[list[int]], pad_id: int,
                     prefix: SharedPrefix | None = None, normalize: bool = False) -> torch.Tensor:
@@ -71,7 +66,7 @@ def choice_logprobs(model, rows: list[list[int]], choices: list[list[int]], pad_
     """
     _check(rows, choices)
     device, start = model.device, len(prefix.ids) if prefix else 0
-    ids, row_mask = _left_padded(rows, pad_id)
+    ids, row_mask = left_pad(rows, pad_id)
     positions = start + (row_mask.cumsum(1) - 1).clamp(min=0)
     mask = torch.cat([torch.ones((len(rows), start), dtype=torch.long), row_mask], dim=1)
     output = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),

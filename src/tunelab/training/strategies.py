@@ -160,14 +160,19 @@ def save_trained(model, tokenizer, strategy: StrategyConfig, folder: Path) -> No
     (folder / STRATEGY_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
 
 
+def trained_recipe(trained_dir: Path) -> dict:
+    """What save_trained recorded: the strategy, and its QAT scheme or 4-bit recipe."""
+    recipe_file = trained_dir / STRATEGY_FILE
+    if not recipe_file.is_file():
+        raise TunelabError(f"{trained_dir}: no {STRATEGY_FILE}; run the train stage first")
+    return json.loads(recipe_file.read_text())
+
+
 def load_trained(trained_dir: Path, base_dir: Path):
     """The model a later stage evaluates: adapter on base, full weights, or QAT converted."""
     from transformers import AutoModelForCausalLM
 
-    recipe_file = trained_dir / STRATEGY_FILE
-    if not recipe_file.is_file():
-        raise TunelabError(f"{trained_dir}: no {STRATEGY_FILE}; run the train stage first")
-    recipe = json.loads(recipe_file.read_text())
+    recipe = trained_recipe(trained_dir)
     name = recipe["strategy"]
     if name == "full":
         return AutoModelForCausalLM.from_pretrained(trained_dir, dtype=torch.float32)
