@@ -1,29 +1,40 @@
-"""MLflow runs for stages: one parent run per pipeline configuration, one child run per stage.
+"""MLflow runs for stages: a sweep parent (optional) → one run per pipeline configuration → one
+child run per stage.
 
 Each DVC stage is its own process, so the stages of one pipeline find their parent by a tag:
 the hash of the composed params. Re-running the same configuration adds stage runs under the
-same parent; a new configuration (a sweep point, an edit in conf/) gets a new parent.
+same parent; a new configuration (a sweep point, an edit in conf/) gets a new parent. With
+``tracking.sweep`` set (``tunelab -m`` sets it), pipeline runs nest under the sweep's run.
+
+Queued experiments run in a copy of the repository under ``.dvc/tmp/exps/``; DVC tells their
+stages the real root in ``DVC_ROOT``, and a relative store (the default ``sqlite:///mlflow.db``)
+is resolved against it, so every experiment logs to the one store the workspace uses.
 """
 
 import hashlib
 import json
 import os
-import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tunelab.config.load import to_section
 from tunelab.config.schema import TrackingConfig
+from tunelab.tracking.lineage import experiment_tags, git_commit, lineage_tags, pip_freeze, stage_input_hashes
 
 PIPELINE_TAG = "tunelab.pipeline"
 STAGE_TAG = "tunelab.stage"
+SWEEP_TAG = "tunelab.sweep"
+PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
+CUT_MARK = " [cut: the whole value is in the run's params.yaml artifact]"
 PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch call
+SQLITE = "sqlite:///"
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
-    """``{"data": {"seed": 1}}`` → ``{"data.seed": "1"}``, values cut to MLflow's limit."""
+    """``{"data": {"seed": 1}}`` → ``{"data.seed": "1"}``; values past MLflow's limit are cut."""
     flat = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
@@ -31,7 +42,7 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
             flat.update(flatten(value, f"{name}."))
         else:
             text = json.dumps(value) if isinstance(value, list) else str(value)
-            flat[name] = text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
+            flat[name] = text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - len(CUT_MARK)] + CUT_MARK
     return flat
 
 
@@ -39,16 +50,113 @@ def config_hash(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def git_commit() -> str | None:
-    result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
-    return result.stdout.strip() if result.returncode == 0 else None
+def tracking_uri(configured: str) -> str:
+    """MLFLOW_TRACKING_URI, else ``configured``, with a relative sqlite path made the repository's."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    root = Path(os.environ.get("DVC_ROOT") or ".").resolve()
+    if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
+        return SQLITE + str(root / uri.removeprefix(SQLITE))
+    return uri
+
+
+def open_experiment(tracking: TrackingConfig):
+    """A client on the configured store and the experiment's id (created on first use).
+
+    A new experiment on a local store keeps its artifacts in ``mlruns/`` beside the store, not
+    under the current folder, which for a queued experiment is a temporary copy.
+    """
+    import mlflow
+
+    uri = tracking_uri(tracking.uri)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(tracking.experiment)
+    if experiment is not None:
+        return client, experiment.experiment_id
+    location = (Path(uri.removeprefix(SQLITE)).parent / "mlruns").as_uri() if uri.startswith(SQLITE) else None
+    try:
+        return client, client.create_experiment(tracking.experiment, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # a parallel worker created it first
+        return client, client.get_experiment_by_name(tracking.experiment).experiment_id
+
+
+def _log_params(client, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(key, value) for key, value in params.items()]
+    for start in range(0, len(items), PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[start : start + PARAMS_PER_BATCH])
+
+
+def sweep_run_id(client, experiment_id: str, sweep: str, overrides: list[str] | None = None) -> str:
+    """The parent run of the sweep called ``sweep``, created on first use."""
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    tags = {SWEEP_TAG: sweep, **({"mlflow.source.git.commit": commit} if (commit := git_commit()) else {})}
+    run = client.create_run(experiment_id, run_name=sweep, tags=tags)
+    if overrides:
+        client.log_param(run.info.run_id, "overrides", " ".join(overrides)[:MAX_PARAM_LENGTH])
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def _pipeline_run_id(client, experiment_id: str, params: dict, sweep: str | None, name: str | None = None) -> str:
+    """The parent run of this configuration, created with the flattened config on first use and
+    named after its DVC experiment (``name``, else the one DVC runs the stage in)."""
+    key = config_hash(params)
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{PIPELINE_TAG}` = '{key}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    tags = {PIPELINE_TAG: key, **experiment_tags()}
+    if commit := git_commit():
+        tags["mlflow.source.git.commit"] = commit
+    if sweep:
+        tags[PARENT_TAG] = sweep_run_id(client, experiment_id, sweep)
+    name = name or os.environ.get("DVC_EXP_NAME") or f"pipeline-{key[:8]}"
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
+    _log_params(client, run.info.run_id, flatten(params))
+    client.log_dict(run.info.run_id, params, "params.yaml")
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def record_pipeline(client, experiment_id: str, params: dict, name: str, summary: dict[str, float],
+                    outputs: dict[str, str]) -> str:
+    """The pipeline run of DVC experiment ``name`` with ``summary`` and the hashes of its data and
+    model ``outputs`` on it, unless its report stage logged them: its stages may all have been
+    cached (a sweep point equal to the baseline), and then none of them ran to log anything."""
+    run_id = _pipeline_run_id(client, experiment_id, params, params.get("tracking", {}).get("sweep"), name)
+    if "accuracy" not in client.get_run(run_id).data.metrics:
+        tags = {**lineage_tags(outputs), "tunelab.figures": "from dvc exp show: no stage had to run"}
+        _log_summary(client, run_id, summary, tags)
+    return run_id
+
+
+def _log_summary(client, run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> None:
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+def _fail_abandoned(client, experiment_id: str, parent_id: str, stage: str) -> None:
+    """A stage killed outright (SIGKILL, power loss) leaves its run RUNNING; its next run ends it."""
+    filters = (f"tags.`{PARENT_TAG}` = '{parent_id}' and tags.`{STAGE_TAG}` = '{stage}' "
+               "and attributes.status = 'RUNNING'")
+    for run in client.search_runs([experiment_id], filter_string=filters):
+        client.set_tag(run.info.run_id, "tunelab.abandoned", "its process died without closing the run")
+        client.set_terminated(run.info.run_id, status="FAILED")
 
 
 class StageRun:
     """What a stage logs to; a no-op when tracking is disabled, so stages need no branches."""
 
-    def __init__(self, run=None):
+    def __init__(self, run=None, client=None, pipeline_id: str | None = None):
         self.run = run
+        self.client = client
+        self.pipeline_id = pipeline_id
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if self.run:
@@ -74,36 +182,20 @@ class StageRun:
 
             mlflow.log_artifacts(str(directory), artifact_path=folder)
 
-
-def _log_params(client, run_id: str, params: dict[str, str]) -> None:
-    from mlflow.entities import Param
-
-    items = [Param(key, value) for key, value in params.items()]
-    for start in range(0, len(items), PARAMS_PER_BATCH):
-        client.log_batch(run_id, params=items[start : start + PARAMS_PER_BATCH])
-
-
-def _pipeline_run_id(client, experiment_id: str, params: dict) -> str:
-    """The parent run of this configuration, created with the flattened config on first use."""
-    key = config_hash(params)
-    found = client.search_runs([experiment_id], filter_string=f"tags.`{PIPELINE_TAG}` = '{key}'", max_results=1)
-    if found:
-        return found[0].info.run_id
-    tags = {PIPELINE_TAG: key}
-    if commit := git_commit():
-        tags["mlflow.source.git.commit"] = commit
-    run = client.create_run(experiment_id, run_name=f"pipeline-{key[:8]}", tags=tags)
-    _log_params(client, run.info.run_id, flatten(params))
-    client.set_terminated(run.info.run_id)
-    return run.info.run_id
+    def summarize_pipeline(self, metrics: dict[str, float], tags: dict[str, str]) -> None:
+        """Put headline figures on the pipeline's run, where the runs table of a sweep shows them."""
+        if self.run:
+            _log_summary(self.client, self.pipeline_id, metrics, tags)
 
 
 @contextmanager
 def stage_run(stage: str, params: dict, sections: tuple[str, ...], system_metrics: bool = False) -> Iterator[StageRun]:
     """Open the stage's child run under its pipeline's parent; a crash marks it FAILED.
 
-    ``system_metrics`` samples CPU, memory (and GPU utilisation/memory where CUDA and pynvml
-    exist) into the run while the stage works.
+    The run is tagged with the git commit, the DVC experiment and the dvc.lock hashes of the
+    data and models the stage reads, and carries its params (whole, as params.yaml) and the
+    installed packages (pip-freeze.txt). ``system_metrics`` samples CPU, memory (and GPU
+    utilisation/memory where CUDA and pynvml exist) while the stage works.
     """
     tracking = to_section(TrackingConfig, "tracking", params.get("tracking", {}))
     if not tracking.enabled:
@@ -111,12 +203,17 @@ def stage_run(stage: str, params: dict, sections: tuple[str, ...], system_metric
         return
     import mlflow
 
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or tracking.uri)
-    experiment = mlflow.set_experiment(tracking.experiment)
-    client = mlflow.MlflowClient()
-    parent_id = _pipeline_run_id(client, experiment.experiment_id, params)
+    client, experiment_id = open_experiment(tracking)
+    parent_id = _pipeline_run_id(client, experiment_id, params, tracking.sweep)
+    _fail_abandoned(client, experiment_id, parent_id, stage)
+    tags = {STAGE_TAG: stage, **experiment_tags(), **stage_input_hashes(stage)}
+    if commit := git_commit():
+        tags["mlflow.source.git.commit"] = commit
+    mlflow.set_experiment(experiment_id=experiment_id)  # where the nested stage run is created
     with mlflow.start_run(run_id=parent_id):
-        with mlflow.start_run(run_name=stage, nested=True, tags={STAGE_TAG: stage},
-                              log_system_metrics=system_metrics) as run:
-            mlflow.log_params(flatten({name: params.get(name) for name in sections}))
-            yield StageRun(run)
+        with mlflow.start_run(run_name=stage, nested=True, tags=tags, log_system_metrics=system_metrics) as run:
+            logged = {name: params.get(name) for name in sections}
+            mlflow.log_params(flatten(logged))
+            mlflow.log_dict(logged, "params.yaml")
+            mlflow.log_text(pip_freeze(), "pip-freeze.txt")
+            yield StageRun(run, client, parent_id)
