@@ -90,8 +90,9 @@ def write_skipped(variant: str, reason: str) -> None:
     metrics_file, predictions_dir, confusion_dir = outputs(variant)
     with atomic_dir(predictions_dir) as temp:
         (temp / "SKIPPED.txt").write_text(reason + "\n")
-    with atomic_dir(confusion_dir):
-        pass  # no plots: nothing was scored
+    with atomic_dir(confusion_dir) as temp:
+        # a plot with no rows: DVC can neither plot nor restore (in a queued experiment) an empty folder
+        (temp / "skipped.csv").write_text("actual,predicted\n")
     write_json(metrics_file, {"variant": variant, "skipped": reason, "strategies": {}})
     print(f"evaluate: {variant}: skipped: {reason}")
 

@@ -56,7 +56,7 @@ def merged_model(trained_dir: Path, base_dir: Path):
     return PeftModel.from_pretrained(load_base(base_dir), trained_dir).merge_and_unload()
 
 
-def int8_dynamic(model, keep_float: list[str]):
+def int8_dynamic(model, keep_float: list[str], inplace: bool = False):
     """torch.ao dynamic quantization: int8 Linear weights, activations quantized per batch, except
     the Linear layers named in ``keep_float`` (the last part of their name, e.g. down_proj)."""
     import warnings
@@ -67,7 +67,7 @@ def int8_dynamic(model, keep_float: list[str]):
             if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] not in keep_float}
     with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice; the CPU kernels are what we want
         warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=inplace)
 
 
 def quantization_config(method: str):
@@ -121,7 +121,7 @@ def make_variant(method: str, merged_dir: Path, trained_dir: Path, folder: Path,
 def load_deployed(folder: Path):
     """A variant as a fresh process loads it from disk, on the device its kernels run on
     (int8_dynamic's are CPU kernels; the others go to the GPU where there is one)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     recipe_file = folder / DEPLOY_FILE
     if not recipe_file.is_file():
@@ -129,10 +129,8 @@ def load_deployed(folder: Path):
     recipe = json.loads(recipe_file.read_text())
     method, target = recipe["method"], folder / "model"
     if method == "int8_dynamic":
-        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(target), dtype=torch.float32)
-        model = int8_dynamic(skeleton, recipe["keep_float"])
-        model.load_state_dict(torch.load(target / INT8_DYNAMIC_WEIGHTS, weights_only=True))
-    elif method in ("nf4", "int8", "int8_weight_only"):
+        return _load_int8_dynamic(folder, recipe["keep_float"]).eval()
+    if method in ("nf4", "int8", "int8_weight_only"):
         model = AutoModelForCausalLM.from_pretrained(target, device_map=device_map())
     else:
         model = AutoModelForCausalLM.from_pretrained(target, dtype="auto" if method in ("bf16", "fp16") else torch.float32)
@@ -140,8 +138,27 @@ def load_deployed(folder: Path):
             qat_convert(model, QATOptions(**recipe["qat"]))
         if torch.cuda.is_available():
             model = model.to("cuda")
-    if (folder / "adapter").is_dir():
-        from peft import PeftModel
+    return _with_adapter(model, folder).eval()
 
-        model = PeftModel.from_pretrained(model, folder / "adapter")
-    return model.eval()
+
+def _with_adapter(model, folder: Path):
+    """Prompt/prefix tuning's adapter on top of the deployed base, where the variant keeps one."""
+    if not (folder / "adapter").is_dir():
+        return model
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, folder / "adapter")
+
+
+def _load_int8_dynamic(folder: Path, keep_float: list[str]):
+    """Quantized modules cannot be filled by PEFT's adapter loading (it loads the whole model's state
+    non-strictly, and a quantized Linear insists on its scale), so the adapter goes on the float
+    skeleton first and the base is quantized in place under it before its int8 weights load."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    target = folder / "model"
+    skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(target), dtype=torch.float32)
+    model = _with_adapter(skeleton, folder)
+    int8_dynamic(skeleton, keep_float, inplace=True)
+    skeleton.load_state_dict(torch.load(target / INT8_DYNAMIC_WEIGHTS, weights_only=True))
+    return model
