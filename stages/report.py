@@ -1,7 +1,8 @@
-"""Stage report: every evaluated variant × prompt strategy, and what each deployable variant costs.
+"""Stage report: every evaluated variant × prompt strategy with what it cost, regenerated from metrics.
 
     dvc exp run                 # runs last; prints the tables into the log, writes metrics/report.md
-    dvc metrics show            # the same figures from metrics/eval.json and metrics/bench.json
+    dvc metrics show            # the same figures from metrics/eval.json (accuracy, train time, speed, size)
+    dvc exp show / dvc metrics diff / dvc plots diff   # the same across experiments (a sweep)
 
 Accuracy intervals are Wilson 95% score intervals; macro-F1 intervals (in metrics/eval/*.json)
 are percentile bootstraps.
@@ -11,18 +12,28 @@ import json
 from pathlib import Path
 
 from tunelab.config.load import read_params
-from tunelab.io.atomic import write_json, write_text
-from tunelab.reporting.tables import deployment_table, eval_rows, markdown_table, metrics_by_key, skipped_lines
+from tunelab.io.atomic import write_csv, write_json, write_text
+from tunelab.reporting.plots import save_tradeoff_figures
+from tunelab.reporting.tables import (deployment_table, eval_rows, markdown_table, metrics_by_key, pipeline_summary,
+                                      row_key, skipped_lines, variants_table, with_costs)
 from tunelab.stage import run_stage
+from tunelab.tracking.lineage import pipeline_output_hashes
 from tunelab.tracking.mlflow_run import stage_run
 
 EVAL_DIR = Path("metrics/eval")
+BASE = Path("metrics/base.json")
+TRAIN = Path("metrics/train.json")
+QUANTIZE = Path("metrics/quantize.json")
 BENCH = Path("metrics/bench.json")
 EVAL_METRICS = Path("metrics/eval.json")
 REPORT = Path("metrics/report.md")
-INTRO = ("# tunelab report\n\nEvery model variant × prompt strategy on the same frozen test split. Accuracy with its "
-         "Wilson 95% interval; `choice` scores answer-choice log-likelihood, `generate` parses generated text "
-         "(unparseable answers count as wrong).\n\n")
+FIGURES = Path("metrics/report")
+VARIANTS_CSV = FIGURES / "variants.csv"
+INTRO = ("# tunelab report\n\nEvery model variant × prompt strategy on the same frozen test split, with what it cost. "
+         "Accuracy with its Wilson 95% interval; `choice` scores answer-choice log-likelihood, `generate` parses "
+         "generated text (unparseable answers count as wrong). Train time: seconds from the base model to the variant "
+         "(training, plus quantization for a deployable variant); tokens/s and latency: batch 1 decoding, from the "
+         "benchmark.\n\n")
 
 
 def eval_files(params: dict) -> list[Path]:
@@ -42,18 +53,34 @@ def deployment_section(rows: list[dict]) -> str:
             "Δ accuracy against the unquantized trained model.\n\n" + deployment_table(bench, rows))
 
 
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def figures_section(paths: list[Path]) -> str:
+    return "\n" + "".join(f"![{p.stem.replace('_', ' ')}]({p.relative_to(REPORT.parent)})\n" for p in paths)
+
+
 def main() -> None:
     params = read_params()
     files = eval_files(params)
-    rows = eval_rows(files)
+    rows = with_costs(eval_rows(files), read_json(BASE), read_json(TRAIN) or None, read_json(QUANTIZE), read_json(BENCH))
     with stage_run("report", params, sections=()) as run:
-        write_json(EVAL_METRICS, metrics_by_key(rows))
+        by_key = metrics_by_key(rows)
+        write_json(EVAL_METRICS, by_key)
+        write_csv(VARIANTS_CSV, [{"variant": row_key(r), **{k: r[k] for k in (
+            "accuracy", "accuracy_ci_low", "accuracy_ci_high", "train_seconds", "token_latency_p50_ms",
+            "tokens_per_second", "size_mb")}} for r in rows])
+        figures = save_tradeoff_figures(rows, FIGURES, f"{params.get('strategy', {}).get('name', '?')}, "
+                                                       f"lr {params.get('train', {}).get('learning_rate', '?')}")
         skipped = skipped_lines(files)
-        text = INTRO + markdown_table(rows) + ("\nNot evaluated here:\n\n" + "\n".join(skipped) + "\n" if skipped else "")
-        text += deployment_section(rows)
+        text = INTRO + variants_table(rows) + ("\nNot evaluated here:\n\n" + "\n".join(skipped) + "\n" if skipped else "")
+        text += figures_section(figures)
+        text += "\n## Scores in detail\n\n" + markdown_table(rows) + deployment_section(rows)
         write_text(REPORT, text)
-        run.log_artifact(REPORT)
-        run.log_artifact(EVAL_METRICS)
+        for path in (REPORT, EVAL_METRICS, VARIANTS_CSV, *figures):
+            run.log_artifact(path, "report" if path.parent == FIGURES else None)
+        run.summarize_pipeline(pipeline_summary(by_key), pipeline_output_hashes())
         print(text)
 
 

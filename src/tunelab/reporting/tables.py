@@ -14,7 +14,8 @@ def eval_rows(files: list[Path]) -> list[dict]:
             for scoring, report in result["scoring"].items():
                 low, high = report["accuracy_ci95"]
                 rows.append({
-                    "variant": summary["variant"], "strategy": strategy, "scoring": scoring,
+                    "variant": summary["variant"], "strategy": strategy, "template": result.get("template"),
+                    "scoring": scoring,
                     "accuracy": round(report["accuracy"], 4), "accuracy_ci_low": round(low, 4),
                     "accuracy_ci_high": round(high, 4), "macro_f1": round(report["macro_f1"], 4),
                     "unparseable_share": report.get("unparseable_share"), "examples": report["examples"],
@@ -23,11 +24,75 @@ def eval_rows(files: list[Path]) -> list[dict]:
     return rows
 
 
+LABELS = ("variant", "strategy", "template", "scoring", "adaptation", "quantization")
+
+
+def row_key(row: dict) -> str:
+    return f"{row['variant']}/{row['strategy']}/{row['scoring']}"
+
+
 def metrics_by_key(rows: list[dict]) -> dict:
     """metrics/eval.json: ``{"base/zero_shot/choice": {...}}``, what dvc metrics show/diff compare."""
-    return {f"{r['variant']}/{r['strategy']}/{r['scoring']}": {k: v for k, v in r.items()
-                                                              if k not in ("variant", "strategy", "scoring") and v is not None}
-            for r in rows}
+    return {row_key(r): {k: v for k, v in r.items() if k not in LABELS and v is not None} for r in rows}
+
+
+HEADLINE = "trained/zero_shot/choice"  # the fine-tuned model as trained: what a sweep's runs table compares
+
+
+def pipeline_summary(by_key: dict) -> dict[str, float]:
+    """The figures a pipeline's MLflow run carries, from metrics/eval.json: every row's accuracy,
+    and the trained model's accuracy and train time as ``accuracy`` and ``train_seconds``."""
+    summary = {f"{key.replace('/', '.')}.accuracy": figures["accuracy"] for key, figures in by_key.items()}
+    headline = by_key.get(HEADLINE, {})
+    summary.update({name: headline[name] for name in ("accuracy", "train_seconds") if headline.get(name) is not None})
+    return summary
+
+
+def with_costs(rows: list[dict], base: dict, train: dict | None, quantize: dict, bench: dict) -> list[dict]:
+    """Each row with what its variant cost: adaptation, quantization, train time, speed, size.
+
+    Train time is what it took to make the variant from the base model: nothing for prompting,
+    training for the trained model, training plus quantization for a deployable variant. Speed
+    and latency are the benchmark's (batch 1); the base model is not benchmarked.
+    """
+    made = quantize.get("variants", {})
+    measured = bench.get("variants", {})
+    train_seconds = train.get("train_seconds") if train else None
+    costed = []
+    for row in rows:
+        variant = row["variant"]
+        speed = measured.get(variant, {})
+        seconds = 0.0 if variant == "base" else train_seconds
+        if variant in made and seconds is not None:
+            seconds = round(seconds + made[variant].get("seconds", 0.0), 1)
+        costed.append({
+            **row,
+            "adaptation": "none (prompting)" if variant == "base" else (train or {}).get("strategy", "?"),
+            "quantization": "none" if variant in ("base", "trained") else variant,
+            "train_seconds": seconds,
+            "tokens_per_second": speed.get("tokens_per_second", {}).get("1"),
+            "token_latency_p50_ms": speed.get("token_latency_ms", {}).get("p50"),
+            "size_mb": base.get("saved_megabytes") if variant == "base" else speed.get("size_mb", made.get(variant, {}).get("size_mb")),
+        })
+    return costed
+
+
+def _cell(value, form: str = "{}") -> str:
+    return "—" if value is None else form.format(value)
+
+
+def variants_table(rows: list[dict]) -> str:
+    """The comparison in one table: every variant × prompt strategy × scoring, with its costs."""
+    header = ("| variant | adaptation | prompt (template) | quantization | scoring | accuracy [95% CI] | train s "
+              "| tokens/s | latency p50 ms | size MB |\n" + "|---" * 10 + "|\n")
+    lines = []
+    for r in rows:
+        prompt = f"{r['strategy']} ({r['template']})" if r.get("template") else r["strategy"]
+        lines.append(f"| {r['variant']} | {r['adaptation']} | {prompt} | {r['quantization']} | {r['scoring']} "
+                     f"| {r['accuracy']:.3f} [{r['accuracy_ci_low']:.3f}, {r['accuracy_ci_high']:.3f}] "
+                     f"| {_cell(r['train_seconds'], '{:.0f}')} | {_cell(r['tokens_per_second'])} "
+                     f"| {_cell(r['token_latency_p50_ms'])} | {_cell(r['size_mb'])} |")
+    return header + "\n".join(lines) + "\n"
 
 
 def markdown_table(rows: list[dict]) -> str:

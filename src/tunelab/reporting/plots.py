@@ -1,0 +1,54 @@
+"""The two trade-off pictures of the report: accuracy against what a variant cost to make and to run."""
+
+from pathlib import Path
+
+TRADEOFFS = {
+    "accuracy_vs_train_time": ("train_seconds", "train time, s (0 = prompting only)"),
+    "accuracy_vs_latency": ("token_latency_p50_ms", "per-token latency p50, ms (batch 1)"),
+}
+
+
+def point_label(row: dict) -> str:
+    return row.get("label") or f"{row['variant']}/{row['strategy']}/{row['scoring']}"
+
+
+def tradeoff_figure(rows: list[dict], x_key: str, x_label: str, title: str):
+    """Accuracy (with its 95% interval) against ``x_key``; rows without an x value are left out.
+
+    A row's legend entry is its ``label``, else variant/strategy/scoring.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a server
+    import matplotlib.pyplot as plt
+
+    points = [r for r in rows if r.get(x_key) is not None]
+    figure, axes = plt.subplots(figsize=(9, 4.5))
+    for r in points:  # one legend entry per point: variants made at the same cost share an x
+        error = [[r["accuracy"] - r["accuracy_ci_low"]], [r["accuracy_ci_high"] - r["accuracy"]]]
+        axes.errorbar(r[x_key], r["accuracy"], yerr=error, fmt="o" if r["scoring"] == "choice" else "s", capsize=3,
+                      alpha=0.8, label=point_label(r))
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    axes.set_xlabel(x_label)
+    axes.set_ylabel("accuracy (95% CI)")
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def save_tradeoff_figures(rows: list[dict], folder: Path, title: str) -> list[Path]:
+    """Write one PNG per trade-off into ``folder``; returns their paths."""
+    import matplotlib.pyplot as plt
+
+    from tunelab.io.atomic import atomic_path
+
+    paths = []
+    for name, (x_key, x_label) in TRADEOFFS.items():
+        figure = tradeoff_figure(rows, x_key, x_label, f"{title}: accuracy vs {x_label.split(',')[0]}")
+        path = folder / f"{name}.png"
+        with atomic_path(path, is_dir=False) as temporary:
+            figure.savefig(temporary, format="png", dpi=110)
+        plt.close(figure)
+        paths.append(path)
+    return paths

@@ -1,0 +1,48 @@
+"""The report's one table: every variant with what it cost to make and to run."""
+
+from tunelab.reporting.tables import metrics_by_key, pipeline_summary, variants_table, with_costs
+
+
+def row(variant: str, strategy: str = "zero_shot", accuracy: float = 0.8) -> dict:
+    return {"variant": variant, "strategy": strategy, "template": "sentiment_instruction", "scoring": "choice",
+            "accuracy": accuracy, "accuracy_ci_low": accuracy - 0.05, "accuracy_ci_high": accuracy + 0.05,
+            "macro_f1": accuracy, "unparseable_share": None, "examples": 100, "examples_per_second": 10.0}
+
+
+BASE = {"saved_megabytes": 516.5}
+TRAIN = {"strategy": "ia3", "train_seconds": 400.0}
+QUANTIZE = {"variants": {"merged": {"status": "made", "seconds": 1.5, "size_mb": 516.5},
+                         "nf4": {"status": "made", "seconds": 2.5, "size_mb": 168.6}}}
+BENCH = {"variants": {"trained": {"size_mb": 523.4, "tokens_per_second": {"1": 18.9, "4": 41.6},
+                                  "token_latency_ms": {"p50": 47.5}},
+                      "nf4": {"size_mb": 168.6, "tokens_per_second": {"1": 34.3}, "token_latency_ms": {"p50": 27.7}}}}
+
+
+def test_each_variant_carries_its_adaptation_quantization_train_time_speed_and_size():
+    rows = with_costs([row("base", "few_shot"), row("trained"), row("merged"), row("nf4")], BASE, TRAIN, QUANTIZE, BENCH)
+    costs = [(r["adaptation"], r["quantization"], r["train_seconds"], r["tokens_per_second"],
+              r["token_latency_p50_ms"], r["size_mb"]) for r in rows]
+    assert costs == [
+        ("none (prompting)", "none", 0.0, None, None, 516.5),  # prompting trains nothing; not benchmarked
+        ("ia3", "none", 400.0, 18.9, 47.5, 523.4),
+        ("ia3", "merged", 401.5, None, None, 516.5),  # made, not benchmarked: its size from quantize
+        ("ia3", "nf4", 402.5, 34.3, 27.7, 168.6),  # training + quantization
+    ]
+    table = variants_table(rows).splitlines()
+    assert table[0].startswith("| variant | adaptation | prompt (template) | quantization | scoring | accuracy [95% CI]")
+    assert table[3] == ("| trained | ia3 | zero_shot (sentiment_instruction) | none | choice | 0.800 [0.750, 0.850] "
+                        "| 400 | 18.9 | 47.5 | 523.4 |")
+    assert table[4].endswith("| 402 | — | — | 516.5 |")
+
+
+def test_without_a_trained_model_nothing_has_a_train_time_but_prompting():
+    [base, trained] = with_costs([row("base"), row("trained")], BASE, None, {}, {})
+    assert (base["train_seconds"], trained["train_seconds"], trained["adaptation"]) == (0.0, None, "?")
+
+
+def test_the_pipeline_run_shows_every_accuracy_and_the_trained_models_as_the_headline():
+    by_key = metrics_by_key(with_costs([row("base", accuracy=0.6), row("trained", accuracy=0.9)], BASE, TRAIN, {}, BENCH))
+    assert by_key["trained/zero_shot/choice"]["train_seconds"] == 400.0
+    assert "adaptation" not in by_key["trained/zero_shot/choice"]  # labels are keys, not metrics
+    assert pipeline_summary(by_key) == {"base.zero_shot.choice.accuracy": 0.6, "trained.zero_shot.choice.accuracy": 0.9,
+                                        "accuracy": 0.9, "train_seconds": 400.0}
