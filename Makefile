@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python` and `dvc` from the venv without it being activated.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run repro test test-fast bench-train bench-eval ui clean-runs
+.PHONY: setup run repro sweep test test-fast bench-train bench-eval ui clean-runs
 
 setup: $(STAMP)
 
@@ -34,8 +34,20 @@ run: setup
 # Same as run, for people who type repro: never a bare `dvc repro` after editing conf/.
 repro: run
 
-test: setup
+# Debian's Chromium and its driver: the MLflow UI test drives them (apt-get needs root).
+CHROMEDRIVER := /usr/bin/chromedriver
+
+$(CHROMEDRIVER):
+	@[ "$$(id -u)" = 0 ] || { echo "The MLflow UI test needs Debian's chromium and chromium-driver: sudo apt-get install chromium chromium-driver"; exit 1; }
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+
+test: setup $(CHROMEDRIVER)
 	pytest
+
+# A sweep, e.g. make sweep ARGS="strategy=lora,ia3 train.learning_rate=1e-4,3e-4 --jobs 2"
+sweep: setup
+	tunelab -m $(ARGS)
 
 # Everything but the end-to-end DVC/MLflow tests.
 test-fast: setup

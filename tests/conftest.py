@@ -22,3 +22,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     return build_tokenizer()
+
+
+@pytest.fixture
+def project(tmp_path, tiny_model_dir) -> Path:
+    """A git+DVC repo holding the project's pipeline, configured for the tiny model and data."""
+    from pipeline_project import make_project
+
+    return make_project(tmp_path, tiny_model_dir)

@@ -1,7 +1,6 @@
 """Every file in conf/ composes and validates; bad keys and types are named before any work."""
 
 import shutil
-from pathlib import Path
 
 import pytest
 

@@ -11,7 +11,7 @@ from transformers import TrainerCallback
 
 from tunelab.errors import TunelabError
 from tunelab.training.run import build_trainer, token_dataset
-from tunelab.training.strategies import load_trained, qat_convert, save_trained, trainable_model
+from tunelab.training.strategies import qat_convert, save_trained, trainable_model
 
 from training_helpers import formatted_rows, snapshot, strategy_from_conf, tiny_train_config, train_tiny
 

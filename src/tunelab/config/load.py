@@ -88,3 +88,11 @@ def to_section(cls: type[Section], name: str, raw: Any) -> Section:
     except TunelabError as error:  # raised by a dataclass's own checks
         raise TunelabError(f"config key {error}") from None
 
+
+
+def validate_config(params: dict[str, Any]) -> None:
+    """Check every section the pipeline reads, as each stage would, before anything runs."""
+    from tunelab.config.schema import SECTIONS
+
+    for name, cls in SECTIONS.items():
+        to_section(cls, name, params.get(name))

@@ -161,6 +161,9 @@ class TrackingConfig:
     """MLflow experiment that holds the pipeline runs."""
     enabled: bool = True
     """Turn MLflow logging off (stages still write their DVC outputs)."""
+    sweep: Optional[str] = None
+    """Name of the sweep this run belongs to: its MLflow runs nest under the sweep's parent run.
+    Set by ``tunelab -m``; no stage reads it, so it never invalidates DVC's cache."""
 
 
 @dataclass(frozen=True)
@@ -446,3 +449,11 @@ class BenchConfig:
     def __post_init__(self):
         if not self.batch_sizes or min(self.batch_sizes) < 1 or self.new_tokens < 2 or self.repeats < 1:
             raise TunelabError("bench: batch_sizes >= 1, new_tokens >= 2 and repeats >= 1 are required")
+
+
+SECTIONS = {
+    "model": ModelConfig, "data": DataConfig, "prompt": PromptConfig, "format": FormatConfig,
+    "strategy": StrategyConfig, "train": TrainConfig, "tracking": TrackingConfig, "eval": EvalConfig,
+    "quantize": QuantizeConfig, "bench": BenchConfig,
+}
+"""Every section of params.yaml and its dataclass: what ``validate_config`` checks in one go."""

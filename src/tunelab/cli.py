@@ -1,0 +1,177 @@
+"""``tunelab``: run the pipeline with Hydra overrides, or sweep them with ``-m`` as Hydra users do.
+
+    tunelab train.max_steps=50                          # one run: dvc exp run -S train.max_steps=50
+    tunelab -m strategy=lora,ia3 train.learning_rate=1e-4,3e-4 --jobs 2
+    tunelab -m 'train.seed=range(0,3)' --queue-only    # queue now, `dvc queue start -j 2` later
+    tunelab --report NAME                               # the sweep's report, after --queue-only
+
+A sweep is not a second pipeline: each combination is a queued DVC experiment (cached stages
+skip, results land in `dvc exp show`), nested under one MLflow parent run named after the sweep.
+"""
+
+import argparse
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from tunelab.config.compose import compose_conf
+from tunelab.config.load import to_section
+from tunelab.config.schema import TrackingConfig
+from tunelab.errors import TunelabError
+from tunelab.stage import USER_ERROR_EXIT_CODE
+from tunelab.sweeps import queue
+from tunelab.sweeps.overrides import check_runs, expand
+from tunelab.sweeps.summary import SweepRun, experiments, write_report
+
+SWEEPS = Path("sweeps")
+MANIFEST = "sweep.json"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tunelab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/, e.g. strategy=ia3 train.learning_rate=1e-4")
+    parser.add_argument("-m", "--multirun", action="store_true", help="sweep: one DVC experiment per combination")
+    parser.add_argument("--jobs", "-j", type=int, default=1, help="queue workers running experiments at once (default 1)")
+    parser.add_argument("--name", help="sweep name (default sweep-MMDD-HHMMSS); experiments are NAME-1, NAME-2, ...")
+    parser.add_argument("--queue-only", action="store_true", help="queue the experiments; start them with dvc queue start")
+    parser.add_argument("--report", metavar="NAME", help="write the report of sweep NAME from its finished experiments")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    return args
+
+
+def sweep_tracking(name: str, overrides: list[str]) -> tuple | None:
+    """(client, experiment id, sweep run id) where MLflow tracking is on; creates the sweep's run."""
+    tracking = to_section(TrackingConfig, "tracking", compose_conf().get("tracking"))
+    if not tracking.enabled:
+        return None
+    from tunelab.tracking.mlflow_run import open_experiment, sweep_run_id
+
+    client, experiment_id = open_experiment(tracking)
+    return client, experiment_id, sweep_run_id(client, experiment_id, name, overrides)
+
+
+def queue_sweep(name: str, runs: list[list[str]], command: str) -> list[dict]:
+    from tqdm import tqdm
+
+    taken = queue.existing_experiments()
+    planned = [{"name": f"{name}-{i}", "overrides": run} for i, run in enumerate(runs, start=1)]
+    if clash := [p["name"] for p in planned if p["name"] in taken]:
+        raise TunelabError(f"sweep: experiments {clash} exist already; choose another --name")
+    if changed := queue.changed_stages():
+        print(f"tunelab: the workspace pipeline is not up to date ({', '.join(changed)}): each run redoes those "
+              "stages unless another run already did (run cache). Run `make run` and commit dvc.lock first to "
+              "share them.", file=sys.stderr)
+    (SWEEPS / name).mkdir(parents=True, exist_ok=True)
+    (SWEEPS / name / MANIFEST).write_text(json.dumps({"sweep": name, "command": command, "runs": planned}, indent=2))
+    for item in tqdm(planned, desc=f"queueing {name}", unit="run"):
+        queue.queue(item["name"], [*item["overrides"], f"tracking.sweep={name}"])
+    return planned
+
+
+def wait_for(planned: list[dict]) -> dict[str, str]:
+    from tqdm import tqdm
+
+    with tqdm(total=len(planned), desc="sweep", unit="run") as bar:
+        def done(name: str, status: str) -> None:
+            bar.write(f"{'✓' if status == 'Success' else '✗'} {name} {status}")
+            bar.update()
+
+        return queue.wait([p["name"] for p in planned], done)
+
+
+def collect(planned: list[dict], statuses: dict[str, str]) -> list[SweepRun]:
+    """Each planned run with its status, DVC's record of it and what DVC did with its stages."""
+    recorded = experiments(json.loads(queue.dvc("exp", "show", "--json")), {p["name"] for p in planned})
+    runs = []
+    for item in planned:
+        status = statuses.get(item["name"], "Unknown")
+        data = recorded.get(item["name"], {}) if status == "Success" else {}  # a failed run has no results of its own
+        counts = queue.stage_counts(queue.logs(item["name"])) if status in queue.DONE else None
+        runs.append(SweepRun(item["name"], item["overrides"], status, data.get("params", {}), data.get("metrics", {}),
+                             data.get("outputs", {}), counts))
+    return runs
+
+
+def record_in_mlflow(name: str, folder: Path, runs: list[SweepRun]) -> None:
+    """The report on the sweep's run, and every finished run's figures on its pipeline run: a sweep
+    point whose stages were all cached ran no stage, so no stage logged it."""
+    tracked = sweep_tracking(name, [])
+    if not tracked:
+        return
+    from tunelab.reporting.tables import pipeline_summary
+    from tunelab.tracking.mlflow_run import record_pipeline
+
+    client, experiment_id, run_id = tracked
+    client.log_artifacts(run_id, str(folder), "sweep-report")
+    for run in runs:
+        if run.metrics:
+            record_pipeline(client, experiment_id, run.params, run.name, pipeline_summary(run.metrics), run.outputs)
+
+
+def report(name: str, statuses: dict[str, str] | None = None, wall_seconds: float | None = None) -> Path:
+    folder = SWEEPS / name
+    if not (folder / MANIFEST).is_file():
+        raise TunelabError(f"sweep {name}: no {folder / MANIFEST}; was it queued from this workspace?")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    runs = collect(manifest["runs"], statuses or queue.queue_status())
+    path = write_report(folder, name, manifest["command"], runs, wall_seconds)
+    record_in_mlflow(name, folder, runs)
+    print(path.read_text())
+    return path
+
+
+def single_run(overrides: list[str]) -> int:
+    runs = expand(overrides)
+    if len(runs) > 1:
+        raise TunelabError(f"{' '.join(overrides)} sweeps {len(runs)} runs: add -m (multirun) to run them all")
+    check_runs(runs)
+    return subprocess.run(["dvc", "exp", "run", *[arg for o in runs[0] for arg in ("-S", o)]]).returncode
+
+
+def multirun(args: argparse.Namespace, command: str) -> int:
+    runs = expand(args.overrides)
+    check_runs(runs)
+    name = args.name or datetime.now().strftime("sweep-%m%d-%H%M%S")
+    if not NAME.match(name):
+        raise TunelabError(f"--name {name!r}: use letters, digits, - and _ (it names git refs)")
+    sweep_tracking(name, args.overrides)
+    planned = queue_sweep(name, runs, command)
+    if args.queue_only:
+        print(f"queued {len(planned)} runs of {name}. Start them with `dvc queue start -j {args.jobs}`, follow with "
+              f"`dvc queue status`, then `tunelab --report {name}`.")
+        return 0
+    started = time.perf_counter()
+    queue.start_workers(args.jobs)
+    statuses = wait_for(planned)
+    report(name, statuses, time.perf_counter() - started)
+    return 0 if all(status == "Success" for status in statuses.values()) else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    command = "tunelab " + shlex.join(argv)
+    try:
+        if args.report:
+            report(args.report)
+            code = 0
+        elif args.multirun:
+            code = multirun(args, command)
+        else:
+            code = single_run(args.overrides)
+    except TunelabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = USER_ERROR_EXIT_CODE
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The DVC experiments queue: one queued experiment per sweep run, workers, waiting, logs.
+
+Queued experiments run in copies of the repository under ``.dvc/tmp/exps/`` that start from
+the baseline commit's dvc.lock, so stages whose inputs a run does not change are skipped, and
+a stage another run already executed with the same inputs is restored from DVC's run cache.
+"""
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tunelab.errors import TunelabError
+
+DONE = ("Success", "Failed")
+EXECUTED = "Running stage '"
+SKIPPED = "didn't change, skipping"
+RESTORED = "is cached - skipping run"  # DVC's run cache: same command, deps and params seen before
+
+
+@dataclass(frozen=True)
+class StageCounts:
+    """What one experiment's log says DVC did with each stage."""
+
+    executed: int
+    skipped: int
+    restored: int
+
+    @property
+    def saved(self) -> int:
+        return self.skipped + self.restored
+
+
+def dvc(*args: str, env: dict | None = None) -> str:
+    result = subprocess.run(["dvc", *args], capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise TunelabError(f"dvc {' '.join(args)} failed: {(result.stderr or result.stdout).strip()[-2000:]}")
+    return result.stdout
+
+
+def existing_experiments() -> set[str]:
+    """Names of the experiments in this repository (refs/exps/.../<name>)."""
+    result = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], capture_output=True, text=True)
+    return {ref.rsplit("/", 1)[-1] for ref in result.stdout.split()}
+
+
+def changed_stages() -> list[str]:
+    """Stages of the workspace pipeline that are not up to date: every sweep run would redo them."""
+    result = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True)
+    return sorted(json.loads(result.stdout or "{}")) if result.returncode == 0 else []
+
+
+def queue(name: str, overrides: list[str]) -> None:
+    """Queue one experiment called ``name`` with ``-S`` overrides (composed from conf/ by DVC)."""
+    dvc("exp", "run", "--queue", "--name", name, *[arg for o in overrides for arg in ("-S", o)])
+
+
+def start_workers(jobs: int) -> None:
+    """Start ``jobs`` queue workers; each stage in them gets an equal share of the CPU cores."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    dvc("queue", "start", "--jobs", str(jobs), env=env)
+
+
+def queue_status() -> dict[str, str]:
+    """``{experiment name: Queued | Running | Success | Failed}`` from ``dvc queue status``."""
+    statuses = {}
+    for line in dvc("queue", "status").splitlines()[1:]:
+        parts = line.split()
+        if not parts or line.startswith("Worker"):
+            break
+        statuses[parts[1]] = parts[-1]
+    return statuses
+
+
+def wait(names: list[str], on_done: Callable[[str, str], None], poll_seconds: float = 10.0) -> dict[str, str]:
+    """Poll the queue until every experiment in ``names`` ended; ``on_done(name, status)`` as each does."""
+    finished: dict[str, str] = {}
+    while len(finished) < len(names):
+        statuses = queue_status()
+        for name in names:
+            status = statuses.get(name)
+            if name not in finished and status in DONE:
+                finished[name] = status
+                on_done(name, status)
+            elif status is None and name not in finished:
+                finished[name] = "Failed"
+                on_done(name, "Failed")  # removed from the queue (dvc queue remove/kill)
+        if len(finished) < len(names):
+            time.sleep(poll_seconds)
+    return finished
+
+
+def logs(name: str) -> str:
+    return dvc("queue", "logs", name)
+
+
+def stage_counts(log: str) -> StageCounts:
+    return StageCounts(executed=log.count(EXECUTED), skipped=log.count(SKIPPED), restored=log.count(RESTORED))

@@ -1,0 +1,242 @@
+"""Sweeps: Hydra multirun syntax → checked runs → queued DVC experiments → one MLflow parent."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT
+from pipeline_project import STAGES, make_project, run
+from tunelab.errors import TunelabError
+from tunelab.sweeps.overrides import check_runs, expand
+from tunelab.sweeps.queue import stage_counts
+
+CONF = REPO_ROOT / "conf"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"  # Debian's chromium, chromium-driver
+SWEEP = "grid"
+GRID = ["strategy=lora,ia3,prompt_tuning", "train.learning_rate=1e-4,3e-4"]
+
+
+def test_hydra_sweep_syntax_expands_to_every_combination_in_order():
+    assert expand(GRID) == [[f"strategy={s}", f"train.learning_rate={lr}"]
+                            for s in ("lora", "ia3", "prompt_tuning") for lr in ("0.0001", "0.0003")]  # Hydra's spelling
+    assert expand(["train.seed=range(0,3)", "prompt=choice(sentiment_role,sentiment_cot)", "eval.limit=5"]) == [
+        [f"train.seed={seed}", f"prompt={prompt}", "eval.limit=5"]
+        for seed in (0, 1, 2) for prompt in ("sentiment_role", "sentiment_cot")]
+    assert expand(["train.max_steps=10"]) == [["train.max_steps=10"]]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["train.lr=1e-4,3e-4"], "sweep run train.lr=0.0001: conf/: Could not override 'train.lr'"),
+    (["train.learning_rate=fast,1e-4"], "sweep run train.learning_rate=fast: config key train.learning_rate: "
+                                        "Value 'fast' of type 'str' could not be converted to Float"),
+    (["strategy=lora,lorax"], "sweep run strategy=lorax: conf/: In 'config': Could not find 'strategy/lorax'"),
+    (["train.batch_size=8,0"], "sweep run train.batch_size=0: config key train.batch_size: must be at least 1"),
+])
+def test_a_bad_sweep_is_refused_naming_the_run_and_key(overrides, message):
+    with pytest.raises(TunelabError) as refused:
+        check_runs(expand(overrides), CONF)
+    assert str(refused.value).startswith(message)
+
+
+def test_the_grid_itself_composes_and_validates():
+    check_runs(expand(GRID), CONF)  # raises on any bad run
+
+
+def test_stage_counts_read_what_dvc_did_with_each_stage():
+    log = ("Stage 'base' didn't change, skipping\nRunning stage 'train':\n> python stages/train.py\n"
+           "Stage 'evaluate@trained' is cached - skipping run, checking out outputs\nRunning stage 'report':\n")
+    counts = stage_counts(log)
+    assert (counts.executed, counts.skipped, counts.restored, counts.saved) == (2, 1, 1, 2)
+
+
+@pytest.mark.slow
+def test_a_bad_sweep_queues_nothing(project):
+    refused = run(project, "tunelab", "-m", "train.lr=1e-4,3e-4", check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: sweep run train.lr=0.0001: conf/: Could not override 'train.lr'")
+    ambiguous = run(project, "tunelab", "train.max_steps=5,10", check=False)
+    assert ambiguous.returncode == 2 and "sweeps 2 runs: add -m (multirun)" in ambiguous.stderr
+    assert "experiment" not in run(project, "dvc", "queue", "status").stdout.splitlines()[1:2]
+    assert not (project / "sweeps").exists() and not (project / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_queue_only_queues_the_checked_runs_for_dvc_queue_start(project):
+    queued = run(project, "tunelab", "-m", "train.max_steps=5,10", "--name", "later", "--queue-only")
+    assert "queued 2 runs of later. Start them with `dvc queue start -j 1`" in queued.stdout
+    status = run(project, "dvc", "queue", "status").stdout
+    assert [line.split()[1:2] + line.split()[-1:] for line in status.splitlines()[1:3]] == \
+        [["later-1", "Queued"], ["later-2", "Queued"]]
+    manifest = json.loads((project / "sweeps/later/sweep.json").read_text())
+    assert [r["overrides"] for r in manifest["runs"]] == [["train.max_steps=5"], ["train.max_steps=10"]]
+    run(project, "dvc", "queue", "remove", "--queued")
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, tiny_model_dir) -> tuple[Path, subprocess.CompletedProcess]:
+    """The tiny project after its baseline run and a 3 strategies × 2 learning rates sweep on 2 workers."""
+    project = make_project(tmp_path_factory.mktemp("sweep"), tiny_model_dir)
+    run(project, "dvc", "exp", "run")
+    run(project, "git", "add", "-A")
+    run(project, "git", "commit", "-qm", "baseline run")
+    return project, run(project, "tunelab", "-m", *GRID, "--jobs", "2", "--name", SWEEP)
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_every_combination_as_a_cached_dvc_experiment(swept):
+    project, result = swept
+    names = [f"{SWEEP}-{i}" for i in range(1, 7)]
+    results = json.loads((project / "sweeps" / SWEEP / "results.json").read_text())
+    assert [r["name"] for r in results["runs"]] == names
+    assert {r["status"] for r in results["runs"]} == {"Success"}
+    assert results["runs"][4]["overrides"] == ["strategy=prompt_tuning", "train.learning_rate=0.0001"]
+    for entry in results["runs"]:
+        stages = entry["stages"]
+        assert stages["executed"] + stages["skipped"] + stages["restored"] == len(STAGES)
+        # fetch, prepare, base, format and the prompting baselines do not depend on the swept keys
+        assert stages["skipped"] + stages["restored"] >= 5
+        assert 0 <= entry["metrics"]["trained/zero_shot/choice"]["accuracy"] <= 1
+        assert entry["metrics"]["trained/zero_shot/choice"]["train_seconds"] > 0
+
+    shown = json.loads(run(project, "dvc", "exp", "show", "--json").stdout)
+    experiments = {group["revs"][0]["name"]: group["revs"][0]["data"] for baseline in shown
+                   for group in baseline.get("experiments") or []}
+    assert set(names) <= set(experiments)
+    params = experiments[f"{SWEEP}-6"]["params"]["params.yaml"]["data"]
+    assert (params["strategy"]["name"], params["train"]["learning_rate"], params["tracking"]["sweep"]) == \
+        ("prompt_tuning", 3e-4, SWEEP)
+    eval_metrics = experiments[f"{SWEEP}-6"]["metrics"]["metrics/eval.json"]["data"]
+    assert eval_metrics == results["runs"][5]["metrics"]  # the report's figures are DVC's
+
+    # dvc metrics diff and dvc plots diff read the same figures
+    diff = json.loads(run(project, "dvc", "metrics", "diff", f"{SWEEP}-1", f"{SWEEP}-3", "--all", "--json").stdout)
+    accuracy = diff["metrics/eval.json"]["trained/zero_shot/choice.accuracy"]
+    assert (accuracy["old"], accuracy["new"]) == tuple(
+        results["runs"][i]["metrics"]["trained/zero_shot/choice"]["accuracy"] for i in (0, 2))
+    plots = json.loads(run(project, "dvc", "plots", "diff", f"{SWEEP}-1", f"{SWEEP}-3", "--json").stdout)
+    assert plots["errors"] == []
+    assert {"accuracy_vs_train_time", "accuracy_vs_latency", "metrics/report/accuracy_vs_train_time.png"} <= set(plots["data"])
+
+    report = (project / "sweeps" / SWEEP / "report.md").read_text()
+    assert report.startswith(f"# Sweep {SWEEP}\n\n`tunelab -m {' '.join(GRID)} --jobs 2 --name {SWEEP}`\n\n6 runs;")
+    assert "| grid-3 | strategy=ia3 train.learning_rate=0.0001 | trained |" in report
+    assert (project / "sweeps" / SWEEP / "accuracy_vs_train_time.png").stat().st_size > 10_000
+    assert "Stage executions: " in result.stdout
+
+
+@pytest.mark.slow
+def test_a_sweep_is_one_mlflow_parent_run_over_a_run_per_combination(swept):
+    import mlflow
+
+    project, _ = swept
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tunelab")
+    [sweep] = client.search_runs([experiment.experiment_id], f"tags.`tunelab.sweep` = '{SWEEP}'")
+    assert sweep.info.run_name == SWEEP and sweep.data.params["overrides"] == " ".join(GRID)
+    pipelines = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
+    assert sorted(r.info.run_name for r in pipelines) == [f"{SWEEP}-{i}" for i in range(1, 7)]
+    assert {r.data.params["strategy.name"] for r in pipelines} == {"lora", "ia3", "prompt_tuning"}
+    for pipeline in pipelines:
+        assert 0 <= pipeline.data.metrics["accuracy"] <= 1
+        assert pipeline.data.tags["dvc.lock.models/trained"]  # lineage of the whole pipeline run
+        stages = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{pipeline.info.run_id}'")
+        assert {"train", "report"} <= {r.data.tags["tunelab.stage"] for r in stages}
+        assert "evaluate@base" not in {r.data.tags["tunelab.stage"] for r in stages}  # cached: never re-run
+        assert {r.info.status for r in stages} == {"FINISHED"}
+    artifacts = {a.path for a in client.list_artifacts(sweep.info.run_id, "sweep-report")}
+    assert "sweep-report/report.md" in artifacts
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(swept, tmp_path_factory) -> str:
+    """A real `mlflow server` on localhost over the sweep's store; its URL."""
+    import socket
+    import time
+    import urllib.request
+
+    project, _ = swept
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (tmp_path_factory.mktemp("mlflow-server") / "server.log").open("w")
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{project / 'mlflow.db'}",
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              cwd=project, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/health", timeout=2).read() == b"OK":
+                break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"mlflow server did not start: {Path(log.name).read_text()[-2000:]}") from None
+            time.sleep(1)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
+def chromium():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=2000,1300"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def page_lines(driver) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "body").text.splitlines()
+
+
+def chart_lines(lines: list[str], title: str) -> list[str]:
+    """The text of one chart of the runs page's chart view: its values and run names."""
+    start = lines.index(title) + 1
+    end = next(i for i in range(start, len(lines)) if lines[i].endswith("accuracy") or lines[i] == "System metrics")
+    return lines[start:end]
+
+
+@pytest.mark.slow
+def test_the_mlflow_ui_shows_the_sweeps_runs_and_their_accuracy(swept, mlflow_server, tmp_path):
+    import mlflow
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    project, _ = swept
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tunelab")
+    names = [f"{SWEEP}-{i}" for i in range(1, 7)]
+    accuracy = {r.info.run_name: r.data.metrics["accuracy"]
+                for r in client.search_runs([experiment.experiment_id], "attributes.run_name LIKE 'grid-%'")}
+    assert sorted(accuracy) == names
+
+    runs_page = f"{mlflow_server}/#/experiments/{experiment.experiment_id}/runs?searchFilter=" \
+                f"attributes.run_name%20LIKE%20%27{SWEEP}-%25%27"
+    driver = chromium()
+    try:
+        driver.get(runs_page)
+        wait = WebDriverWait(driver, 90)
+        sweep_link = wait.until(lambda d: d.find_element(By.LINK_TEXT, SWEEP))
+        sweep_link.find_element(By.XPATH, "./ancestor::*[@role='gridcell'][1]").find_element(By.TAG_NAME, "button").click()
+        wait.until(lambda d: set(names) <= set(page_lines(d)))  # the six runs, nested under the sweep
+
+        driver.get(f"{runs_page}&compareRunsMode=CHART")
+        wait.until(lambda d: "accuracy" in page_lines(d) and set(names) <= set(chart_lines(page_lines(d), "accuracy")))
+        chart = chart_lines(page_lines(driver), "accuracy")
+        assert {f"{value:.2f}" for value in accuracy.values()} <= set(chart)  # the bars' labels
+        driver.save_screenshot(str(tmp_path / "mlflow-sweep.png"))
+    finally:
+        driver.quit()
+    if os.environ.get("TUNELAB_UPDATE_SCREENSHOTS"):
+        shutil.copy(tmp_path / "mlflow-sweep.png", REPO_ROOT / "docs" / "mlflow-sweep.png")
