@@ -145,11 +145,28 @@ def trainable_model(base_dir: Path, strategy: StrategyConfig, gradient_checkpoin
     return get_peft_model(model, peft_config(strategy, base_dir))
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+MODULE_LISTS = ("target_modules", "feedforward_modules", "exclude_modules")
+
+
+def sort_adapter_module_lists(config_file: Path) -> None:
+    """PEFT writes its module sets in Python's per-process hash order, so the same training saved
+    a different adapter_config.json each run; sorted, the trained artifact is bitwise the same."""
+    if not config_file.is_file():  # full fine-tuning saves no adapter
+        return
+    config = json.loads(config_file.read_text())
+    for key in MODULE_LISTS:
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
 def save_trained(model, tokenizer, strategy: StrategyConfig, folder: Path) -> None:
     """safetensors only: the adapter for PEFT strategies, the full weights otherwise."""
     if strategy.name == "qat":
         qat_remove_fake_quantizers(model)
     model.save_pretrained(folder, safe_serialization=True)
+    sort_adapter_module_lists(folder / ADAPTER_CONFIG)
     tokenizer.save_pretrained(folder)
     recipe = {"strategy": strategy.name}
     if strategy.qat is not None:
