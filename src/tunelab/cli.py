@@ -27,6 +27,7 @@ from tunelab.stage import USER_ERROR_EXIT_CODE
 from tunelab.sweeps import queue
 from tunelab.sweeps.overrides import check_runs, expand
 from tunelab.sweeps.summary import SweepRun, experiments, write_report
+from tunelab.tracking.lineage import git_commit
 
 SWEEPS = Path("sweeps")
 MANIFEST = "sweep.json"
@@ -70,7 +71,8 @@ def queue_sweep(name: str, runs: list[list[str]], command: str) -> list[dict]:
               "stages unless another run already did (run cache). Run `make run` and commit dvc.lock first to "
               "share them.", file=sys.stderr)
     (SWEEPS / name).mkdir(parents=True, exist_ok=True)
-    (SWEEPS / name / MANIFEST).write_text(json.dumps({"sweep": name, "command": command, "runs": planned}, indent=2))
+    manifest = {"sweep": name, "command": command, "baseline": git_commit(), "runs": planned}
+    (SWEEPS / name / MANIFEST).write_text(json.dumps(manifest, indent=2))
     for item in tqdm(planned, desc=f"queueing {name}", unit="run"):
         queue.queue(item["name"], [*item["overrides"], f"tracking.sweep={name}"])
     return planned
@@ -87,9 +89,13 @@ def wait_for(planned: list[dict]) -> dict[str, str]:
         return queue.wait([p["name"] for p in planned], done)
 
 
-def collect(planned: list[dict], statuses: dict[str, str]) -> list[SweepRun]:
-    """Each planned run with its status, DVC's record of it and what DVC did with its stages."""
-    recorded = experiments(json.loads(queue.dvc("exp", "show", "--json")), {p["name"] for p in planned})
+def collect(planned: list[dict], statuses: dict[str, str], baseline: str | None) -> list[SweepRun]:
+    """Each planned run with its status, DVC's record of it and what DVC did with its stages.
+
+    ``dvc exp show`` lists the experiments of one commit: the sweep's baseline, which may no
+    longer be HEAD when the sweep ends."""
+    shown = queue.dvc("exp", "show", "--json", *(["--rev", baseline] if baseline else []))
+    recorded = experiments(json.loads(shown), {p["name"] for p in planned})
     runs = []
     for item in planned:
         status = statuses.get(item["name"], "Unknown")
@@ -121,7 +127,7 @@ def report(name: str, statuses: dict[str, str] | None = None, wall_seconds: floa
     if not (folder / MANIFEST).is_file():
         raise TunelabError(f"sweep {name}: no {folder / MANIFEST}; was it queued from this workspace?")
     manifest = json.loads((folder / MANIFEST).read_text())
-    runs = collect(manifest["runs"], statuses or queue.queue_status())
+    runs = collect(manifest["runs"], statuses or queue.queue_status(), manifest.get("baseline"))
     path = write_report(folder, name, manifest["command"], runs, wall_seconds)
     record_in_mlflow(name, folder, runs)
     print(path.read_text())

@@ -28,7 +28,8 @@ def tradeoff_figure(rows: list[dict], x_key: str, x_label: str, title: str):
         error = [[r["accuracy"] - r["accuracy_ci_low"]], [r["accuracy_ci_high"] - r["accuracy"]]]
         axes.errorbar(r[x_key], r["accuracy"], yerr=error, fmt="o" if r["scoring"] == "choice" else "s", capsize=3,
                       alpha=0.8, label=point_label(r))
-    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    if points:
+        axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     axes.set_xlabel(x_label)
     axes.set_ylabel("accuracy (95% CI)")
     axes.set_title(title, fontsize=10)

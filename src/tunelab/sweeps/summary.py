@@ -101,10 +101,12 @@ def stages_line(runs: list[SweepRun]) -> str:
 def write_report(folder: Path, sweep: str, command: str, runs: list[SweepRun], wall_seconds: float | None) -> Path:
     """sweeps/<name>/report.md, results.json and the two trade-off plots; returns report.md's path."""
     baselines, adapted = table_rows(runs)
-    failed = [run.name for run in runs if run.status != "Success"]
+    failed = [run.name for run in runs if run.status == "Failed"]
+    unfinished = [run.name for run in runs if run.status not in ("Success", "Failed")]
     figures = save_tradeoff_figures(baselines + adapted, folder, f"sweep {sweep}")
     text = (f"# Sweep {sweep}\n\n`{command}`\n\n{len(runs)} runs"
             + (f", {len(failed)} failed: {', '.join(failed)}" if failed else "")
+            + (f", {len(unfinished)} not finished yet: {', '.join(unfinished)}" if unfinished else "")
             + (f"; wall time {wall_seconds / 60:.1f} min" if wall_seconds is not None else "") + ".\n"
             + stages_line(runs)
             + "\n## Adapted variants, one block per run\n\n" + markdown(adapted, with_run=True)
