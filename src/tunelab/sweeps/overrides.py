@@ -25,10 +25,6 @@ def expand(overrides: list[str]) -> list[list[str]]:
         raise TunelabError(f"sweep: {error}") from None
 
 
-def is_sweep(overrides: list[str]) -> bool:
-    return len(expand(overrides)) > 1
-
-
 def _first_lines(message: str) -> str:
     """Hydra's message without its config search path listing."""
     return message.split("\nConfig search path")[0].strip()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tunelab.io.atomic import write_json, write_text
 from tunelab.reporting.plots import save_tradeoff_figures
-from tunelab.sweeps.queue import StageCounts
+from tunelab.sweeps.queue import DONE, StageCounts
 
 EVAL_METRICS = "metrics/eval.json"
 PARAMS = "params.yaml"
@@ -102,7 +102,7 @@ def write_report(folder: Path, sweep: str, command: str, runs: list[SweepRun], w
     """sweeps/<name>/report.md, results.json and the two trade-off plots; returns report.md's path."""
     baselines, adapted = table_rows(runs)
     failed = [run.name for run in runs if run.status == "Failed"]
-    unfinished = [run.name for run in runs if run.status not in ("Success", "Failed")]
+    unfinished = [run.name for run in runs if run.status not in DONE]
     figures = save_tradeoff_figures(baselines + adapted, folder, f"sweep {sweep}")
     text = (f"# Sweep {sweep}\n\n`{command}`\n\n{len(runs)} runs"
             + (f", {len(failed)} failed: {', '.join(failed)}" if failed else "")
