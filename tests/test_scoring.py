@@ -45,6 +45,22 @@ def test_batched_scores_equal_the_direct_computation(model_and_tokenizer, rows_a
     assert normalized[0, 2].item() == pytest.approx(scores[0, 2].item() / len(choices[2]), abs=1e-5)
 
 
+def test_prompt_tuning_is_scored_after_its_virtual_tokens(tiny_model_dir, model_and_tokenizer, rows_and_choices):
+    """A soft prompt set to the embeddings of real tokens scores like those tokens written before the row."""
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+
+    model, tokenizer = model_and_tokenizer
+    rows, choices = rows_and_choices
+    soft = ids(tokenizer, "Decide the sentiment.")
+    tuned = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=len(soft))).eval()
+    with torch.no_grad():
+        tuned.prompt_encoder["default"].embedding.weight.copy_(model.get_input_embeddings()(torch.tensor(soft)))
+    scores = choice_logprobs_one_pass(tuned, rows, choices, pad_id=tokenizer.pad_token_id)
+    written = choice_logprobs_one_pass(model, [soft + row for row in rows], choices, pad_id=tokenizer.pad_token_id)
+    assert torch.allclose(scores, written, atol=1e-4)
+
+
 def test_single_token_choices_need_one_forward_per_row(model_and_tokenizer, rows_and_choices):
     model, tokenizer = model_and_tokenizer
     rows, _ = rows_and_choices

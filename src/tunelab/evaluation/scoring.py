@@ -119,10 +119,12 @@ def choice_logprobs_one_pass(model, rows: list[list[int]], choices: list[list[in
     ids = torch.tensor([sequence + [pad_id] * (width - len(sequence)) for sequence in sequences])
     mask = torch.tensor([[1] * len(sequence) + [0] * (width - len(sequence)) for sequence in sequences])
     logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
-    log_probs = torch.log_softmax(logits.float(), dim=-1).cpu()
+    # PEFT prompt tuning puts its virtual tokens before the input, and returns their logits too
+    logits = logits[:, logits.shape[1] - width:].cpu()
     scores = torch.empty(len(sequences))
     for i, (begin, end) in enumerate(spans):
         # the token at position t is predicted by the logits at t - 1
-        total = log_probs[i, begin - 1 : end - 1].gather(1, ids[i, begin:end, None]).sum()
+        log_probs = torch.log_softmax(logits[i, begin - 1 : end - 1].float(), dim=-1)
+        total = log_probs.gather(1, ids[i, begin:end, None]).sum()
         scores[i] = total / (end - begin) if normalize else total
     return scores.view(len(rows), len(choices))
