@@ -66,7 +66,7 @@ def test_a_bad_sweep_queues_nothing(project):
 
 
 @pytest.mark.slow
-def test_queue_only_queues_the_checked_runs_for_dvc_queue_start(project):
+def test_queue_only_queues_the_checked_runs_for_workers_that_run_in_the_background(project):
     queued = run(project, "tunelab", "-m", "train.max_steps=5,10", "--name", "later", "--queue-only")
     assert "queued 2 runs of later. Start them with `dvc queue start -j 1`" in queued.stdout
     status = run(project, "dvc", "queue", "status").stdout
@@ -74,7 +74,15 @@ def test_queue_only_queues_the_checked_runs_for_dvc_queue_start(project):
         [["later-1", "Queued"], ["later-2", "Queued"]]
     manifest = json.loads((project / "sweeps/later/sweep.json").read_text())
     assert [r["overrides"] for r in manifest["runs"]] == [["train.max_steps=5"], ["train.max_steps=10"]]
-    run(project, "dvc", "queue", "remove", "--queued")
+
+    # start_workers returns while the run is going (the sweep's progress bar follows it), and wait sees it end
+    run(project, "dvc", "queue", "remove", "later-2")
+    followed = run(project, sys.executable, "-c", "import json; from tunelab.sweeps import queue; "
+                   "queue.start_workers(1); print(json.dumps(queue.queue_status())); "
+                   "print(json.dumps(queue.wait(['later-1'], lambda *_: None, poll_seconds=2)))")
+    at_start, at_end = map(json.loads, followed.stdout.splitlines())
+    assert at_start["later-1"] in ("Queued", "Running")
+    assert at_end == {"later-1": "Success"}
 
 
 @pytest.fixture(scope="module")

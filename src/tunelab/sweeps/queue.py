@@ -8,6 +8,7 @@ a stage another run already executed with the same inputs is restored from DVC's
 import json
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,8 +34,8 @@ class StageCounts:
         return self.skipped + self.restored
 
 
-def dvc(*args: str, env: dict | None = None) -> str:
-    result = subprocess.run(["dvc", *args], capture_output=True, text=True, env=env)
+def dvc(*args: str) -> str:
+    result = subprocess.run(["dvc", *args], capture_output=True, text=True)
     if result.returncode != 0:
         raise TunelabError(f"dvc {' '.join(args)} failed: {(result.stderr or result.stdout).strip()[-2000:]}")
     return result.stdout
@@ -61,7 +62,13 @@ def start_workers(jobs: int) -> None:
     """Start ``jobs`` queue workers; each stage in them gets an equal share of the CPU cores."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
-    dvc("queue", "start", "--jobs", str(jobs), env=env)
+    # The workers are daemons that inherit the command's stdout and stderr: reading them from a
+    # pipe would wait until the whole queue has run. A file is read once the command returns.
+    with tempfile.TemporaryFile("w+") as output:
+        started = subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], stdout=output, stderr=output, env=env)
+        if started.returncode != 0:
+            output.seek(0)
+            raise TunelabError(f"dvc queue start failed: {output.read().strip()[-2000:]}")
 
 
 def queue_status() -> dict[str, str]:
