@@ -34,11 +34,18 @@ class StageCounts:
         return self.skipped + self.restored
 
 
-def dvc(*args: str) -> str:
-    result = subprocess.run(["dvc", *args], capture_output=True, text=True)
+def dvc(*args: str, env: dict | None = None) -> str:
+    """Run a dvc command and return its standard output.
+
+    The output goes through files, not pipes: `dvc queue start` leaves worker daemons holding
+    its stdout and stderr, and reading a pipe would wait until the whole queue has run."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        result = subprocess.run(["dvc", *args], stdout=out, stderr=err, text=True, env=env)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if result.returncode != 0:
-        raise TunelabError(f"dvc {' '.join(args)} failed: {(result.stderr or result.stdout).strip()[-2000:]}")
-    return result.stdout
+        raise TunelabError(f"dvc {' '.join(args)} failed: {(stderr or stdout).strip()[-2000:]}")
+    return stdout
 
 
 def existing_experiments() -> set[str]:
@@ -62,13 +69,7 @@ def start_workers(jobs: int) -> None:
     """Start ``jobs`` queue workers; each stage in them gets an equal share of the CPU cores."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
-    # The workers are daemons that inherit the command's stdout and stderr: reading them from a
-    # pipe would wait until the whole queue has run. A file is read once the command returns.
-    with tempfile.TemporaryFile("w+") as output:
-        started = subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], stdout=output, stderr=output, env=env)
-        if started.returncode != 0:
-            output.seek(0)
-            raise TunelabError(f"dvc queue start failed: {output.read().strip()[-2000:]}")
+    dvc("queue", "start", "--jobs", str(jobs), env=env)
 
 
 def queue_status() -> dict[str, str]:
