@@ -4,12 +4,15 @@
     dvc exp run -S model=local_dir -S model.path=/path/to/hf/folder
 """
 
+import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tree's code: see tunelab.stage
+
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import ModelConfig
-from tunelab.io.atomic import atomic_dir, write_json
+from tunelab.io.atomic import atomic_dir
 from tunelab.io.files import folder_size_mb
 from tunelab.models.base import load_base_model, save_base_model
 from tunelab.stage import run_stage
@@ -34,7 +37,7 @@ def main() -> None:
             "load_seconds": round(load_seconds, 2),
             "saved_megabytes": folder_size_mb(OUT),
         }
-        write_json(METRICS, {"model": model_config.name, "architecture": type(model).__name__, **metrics})
+        run.write_metrics(METRICS, {"model": model_config.name, "architecture": type(model).__name__, **metrics})
         run.log_metrics(metrics)
         print(f"base: {metrics['parameters']:,} parameters saved to {OUT} ({metrics['saved_megabytes']} MiB)")
 

@@ -6,7 +6,7 @@
 Per variant: size on disk, load time, peak memory, time to first token and per-token latency
 p50/p95 at batch 1, throughput (tokens/s) at each bench.batch_sizes with the KV cache, on the
 first test prompts; one warm-up, bench.repeats timed runs, medians. With the environment's
-fingerprint, in metrics/bench.json, and accuracy-vs-latency and size-vs-accuracy plots.
+fingerprint, in metrics/bench.json. Cost only: the report joins it to each variant's accuracy.
 """
 
 import argparse
@@ -14,15 +14,17 @@ import dataclasses
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tree's code: see tunelab.stage
 
 from tunelab.benchmarking.environment import fingerprint
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import BenchConfig
 from tunelab.evaluation.batching import pad_id
 from tunelab.errors import TunelabError
-from tunelab.io.atomic import write_csv, write_json
 from tunelab.io.files import folder_size_mb
 from tunelab.io.jsonl import read_jsonl
 from tunelab.prompts.formatting import load_tokenizer
@@ -32,7 +34,6 @@ from tunelab.tracking.mlflow_run import stage_run
 FORMATTED_TEST = Path("data/formatted/test.jsonl")
 QUANTIZE_REPORT = Path("metrics/quantize.json")
 METRICS = Path("metrics/bench.json")
-TRADEOFFS = Path("metrics/bench/tradeoffs.csv")
 PROMPTS = 16  # the first test prompts, cycled to fill larger batches
 
 
@@ -67,28 +68,13 @@ def made_variants() -> list[str]:
 
 
 def measure_in_fresh_process(variant: str) -> dict:
-    out = TRADEOFFS.parent / f".{variant}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([sys.executable, __file__, "--measure", variant, str(out)], text=True,
-                            stdout=sys.stdout, stderr=subprocess.PIPE)
-    if result.returncode != 0:
-        raise TunelabError(f"benchmark of {variant} failed:\n{result.stderr[-2000:]}")
-    measured = json.loads(out.read_text())
-    out.unlink()
-    return measured
-
-
-def accuracy_of(variant: str) -> dict:
-    """The fine-tuned zero-shot accuracy (choice scoring) the evaluate stage measured for the variant."""
-    path = Path(f"metrics/eval/{variant}.json")
-    report = json.loads(path.read_text())["strategies"]["zero_shot"]["scoring"]["choice"] if path.is_file() else None
-    return {"accuracy": report["accuracy"], "accuracy_ci95": report["accuracy_ci95"]} if report else {}
-
-
-def tradeoff_rows(results: dict) -> list[dict]:
-    return [{"variant": name, "accuracy": r.get("accuracy"), "token_latency_p50_ms": r["token_latency_ms"]["p50"],
-             "tokens_per_second_batch1": r["tokens_per_second"].get("1"), "size_mb": r["size_mb"]}
-            for name, r in results.items()]
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "measured.json"
+        result = subprocess.run([sys.executable, __file__, "--measure", variant, str(out)], text=True,
+                                stdout=sys.stdout, stderr=subprocess.PIPE)
+        if result.returncode != 0:
+            raise TunelabError(f"benchmark of {variant} failed:\n{result.stderr[-2000:]}")
+        return json.loads(out.read_text())
 
 
 def main() -> None:
@@ -98,16 +84,15 @@ def main() -> None:
         results = {}
         for variant in made_variants():
             print(f"benchmark: {variant} ...", flush=True)
-            results[variant] = {**measure_in_fresh_process(variant), **accuracy_of(variant)}
+            results[variant] = measure_in_fresh_process(variant)
             r = results[variant]
             print(f"benchmark: {variant}: {r['size_mb']} MB, load {r['load_seconds']} s, TTFT {r['ttft_ms']} ms, "
                   f"token p50/p95 {r['token_latency_ms']['p50']}/{r['token_latency_ms']['p95']} ms, "
                   f"tokens/s by batch {r['tokens_per_second']}")
             run.log_metrics({f"{variant}.token_latency_p50_ms": r["token_latency_ms"]["p50"],
                              f"{variant}.tokens_per_second_batch1": r["tokens_per_second"][str(settings.batch_sizes[0])]})
-        write_json(METRICS, {"environment": fingerprint(), "settings": dataclasses.asdict(settings) | {"prompts": PROMPTS},
+        run.write_metrics(METRICS, {"environment": fingerprint(), "settings": dataclasses.asdict(settings) | {"prompts": PROMPTS},
                              "variants": results})
-        write_csv(TRADEOFFS, tradeoff_rows(results))
         run.log_artifact(METRICS)
 
 
@@ -117,7 +102,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.measure:
         variant, out = args.measure
-        bench = to_section(BenchConfig, "bench", read_params(check_current=False).get("bench"))
-        Path(out).write_text(json.dumps(measure(variant, bench)))
+        run_stage(lambda: Path(out).write_text(json.dumps(measure(variant, to_section(
+            BenchConfig, "bench", read_params(check_current=False).get("bench"))))))
     else:
         run_stage(main)

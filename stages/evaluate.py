@@ -12,6 +12,8 @@ retraining re-scores only the trained model.
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tree's code: see tunelab.stage
+
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import DataConfig, EvalConfig, PromptConfig
 from tunelab.errors import TunelabError
@@ -19,7 +21,7 @@ from tunelab.evaluation.evaluator import EvalSettings, evaluate_strategy
 from tunelab.evaluation.plots import confusion_figure, write_confusion_csv
 from tunelab.evaluation.prompting import build_prompts, pick_demonstrations
 from tunelab.evaluation.variants import continues_a_cache, load_variant, skipped_reason
-from tunelab.io.atomic import atomic_dir, write_json, write_jsonl
+from tunelab.io.atomic import atomic_dir, write_jsonl
 from tunelab.io.jsonl import read_jsonl
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.stage import run_stage
@@ -55,7 +57,7 @@ def main() -> None:
     stage = "evaluate" if variant in ("base", "trained") else "evaluate_deployed"  # its name in dvc.yaml
     with stage_run(f"{stage}@{variant}", params, sections=("eval", "prompt")) as run:
         if reason := skipped_reason(variant):
-            write_skipped(variant, reason)
+            write_skipped(run, variant, reason)
             run.set_tag("tunelab.skipped", reason)
             return
         test = read_jsonl(PREPARED / "test.jsonl", required=("id", "text", "label"))
@@ -80,12 +82,12 @@ def main() -> None:
                     log_scoring(run, variant, name, scoring, report)
                 results[name] = {"method": strategy.method, "template": template.name, "shots": strategy.shots,
                                  "samples": strategy.samples, "scoring": result.metrics}
-        write_json(metrics_file, {"variant": variant, "labels": labels, "strategies": results})
+        run.write_metrics(metrics_file, {"variant": variant, "labels": labels, "strategies": results})
         run.log_artifact(metrics_file)
         run.log_artifacts(predictions_dir, "predictions")
 
 
-def write_skipped(variant: str, reason: str) -> None:
+def write_skipped(run, variant: str, reason: str) -> None:
     """A variant the quantize stage skipped still gets its outputs, saying why, for the report."""
     metrics_file, predictions_dir, confusion_dir = outputs(variant)
     with atomic_dir(predictions_dir) as temp:
@@ -93,7 +95,7 @@ def write_skipped(variant: str, reason: str) -> None:
     with atomic_dir(confusion_dir) as temp:
         # a plot with no rows: DVC can neither plot nor restore (in a queued experiment) an empty folder
         (temp / "skipped.csv").write_text("actual,predicted\n")
-    write_json(metrics_file, {"variant": variant, "skipped": reason, "strategies": {}})
+    run.write_metrics(metrics_file, {"variant": variant, "skipped": reason, "strategies": {}})
     print(f"evaluate: {variant}: skipped: {reason}")
 
 
@@ -105,10 +107,9 @@ def log_scoring(run, variant: str, name: str, scoring: str, report: dict) -> Non
           f"on {report['examples']} rows, {report['examples_per_second']} examples/s")
     if run.run:
         import matplotlib.pyplot as plt
-        import mlflow
 
         figure = confusion_figure(report, f"{variant} / {name} / {scoring}")
-        mlflow.log_figure(figure, f"confusion/{name}-{scoring}.png")
+        run.log_figure(figure, f"confusion/{name}-{scoring}.png")
         plt.close(figure)
 
 

@@ -4,7 +4,10 @@
     dvc exp run -S data=local_file -S data.source.path=reviews.jsonl
 """
 
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tree's code: see tunelab.stage
 
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import SourceConfig

@@ -3,14 +3,17 @@
     dvc exp run -S prompt=sentiment_instruction -S format.max_length=128
 """
 
+import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tree's code: see tunelab.stage
+
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import DataConfig, FormatConfig, PromptConfig
 from tunelab.data.split import SPLITS
-from tunelab.io.atomic import write_json, write_jsonl
+from tunelab.io.atomic import write_jsonl
 from tunelab.io.jsonl import read_jsonl
 from tunelab.prompts.formatting import format_example, load_tokenizer
 from tunelab.prompts.templates import PromptTemplate
@@ -40,7 +43,7 @@ def main() -> None:
             ]
             write_jsonl(OUT / f"{split}.jsonl", [row for row, _ in formatted])
             report["splits"][split] = length_report([tokens for _, tokens in formatted], settings.max_length, tokenizer)
-        write_json(OUT / "report.json", report)
+        run.write_metrics(OUT / "report.json", report)
         train = report["splits"]["train"]
         run.log_metrics({
             "train_tokens_p95": train["tokens"]["p95"],

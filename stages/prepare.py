@@ -4,14 +4,17 @@
 """
 
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tree's code: see tunelab.stage
 
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import DataConfig
 from tunelab.data.cleaning import clean
 from tunelab.data.readers import read_records
 from tunelab.data.split import check_no_leakage, label_counts, stratified_split
-from tunelab.io.atomic import write_json, write_jsonl
+from tunelab.io.atomic import write_jsonl
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
 
@@ -38,7 +41,7 @@ def main() -> None:
         # One atomic write per file: DVC reruns the stage if any of them is missing.
         for name, rows in splits.items():
             write_jsonl(OUT / f"{name}.jsonl", rows)
-        write_json(OUT / "stats.json", stats)
+        run.write_metrics(OUT / "stats.json", stats)
         run.log_metrics({f"{name}_examples": size for name, size in stats["split_sizes"].items()})
         run.log_metrics({f"dropped_{reason}": count for reason, count in stats["dropped"].items()})
         run.log_artifact(OUT / "stats.json")

@@ -9,15 +9,18 @@ a LoRA model) is skipped with its reason in metrics/quantize.json and the report
 """
 
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tree's code: see tunelab.stage
+
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import QuantizeConfig
 from tunelab.deploy.variants import make_variant, merged_model, skip_reason
-from tunelab.io.atomic import atomic_dir, write_json
+from tunelab.io.atomic import atomic_dir
 from tunelab.io.files import folder_size_mb
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.stage import run_stage
@@ -52,7 +55,7 @@ def main() -> None:
             print(f"quantize: {method}: {report[method]['size_mb']} MB in {report[method]['seconds']} s")
             run.log_metrics({f"{method}.size_mb": report[method]["size_mb"]})
         shutil.rmtree(merged_dir)
-        write_json(METRICS, {"strategy": strategy, "variants": report})
+        run.write_metrics(METRICS, {"strategy": strategy, "variants": report})
         run.log_artifact(METRICS)
 
 

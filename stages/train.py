@@ -5,24 +5,29 @@
     dvc exp run -S train.learning_rate=1e-4 -S train.max_steps=300
     dvc exp run -S 'train.launcher=accelerate launch --num_processes 2'    # DDP (see docs/training.md)
 
-Killed mid-run, the next run resumes from the last checkpoint in checkpoints/ (not a DVC output).
+Killed mid-run, the next run resumes from the newest complete checkpoint in checkpoints/ (not a
+DVC output), else the one before, else from scratch, and says which (tunelab.training.checkpoints).
 """
 
 import os
 import shutil
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tree's code: see tunelab.stage
+
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import StrategyConfig, TrainConfig
-from tunelab.io.atomic import atomic_dir, write_csv, write_json
+from tunelab.io.atomic import atomic_dir, write_csv
 from tunelab.io.jsonl import read_jsonl
 from tunelab.prompts.tokenization import loss_token_share
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import StageRun, stage_run
 from tunelab.training.callbacks import ProfileSteps, TrainingTelemetry
-from tunelab.training.run import build_trainer, check_applicable, checkpoint_dir, last_checkpoint
+from tunelab.training.checkpoints import checkpoint_dir, resumable_checkpoint
+from tunelab.training.run import build_trainer, check_applicable
 from tunelab.training.strategies import save_trained, trainable_model
 from tunelab.training.throughput import flops_per_token, measure_matmul_peak, total_parameters, trainable_parameters
 
@@ -38,21 +43,33 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def write_curves(curve: list[dict]) -> None:
-    """DVC plots (dvc plots show/diff) of the logged steps."""
+def write_curves(log_history: list[dict]) -> None:
+    """DVC plots (dvc plots show/diff) of the logged steps: the Trainer's log history, which a
+    resumed run restores, so the curves cover the whole run."""
     for name, key in (("loss", "loss"), ("val_loss", "eval_loss"), ("learning_rate", "learning_rate")):
-        write_csv(CURVES / f"{name}.csv", [{"step": row["step"], key: row[key]} for row in curve if key in row])
+        write_csv(CURVES / f"{name}.csv", [{"step": row["step"], key: row[key]} for row in log_history if key in row])
 
 
-def publish(run, metrics: dict, telemetry: TrainingTelemetry, checkpoints: Path) -> None:
+def publish(run, metrics: dict, log_history: list[dict], checkpoints: Path) -> None:
     """Metrics and curves for DVC, the same and the profiler trace for MLflow; drop checkpoints."""
-    write_json(METRICS, metrics)
-    write_curves(telemetry.curve)
+    run.write_metrics(METRICS, metrics)
+    write_curves(log_history)
     run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     run.log_artifact(METRICS)
     if TRACE.exists():
         run.log_artifact(TRACE, "profile")
     shutil.rmtree(checkpoints, ignore_errors=True)  # finished: DVC caches the result
+
+
+def agreed_resume_point(resume_from: str | None) -> str | None:
+    """Under DDP, rank 0 chose (and cleaned up) the checkpoint: every process resumes from it."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return resume_from
+    chosen = [resume_from]
+    dist.broadcast_object_list(chosen, src=0)
+    return chosen[0]
 
 
 def main() -> None:
@@ -71,14 +88,19 @@ def main() -> None:
         tokenizer = AutoTokenizer.from_pretrained(BASE)
         model = trainable_model(BASE, strategy, train.gradient_checkpointing)
         telemetry = TrainingTelemetry(run, flops_per_token(model), measure_matmul_peak())
-        checkpoints = checkpoint_dir(strategy, train, inputs)
+        checkpoints = checkpoint_dir(strategy, train, inputs, BASE)
         callbacks = [telemetry, ProfileSteps(train.profile_steps, TRACE)]
         trainer = build_trainer(model, tokenizer, train, train_rows, val_rows, checkpoints, callbacks)
         val_loss_before = trainer.evaluate()["eval_loss"]
-        resume_from = last_checkpoint(checkpoints)
+        resume_from, notes = resumable_checkpoint(checkpoints) if is_main_process() else (None, [])
+        resume_from = agreed_resume_point(resume_from)
+        for note in notes:
+            print(f"train: {note}")
         processes = trainer.args.world_size
+        start = f"resuming from {resume_from}" if resume_from else (
+            "no complete checkpoint, training from scratch" if notes else "training from scratch")
         print(f"train: {strategy.name}, {trainable_parameters(model):,} of {total_parameters(model):,} parameters trainable, "
-              f"{processes} process{'es' if processes > 1 else ''}" + (f", resuming from {resume_from}" if resume_from else ""))
+              f"{processes} process{'es' if processes > 1 else ''}, {start}")
         started = time.perf_counter()
         trainer.train(resume_from_checkpoint=resume_from)
         train_seconds = time.perf_counter() - started
@@ -99,9 +121,9 @@ def main() -> None:
             "train_seconds": round(train_seconds, 1),
             "loss_token_share": round(loss_token_share([r["input_ids"] for r in train_rows],
                                                        [r["completion_mask"] for r in train_rows]), 4),
-            **telemetry.summary(),
+            **telemetry.summary(trainer.state.log_history),
         }
-        publish(run, metrics, telemetry, checkpoints)
+        publish(run, metrics, trainer.state.log_history, checkpoints)
         print(f"train: val loss {val_loss_before:.4f} -> {val_loss_after:.4f} in {train_seconds:.0f} s "
               f"({metrics['tokens_per_second']} tokens/s, MFU {metrics['mfu']})")
 

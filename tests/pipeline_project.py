@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from conftest import REPO_ROOT
 
 PROJECT_FILES = ["dvc.yaml", ".dvcignore", "conf", "stages", "src/tunelab"]
@@ -29,8 +31,8 @@ def tiny_reviews(path: Path, count: int = 60) -> Path:
     return path
 
 
-def run(repo: Path, *command: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+def run(repo: Path, *command: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {}), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
            # sample system metrics every second: the tiny training ends before MLflow's default 10 s
@@ -74,13 +76,51 @@ def make_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
                "variants: [merged, int8_dynamic, qat]")  # qat does not apply to LoRA: skipped, with its reason
     replace_in(repo / "conf/bench/default.yaml", "batch_sizes: [1, 4, 16]\nnew_tokens: 32\nrepeats: 2",
                "batch_sizes: [1, 4]\nnew_tokens: 4\nrepeats: 1")
-    (repo / ".gitignore").write_text("mlflow.db\nmlruns/\nsweeps/\n")
+    (repo / ".gitignore").write_text("mlflow.db*\nmlruns/\nsweeps/\n")
     run(repo, "git", "init", "-q")
     run(repo, "dvc", "init", "-q")
     run(repo, "dvc", "config", "hydra.enabled", "true")
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "tiny project")
     return repo
+
+
+AUDIT = Path(__file__).parent / "audit"  # its sitecustomize records what each process reads
+NOT_RESULT_INPUTS = (".dvc", ".git", "src", "stages",  # code: tests/test_stage_dependencies.py checks it statically
+                     "params.yaml",  # declared per key under params:
+                     "dvc.yaml", "dvc.lock", ".dvcignore", ".gitignore",  # DVC's API, for the lineage tags
+                     "mlflow.db", "mlruns", "checkpoints")  # tracking, resume state
+
+
+def audited_env(folder: Path) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"TUNELAB_AUDIT_READS": str(folder), "PYTHONPATH": str(AUDIT)}
+
+
+def undeclared_reads(repo: Path, folder: Path) -> dict[str, list[str]]:
+    """What each stage's processes read that dvc.lock lists neither as its dependency nor its output."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    declared = {name: [item["path"] for item in entry.get("deps", []) + entry.get("outs", [])]
+                for name, entry in lock.items()}
+    commands = {name: entry["cmd"].split(" ", 1)[1] for name, entry in lock.items()}  # without the launcher
+    found: dict[str, set[str]] = {}
+    for record in map(lambda path: json.loads(path.read_text()), folder.glob("*.json")):
+        script = Path(record["argv"][0])
+        if script.suffix != ".py":
+            continue  # dvc itself, pip
+        command = " ".join([os.path.relpath((repo / script).resolve(), repo.resolve()), *record["argv"][1:]])
+        matches = [name for name, cmd in commands.items() if command == cmd or command.startswith(cmd + " ")]
+        stage = max(matches, key=lambda name: len(commands[name]))  # evaluate.py base, not any evaluate.py
+        for kind in ("opened", "listed"):
+            for path in record[kind]:
+                if Path(path).parts[0] in NOT_RESULT_INPUTS or ".tmp-" in path or "__pycache__" in path:
+                    continue
+                inside = any(path == dep or path.startswith(dep + "/") for dep in declared[stage])
+                # listing a folder above an output: how atomic writes find a killed run's temporaries
+                above = kind == "listed" and any(dep.startswith(path + "/") or path == "." for dep in declared[stage])
+                if not (inside or above):
+                    found.setdefault(stage, set()).add(f"{path} ({kind})")
+    return {stage: sorted(paths) for stage, paths in found.items()}
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -3,9 +3,10 @@
 import shutil
 
 import pytest
+import yaml
 
 from tunelab.config.compose import check_params_current, compose_conf, first_difference
-from tunelab.config.load import read_params, to_section
+from tunelab.config.load import read_params, to_section, validate_config
 from tunelab.config.schema import (STRATEGY_SECTIONS, BenchConfig, DataConfig, EvalConfig, FormatConfig, ModelConfig,
                                    PromptConfig, QuantizeConfig, StrategyConfig, TrackingConfig, TrainConfig)
 from tunelab.errors import TunelabError
@@ -87,6 +88,34 @@ def test_default_data_pins_the_real_vader_sdist():
         ("bench", {"batch_sizes": []}, r"bench: batch_sizes >= 1"),
         ("eval", {"fine_tuned_strategies": ["zero_shot", "cot"]},
          r"eval.fine_tuned_strategies: \['cot'\] not in eval.strategies"),
+        # ranges: a value of the right type that no run can use
+        ("data", {"train_size": -5}, r"config key data.train_size: -5 is out of range; expected a value in \[1, inf\]"),
+        ("data", {"rating_margin": -0.5}, r"data.rating_margin: -0.5 is out of range; expected a value in \[0, inf\]"),
+        ("train", {"learning_rate": 0.0}, r"train.learning_rate: 0.0 is out of range; expected a value in \(0, inf\]"),
+        ("train", {"learning_rate": -1e-4}, r"train.learning_rate: -0.0001 is out of range"),
+        ("train", {"warmup_ratio": 1.5}, r"train.warmup_ratio: 1.5 is out of range; expected a value in \[0, 1\)"),
+        ("train", {"batch_size": -8}, r"train.batch_size: -8 is out of range; expected a value in \[1, inf\]"),
+        ("train", {"weight_decay": -0.1}, r"train.weight_decay: -0.1 is out of range"),
+        ("train", {"epochs": 0.0}, r"train.epochs: 0.0 is out of range"),
+        ("train", {"early_stopping_patience": 0}, r"train.early_stopping_patience: 0 is out of range"),
+        ("strategy", {"lora": {"r": 0}}, r"config key strategy.lora.r: 0 is out of range"),
+        ("strategy", {"lora": {"dropout": 1.0}}, r"strategy.lora.dropout: 1.0 is out of range; expected a value in \[0, 1\)"),
+        ("eval", {"strategies": {"k": {"method": "zero_shot", "temperature": 0.0}}},
+         r"eval.strategies.k.temperature: 0.0 is out of range"),
+        ("eval", {"strategies": {"k": {"method": "zero_shot", "top_p": 1.5}}}, r"eval.strategies.k.top_p: 1.5 is out of range"),
+        ("eval", {"limit": 0}, r"eval.limit: 0 is out of range"),
+        # a config value that reaches a shell command (dvc.yaml: ${train.launcher} stages/train.py)
+        ("train", {"launcher": "python; touch x #"},
+         r"config key train.launcher: 'python; touch x #' is not a launcher tunelab runs; it must start with one of "
+         r"\['python', 'accelerate', 'torchrun'\]"),
+        ("train", {"launcher": "python $(touch x)"}, r"train.launcher: .* is not a launcher tunelab runs"),
+        ("train", {"launcher": "bash -c python"}, r"train.launcher: 'bash -c python' is not a launcher tunelab runs"),
+        ("train", {"launcher": ""}, r"train.launcher: '' is not a launcher tunelab runs"),
+        # the headline figure must be one the fine-tuned variants are scored with
+        ("eval", {"headline": "zero_shot/rouge"}, r"eval.headline: 'zero_shot/rouge' is not a fine-tuned result; "
+                                                  r"expected one of \['zero_shot/choice', 'zero_shot/generate'\]"),
+        ("eval", {"headline": "few_shot/choice"}, r"eval.headline: 'few_shot/choice' is not a fine-tuned result"),
+        ("eval", {"fine_tuned_strategies": []}, r"eval.fine_tuned_strategies: name at least one prompt strategy"),
     ],
 )
 def test_config_errors_name_the_key(section, change, message):
@@ -139,3 +168,25 @@ def test_first_difference_walks_nested_keys():
     assert first_difference({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}}) == "a.c"
     assert first_difference({"a": 1}, {"a": 1, "z": 0}) == "z"
     assert first_difference({"a": [1, 2]}, {"a": [1, 2]}) is None
+
+
+@pytest.mark.parametrize("launcher", ["python", "accelerate launch --num_processes 2 --mixed_precision no",
+                                      "torchrun --nproc_per_node=2", "python -X faulthandler"])
+def test_launchers_people_use_are_accepted(launcher):
+    assert to_section(TrainConfig, "train", {**compose_conf(CONF)["train"], "launcher": launcher}).launcher == launcher
+
+
+def test_the_headline_defaults_to_the_first_fine_tuned_strategy_and_its_first_scoring():
+    settings = compose_conf(CONF, ["eval.fine_tuned_strategies=[few_shot]"])["eval"]
+    assert to_section(EvalConfig, "eval", settings).headline_result() == ("few_shot", "choice")
+    chosen = to_section(EvalConfig, "eval", {**compose_conf(CONF)["eval"], "headline": "zero_shot/generate"})
+    assert chosen.headline_result() == ("zero_shot", "generate")
+
+
+def test_an_unknown_top_level_section_is_refused(tmp_path):
+    composed = compose_conf(CONF)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**composed, "traning": {"max_steps": 10}}))
+    with pytest.raises(TunelabError, match=r"params.yaml: unknown section 'traning'; the sections are \['bench', 'data'"):
+        read_params(tmp_path / "params.yaml", check_current=False)
+    with pytest.raises(TunelabError, match=r"config: unknown section 'traning'"):
+        validate_config({**composed, "traning": {}})

@@ -11,12 +11,15 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
-from pipeline_project import AFTER_TRAINING, STAGES, pipeline_runs, ran_stages, read_rows, replace_in, run
+from pipeline_project import (AFTER_TRAINING, DEPLOYED, STAGES, audited_env, pipeline_runs, ran_stages, read_rows,
+                              replace_in, run, undeclared_reads)
 
 @pytest.mark.slow
-def test_dvc_pipeline_end_to_end(project):
-    first = run(project, "dvc", "exp", "run")
-    assert ran_stages(first) == STAGES
+def test_dvc_pipeline_end_to_end(project, tmp_path):
+    reads = tmp_path / "reads"  # what every stage process opened: dvc.yaml must declare each one
+    first = run(project, "dvc", "exp", "run", env=audited_env(reads))
+    assert ran_stages(first) == STAGES and "Running stage 'check'" in first.stdout
+    assert undeclared_reads(project, reads) == {}
 
     stats = json.loads((project / "data/prepared/stats.json").read_text())
     assert stats["split_sizes"] == {"train": 42, "val": 6, "test": 12}
@@ -87,8 +90,10 @@ def test_dvc_pipeline_end_to_end(project):
     eval_run = next(r for r in children if r.data.tags["tunelab.stage"] == "evaluate@base")
     assert 0 <= eval_run.data.metrics["few_shot.choice.accuracy"] <= 1
 
+    # Nothing changed: only the check stage runs (it always does, in a second); every other stage is cached.
     second = run(project, "dvc", "repro")
-    assert ran_stages(second) == [] and "Data and pipelines are up to date" in second.stdout
+    assert ran_stages(second) == [] and "Running stage 'check'" in second.stdout
+    assert "Stage 'fetch' didn't change, skipping" in second.stdout
 
     # An edit in conf/ reaches the stages through dvc exp run; only the stages downstream of it rerun.
     replace_in(project / "conf/prompt/sentiment_instruction.yaml", "Answer with one word.", "Reply in one word.")
@@ -100,10 +105,32 @@ def test_dvc_pipeline_end_to_end(project):
     retrained = run(project, "dvc", "exp", "run", "-S", "train.max_steps=10")
     assert ran_stages(retrained) == ["train", "evaluate@trained", *AFTER_TRAINING]
 
-    overridden = run(project, "dvc", "exp", "run", "-S", "data.test_size=10")
-    assert ran_stages(overridden) == ["prepare", "format", "train", "evaluate@base", "evaluate@trained", *AFTER_TRAINING]
+    # An in-place edit of the local data file (same path, same params) is seen: fetch reruns. And a
+    # headline other than zero-shot/choice runs through every stage that reads it (the benchmark
+    # once crashed on it).
+    reviews = project.parent / "reviews.jsonl"
+    reviews.write_text(reviews.read_text() + '{"text": "Review 60: a sharp film.", "label": "positive"}\n')
+    overridden = run(project, "dvc", "exp", "run", "-S", "data.test_size=10", "-S", "eval.fine_tuned_strategies=[few_shot]")
+    assert ran_stages(overridden) == ["fetch", "prepare", "format", "train", "evaluate@base", "evaluate@trained",
+                                      *AFTER_TRAINING]
     assert len(read_rows(project / "data/formatted/test.jsonl")) == 10
-    assert len(pipeline_runs(project)[0]) == 4  # one parent per configuration
+    assert "Review 60: a sharp film." in (project / "data/raw/reviews.jsonl").read_text()
+    parents, _ = pipeline_runs(project)
+    assert len(parents) == 4  # one parent per configuration
+    evaluated = json.loads((project / "metrics/eval.json").read_text())
+    assert "trained/zero_shot/choice" not in evaluated
+    tradeoffs = (project / "metrics/report/tradeoffs.csv").read_text().splitlines()
+    assert tradeoffs[0] == "variant,accuracy,token_latency_p50_ms,tokens_per_second_batch1,size_mb"
+    assert tradeoffs[1].startswith(f"trained,{evaluated['trained/few_shot/choice']['accuracy']},")
+    assert "accuracy of few_shot/choice" in (project / "metrics/report.md").read_text()
+    latest = max(parents, key=lambda r: r.info.start_time)
+    assert latest.data.metrics["accuracy"] == evaluated["trained/few_shot/choice"]["accuracy"]
+
+    # A config value that reaches a shell command is refused before any shell runs it.
+    refused = run(project, "dvc", "exp", "run", "-S", "train.launcher='python; touch pwned #'", check=False)
+    assert refused.returncode != 0 and not (project / "pwned").exists()
+    assert "error: config key train.launcher: 'python; touch pwned #' is not a launcher tunelab runs" in refused.stderr
+    assert ran_stages(refused) == []
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The report's one table: every variant with what it cost to make and to run."""
 
-from tunelab.reporting.tables import metrics_by_key, pipeline_summary, variants_table, with_costs
+from tunelab.reporting.tables import (deployment_table, metrics_by_key, pipeline_summary, tradeoff_rows,
+                                      variants_table, with_costs)
 
 
 def row(variant: str, strategy: str = "zero_shot", accuracy: float = 0.8) -> dict:
@@ -44,5 +45,21 @@ def test_the_pipeline_run_shows_every_accuracy_and_the_trained_models_as_the_hea
     by_key = metrics_by_key(with_costs([row("base", accuracy=0.6), row("trained", accuracy=0.9)], BASE, TRAIN, {}, BENCH))
     assert by_key["trained/zero_shot/choice"]["train_seconds"] == 400.0
     assert "adaptation" not in by_key["trained/zero_shot/choice"]  # labels are keys, not metrics
-    assert pipeline_summary(by_key) == {"base.zero_shot.choice.accuracy": 0.6, "trained.zero_shot.choice.accuracy": 0.9,
+    assert pipeline_summary(by_key, ("zero_shot", "choice")) == {"base.zero_shot.choice.accuracy": 0.6, "trained.zero_shot.choice.accuracy": 0.9,
                                         "accuracy": 0.9, "train_seconds": 400.0}
+
+
+def test_the_headline_is_the_configured_result_and_the_tradeoffs_carry_it():
+    rows = with_costs([row("trained", "zero_shot", 0.9), row("trained", "few_shot", 0.7), row("nf4", "few_shot", 0.6)],
+                      BASE, TRAIN, QUANTIZE, BENCH)
+    by_key = metrics_by_key(rows)
+    assert pipeline_summary(by_key, ("few_shot", "choice"))["accuracy"] == 0.7
+    assert tradeoff_rows(rows, ("few_shot", "choice")) == [
+        {"variant": "trained", "accuracy": 0.7, "token_latency_p50_ms": 47.5, "tokens_per_second_batch1": 18.9,
+         "size_mb": 523.4},
+        {"variant": "nf4", "accuracy": 0.6, "token_latency_p50_ms": 27.7, "tokens_per_second_batch1": 34.3,
+         "size_mb": 168.6}]
+    assert "| nf4 | 168.6 | 1 | 2 | 27.7 / 30 | 34.3 |  | 0.600 [0.550, 0.650] | -0.100 |" in deployment_table({"variants": {"nf4": {**BENCH["variants"]["nf4"], "size_mb": 168.6,
+                                                                        "load_seconds": 1, "ttft_ms": 2,
+                                                                        "token_latency_ms": {"p50": 27.7, "p95": 30}}}},
+                                                  rows, ("few_shot", "choice"))

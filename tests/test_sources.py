@@ -1,11 +1,20 @@
 import io
+import shutil
+import subprocess
+import sys
 import tarfile
+from pathlib import Path
 
 import pytest
+import yaml
 
+from tunelab.config.compose import compose_conf
 from tunelab.config.schema import SourceConfig
-from tunelab.data.sources import extract_member_chain, fetch, sha256_of
+from tunelab.data.sources import extract_member_chain, fetch
 from tunelab.errors import TunelabError
+from tunelab.io.files import folder_sha256, sha256_of
+
+from conftest import REPO_ROOT
 
 
 def tar_bytes(members: dict[str, bytes]) -> bytes:
@@ -40,10 +49,85 @@ def test_local_file_is_copied_with_its_checksum(tmp_path):
 def test_checksum_mismatch_names_the_file_and_the_key(tmp_path):
     origin = tmp_path / "reviews.jsonl"
     origin.write_text("{}\n")
+    raw = tmp_path / "raw"  # fetch fills a fresh folder (the stage's atomic temporary)
+    raw.mkdir()
     with pytest.raises(TunelabError, match=r"reviews.jsonl: sha256 mismatch: expected 00+ \(data.source.sha256\)"):
-        fetch(SourceConfig(kind="local_file", path=str(origin), sha256="0" * 64), tmp_path)
+        fetch(SourceConfig(kind="local_file", path=str(origin), sha256="0" * 64), raw)
 
 
 def test_missing_source_path_is_named(tmp_path):
     with pytest.raises(TunelabError, match=r"data.source.path: .*nowhere.jsonl does not exist"):
         fetch(SourceConfig(kind="local_file", path=str(tmp_path / "nowhere.jsonl")), tmp_path)
+
+
+def sdist_that_marks_when_its_code_runs(folder: Path, marker: Path) -> Path:
+    """evil-1.0.tar.gz: an in-tree build backend that writes ``marker`` on any hook pip calls."""
+    backend = f"import pathlib\ndef __getattr__(name):\n    pathlib.Path({str(marker)!r}).write_text(name)\n    raise AttributeError(name)\n"
+    pyproject = b'[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+    archive = folder / "evil-1.0.tar.gz"
+    archive.write_bytes(tar_bytes({"evil-1.0/pyproject.toml": pyproject, "evil-1.0/backend.py": backend.encode(),
+                                   "evil-1.0/PKG-INFO": b"Metadata-Version: 2.1\nName: evil\nVersion: 1.0\n"}))
+    return archive
+
+
+def test_a_wrong_pin_is_refused_by_pip_before_any_code_of_the_sdist_runs(tmp_path, monkeypatch):
+    index = tmp_path / "index"
+    index.mkdir()
+    marker = tmp_path / "code-ran"
+    sdist_that_marks_when_its_code_runs(index, marker)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    source = SourceConfig(kind="pip_sdist", package="evil", version="1.0", sha256="0" * 64, members=["evil-1.0/PKG-INFO"])
+    with pytest.raises(TunelabError, match=r"evil==1.0: sha256 mismatch: expected 0{64} \(data.source.sha256\), got "
+                                           + sha256_of(index / "evil-1.0.tar.gz")):
+        fetch(source, raw)
+    assert not marker.exists(), "the sdist's build backend ran before its hash was checked"
+
+
+def test_a_dataset_folder_is_verified_by_its_pinned_hash_taken_of_the_copy(tmp_path):
+    origin = tmp_path / "saved"
+    (origin / "train").mkdir(parents=True)
+    (origin / "dataset_dict.json").write_text('{"splits": ["train"]}')
+    (origin / "train/data-00000-of-00001.arrow").write_bytes(b"arrow bytes")
+    pinned = folder_sha256(origin)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    provenance = fetch(SourceConfig(kind="hf_dataset_dir", path=str(origin), sha256=pinned), raw)
+    assert provenance == {"kind": "hf_dataset_dir", "file": "dataset", "sha256": pinned}
+    assert folder_sha256(raw / "dataset") == pinned
+
+    (origin / "train/data-00000-of-00001.arrow").write_bytes(b"other bytes")
+    again = tmp_path / "again"
+    again.mkdir()
+    with pytest.raises(TunelabError, match=rf"dataset: sha256 mismatch: expected {pinned} \(data.source.sha256\)"):
+        fetch(SourceConfig(kind="hf_dataset_dir", path=str(origin), sha256=pinned), again)
+
+
+CHECK = REPO_ROOT / "stages" / "check.py"
+
+
+def run_check(folder: Path) -> dict:
+    result = subprocess.run([sys.executable, str(CHECK)], cwd=folder, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return {name: (folder / name).read_bytes() for name in ("data/origin.json", "models/origin.json")}
+
+
+def test_the_check_stage_sees_an_in_place_edit_of_a_local_file_or_model_folder(tmp_path, tiny_model_dir):
+    reviews = tmp_path / "reviews.jsonl"
+    reviews.write_text('{"text": "good", "label": "positive"}\n')
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    params = compose_conf(REPO_ROOT / "conf", ["data=local_file", f"data.source.path={reviews}", "model=local_dir",
+                                               f"model.path={model}"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    first = run_check(tmp_path)
+    assert run_check(tmp_path) == first  # unchanged bytes: the same files, so fetch and base stay cached
+
+    reviews.write_text('{"text": "bad", "label": "negative"}\n')  # the same path, edited in place
+    edited = run_check(tmp_path)
+    assert edited["data/origin.json"] != first["data/origin.json"]
+    assert edited["models/origin.json"] == first["models/origin.json"]
+    (model / "config.json").write_text((model / "config.json").read_text().replace("}", ', "note": 1}', 1))
+    assert run_check(tmp_path)["models/origin.json"] != edited["models/origin.json"]

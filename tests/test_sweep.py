@@ -48,7 +48,8 @@ def test_the_grid_itself_composes_and_validates():
 
 
 def test_stage_counts_read_what_dvc_did_with_each_stage():
-    log = ("Stage 'base' didn't change, skipping\nRunning stage 'train':\n> python stages/train.py\n"
+    log = ("Running stage 'check':\n> python stages/check.py\n"  # runs every time by design: not counted
+           "Stage 'base' didn't change, skipping\nRunning stage 'train':\n> python stages/train.py\n"
            "Stage 'evaluate@trained' is cached - skipping run, checking out outputs\nRunning stage 'report':\n")
     counts = stage_counts(log)
     assert (counts.executed, counts.skipped, counts.restored, counts.saved) == (2, 1, 1, 2)

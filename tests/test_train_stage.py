@@ -119,3 +119,94 @@ def assert_same_adapter(first: Path, second: Path, atol: float) -> None:
     assert weights.keys() == other.keys()
     for name, tensor in weights.items():
         assert (tensor - other[name]).abs().max() <= atol, name
+
+
+FAULT = Path(__file__).parent / "audit" / "fault.py"
+SHORT = {"max_steps": 30, "eval_steps": 10}  # a complete checkpoint at steps 10, 20 and 30 (the last)
+
+
+def run_with_fault(root: Path, pattern: str, action: str) -> subprocess.CompletedProcess:
+    """The train stage, killed (or out of disk) at the first write whose path matches ``pattern``."""
+    return subprocess.run([sys.executable, str(FAULT), pattern, action, str(STAGE)], cwd=root, capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_model_dir, tmp_path_factory) -> Path:
+    root = train_project(tmp_path_factory.mktemp("train") / "uninterrupted", tiny_model_dir, **SHORT)
+    run_stage(root)
+    return root
+
+
+def assert_same_end(resumed: Path, uninterrupted: Path) -> None:
+    for key in ("val_loss_after", "train_loss_final", "steps", "best_step"):
+        assert metrics(resumed)[key] == pytest.approx(metrics(uninterrupted)[key], rel=1e-5), key
+    assert_same_adapter(resumed, uninterrupted, atol=1e-5)
+    for curve in ("loss.csv", "val_loss.csv"):  # the whole run's curves, not only the steps after the resume
+        assert (resumed / "metrics/train" / curve).read_text().splitlines()[0] == \
+            (uninterrupted / "metrics/train" / curve).read_text().splitlines()[0]
+        assert len((resumed / "metrics/train" / curve).read_text().splitlines()) == \
+            len((uninterrupted / "metrics/train" / curve).read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_a_kill_mid_save_and_a_truncated_checkpoint_resume_from_the_last_complete_one(tiny_model_dir, tmp_path,
+                                                                                      uninterrupted):
+    root = train_project(tmp_path / "killed", tiny_model_dir, **SHORT)
+    killed = run_with_fault(root, r"checkpoint-30/trainer_state\.json$", "kill")  # weights written, state not
+    assert killed.returncode == -signal.SIGKILL
+    [folder] = root.glob("checkpoints/train-*")
+    weights = folder / "checkpoint-20/adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # cut short, as a full disk leaves it
+
+    resumed = run_stage(root)
+    assert "checkpoint-30: incomplete (its save never finished: killed, or the disk was full); not resumed from" \
+        in resumed.stdout
+    assert "checkpoint-20: adapter_model.safetensors is truncated" in resumed.stdout
+    assert f"resuming from {folder.relative_to(root) / 'checkpoint-10'}" in resumed.stdout
+    assert_same_end(root, uninterrupted)
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_save_is_one_line_and_the_rerun_resumes_before_it(tiny_model_dir, tmp_path, uninterrupted):
+    root = train_project(tmp_path / "full", tiny_model_dir, **SHORT)
+    full = run_with_fault(root, r"checkpoint-20/.", "disk-full")
+    assert full.returncode == 1 and "Traceback" not in full.stderr
+    [line] = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: disk full (") and "free space" in line
+    assert not (root / "models/trained").exists()
+
+    resumed = run_stage(root)
+    assert "checkpoint-20: incomplete" in resumed.stdout and "resuming from" in resumed.stdout
+    assert resumed.stdout.split("resuming from ")[1].split()[0].endswith("checkpoint-10")
+    assert_same_end(root, uninterrupted)
+
+
+@pytest.mark.slow
+def test_a_changed_base_model_never_resumes_onto_checkpoints_of_the_old_one(tiny_model_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    root = train_project(tmp_path / "rebased", tiny_model_dir, **SHORT)
+    assert run_with_fault(root, r"checkpoint-20/.", "kill").returncode == -signal.SIGKILL
+    assert list(root.glob("checkpoints/train-*/checkpoint-10"))
+    weights = root / "models/base/model.safetensors"
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 0.01  # same names and shapes: only the content says it changed
+    save_file(tensors, weights, metadata={"format": "pt"})
+
+    rerun = run_stage(root)
+    assert "resuming" not in rerun.stdout and ", training from scratch" in rerun.stdout
+    assert metrics(root)["resumed_from"] is None and metrics(root)["steps"] == 30
+
+
+@pytest.mark.slow
+def test_a_kill_after_the_final_save_before_the_outputs_resumes_to_the_same_metrics(tiny_model_dir, tmp_path,
+                                                                                   uninterrupted):
+    root = train_project(tmp_path / "late", tiny_model_dir, **SHORT)
+    assert run_with_fault(root, r"models/trained\.tmp-", "kill").returncode == -signal.SIGKILL
+    assert list(root.glob("checkpoints/train-*/checkpoint-30")) and not (root / "metrics/train.json").exists()
+
+    resumed = run_stage(root)
+    assert "resuming from" in resumed.stdout and resumed.stdout.split("resuming from ")[1].split()[0].endswith("checkpoint-30")
+    assert_same_end(root, uninterrupted)

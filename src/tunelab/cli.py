@@ -119,7 +119,8 @@ def record_in_mlflow(name: str, folder: Path, runs: list[SweepRun]) -> None:
     client.log_artifacts(run_id, str(folder), "sweep-report")
     for run in runs:
         if run.metrics:
-            record_pipeline(client, experiment_id, run.params, run.name, pipeline_summary(run.metrics), run.outputs)
+            record_pipeline(client, experiment_id, run.params, run.name, pipeline_summary(run.metrics, run.headline),
+                            run.outputs)
 
 
 def report(name: str, statuses: dict[str, str] | None = None, wall_seconds: float | None = None) -> Path:

@@ -1,12 +1,27 @@
-"""What every stage script shares: one entry point that turns user errors into one line."""
+"""What every stage script shares: one entry point that turns any failure into one line.
 
+Every stage script puts the ``src/`` beside it first on ``sys.path`` before importing tunelab.
+``dvc exp run --queue`` runs stages in copies of the repository under ``.dvc/tmp/exps/``; without
+that line they would import tunelab through the editable install, i.e. the workspace's ``src/``,
+and dvc.lock would record code that did not run. :func:`run_stage` refuses to run a stage whose
+tunelab came from anywhere else.
+"""
+
+import errno
+import inspect
+import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 
+import tunelab
 from tunelab.errors import TunelabError
 
 USER_ERROR_EXIT_CODE = 2
+FAILURE_EXIT_CODE = 1
+DEBUG_ENV = "TUNELAB_DEBUG"  # set to 1 for the traceback of an unexpected error
 
 
 def _exit_on_sigterm(signum, frame) -> None:
@@ -14,14 +29,52 @@ def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
-def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's ``main``; a :class:`TunelabError` becomes one line on stderr and exit 2.
+def check_code_origin(script: str | Path | None) -> None:
+    """Refuse to run when tunelab was not imported from the ``src/`` beside ``script``, a stage
+    script (in a folder called stages; anything else calling run_stage is not checked)."""
+    if script is None or Path(script).resolve().parent.name != "stages":
+        return
+    expected = Path(script).resolve().parents[1] / "src" / "tunelab"
+    actual = Path(tunelab.__file__).resolve().parent
+    if actual != expected:
+        raise TunelabError(
+            f"{script}: tunelab was imported from {actual}, not from this tree's {expected}; the results would "
+            "not come from the code dvc.lock records. Run the stage as dvc.yaml does (python stages/NAME.py), "
+            "without anything that imports tunelab first"
+        )
 
-    SIGTERM (``dvc queue kill``, a scheduler's timeout) unwinds the stage as SIGINT does.
+
+def explain(error: BaseException) -> str:
+    """One line for an error that is not the user's input: what happened and what to do."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return ("out of memory: lower train.batch_size / eval.batch_size (or format.max_length), "
+                "or use a smaller model or strategy=qlora")
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return (f"disk full ({error.filename or 'writing'}): free space, e.g. `dvc gc -w` and old checkpoints/, "
+                "then run again; outputs are written atomically, so nothing half-written was kept")
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return (f"{type(error).__name__}: {first_line} (unexpected: this is likely a tunelab bug; rerun with "
+            f"{DEBUG_ENV}=1 for the traceback and report it)")
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's ``main``; every failure becomes one ``error:`` line on stderr.
+
+    A :class:`TunelabError` (the user's input) exits 2; anything else exits 1, with its traceback
+    only when TUNELAB_DEBUG=1. SIGTERM (``dvc queue kill``, a scheduler's timeout) unwinds the
+    stage as SIGINT does.
     """
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
+        check_code_origin(inspect.getsourcefile(main))
         main()
     except TunelabError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT_CODE)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as error:  # noqa: BLE001 - the one place that turns any failure into one line
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        print(f"\nerror: {explain(error)}", file=sys.stderr)  # on its own line, after any progress bar
+        sys.exit(FAILURE_EXIT_CODE)

@@ -31,9 +31,18 @@ def read_params(path: str | Path = PARAMS_FILE, check_current: bool = True) -> d
         params = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except Exception as error:  # yaml errors carry their own line numbers
         raise TunelabError(f"{path}: not valid YAML: {error}") from None
+    check_known_sections(params or {}, path)
     if check_current:
         check_params_current(params or {}, path.parent / CONF_DIR)
     return params or {}
+
+
+def check_known_sections(params: dict[str, Any], where: str | Path = "config") -> None:
+    """Refuse a top-level section no stage reads: a typo there would silently configure nothing."""
+    from tunelab.config.schema import SECTIONS
+
+    if unknown := sorted(set(params) - set(SECTIONS)):
+        raise TunelabError(f"{where}: unknown section {unknown[0]!r}; the sections are {sorted(SECTIONS)}")
 
 
 def _dataclass_type(annotation) -> type | None:
@@ -94,5 +103,6 @@ def validate_config(params: dict[str, Any]) -> None:
     """Check every section the pipeline reads, as each stage would, before anything runs."""
     from tunelab.config.schema import SECTIONS
 
+    check_known_sections(params)
     for name, cls in SECTIONS.items():
         to_section(cls, name, params.get(name))

@@ -6,6 +6,8 @@ keys and wrong types (naming the key); ``__post_init__`` checks choices and the 
 choice requires.
 """
 
+import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -20,6 +22,32 @@ def require_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 def require_set(key: str, value: object, because: str) -> None:
     if value in (None, "", []):
         raise TunelabError(f"{key}: must be set {because}")
+
+
+def require_range(key: str, value: float | None, low: float | None = None, high: float | None = None,
+                  low_open: bool = False, high_open: bool = False) -> None:
+    """``value`` within [low, high] (or the open side's strict bound); None passes (unset)."""
+    if value is None:
+        return
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        bounds = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        raise TunelabError(f"{key}: {value} is out of range; expected a value in {bounds}")
+
+
+LAUNCHERS = ("python", "accelerate", "torchrun")
+SAFE_COMMAND = re.compile(r"^[\w./:=,+ -]+$")  # no shell metacharacters: ; & | < > $ ` ( ) quotes # newline
+
+
+def check_launcher(key: str, command: str) -> None:
+    """A config value dvc.yaml puts in a shell command: a known program, words and flags only."""
+    if not SAFE_COMMAND.match(command) or not shlex.split(command) or shlex.split(command)[0] not in LAUNCHERS:
+        raise TunelabError(f"{key}: {command!r} is not a launcher tunelab runs; it must start with one of "
+                           f"{list(LAUNCHERS)} and hold only words and flags (no shell characters such as ; & | $ `), "
+                           "e.g. 'accelerate launch --num_processes 2'")
 
 
 MODEL_SOURCES = ("package_gguf", "local_dir", "hub")
@@ -118,9 +146,9 @@ class DataConfig:
             raise TunelabError("data.labels: rating_field labels by sign, so give two labels: [negative, positive]")
         if len(set(self.labels)) != len(self.labels) or not self.labels:
             raise TunelabError(f"data.labels: must be distinct and non-empty, got {self.labels}")
-        for name in ("test_size", "val_size"):
-            if getattr(self, name) < 1:
-                raise TunelabError(f"data.{name}: must be at least 1")
+        for name in ("test_size", "val_size", "train_size"):
+            require_range(f"data.{name}", getattr(self, name), low=1)
+        require_range("data.rating_margin", self.rating_margin, low=0)
 
 
 @dataclass(frozen=True)
@@ -179,6 +207,12 @@ class LoraOptions:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Names of the linear layers to adapt (the last part of the module name)."""
 
+    def __post_init__(self):
+        require_range("strategy.lora.r", self.r, low=1)
+        require_range("strategy.lora.alpha", self.alpha, low=0, low_open=True)
+        require_range("strategy.lora.dropout", self.dropout, low=0, high=1, high_open=True)
+        require_set("strategy.lora.target_modules", self.target_modules, "to name the layers to adapt")
+
 
 @dataclass(frozen=True)
 class QuantizationOptions:
@@ -202,6 +236,9 @@ class PromptTuningOptions:
     init_text: Optional[str] = None
     """Initialise the soft prompt from this text's embeddings (null: random)."""
 
+    def __post_init__(self):
+        require_range("strategy.prompt_tuning.num_virtual_tokens", self.num_virtual_tokens, low=1)
+
 
 @dataclass(frozen=True)
 class PrefixTuningOptions:
@@ -211,6 +248,9 @@ class PrefixTuningOptions:
     """Prefix length."""
     projection: bool = False
     """Reparameterise the prefix through an MLP (more parameters, sometimes more stable)."""
+
+    def __post_init__(self):
+        require_range("strategy.prefix_tuning.num_virtual_tokens", self.num_virtual_tokens, low=1)
 
 
 @dataclass(frozen=True)
@@ -237,6 +277,7 @@ class QATOptions:
 
     def __post_init__(self):
         require_choice("strategy.qat.scheme", self.scheme, QAT_SCHEMES)
+        require_range("strategy.qat.group_size", self.group_size, low=1)
 
 
 # The option sections each strategy reads; any other section set is a mistake worth naming.
@@ -332,9 +373,16 @@ class TrainConfig:
         require_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         if self.max_steps == 0 or self.max_steps < -1:
             raise TunelabError(f"train.max_steps: {self.max_steps}; use a positive count or -1 for epochs")
-        for name in ("batch_size", "gradient_accumulation_steps", "eval_steps", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise TunelabError(f"train.{name}: must be at least 1")
+        for name in ("batch_size", "gradient_accumulation_steps", "eval_steps", "logging_steps", "save_total_limit",
+                     "early_stopping_patience"):
+            require_range(f"train.{name}", getattr(self, name), low=1)
+        require_range("train.learning_rate", self.learning_rate, low=0, low_open=True)
+        # passed to the Trainer as warmup_steps, where a float below 1 is a ratio: 1 or more would be steps
+        require_range("train.warmup_ratio", self.warmup_ratio, low=0, high=1, high_open=True)
+        require_range("train.epochs", self.epochs, low=0, low_open=True)
+        for name in ("weight_decay", "max_grad_norm", "profile_steps"):
+            require_range(f"train.{name}", getattr(self, name), low=0)
+        check_launcher("train.launcher", self.launcher)
 
 
 PROMPT_METHODS = ("zero_shot", "few_shot", "chain_of_thought", "self_consistency")
@@ -381,8 +429,12 @@ class PromptStrategyConfig:
             raise TunelabError(f"{key}.shots: set shots > 0 exactly when method=few_shot")
         if (self.method == "self_consistency") != (self.samples > 1):
             raise TunelabError(f"{key}.samples: set samples > 1 exactly when method=self_consistency")
-        if self.max_new_tokens < 1 or (self.limit is not None and self.limit < 1):
-            raise TunelabError(f"{key}: max_new_tokens and limit must be at least 1")
+        for name in ("max_new_tokens", "limit", "samples"):
+            require_range(f"{key}.{name}", getattr(self, name), low=1)
+        require_range(f"{key}.shots", self.shots, low=0)
+        require_range(f"{key}.temperature", self.temperature, low=0, low_open=True)
+        require_range(f"{key}.top_k", self.top_k, low=0)
+        require_range(f"{key}.top_p", self.top_p, low=0, high=1, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -401,17 +453,35 @@ class EvalConfig:
     """Score only the first N test rows with every strategy (quick runs); null: all."""
     seed: int = 0
     """Seed of the demonstrations, the sampling and the bootstrap."""
+    headline: Optional[str] = None
+    """The fine-tuned result the benchmark plots, the report and a sweep's runs table compare, as
+    STRATEGY/SCORING (e.g. zero_shot/choice); null: the first of fine_tuned_strategies, first scoring."""
 
     def __post_init__(self):
         if not self.strategies:
             raise TunelabError("eval.strategies: name at least one prompt strategy")
         for name, strategy in self.strategies.items():
             strategy.check(f"eval.strategies.{name}")
+        if not self.fine_tuned_strategies:
+            raise TunelabError("eval.fine_tuned_strategies: name at least one prompt strategy for the fine-tuned variants")
         unknown = [name for name in self.fine_tuned_strategies if name not in self.strategies]
         if unknown:
             raise TunelabError(f"eval.fine_tuned_strategies: {unknown} not in eval.strategies {list(self.strategies)}")
-        if self.batch_size < 1:
-            raise TunelabError("eval.batch_size: must be at least 1")
+        require_range("eval.batch_size", self.batch_size, low=1)
+        require_range("eval.limit", self.limit, low=1)
+        if self.headline is not None:
+            strategy, _, scoring = self.headline.partition("/")
+            if strategy not in self.fine_tuned_strategies or scoring not in self.strategies[strategy].scoring:
+                choices = [f"{name}/{s}" for name in self.fine_tuned_strategies for s in self.strategies[name].scoring]
+                raise TunelabError(f"eval.headline: {self.headline!r} is not a fine-tuned result; expected one of {choices}")
+
+    def headline_result(self) -> tuple[str, str]:
+        """(prompt strategy, scoring) of the headline figure."""
+        if self.headline is not None:
+            strategy, _, scoring = self.headline.partition("/")
+            return strategy, scoring
+        first = self.fine_tuned_strategies[0]
+        return first, self.strategies[first].scoring[0]
 
 
 QUANTIZE_METHODS = ("merged", "int8_dynamic", "nf4", "int8", "int8_weight_only", "qat", "bf16", "fp16")

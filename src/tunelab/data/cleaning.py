@@ -1,6 +1,7 @@
 """``prepare``, part one: raw records → clean, labelled, deduplicated examples with stable ids."""
 
 import hashlib
+import math
 import re
 import unicodedata
 from collections import Counter
@@ -35,9 +36,12 @@ class CleaningReport:
 
 
 def _field(record: RawRecord, name: str):
-    if name not in record.fields or record.fields[name] is None:
+    if name not in record.fields:
         raise TunelabError(f"{record.where}: missing field {name!r} (fields present: {sorted(record.fields)})")
-    return record.fields[name]
+    value = record.fields[name]
+    if value is None:
+        raise TunelabError(f"{record.where}: field {name!r} is empty (null); give every row a value")
+    return value
 
 
 def label_of(record: RawRecord, config: DataConfig) -> str | None:
@@ -52,6 +56,8 @@ def label_of(record: RawRecord, config: DataConfig) -> str | None:
         rating = float(raw_rating)
     except (TypeError, ValueError):
         raise TunelabError(f"{record.where}: {config.rating_field} {raw_rating!r} is not a number") from None
+    if not math.isfinite(rating):
+        raise TunelabError(f"{record.where}: {config.rating_field} is {rating}; a rating must be a finite number")
     if abs(rating) < config.rating_margin:
         return None
     negative, positive = config.labels

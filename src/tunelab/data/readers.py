@@ -1,12 +1,14 @@
 """Read raw files into plain dicts, each remembering where it came from (``file:line``)."""
 
 import csv
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.errors import TunelabError
 from tunelab.io.jsonl import parse_json_row
+from tunelab.io.text import numbered_lines, read_text
 
 
 @dataclass(frozen=True)
@@ -18,39 +20,39 @@ class RawRecord:
 
 def read_vader_tsv(path: Path) -> Iterator[RawRecord]:
     """The VADER ground-truth files: ``id<TAB>mean rating<TAB>text`` per line, CRLF endings."""
-    with path.open(encoding="utf-8", newline="") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            parts = line.split("\t")
-            if len(parts) != 3:
-                raise TunelabError(f"{where}: expected 3 tab-separated fields (id, rating, text), got {len(parts)}")
-            record_id, rating, text = parts
-            try:
-                rating_value = float(rating)
-            except ValueError:
-                raise TunelabError(f"{where}: rating {rating!r} is not a number") from None
-            yield RawRecord({"id": record_id, "rating": rating_value, "text": text}, where)
+    for line_number, line in numbered_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_number}"
+        parts = line.split("\t")
+        if len(parts) != 3:
+            raise TunelabError(f"{where}: expected 3 tab-separated fields (id, rating, text), got {len(parts)}")
+        record_id, rating, text = parts
+        try:
+            rating_value = float(rating)
+        except ValueError:
+            raise TunelabError(f"{where}: rating {rating!r} is not a number") from None
+        yield RawRecord({"id": record_id, "rating": rating_value, "text": text}, where)
 
 
 def read_jsonl_records(path: Path) -> Iterator[RawRecord]:
-    with path.open(encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if line.strip():
-                where = f"{path}:{line_number}"
-                yield RawRecord(parse_json_row(line, where), where)
+    for line_number, line in numbered_lines(path):
+        if line.strip():
+            where = f"{path}:{line_number}"
+            yield RawRecord(parse_json_row(line, where), where)
 
 
 def read_csv_records(path: Path) -> Iterator[RawRecord]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            if None in row:
-                raise TunelabError(f"{where}: more values than the {len(reader.fieldnames)} header columns")
-            yield RawRecord(dict(row), where)
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    for row in reader:
+        where = f"{path}:{reader.line_num}"
+        columns = len(reader.fieldnames)
+        if None in row:
+            raise TunelabError(f"{where}: more values than the {columns} header columns")
+        if None in row.values():
+            given = sum(value is not None for value in row.values())
+            raise TunelabError(f"{where}: {given} values, but the header has {columns} columns")
+        yield RawRecord(dict(row), where)
 
 
 def read_table_records(rows: list[dict], name: str) -> Iterator[RawRecord]:

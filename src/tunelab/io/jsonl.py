@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from tunelab.errors import TunelabError
+from tunelab.io.text import numbered_lines
 
 
 def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
@@ -11,13 +12,8 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise TunelabError(f"{path}: file not found")
-    rows = []
-    with path.open(encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            rows.append(parse_json_row(line, f"{path}:{line_number}", required))
-    return rows
+    return [parse_json_row(line, f"{path}:{line_number}", required)
+            for line_number, line in numbered_lines(path) if line.strip()]
 
 
 def parse_json_row(line: str, where: str, required: tuple[str, ...] = ()) -> dict:

@@ -7,10 +7,9 @@ is dequantised to float32), a local HF folder (optionally holding a GGUF), or a 
 import importlib.util
 from pathlib import Path
 
-import torch
-
 from tunelab.config.schema import ModelConfig
 from tunelab.errors import TunelabError
+from tunelab.io.files import folder_sha256, sha256_of
 
 
 def locate_package_file(package: str, file_name: str) -> Path:
@@ -51,8 +50,20 @@ def _location(config: ModelConfig) -> tuple[str, dict]:
     return config.hub_id, {"revision": config.revision} if config.revision else {}
 
 
+def model_fingerprint(config: ModelConfig) -> dict:
+    """What the base model is now, cheaply: the sha256 of the GGUF file or the local folder's
+    content (an in-place edit must rerun ``base``); a hub model is its id and revision."""
+    if config.source == "hub":
+        return {"source": "hub", "hub_id": config.hub_id, "revision": config.revision}
+    location, kwargs = _location(config)
+    path = Path(location) / kwargs["gguf_file"] if "gguf_file" in kwargs else Path(location)
+    return {"source": config.source, "path": str(path),
+            "sha256": sha256_of(path) if path.is_file() else folder_sha256(path)}
+
+
 def load_base_model(config: ModelConfig):
     """Load (model, tokenizer) in float32, with the gguf quantization config dropped."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     location, kwargs = _location(config)

@@ -36,14 +36,12 @@ def metrics_by_key(rows: list[dict]) -> dict:
     return {row_key(r): {k: v for k, v in r.items() if k not in LABELS and v is not None} for r in rows}
 
 
-HEADLINE = "trained/zero_shot/choice"  # the fine-tuned model as trained: what a sweep's runs table compares
-
-
-def pipeline_summary(by_key: dict) -> dict[str, float]:
+def pipeline_summary(by_key: dict, headline: tuple[str, str]) -> dict[str, float]:
     """The figures a pipeline's MLflow run carries, from metrics/eval.json: every row's accuracy,
-    and the trained model's accuracy and train time as ``accuracy`` and ``train_seconds``."""
+    and the trained model's headline (eval.headline) accuracy and train time as ``accuracy`` and
+    ``train_seconds``: what a sweep's runs table compares."""
     summary = {f"{key.replace('/', '.')}.accuracy": figures["accuracy"] for key, figures in by_key.items()}
-    headline = by_key.get(HEADLINE, {})
+    headline = by_key.get("/".join(("trained", *headline)), {})
     summary.update({name: headline[name] for name in ("accuracy", "train_seconds") if headline.get(name) is not None})
     return summary
 
@@ -117,9 +115,21 @@ def skipped_lines(files: list[Path]) -> list[str]:
     return lines
 
 
-def deployment_table(bench: dict, rows: list[dict], reference: str = "trained") -> str:
-    """Cost of each deployable variant beside its accuracy and the change against ``reference``."""
-    accuracy = {r["variant"]: r for r in rows if r["strategy"] == "zero_shot" and r["scoring"] == "choice"}
+def headline_rows(rows: list[dict], headline: tuple[str, str]) -> dict[str, dict]:
+    """Each variant's headline row (eval.headline: prompt strategy and scoring), by variant."""
+    return {r["variant"]: r for r in rows if (r["strategy"], r["scoring"]) == headline}
+
+
+def tradeoff_rows(rows: list[dict], headline: tuple[str, str]) -> list[dict]:
+    """metrics/report/tradeoffs.csv (DVC plots): each benchmarked variant's headline accuracy and costs."""
+    return [{"variant": name, "accuracy": r["accuracy"], "token_latency_p50_ms": r["token_latency_p50_ms"],
+             "tokens_per_second_batch1": r["tokens_per_second"], "size_mb": r["size_mb"]}
+            for name, r in headline_rows(rows, headline).items() if r["token_latency_p50_ms"] is not None]
+
+
+def deployment_table(bench: dict, rows: list[dict], headline: tuple[str, str], reference: str = "trained") -> str:
+    """Cost of each deployable variant beside its headline accuracy and the change against ``reference``."""
+    accuracy = headline_rows(rows, headline)
     base_accuracy = accuracy.get(reference, {}).get("accuracy")
     sizes = sorted({size for v in bench["variants"].values() for size in v["tokens_per_second"]}, key=int)
     header = ("| variant | size MB | load s | TTFT ms | token p50 / p95 ms | "

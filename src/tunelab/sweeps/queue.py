@@ -7,6 +7,7 @@ a stage another run already executed with the same inputs is restored from DVC's
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from tunelab.errors import TunelabError
 
 DONE = ("Success", "Failed")
-EXECUTED = "Running stage '"
+EXECUTED = re.compile(r"Running stage '([^']+)'")
+ALWAYS_CHANGED = "always changed"  # dvc status of a stage that runs every time by design (the check stage)
 SKIPPED = "didn't change, skipping"
 RESTORED = "is cached - skipping run"  # DVC's run cache: same command, deps and params seen before
 
@@ -55,9 +57,11 @@ def existing_experiments() -> set[str]:
 
 
 def changed_stages() -> list[str]:
-    """Stages of the workspace pipeline that are not up to date: every sweep run would redo them."""
+    """Stages of the workspace pipeline that are not up to date: every sweep run would redo them.
+    (Not the stages that run every time by design: caching could never save those.)"""
     result = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True)
-    return sorted(json.loads(result.stdout or "{}")) if result.returncode == 0 else []
+    status = json.loads(result.stdout or "{}") if result.returncode == 0 else {}
+    return sorted(name for name, changes in status.items() if changes != [ALWAYS_CHANGED])
 
 
 def queue(name: str, overrides: list[str]) -> None:
@@ -105,5 +109,8 @@ def logs(name: str) -> str:
     return dvc("queue", "logs", name)
 
 
-def stage_counts(log: str) -> StageCounts:
-    return StageCounts(executed=log.count(EXECUTED), skipped=log.count(SKIPPED), restored=log.count(RESTORED))
+def stage_counts(log: str, always_run: frozenset[str] = frozenset({"check"})) -> StageCounts:
+    """Stages executed, skipped and restored; the ``always_run`` ones (dvc.yaml's always_changed: the
+    check stage, a second of validation) are not counted, since no caching could save them."""
+    executed = [name for name in EXECUTED.findall(log) if name not in always_run]
+    return StageCounts(executed=len(executed), skipped=log.count(SKIPPED), restored=log.count(RESTORED))

@@ -1,19 +1,20 @@
 """The sweep's report: every run's variants side by side, from ``dvc exp show --json``.
 
 Prompting baselines do not depend on the swept training keys, so they are computed once and
-listed once; each run contributes its trained and deployable variants (choice scoring).
+listed once; each run contributes its trained and deployable variants (its eval.headline result).
 """
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunelab.config.load import to_section
+from tunelab.config.schema import EvalConfig
 from tunelab.io.atomic import write_json, write_text
 from tunelab.reporting.plots import save_tradeoff_figures
 from tunelab.sweeps.queue import DONE, StageCounts
 
 EVAL_METRICS = "metrics/eval.json"
 PARAMS = "params.yaml"
-HEADLINE_SCORING = "choice"
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,11 @@ class SweepRun:
     metrics: dict  # metrics/eval.json: {"variant/strategy/scoring": {...}}
     outputs: dict  # dvc.lock hash of each output: {path: md5}
     stages: StageCounts | None
+
+    @property
+    def headline(self) -> tuple[str, str]:
+        """(prompt strategy, scoring) of the run's headline figure: its eval.headline."""
+        return to_section(EvalConfig, "eval", self.params.get("eval")).headline_result()
 
 
 def experiments(show: list[dict], names: set[str]) -> dict[str, dict]:
@@ -61,11 +67,12 @@ def table_rows(runs: list[SweepRun]) -> tuple[list[dict], list[dict]]:
     baselines, adapted = [], []
     for run in runs:
         overrides = " ".join(run.overrides)
+        headline = run.headline if run.metrics else None
         for key, figures in run.metrics.items():
-            variant, _, scoring = _split(key)
+            variant, strategy, scoring = _split(key)
             if variant == "base" and not baselines:
                 baselines = [_row(run.name, "", k, f) for k, f in run.metrics.items() if k.startswith("base/")]
-            elif variant != "base" and scoring == HEADLINE_SCORING:
+            elif variant != "base" and (strategy, scoring) == headline:
                 adapted.append(_row(run.name, overrides, key, figures))
     return baselines, adapted
 

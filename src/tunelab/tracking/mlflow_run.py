@@ -11,16 +11,20 @@ stages the real root in ``DVC_ROOT``, and a relative store (the default ``sqlite
 is resolved against it, so every experiment logs to the one store the workspace uses.
 """
 
+import fcntl
 import hashlib
 import json
 import os
+import sqlite3
+import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from tunelab.config.load import to_section
 from tunelab.config.schema import TrackingConfig
+from tunelab.io.atomic import write_json
 from tunelab.tracking.lineage import experiment_tags, git_commit, lineage_tags, pip_freeze, stage_input_hashes
 
 PIPELINE_TAG = "tunelab.pipeline"
@@ -59,6 +63,26 @@ def tracking_uri(configured: str) -> str:
     return uri
 
 
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """For a sqlite store: one process at a time creates the store and the experiment (two stages
+    or queue workers opening a new store together would both create its tables), with the store
+    in WAL mode, so readers (the UI, other stages) do not block its writers."""
+    if not uri.startswith(SQLITE):
+        yield
+        return
+    database = Path(uri.removeprefix(SQLITE))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with closing(sqlite3.connect(database, timeout=60)) as connection:
+                connection.execute("PRAGMA journal_mode=WAL")  # kept by the file: once is enough
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def open_experiment(tracking: TrackingConfig):
     """A client on the configured store and the experiment's id (created on first use).
 
@@ -69,15 +93,13 @@ def open_experiment(tracking: TrackingConfig):
 
     uri = tracking_uri(tracking.uri)
     mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(tracking.experiment)
-    if experiment is not None:
-        return client, experiment.experiment_id
-    location = (Path(uri.removeprefix(SQLITE)).parent / "mlruns").as_uri() if uri.startswith(SQLITE) else None
-    try:
+    with store_lock(uri):
+        client = mlflow.MlflowClient()
+        experiment = client.get_experiment_by_name(tracking.experiment)
+        if experiment is not None:
+            return client, experiment.experiment_id
+        location = (Path(uri.removeprefix(SQLITE)).parent / "mlruns").as_uri() if uri.startswith(SQLITE) else None
         return client, client.create_experiment(tracking.experiment, artifact_location=location)
-    except mlflow.exceptions.MlflowException:  # a parallel worker created it first
-        return client, client.get_experiment_by_name(tracking.experiment).experiment_id
 
 
 def _log_params(client, run_id: str, params: dict[str, str]) -> None:
@@ -151,56 +173,92 @@ def _fail_abandoned(client, experiment_id: str, parent_id: str, stage: str) -> N
 
 
 class StageRun:
-    """What a stage logs to; a no-op when tracking is disabled, so stages need no branches."""
+    """What a stage logs to. Tracking never kills the work: the first MLflow failure (a locked
+    store, a server that is down) is one warning, after which the stage goes on untracked and
+    its metrics files say ``"tracking": "incomplete: ..."``. A no-op when tracking is disabled.
+    """
 
-    def __init__(self, run=None, client=None, pipeline_id: str | None = None):
+    def __init__(self, run=None, client=None, pipeline_id: str | None = None, failure: str | None = None,
+                 enabled: bool = True):
         self.run = run
         self.client = client
         self.pipeline_id = pipeline_id
+        self.failure = failure
+        self.enabled = enabled
+        self._metrics_files: dict[Path, dict] = {}
+        if failure:
+            _warn(failure)
+
+    def _safely(self, action: Callable[[], None]) -> None:
+        if not self.run:
+            return
+        try:
+            action()
+        except Exception as error:  # noqa: BLE001 - any tracking failure is the same to the stage
+            self.failure = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"
+            self.run = None
+            _warn(self.failure)
+            self._rewrite_metrics()
+
+    def status(self) -> str:
+        if not self.enabled:
+            return "disabled"
+        return f"incomplete: {self.failure}" if self.failure else "complete"
+
+    def write_metrics(self, path: str | Path, metrics: dict) -> None:
+        """The stage's metrics file with the tracking status; rewritten if tracking fails later."""
+        self._metrics_files[Path(path)] = metrics
+        write_json(path, {**metrics, "tracking": self.status()})
+
+    def _rewrite_metrics(self) -> None:
+        for path, metrics in self._metrics_files.items():
+            write_json(path, {**metrics, "tracking": self.status()})
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        if self.run:
-            import mlflow
+        import mlflow
 
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        self._safely(lambda: mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step))
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
-        if self.run:
-            import mlflow
+        import mlflow
 
-            mlflow.log_artifact(str(path), artifact_path=folder)
+        self._safely(lambda: mlflow.log_artifact(str(path), artifact_path=folder))
 
     def set_tag(self, key: str, value: str) -> None:
-        if self.run:
-            import mlflow
+        import mlflow
 
-            mlflow.set_tag(key, value)
+        self._safely(lambda: mlflow.set_tag(key, value))
 
     def log_artifacts(self, directory: str | Path, folder: str | None = None) -> None:
-        if self.run:
-            import mlflow
+        import mlflow
 
-            mlflow.log_artifacts(str(directory), artifact_path=folder)
+        self._safely(lambda: mlflow.log_artifacts(str(directory), artifact_path=folder))
+
+    def log_figure(self, figure, name: str) -> None:
+        import mlflow
+
+        self._safely(lambda: mlflow.log_figure(figure, name))
 
     def summarize_pipeline(self, metrics: dict[str, float], tags: dict[str, str]) -> None:
         """Put headline figures on the pipeline's run, where the runs table of a sweep shows them."""
-        if self.run:
-            _log_summary(self.client, self.pipeline_id, metrics, tags)
+        self._safely(lambda: _log_summary(self.client, self.pipeline_id, metrics, tags))
+
+    def end(self, status: str) -> None:
+        import mlflow
+
+        self._safely(lambda: mlflow.end_run(status=status))
 
 
-@contextmanager
-def stage_run(stage: str, params: dict, sections: tuple[str, ...], system_metrics: bool = False) -> Iterator[StageRun]:
-    """Open the stage's child run under its pipeline's parent; a crash marks it FAILED.
+def _warn(failure: str) -> None:
+    print(f"warning: MLflow tracking failed ({failure}); the stage goes on without it, and its metrics "
+          "say tracking is incomplete. Check tracking.uri / MLFLOW_TRACKING_URI (is the server up, the sqlite "
+          "file writable?)", file=sys.stderr)
 
-    The run is tagged with the git commit, the DVC experiment and the dvc.lock hashes of the
-    data and models the stage reads, and carries its params (whole, as params.yaml) and the
-    installed packages (pip-freeze.txt). ``system_metrics`` samples CPU, memory (and GPU
-    utilisation/memory where CUDA and pynvml exist) while the stage works.
-    """
-    tracking = to_section(TrackingConfig, "tracking", params.get("tracking", {}))
-    if not tracking.enabled:
-        yield StageRun()
-        return
+
+def _start_stage_run(stage: str, params: dict, tracking: TrackingConfig, sections: tuple[str, ...],
+                     system_metrics: bool) -> StageRun:
+    """The stage's child run, nested under its pipeline's run by the parent tag alone: the
+    pipeline run is never resumed, so no crash or kill can leave it RUNNING."""
     import mlflow
 
     client, experiment_id = open_experiment(tracking)
@@ -209,11 +267,36 @@ def stage_run(stage: str, params: dict, sections: tuple[str, ...], system_metric
     tags = {STAGE_TAG: stage, **experiment_tags(), **stage_input_hashes(stage)}
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
-    mlflow.set_experiment(experiment_id=experiment_id)  # where the nested stage run is created
-    with mlflow.start_run(run_id=parent_id):
-        with mlflow.start_run(run_name=stage, nested=True, tags=tags, log_system_metrics=system_metrics) as run:
-            logged = {name: params.get(name) for name in sections}
-            mlflow.log_params(flatten(logged))
-            mlflow.log_dict(logged, "params.yaml")
-            mlflow.log_text(pip_freeze(), "pip-freeze.txt")
-            yield StageRun(run, client, parent_id)
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, parent_run_id=parent_id, tags=tags,
+                           log_system_metrics=system_metrics)
+    staged = StageRun(run, client, parent_id)
+    logged = {name: params.get(name) for name in sections}
+    staged._safely(lambda: (mlflow.log_params(flatten(logged)), mlflow.log_dict(logged, "params.yaml"),
+                            mlflow.log_text(pip_freeze(), "pip-freeze.txt")))
+    return staged
+
+
+@contextmanager
+def stage_run(stage: str, params: dict, sections: tuple[str, ...], system_metrics: bool = False) -> Iterator[StageRun]:
+    """Open the stage's child run under its pipeline's run; a crash marks it FAILED.
+
+    The run is tagged with the git commit, the DVC experiment and the dvc.lock hashes of the
+    data and models the stage reads, and carries its params (whole, as params.yaml) and the
+    installed packages (pip-freeze.txt). ``system_metrics`` samples CPU, memory (and GPU
+    utilisation/memory where CUDA and pynvml exist) while the stage works. When the store
+    cannot be reached the stage runs untracked (see :class:`StageRun`).
+    """
+    tracking = to_section(TrackingConfig, "tracking", params.get("tracking", {}))
+    if not tracking.enabled:
+        yield StageRun(enabled=False)
+        return
+    try:
+        run = _start_stage_run(stage, params, tracking, sections, system_metrics)
+    except Exception as error:  # noqa: BLE001 - the store is unusable: work on without it
+        run = StageRun(failure=f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}")
+    try:
+        yield run
+    except BaseException:
+        run.end("FAILED")
+        raise
+    run.end("FINISHED")

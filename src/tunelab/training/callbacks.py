@@ -56,20 +56,22 @@ class TrainingTelemetry(TrainerCallback):
         self.run.log_metrics(metrics, step=state.global_step)
         self.curve.append({"step": state.global_step, **metrics})
 
-    def summary(self) -> dict:
-        """Run-level figures: the median throughput window, the last logged train loss.
+    def summary(self, log_history: list[dict]) -> dict:
+        """Run-level figures: the last logged train loss, from the Trainer's ``log_history`` (a
+        resumed run restores it from the checkpoint, so this is the whole run's even when no step
+        was left to train), and this process's median throughput window and peak memory.
 
         (The Trainer's own average loss covers only the steps since a resume.)
         """
         windows = [row["tokens_per_second"] for row in self.curve if "tokens_per_second" in row]
         median = statistics.median(windows) if windows else None
         return {
-            "train_loss_final": round(next(r["loss"] for r in reversed(self.curve) if "loss" in r), 4),
+            "train_loss_final": round(next(r["loss"] for r in reversed(log_history) if "loss" in r), 4),
             "tokens_per_second": round(median, 1) if median else None,
             "mfu": round(median * self.flops_per_token / self.peak_flops, 4) if median else None,
             "flops_per_token": self.flops_per_token,
             "matmul_peak_gflops": round(self.peak_flops / 1e9, 1),
-            "peak_memory_mb": round(max(row["peak_memory_mb"] for row in self.curve), 1),
+            "peak_memory_mb": round(max([peak_memory_mb()] + [row["peak_memory_mb"] for row in self.curve]), 1),
         }
 
 
