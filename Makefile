@@ -66,4 +66,4 @@ ui: setup
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean-runs:
-	rm -rf mlflow.db mlruns mlartifacts
+	rm -rf mlflow.db* mlruns mlartifacts

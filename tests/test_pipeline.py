@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
-from pipeline_project import (AFTER_TRAINING, DEPLOYED, STAGES, audited_env, pipeline_runs, ran_stages, read_rows,
+from pipeline_project import (AFTER_TRAINING, STAGES, audited_env, pipeline_runs, ran_stages, read_rows,
                               replace_in, run, undeclared_reads)
 
 @pytest.mark.slow

@@ -35,7 +35,8 @@ def test_hydra_sweep_syntax_expands_to_every_combination_in_order():
     (["train.learning_rate=fast,1e-4"], "sweep run train.learning_rate=fast: config key train.learning_rate: "
                                         "Value 'fast' of type 'str' could not be converted to Float"),
     (["strategy=lora,lorax"], "sweep run strategy=lorax: conf/: In 'config': Could not find 'strategy/lorax'"),
-    (["train.batch_size=8,0"], "sweep run train.batch_size=0: config key train.batch_size: must be at least 1"),
+    (["train.batch_size=8,0"], "sweep run train.batch_size=0: config key train.batch_size: 0 is out of range; "
+                               "expected a value in [1, inf]"),
 ])
 def test_a_bad_sweep_is_refused_naming_the_run_and_key(overrides, message):
     with pytest.raises(TunelabError) as refused:

@@ -215,38 +215,33 @@ class StageRun:
             write_json(path, {**metrics, "tracking": self.status()})
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        import mlflow
-
-        self._safely(lambda: mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step))
+        self._safely(lambda: _mlflow().log_metrics({k: float(v) for k, v in metrics.items()}, step=step))
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
-        import mlflow
-
-        self._safely(lambda: mlflow.log_artifact(str(path), artifact_path=folder))
+        self._safely(lambda: _mlflow().log_artifact(str(path), artifact_path=folder))
 
     def set_tag(self, key: str, value: str) -> None:
-        import mlflow
-
-        self._safely(lambda: mlflow.set_tag(key, value))
+        self._safely(lambda: _mlflow().set_tag(key, value))
 
     def log_artifacts(self, directory: str | Path, folder: str | None = None) -> None:
-        import mlflow
-
-        self._safely(lambda: mlflow.log_artifacts(str(directory), artifact_path=folder))
+        self._safely(lambda: _mlflow().log_artifacts(str(directory), artifact_path=folder))
 
     def log_figure(self, figure, name: str) -> None:
-        import mlflow
-
-        self._safely(lambda: mlflow.log_figure(figure, name))
+        self._safely(lambda: _mlflow().log_figure(figure, name))
 
     def summarize_pipeline(self, metrics: dict[str, float], tags: dict[str, str]) -> None:
         """Put headline figures on the pipeline's run, where the runs table of a sweep shows them."""
         self._safely(lambda: _log_summary(self.client, self.pipeline_id, metrics, tags))
 
     def end(self, status: str) -> None:
-        import mlflow
+        self._safely(lambda: _mlflow().end_run(status=status))
 
-        self._safely(lambda: mlflow.end_run(status=status))
+
+def _mlflow():
+    """mlflow, imported only once a run is open: a stage with tracking off never pays its import."""
+    import mlflow
+
+    return mlflow
 
 
 def _warn(failure: str) -> None:
