@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from tunelab.errors import TunelabError
 
@@ -109,8 +110,17 @@ def logs(name: str) -> str:
     return dvc("queue", "logs", name)
 
 
-def stage_counts(log: str, always_run: frozenset[str] = frozenset({"check"})) -> StageCounts:
-    """Stages executed, skipped and restored; the ``always_run`` ones (dvc.yaml's always_changed: the
-    check stage, a second of validation) are not counted, since no caching could save them."""
+def always_changed_stages(pipeline: Path = Path("dvc.yaml")) -> set[str]:
+    """Stages dvc.yaml runs every time by design (``always_changed``: the check stage)."""
+    import yaml
+
+    stages = (yaml.safe_load(pipeline.read_text()) or {}).get("stages", {}) if pipeline.is_file() else {}
+    return {name for name, stage in stages.items() if stage.get("always_changed")}
+
+
+def stage_counts(log: str) -> StageCounts:
+    """Stages executed, skipped and restored; the always_changed ones are not counted, since no
+    caching could ever save them."""
+    always_run = always_changed_stages()
     executed = [name for name in EXECUTED.findall(log) if name not in always_run]
     return StageCounts(executed=len(executed), skipped=log.count(SKIPPED), restored=log.count(RESTORED))
