@@ -37,10 +37,15 @@ repro: run
 # Debian's Chromium and its driver: the MLflow UI test drives them (apt-get needs root).
 CHROMEDRIVER := /usr/bin/chromedriver
 
+# Without root (and outside CI, where the test is mandatory) the browser test is skipped, saying how to enable it.
 $(CHROMEDRIVER):
-	@[ "$$(id -u)" = 0 ] || { echo "The MLflow UI test needs Debian's chromium and chromium-driver: sudo apt-get install chromium chromium-driver"; exit 1; }
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	elif [ "$$CI" = true ]; then \
+		echo "CI: the MLflow UI test needs Debian's chromium and chromium-driver, and apt-get needs root"; exit 1; \
+	else \
+		echo "note: the MLflow UI browser test will be skipped; enable it with: sudo apt-get install chromium chromium-driver"; \
+	fi
 
 test: setup $(CHROMEDRIVER)
 	pytest

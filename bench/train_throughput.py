@@ -2,12 +2,14 @@
 
     make bench-train                  # all strategies on models/base, 8 sequences × 128 tokens
     python bench/train_throughput.py --strategies lora full --steps 5
+    python bench/train_throughput.py --batch 32 --length 512 --profile --name train_cuda_32x512   # on a GPU
 
 Each strategy runs in its own process (so its peak memory is its own) and measures the matmul
 peak itself, just before its steps, since other load on the machine lowers both. Sequences are
 real training tokens packed to exactly 128, so no padding dilutes the figures. The step is the
 model's forward, backward and AdamW step, as in training; the Trainer's own bookkeeping is not
-timed. Results: bench/results/train_<device>.json and .md.
+timed; on CUDA it runs under bf16 autocast. Results: bench/results/<name>.json and .md (name:
+train_<device> unless --name), and with --profile each strategy's torch.profiler table.
 """
 
 import argparse
@@ -21,14 +23,19 @@ from pathlib import Path
 
 import torch
 
-STRATEGIES = ["full", "lora", "qlora", "prompt_tuning", "prefix_tuning", "ia3", "qat"]
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from tunelab.layout import Layout  # noqa: E402
+from tunelab.training.strategies import STRATEGIES  # noqa: E402
+
+LAYOUT = Layout(REPO)
 
 
 def packed_batch(batch: int, length: int) -> torch.Tensor:
     """Real tokens from data/formatted/train.jsonl, concatenated and cut into equal rows."""
     tokens = []
-    with (REPO / "data/formatted/train.jsonl").open() as rows:
+    with LAYOUT.split(LAYOUT.formatted, "train").open() as rows:
         for line in rows:
             tokens.extend(json.loads(line)["input_ids"])
             if len(tokens) >= batch * length:
@@ -36,38 +43,57 @@ def packed_batch(batch: int, length: int) -> torch.Tensor:
     return torch.tensor(tokens[: batch * length]).view(batch, length)
 
 
-def measure(strategy_name: str, steps: int, batch: int, length: int) -> dict:
-    sys.path.insert(0, str(REPO / "src"))
+def profiled(step, device: str, steps: int = 3) -> str:
+    """torch.profiler's table of the ops and kernels that take the time of ``steps`` more steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as trace:
+        for _ in range(steps):
+            step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    return trace.key_averages().table(sort_by=sort, row_limit=20, max_name_column_width=60)
+
+
+def measure(strategy_name: str, steps: int, batch: int, length: int, profile: Path | None = None) -> dict:
+    from tunelab.benchmarking.memory import peak_memory_mb
     from tunelab.config.compose import compose_conf
     from tunelab.config.load import to_section
     from tunelab.config.schema import StrategyConfig
     from tunelab.training.strategies import trainable_model
-    from tunelab.training.throughput import (flops_per_token, measure_matmul_peak, peak_memory_mb,
-                                             total_parameters, trainable_parameters)
+    from tunelab.training.throughput import flops_per_token, measure_matmul_peak, total_parameters, trainable_parameters
 
     strategy = to_section(StrategyConfig, "strategy",
                           compose_conf(REPO / "conf", [f"strategy={strategy_name}"])["strategy"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = trainable_model(REPO / "models/base", strategy, gradient_checkpointing=False)
+    model = trainable_model(LAYOUT.base_model, strategy, gradient_checkpointing=False)
     model.to(device).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     inputs = packed_batch(batch, length).to(device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
     peak_flops = measure_matmul_peak()
-    times = []
-    for step in range(steps + 1):  # the first step warms up allocators and kernels
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+
+    def step() -> None:
         with autocast:
             loss = model(input_ids=inputs, labels=inputs).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    times = []
+    for index in range(steps + 1):  # the first step warms up allocators and kernels
         if device == "cuda":
             torch.cuda.synchronize()
-        if step:
+        start = time.perf_counter()
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if index:
             times.append(time.perf_counter() - start)
+    if profile is not None:
+        profile.write_text(profiled(step, device))
     step_seconds = statistics.median(times)
     tokens_per_second = batch * length / step_seconds
     return {
@@ -84,13 +110,18 @@ def measure(strategy_name: str, steps: int, batch: int, length: int) -> dict:
 
 
 def environment() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    import transformers, peft, bitsandbytes, torchao  # noqa: E401
+    from importlib.metadata import PackageNotFoundError, version
 
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:  # e.g. no bitsandbytes on a GPU machine: qlora is then not measured
+            return None
+
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), platform.processor())
     return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__,
-            "bitsandbytes": bitsandbytes.__version__, "torchao": torchao.__version__,
+            **{name: installed(name) for name in ("transformers", "peft", "bitsandbytes", "torchao")},
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
@@ -100,38 +131,45 @@ def markdown(results: list[dict], env: dict, batch: int, length: int) -> str:
              "| strategy | trainable | step (s) | tokens/s | GFLOP/token | matmul peak (GFLOP/s) | MFU | peak memory (MiB) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['strategy']} | {r['trainable_parameters']:,} | {r['step_seconds']} | {r['tokens_per_second']} | "
-                     f"{r['flops_per_token'] / 1e9:.2f} | {r['matmul_peak_gflops']} | {r['mfu']:.0%} | {r['peak_memory_mb']:,.0f} |")
+        lines.append(f"| {r['strategy']} | {r['trainable_parameters']:,} | {r['step_seconds']} "
+                     f"| {r['tokens_per_second']} | {r['flops_per_token'] / 1e9:.2f} | {r['matmul_peak_gflops']} "
+                     f"| {r['mfu']:.0%} | {r['peak_memory_mb']:,.0f} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--strategies", nargs="+", default=STRATEGIES, choices=STRATEGIES)
+    parser.add_argument("--strategies", nargs="+", default=STRATEGIES.names(), choices=STRATEGIES.names())
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=128)
-    parser.add_argument("--one", choices=STRATEGIES, help=argparse.SUPPRESS)  # the per-strategy child process
+    parser.add_argument("--profile", action="store_true", help="also write each strategy's torch.profiler table")
+    parser.add_argument("--name", help="results file name (default: train_<device>)")
+    parser.add_argument("--one", choices=STRATEGIES.names(), help=argparse.SUPPRESS)  # the per-strategy child process
+    parser.add_argument("--profile-to", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.steps, args.batch, args.length)))
+        print(json.dumps(measure(args.one, args.steps, args.batch, args.length, args.profile_to)))
         return
-    if not (REPO / "models/base/config.json").is_file():
+    if not (LAYOUT.base_model / "config.json").is_file():
         sys.exit("bench: models/base is missing; run `make run` first")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    out = REPO / "bench/results" / (args.name or f"train_{device}")
     results = []
     for name in args.strategies:
+        profile = ["--profile-to", f"{out}_{name}_profile.txt"] if args.profile else []
         child = subprocess.run([sys.executable, __file__, "--one", name, "--steps", str(args.steps), "--batch",
-                                str(args.batch), "--length", str(args.length)], capture_output=True, text=True)
+                                str(args.batch), "--length", str(args.length), *profile], capture_output=True, text=True)
         if child.returncode != 0:
             print(f"{name}: failed\n{child.stderr[-2000:]}", file=sys.stderr)
             continue
         results.append(json.loads(child.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), flush=True)
     env = environment()
-    device = "cuda" if env["gpu"] else "cpu"
-    (REPO / f"bench/results/train_{device}.json").write_text(json.dumps({"environment": env, "results": results}, indent=2) + "\n")
+    summary = {"environment": env, "results": results}
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     table = markdown(results, env, args.batch, args.length)
-    (REPO / f"bench/results/train_{device}.md").write_text(table)
+    out.with_suffix(".md").write_text(table)
     print(table)
 
 

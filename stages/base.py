@@ -14,12 +14,11 @@ from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import ModelConfig
 from tunelab.io.atomic import atomic_dir
 from tunelab.io.files import folder_size_mb
-from tunelab.models.base import load_base_model, save_base_model
+from tunelab.layout import LAYOUT
+from tunelab.models.base import save_base_model
+from tunelab.models.loading import load_source_model
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
-
-OUT = Path("models/base")
-METRICS = Path("metrics/base.json")
 
 
 def main() -> None:
@@ -28,18 +27,18 @@ def main() -> None:
     with stage_run("base", params, sections=("model",)) as run:
         started = time.perf_counter()
         print(f"base: loading {model_config.name} from {model_config.source}")
-        model, tokenizer = load_base_model(model_config)
+        model, tokenizer = load_source_model(model_config)
         load_seconds = time.perf_counter() - started
-        with atomic_dir(OUT) as folder:
+        with atomic_dir(LAYOUT.base_model) as folder:
             save_base_model(model, tokenizer, folder)
         metrics = {
             "parameters": model.num_parameters(),
             "load_seconds": round(load_seconds, 2),
-            "saved_megabytes": folder_size_mb(OUT),
+            "saved_megabytes": folder_size_mb(LAYOUT.base_model),
         }
-        run.write_metrics(METRICS, {"model": model_config.name, "architecture": type(model).__name__, **metrics})
+        run.write_metrics(LAYOUT.base_metrics, {"model": model_config.name, "architecture": type(model).__name__, **metrics})
         run.log_metrics(metrics)
-        print(f"base: {metrics['parameters']:,} parameters saved to {OUT} ({metrics['saved_megabytes']} MiB)")
+        print(f"base: {metrics['parameters']:,} parameters saved to {LAYOUT.base_model} ({metrics['saved_megabytes']} MiB)")
 
 
 if __name__ == "__main__":

@@ -23,48 +23,45 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tre
 from tunelab.benchmarking.environment import fingerprint
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import BenchConfig
-from tunelab.evaluation.batching import pad_id
 from tunelab.errors import TunelabError
+from tunelab.evaluation.batching import pad_id
 from tunelab.io.files import folder_size_mb
 from tunelab.io.jsonl import read_jsonl
+from tunelab.layout import LAYOUT, TRAINED
 from tunelab.prompts.formatting import load_tokenizer
+from tunelab.records import QuantizeRecord, read_record
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
 
-FORMATTED_TEST = Path("data/formatted/test.jsonl")
-QUANTIZE_REPORT = Path("metrics/quantize.json")
-METRICS = Path("metrics/bench.json")
 PROMPTS = 16  # the first test prompts, cycled to fill larger batches
 
 
 def measure(variant: str, settings: BenchConfig) -> dict:
     """In this process: load the variant, then time it (the stage runs this once per fresh process)."""
-    from tunelab.benchmarking.inference import device_of, latency, left_padded, peak_memory_mb, run_generation, throughput
-    from tunelab.evaluation.variants import load_variant, variant_folder
+    from tunelab.benchmarking.inference import device_of, latency, left_padded, run_generation, throughput
+    from tunelab.benchmarking.memory import peak_gpu_mb, peak_rss_mb
+    from tunelab.models.loading import load_variant, trained_recipe
 
-    tokenizer = load_tokenizer(Path("models/base"))
-    prompts = [row["input_ids"][: len(row["input_ids"]) - sum(row["completion_mask"])]
-               for row in read_jsonl(FORMATTED_TEST, required=("input_ids", "completion_mask"))[:PROMPTS]]
+    tokenizer = load_tokenizer(LAYOUT.base_model)
+    test = read_jsonl(LAYOUT.split(LAYOUT.formatted, "test"), required=("input_ids", "completion_mask"))
+    prompts = [row["input_ids"][: len(row["input_ids"]) - sum(row["completion_mask"])] for row in test[:PROMPTS]]
     started = time.perf_counter()
     model = load_variant(variant)
     load_seconds = time.perf_counter() - started
     pad = pad_id(tokenizer)
     run_generation(model, left_padded(prompts[:1], pad, device_of(model)), 4, pad)  # warm-up
-    size = folder_size_mb(variant_folder(variant))
-    if variant == "trained":  # what you ship: the adapter (or weights) and, for an adapter, the base
-        size += folder_size_mb(Path("models/base")) if (Path("models/trained") / "adapter_config.json").is_file() else 0
+    size = folder_size_mb(LAYOUT.model(variant))
+    if variant == TRAINED and trained_recipe(LAYOUT.trained_model)["adapter"]:
+        size += folder_size_mb(LAYOUT.base_model)  # what you ship: the adapter and the base it applies to
     return {"size_mb": round(size, 1), "load_seconds": round(load_seconds, 2),
             **latency(model, prompts[0], settings.new_tokens, settings.repeats, pad),
             "tokens_per_second": throughput(model, prompts, settings.batch_sizes, settings.new_tokens,
                                             settings.repeats, pad),
-            **peak_memory_mb()}
+            "peak_rss_mb": peak_rss_mb(), **({"peak_gpu_mb": gpu} if (gpu := peak_gpu_mb()) is not None else {})}
 
 
 def made_variants() -> list[str]:
-    if not QUANTIZE_REPORT.is_file():
-        raise TunelabError(f"{QUANTIZE_REPORT}: not found; run the quantize stage first")
-    report = json.loads(QUANTIZE_REPORT.read_text())["variants"]
-    return ["trained"] + [name for name, entry in report.items() if entry["status"] == "made"]
+    return [TRAINED, *read_record(QuantizeRecord, LAYOUT.quantize_metrics, "quantize").made()]
 
 
 def measure_in_fresh_process(variant: str) -> dict:
@@ -91,9 +88,10 @@ def main() -> None:
                   f"tokens/s by batch {r['tokens_per_second']}")
             run.log_metrics({f"{variant}.token_latency_p50_ms": r["token_latency_ms"]["p50"],
                              f"{variant}.tokens_per_second_batch1": r["tokens_per_second"][str(settings.batch_sizes[0])]})
-        run.write_metrics(METRICS, {"environment": fingerprint(), "settings": dataclasses.asdict(settings) | {"prompts": PROMPTS},
-                             "variants": results})
-        run.log_artifact(METRICS)
+        run.write_metrics(LAYOUT.bench_metrics, {"environment": fingerprint(),
+                                                 "settings": dataclasses.asdict(settings) | {"prompts": PROMPTS},
+                                                 "variants": results})
+        run.log_artifact(LAYOUT.bench_metrics)
 
 
 if __name__ == "__main__":

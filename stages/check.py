@@ -21,15 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tree's code: see tunelab.stage
 
-from tunelab.config.load import read_params, to_section, validate_config
+from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import ModelConfig, SourceConfig
 from tunelab.data.sources import source_fingerprint
 from tunelab.io.atomic import write_json
+from tunelab.layout import LAYOUT
 from tunelab.models.base import model_fingerprint
 from tunelab.stage import run_stage
-
-DATA_ORIGIN = Path("data/origin.json")
-MODEL_ORIGIN = Path("models/origin.json")
+from tunelab.validation import validate_config
 
 
 def main() -> None:
@@ -37,9 +36,9 @@ def main() -> None:
     validate_config(params)
     source = to_section(SourceConfig, "data.source", params["data"]["source"])
     model = to_section(ModelConfig, "model", params["model"])
-    write_json(DATA_ORIGIN, source_fingerprint(source))
-    write_json(MODEL_ORIGIN, model_fingerprint(model))
-    print(f"check: config valid; data source and base model fingerprinted in {DATA_ORIGIN}, {MODEL_ORIGIN}")
+    write_json(LAYOUT.data_origin, source_fingerprint(source))
+    write_json(LAYOUT.model_origin, model_fingerprint(model))
+    print(f"check: config valid; data source and base model fingerprinted in {LAYOUT.data_origin}, {LAYOUT.model_origin}")
 
 
 if __name__ == "__main__":

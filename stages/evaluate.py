@@ -1,11 +1,11 @@
-"""Stage evaluate: one model variant × its prompt strategies on the frozen test split.
+"""Stage evaluate: one model variant × its prompting methods on the frozen test split.
 
     dvc exp run                                       # evaluate@base and evaluate@trained (dvc.yaml foreach)
     python stages/evaluate.py base                    # one variant by hand (after `dvc exp run` composed params.yaml)
-    dvc exp run -S eval.limit=100 -S eval.strategies.few_shot.shots=8
+    dvc exp run -S eval.limit=100 -S eval.prompting.few_shot.shots=8
 
-The base model is scored with every strategy in eval.strategies (the prompting baselines);
-the trained variant with eval.fine_tuned_strategies. Each variant is its own DVC stage, so
+The base model is scored with every prompting method in eval.prompting (the prompting baselines);
+the trained variant with eval.fine_tuned_prompting. Each variant is its own DVC stage, so
 retraining re-scores only the trained model.
 """
 
@@ -17,27 +17,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tre
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import DataConfig, EvalConfig, PromptConfig
 from tunelab.errors import TunelabError
-from tunelab.evaluation.evaluator import EvalSettings, evaluate_strategy
+from tunelab.evaluation.evaluator import EvalSettings, evaluate_prompting
 from tunelab.evaluation.plots import confusion_figure, write_confusion_csv
 from tunelab.evaluation.prompting import build_prompts, pick_demonstrations
-from tunelab.evaluation.variants import continues_a_cache, load_variant, skipped_reason
 from tunelab.io.atomic import atomic_dir, write_jsonl
 from tunelab.io.jsonl import read_jsonl
+from tunelab.layout import BASE, LAYOUT, TRAINED
+from tunelab.models.loading import continues_a_cache, load_variant
 from tunelab.prompts.formatting import load_tokenizer
+from tunelab.records import QuantizeRecord, read_optional
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
 
-PREPARED = Path("data/prepared")
-BASE = Path("models/base")
 
-
-def outputs(variant: str) -> tuple[Path, Path, Path]:
-    """Metrics file, predictions folder, confusion-plot folder of one variant (dvc.yaml's outs)."""
-    return Path(f"metrics/eval/{variant}.json"), Path(f"data/predictions/{variant}"), Path(f"metrics/confusion/{variant}")
-
-
-def strategy_names(variant: str, settings: EvalConfig) -> list[str]:
-    return list(settings.strategies) if variant == "base" else list(settings.fine_tuned_strategies)
+def prompting_names(variant: str, settings: EvalConfig) -> list[str]:
+    return list(settings.prompting) if variant == BASE else list(settings.fine_tuned_prompting)
 
 
 def rows_to_score(test: list[dict], *limits: int | None) -> list[dict]:
@@ -54,48 +48,50 @@ def main() -> None:
     settings = to_section(EvalConfig, "eval", params.get("eval"))
     training_prompt = to_section(PromptConfig, "prompt", params.get("prompt"))
     labels = to_section(DataConfig, "data", params.get("data")).labels
-    stage = "evaluate" if variant in ("base", "trained") else "evaluate_deployed"  # its name in dvc.yaml
+    deployed = variant not in (BASE, TRAINED)
+    stage = "evaluate_deployed" if deployed else "evaluate"  # its name in dvc.yaml
     with stage_run(f"{stage}@{variant}", params, sections=("eval", "prompt")) as run:
-        if reason := skipped_reason(variant):
+        quantized = read_optional(QuantizeRecord, LAYOUT.quantize_metrics, "quantize") if deployed else None
+        if quantized and (reason := quantized.skipped_reason(variant)):
             write_skipped(run, variant, reason)
             run.set_tag("tunelab.skipped", reason)
             return
-        test = read_jsonl(PREPARED / "test.jsonl", required=("id", "text", "label"))
-        train = read_jsonl(PREPARED / "train.jsonl", required=("id", "text", "label"))
-        tokenizer = load_tokenizer(BASE)
+        test = read_jsonl(LAYOUT.split(LAYOUT.prepared, "test"), required=("id", "text", "label"))
+        train = read_jsonl(LAYOUT.split(LAYOUT.prepared, "train"), required=("id", "text", "label"))
+        tokenizer = load_tokenizer(LAYOUT.base_model)
         model = load_variant(variant)
         run_settings = EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model))
-        metrics_file, predictions_dir, confusion_dir = outputs(variant)
+        metrics_file, predictions_dir, confusion_dir = LAYOUT.eval_outputs(variant)
         with atomic_dir(predictions_dir) as predictions_tmp, atomic_dir(confusion_dir) as confusion_tmp:
             results = {}
-            for name in strategy_names(variant, settings):
-                strategy = settings.strategies[name]
-                template = strategy.template or training_prompt
-                shots = pick_demonstrations(train, labels, strategy.shots, settings.seed) if strategy.shots else []
-                prompts = build_prompts(rows_to_score(test, settings.limit, strategy.limit), template, labels,
+            for name in prompting_names(variant, settings):
+                prompting = settings.prompting[name]
+                template = prompting.template or training_prompt
+                shots = pick_demonstrations(train, labels, prompting.shots, settings.seed) if prompting.shots else []
+                prompts = build_prompts(rows_to_score(test, settings.limit, prompting.limit), template, labels,
                                         tokenizer, shots)
-                result = evaluate_strategy(model, tokenizer, prompts, strategy, template.name,
+                result = evaluate_prompting(model, tokenizer, prompts, prompting, template.name,
                                            template.use_chat_template, labels, run_settings, f"{variant}/{name}")
                 write_jsonl(predictions_tmp / f"{name}.jsonl", result.predictions)
                 for scoring, report in result.metrics.items():
                     write_confusion_csv(confusion_tmp / f"{name}-{scoring}.csv", result.predictions, scoring)
                     log_scoring(run, variant, name, scoring, report)
-                results[name] = {"method": strategy.method, "template": template.name, "shots": strategy.shots,
-                                 "samples": strategy.samples, "scoring": result.metrics}
-        run.write_metrics(metrics_file, {"variant": variant, "labels": labels, "strategies": results})
+                results[name] = {"method": prompting.method, "template": template.name, "shots": prompting.shots,
+                                 "samples": prompting.samples, "scoring": result.metrics}
+        run.write_metrics(metrics_file, {"variant": variant, "labels": labels, "prompting": results})
         run.log_artifact(metrics_file)
         run.log_artifacts(predictions_dir, "predictions")
 
 
 def write_skipped(run, variant: str, reason: str) -> None:
     """A variant the quantize stage skipped still gets its outputs, saying why, for the report."""
-    metrics_file, predictions_dir, confusion_dir = outputs(variant)
+    metrics_file, predictions_dir, confusion_dir = LAYOUT.eval_outputs(variant)
     with atomic_dir(predictions_dir) as temp:
         (temp / "SKIPPED.txt").write_text(reason + "\n")
     with atomic_dir(confusion_dir) as temp:
         # a plot with no rows: DVC can neither plot nor restore (in a queued experiment) an empty folder
         (temp / "skipped.csv").write_text("actual,predicted\n")
-    run.write_metrics(metrics_file, {"variant": variant, "skipped": reason, "strategies": {}})
+    run.write_metrics(metrics_file, {"variant": variant, "skipped": reason, "prompting": {}})
     print(f"evaluate: {variant}: skipped: {reason}")
 
 

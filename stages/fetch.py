@@ -13,21 +13,20 @@ from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import SourceConfig
 from tunelab.data.sources import fetch
 from tunelab.io.atomic import atomic_dir, write_json
+from tunelab.layout import LAYOUT
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
-
-OUT = Path("data/raw")
 
 
 def main() -> None:
     params = read_params()
     source = to_section(SourceConfig, "data.source", (params.get("data") or {}).get("source"))
     with stage_run("fetch", params, sections=("data",)) as run:
-        with atomic_dir(OUT) as folder:
+        with atomic_dir(LAYOUT.raw) as folder:
             provenance = fetch(source, folder)
             write_json(folder / "source.json", provenance)
-        run.log_artifact(OUT / "source.json")
-        print(f"fetch: {provenance['file']} into {OUT} ({provenance.get('sha256', 'folder')})")
+        run.log_artifact(LAYOUT.raw / "source.json")
+        print(f"fetch: {provenance['file']} into {LAYOUT.raw} ({provenance.get('sha256', 'folder')})")
 
 
 if __name__ == "__main__":

@@ -15,15 +15,12 @@ from tunelab.config.schema import DataConfig, FormatConfig, PromptConfig
 from tunelab.data.split import SPLITS
 from tunelab.io.atomic import write_jsonl
 from tunelab.io.jsonl import read_jsonl
+from tunelab.layout import LAYOUT
 from tunelab.prompts.formatting import format_example, load_tokenizer
 from tunelab.prompts.templates import PromptTemplate
 from tunelab.prompts.tokenization import length_report, special_tokens_report
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
-
-PREPARED = Path("data/prepared")
-BASE_MODEL = Path("models/base")
-OUT = Path("data/formatted")
 
 
 def main() -> None:
@@ -32,25 +29,25 @@ def main() -> None:
     settings = to_section(FormatConfig, "format", params.get("format"))
     labels = to_section(DataConfig, "data", params.get("data")).labels
     template = PromptTemplate(prompt)
-    tokenizer = load_tokenizer(BASE_MODEL)
+    tokenizer = load_tokenizer(LAYOUT.base_model)
     with stage_run("format", params, sections=("prompt", "format")) as run:
         report = {"template": prompt.name, "special_tokens": special_tokens_report(tokenizer), "splits": {}}
         for split in SPLITS:
-            examples = read_jsonl(PREPARED / f"{split}.jsonl", required=("id", "text", "label"))
+            examples = read_jsonl(LAYOUT.prepared / f"{split}.jsonl", required=("id", "text", "label"))
             formatted = [
                 format_example(example, labels, template, prompt, settings, tokenizer)
                 for example in tqdm(examples, desc=f"format {split}", unit="ex")
             ]
-            write_jsonl(OUT / f"{split}.jsonl", [row for row, _ in formatted])
+            write_jsonl(LAYOUT.formatted / f"{split}.jsonl", [row for row, _ in formatted])
             report["splits"][split] = length_report([tokens for _, tokens in formatted], settings.max_length, tokenizer)
-        run.write_metrics(OUT / "report.json", report)
+        run.write_metrics(LAYOUT.formatted / "report.json", report)
         train = report["splits"]["train"]
         run.log_metrics({
             "train_tokens_p95": train["tokens"]["p95"],
             "train_truncated_share": train["truncated_share"],
             "train_loss_token_share": train["loss_token_share"],
         })
-        run.log_artifact(OUT / "report.json")
+        run.log_artifact(LAYOUT.formatted / "report.json")
         print(f"format: {prompt.name}: train tokens p50/p95/max {train['tokens']}, "
               f"truncated {train['truncated_share']:.1%}, loss on {train['loss_token_share']:.1%} of tokens")
 

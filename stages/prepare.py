@@ -15,19 +15,17 @@ from tunelab.data.cleaning import clean
 from tunelab.data.readers import read_records
 from tunelab.data.split import check_no_leakage, label_counts, stratified_split
 from tunelab.io.atomic import write_jsonl
+from tunelab.layout import LAYOUT
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
-
-RAW = Path("data/raw")
-OUT = Path("data/prepared")
 
 
 def main() -> None:
     params = read_params()
     config = to_section(DataConfig, "data", params.get("data"))
     with stage_run("prepare", params, sections=("data",)) as run:
-        raw_file = json.loads((RAW / "source.json").read_text())["file"]
-        examples, cleaning = clean(read_records(RAW, raw_file, config.format), config)
+        raw_file = json.loads((LAYOUT.raw / "source.json").read_text())["file"]
+        examples, cleaning = clean(read_records(LAYOUT.raw, raw_file, config.format), config)
         splits = stratified_split(examples, config.test_size, config.val_size, config.train_size, config.seed)
         stats = {
             "raw_rows": cleaning.raw_rows,
@@ -40,11 +38,11 @@ def main() -> None:
         }
         # One atomic write per file: DVC reruns the stage if any of them is missing.
         for name, rows in splits.items():
-            write_jsonl(OUT / f"{name}.jsonl", rows)
-        run.write_metrics(OUT / "stats.json", stats)
+            write_jsonl(LAYOUT.prepared / f"{name}.jsonl", rows)
+        run.write_metrics(LAYOUT.prepared / "stats.json", stats)
         run.log_metrics({f"{name}_examples": size for name, size in stats["split_sizes"].items()})
         run.log_metrics({f"dropped_{reason}": count for reason, count in stats["dropped"].items()})
-        run.log_artifact(OUT / "stats.json")
+        run.log_artifact(LAYOUT.prepared / "stats.json")
         print(f"prepare: {stats['split_sizes']} from {cleaning.raw_rows} raw rows, dropped {stats['dropped']}")
 
 

@@ -19,44 +19,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tre
 
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import QuantizeConfig
-from tunelab.deploy.variants import make_variant, merged_model, skip_reason
+from tunelab.deploy.methods import make_variant, unavailable_reason
 from tunelab.io.atomic import atomic_dir
 from tunelab.io.files import folder_size_mb
+from tunelab.layout import LAYOUT
+from tunelab.models.loading import merged_model, trained_recipe
 from tunelab.prompts.formatting import load_tokenizer
+from tunelab.records import QuantizeRecord, VariantOutcome
 from tunelab.stage import run_stage
-from tunelab.training.strategies import trained_recipe
 from tunelab.tracking.mlflow_run import stage_run
-
-BASE = Path("models/base")
-TRAINED = Path("models/trained")
-OUT = Path("models/deploy")
-METRICS = Path("metrics/quantize.json")
 
 
 def main() -> None:
     params = read_params()
     settings = to_section(QuantizeConfig, "quantize", params.get("quantize"))
-    strategy = trained_recipe(TRAINED)["strategy"]
-    tokenizer = load_tokenizer(BASE)
+    trained = LAYOUT.trained_model
+    strategy = trained_recipe(trained)["strategy"]
+    tokenizer = load_tokenizer(LAYOUT.base_model)
     cuda = torch.cuda.is_available()
-    report = {}
-    with stage_run("quantize", params, sections=("quantize",)) as run, atomic_dir(OUT) as out:
+    skipped = {method: unavailable_reason(method, strategy, cuda) for method in settings.variants}  # names checked first
+    outcomes = {}
+    with stage_run("quantize", params, sections=("quantize",)) as run, atomic_dir(LAYOUT.deploy) as out:
         merged_dir = out / ".merged"
-        merged_model(TRAINED, BASE).save_pretrained(merged_dir)
+        merged_model(trained, LAYOUT.base_model).save_pretrained(merged_dir)
         for method in settings.variants:
-            if reason := skip_reason(method, strategy, cuda):
-                report[method] = {"status": "skipped", "reason": reason}
+            if reason := skipped[method]:
+                outcomes[method] = VariantOutcome("skipped", reason=reason)
                 print(f"quantize: {method}: skipped: {reason}")
                 continue
             started = time.perf_counter()
-            make_variant(method, merged_dir, TRAINED, out / method, tokenizer, settings.int8_dynamic_keep_float)
-            report[method] = {"status": "made", "seconds": round(time.perf_counter() - started, 1),
-                              "size_mb": folder_size_mb(out / method)}
-            print(f"quantize: {method}: {report[method]['size_mb']} MB in {report[method]['seconds']} s")
-            run.log_metrics({f"{method}.size_mb": report[method]["size_mb"]})
+            make_variant(method, merged_dir, trained, out / method, tokenizer, settings.int8_dynamic_keep_float)
+            made = outcomes[method] = VariantOutcome("made", seconds=round(time.perf_counter() - started, 1),
+                                                     size_mb=folder_size_mb(out / method))
+            print(f"quantize: {method}: {made.size_mb} MB in {made.seconds} s")
+            run.log_metrics({f"{method}.size_mb": made.size_mb})
         shutil.rmtree(merged_dir)
-        run.write_metrics(METRICS, {"strategy": strategy, "variants": report})
-        run.log_artifact(METRICS)
+        run.write_metrics(LAYOUT.quantize_metrics, QuantizeRecord(strategy, outcomes).to_json())
+        run.log_artifact(LAYOUT.quantize_metrics)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO_ROOT
 
 from tunelab.config.compose import compose_conf
-
-from conftest import REPO_ROOT
 
 PREPARE = REPO_ROOT / "stages" / "prepare.py"
 
@@ -33,9 +32,11 @@ CASES = {
     "a UTF-8 BOM": ("reviews.csv", b"\xef\xbb\xbftext,label\nfine,positive\n", {"format": "csv"},
                     "reviews.csv:1: starts with a UTF-8 byte-order mark (BOM)"),
     "a NaN rating": ("reviews.jsonl", b'{"text": "fine", "rating": 2.0}\n{"text": "odd", "rating": NaN}\n',
-                     {"label_field": None, "rating_field": "rating"}, "reviews.jsonl:2: rating is nan; a rating must be a finite number"),
+                     {"label_field": None, "rating_field": "rating", "rating_margin": 0.5},
+                     "reviews.jsonl:2: rating is nan; a rating must be a finite number"),
     "an infinite rating": ("reviews.jsonl", b'{"text": "odd", "rating": -Infinity}\n',
-                           {"label_field": None, "rating_field": "rating"}, "reviews.jsonl:1: rating is -inf"),
+                           {"label_field": None, "rating_field": "rating", "rating_margin": 0.5},
+                           "reviews.jsonl:1: rating is -inf"),
     "a null label": ("reviews.jsonl", b'{"text": "fine", "label": "positive"}\n{"text": "odd", "label": null}\n', {},
                      "reviews.jsonl:2: field 'label' is empty (null); give every row a value"),
     "a short CSV row": ("reviews.csv", b"id,text,label\n1,fine,positive\n2,odd\n", {"format": "csv", "id_field": "id"},

@@ -6,14 +6,14 @@ import sys
 
 import pytest
 import torch
+from tiny_gguf import write_gguf
+from tiny_model import build_model, build_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.config.schema import ModelConfig
 from tunelab.errors import TunelabError
-from tunelab.models.base import load_base_model, locate_package_file, save_base_model
-
-from tiny_gguf import write_gguf
-from tiny_model import build_model, build_tokenizer
+from tunelab.models.base import locate_package_file, save_base_model
+from tunelab.models.loading import load_source_model
 
 PROBE = "Review: a moving film\n"
 
@@ -36,7 +36,7 @@ def reload_logits_in_fresh_process(folder) -> torch.Tensor:
 
 
 def test_local_folder_becomes_a_plain_safetensors_folder_with_the_same_model(tiny_model_dir, tmp_path):
-    model, tokenizer = load_base_model(ModelConfig(name="tiny", source="local_dir", path=str(tiny_model_dir)))
+    model, tokenizer = load_source_model(ModelConfig(name="tiny", source="local_dir", path=str(tiny_model_dir)))
     save_base_model(model, tokenizer, tmp_path / "base")
     saved = {p.name for p in (tmp_path / "base").iterdir()}
     assert "model.safetensors" in saved and not any(name.endswith((".bin", ".pt")) for name in saved)
@@ -50,7 +50,7 @@ def test_gguf_file_is_dequantised_to_plain_weights_without_quantization_config(t
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, seed=3)
     write_gguf(model, tokenizer, tmp_path / "tiny.gguf")
-    loaded, loaded_tokenizer = load_base_model(
+    loaded, loaded_tokenizer = load_source_model(
         ModelConfig(name="tiny", source="local_dir", path=str(tmp_path), gguf_file="tiny.gguf"))
     assert torch.allclose(logits_of(loaded, loaded_tokenizer), logits_of(model, tokenizer), atol=1e-5)
     assert loaded_tokenizer.eos_token == "<|im_end|>" and loaded_tokenizer.chat_template == tokenizer.chat_template
@@ -76,9 +76,9 @@ def test_the_default_gguf_ships_in_its_package():
 )
 def test_bad_model_sources_are_named(config, message):
     with pytest.raises(TunelabError, match=message):
-        load_base_model(config)
+        load_source_model(config)
 
 
 def test_a_folder_that_is_not_a_model_is_named(tmp_path):
     with pytest.raises(TunelabError, match="has no config.json"):
-        load_base_model(ModelConfig(name="x", source="local_dir", path=str(tmp_path)))
+        load_source_model(ModelConfig(name="x", source="local_dir", path=str(tmp_path)))

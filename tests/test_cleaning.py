@@ -1,18 +1,17 @@
 import json
 
 import pytest
+from configs import conf_section
 
-from tunelab.config.schema import DataConfig, SourceConfig
+from tunelab.config.schema import DataConfig
 from tunelab.data.cleaning import clean, normalize_text, text_id
 from tunelab.data.readers import RawRecord, read_records
 from tunelab.errors import TunelabError
 
-LOCAL = SourceConfig(kind="local_file", path="unused")
-
 
 def rating_config(**overrides) -> DataConfig:
-    fields = dict(source=LOCAL, format="vader_tsv", labels=["negative", "positive"], rating_field="rating", id_field="id")
-    return DataConfig(**{**fields, **overrides})
+    """The default data config (VADER: ids, signed ratings), with a local source."""
+    return conf_section("data", source={"kind": "local_file", "path": "unused"}, **overrides)
 
 
 def records(*rows: dict) -> list[RawRecord]:

@@ -4,19 +4,16 @@ import shutil
 
 import pytest
 import yaml
-
-from tunelab.config.compose import check_params_current, compose_conf, first_difference
-from tunelab.config.load import read_params, to_section, validate_config
-from tunelab.config.schema import (STRATEGY_SECTIONS, BenchConfig, DataConfig, EvalConfig, FormatConfig, ModelConfig,
-                                   PromptConfig, QuantizeConfig, StrategyConfig, TrackingConfig, TrainConfig)
-from tunelab.errors import TunelabError
-
 from conftest import REPO_ROOT
 
+from tunelab.config.compose import check_params_current, compose_conf, first_difference
+from tunelab.config.load import read_params, to_section
+from tunelab.config.schema import SECTIONS, DataConfig, EvalConfig, TrainConfig
+from tunelab.errors import TunelabError
+from tunelab.training.strategies import STRATEGIES
+from tunelab.validation import validate_config
+
 CONF = REPO_ROOT / "conf"
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "prompt": PromptConfig, "format": FormatConfig,
-            "strategy": StrategyConfig, "train": TrainConfig, "tracking": TrackingConfig, "eval": EvalConfig,
-            "quantize": QuantizeConfig, "bench": BenchConfig}
 # Options whose files leave a required value to the user (Hydra's ???).
 REQUIRED_OVERRIDES = {
     "model=local_dir": ["model.path=/models/mine"],
@@ -32,12 +29,15 @@ def group_options() -> list[str]:
 def test_every_group_option_is_covered():
     groups = {option.split("=")[0] for option in group_options()}
     assert groups == {"model", "data", "prompt", "strategy", "tracking", "eval", "quantize", "bench"}
-    assert {f"strategy={name}" for name in STRATEGY_SECTIONS} <= set(group_options())
+    # every registered strategy has its conf file, and every strategy conf file names a registered one
+    strategy_files = {option for option in group_options() if option.startswith("strategy=")}
+    assert strategy_files == {f"strategy={name}" for name in STRATEGIES.names()}
 
 
 @pytest.mark.parametrize("option", group_options())
 def test_every_conf_file_composes_and_validates(option):
     composed = compose_conf(CONF, [option, *REQUIRED_OVERRIDES.get(option, [])])
+    validate_config(composed)  # the strategy and deployment-method registries know every name
     for name, cls in SECTIONS.items():
         assert isinstance(to_section(cls, name, composed[name]), cls)
 
@@ -75,19 +75,20 @@ def test_default_data_pins_the_real_vader_sdist():
         ("train", {"precision": "fp8"}, r"config key train.precision: unknown value 'fp8'"),
         ("train", {"max_steps": 0}, r"train.max_steps: 0; use a positive count or -1"),
         ("train", {"learning_rate": "fast"}, r"config key train.learning_rate: Value 'fast'"),
-        ("eval", {"strategies": {"cot": {"method": "cot"}}},
-         r"config key eval.strategies.cot.method: unknown value 'cot'; expected one of \['zero_shot', 'few_shot'"),
-        ("eval", {"strategies": {"k": {"method": "few_shot"}}}, r"eval.strategies.k.shots: set shots > 0 exactly when"),
-        ("eval", {"strategies": {"k": {"method": "chain_of_thought", "scoring": ["choice"]}}},
-         r"eval.strategies.k.scoring: chain_of_thought reasons before it answers"),
-        ("eval", {"strategies": {"k": {"method": "zero_shot", "shot": 2}}},
-         r"config key eval.strategies.k.shot: Key 'shot' not in 'PromptStrategyConfig'"),
-        ("eval", {"strategies": {"k": {"method": "zero_shot", "template": {"name": "t"}}}},
-         r"config key eval.strategies.k.template.template: .* missing mandatory value"),
+        ("eval", {"prompting": {"cot": {"method": "cot", "scoring": ["generate"], "max_new_tokens": 8}}},
+         r"config key eval.prompting.cot.method: unknown value 'cot'; expected one of \['zero_shot', 'few_shot'"),
+        ("eval", {"prompting": {"zero_shot": {"method": "few_shot"}}},
+         r"eval.prompting.zero_shot.shots: set shots > 0 exactly when"),
+        ("eval", {"prompting": {"zero_shot": {"method": "chain_of_thought", "scoring": ["choice"]}}},
+         r"eval.prompting.zero_shot.scoring: chain_of_thought reasons before it answers"),
+        ("eval", {"prompting": {"zero_shot": {"method": "zero_shot", "shot": 2}}},
+         r"config key eval.prompting.zero_shot.shot: Key 'shot' not in 'PromptingConfig'"),
+        ("eval", {"prompting": {"zero_shot": {"method": "zero_shot", "template": {"name": "t"}}}},
+         r"config key eval.prompting.zero_shot.template.template: .* missing mandatory value"),
         ("quantize", {"variants": ["merged", "int4"]}, r"config key quantize.variants: unknown value 'int4'"),
         ("bench", {"batch_sizes": []}, r"bench: batch_sizes >= 1"),
-        ("eval", {"fine_tuned_strategies": ["zero_shot", "cot"]},
-         r"eval.fine_tuned_strategies: \['cot'\] not in eval.strategies"),
+        ("eval", {"fine_tuned_prompting": ["zero_shot", "cot"]},
+         r"eval.fine_tuned_prompting: \['cot'\] not in eval.prompting"),
         # ranges: a value of the right type that no run can use
         ("data", {"train_size": -5}, r"config key data.train_size: -5 is out of range; expected a value in \[1, inf\]"),
         ("data", {"rating_margin": -0.5}, r"data.rating_margin: -0.5 is out of range; expected a value in \[0, inf\]"),
@@ -100,9 +101,10 @@ def test_default_data_pins_the_real_vader_sdist():
         ("train", {"early_stopping_patience": 0}, r"train.early_stopping_patience: 0 is out of range"),
         ("strategy", {"lora": {"r": 0}}, r"config key strategy.lora.r: 0 is out of range"),
         ("strategy", {"lora": {"dropout": 1.0}}, r"strategy.lora.dropout: 1.0 is out of range; expected a value in \[0, 1\)"),
-        ("eval", {"strategies": {"k": {"method": "zero_shot", "temperature": 0.0}}},
-         r"eval.strategies.k.temperature: 0.0 is out of range"),
-        ("eval", {"strategies": {"k": {"method": "zero_shot", "top_p": 1.5}}}, r"eval.strategies.k.top_p: 1.5 is out of range"),
+        ("eval", {"prompting": {"zero_shot": {"method": "zero_shot", "temperature": 0.0}}},
+         r"eval.prompting.zero_shot.temperature: 0.0 is out of range"),
+        ("eval", {"prompting": {"zero_shot": {"method": "zero_shot", "top_p": 1.5}}},
+         r"eval.prompting.zero_shot.top_p: 1.5 is out of range"),
         ("eval", {"limit": 0}, r"eval.limit: 0 is out of range"),
         # a config value that reaches a shell command (dvc.yaml: ${train.launcher} stages/train.py)
         ("train", {"launcher": "python; touch x #"},
@@ -115,13 +117,25 @@ def test_default_data_pins_the_real_vader_sdist():
         ("eval", {"headline": "zero_shot/rouge"}, r"eval.headline: 'zero_shot/rouge' is not a fine-tuned result; "
                                                   r"expected one of \['zero_shot/choice', 'zero_shot/generate'\]"),
         ("eval", {"headline": "few_shot/choice"}, r"eval.headline: 'few_shot/choice' is not a fine-tuned result"),
-        ("eval", {"fine_tuned_strategies": []}, r"eval.fine_tuned_strategies: name at least one prompt strategy"),
+        ("eval", {"fine_tuned_prompting": []}, r"eval.fine_tuned_prompting: name at least one prompting method"),
+        # renamed keys name their new name ("strategy" is the fine-tuning method only)
+        ("eval", {"strategies": {}}, r"^config key eval.strategies: renamed to eval.prompting; rename it in conf/"),
+        ("eval", {"fine_tuned_strategies": ["zero_shot"]}, r"config key eval.fine_tuned_strategies: renamed to "
+                                                          r"eval.fine_tuned_prompting"),
     ],
 )
 def test_config_errors_name_the_key(section, change, message):
-    raw = {**compose_conf(CONF)[section], **change}
+    composed = compose_conf(CONF)
     with pytest.raises(TunelabError, match=message):
-        to_section(SECTIONS[section], section, raw)
+        validate_config({**composed, section: merged(composed[section], change)})  # what the check stage runs
+
+
+def merged(base: dict, change: dict) -> dict:
+    """``change`` over ``base``, nested mappings merged key by key (as a -S override would)."""
+    out = dict(base)
+    for key, value in change.items():
+        out[key] = merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) and value else value
+    return out
 
 
 def test_each_strategy_file_sets_its_own_learning_rate_and_overrides_win():
@@ -130,14 +144,14 @@ def test_each_strategy_file_sets_its_own_learning_rate_and_overrides_win():
     assert compose_conf(CONF, ["strategy=full", "train.learning_rate=1e-4"])["train"]["learning_rate"] == 1e-4
 
 
-def test_an_eval_strategy_template_is_a_conf_prompt_file_and_can_be_swapped():
+def test_a_prompting_template_is_a_conf_prompt_file_and_can_be_swapped():
     composed = compose_conf(CONF)
     settings = to_section(EvalConfig, "eval", composed["eval"])
-    assert list(settings.strategies)[:2] == ["zero_shot", "few_shot"]  # the order written in conf/eval
-    assert settings.strategies["zero_shot"].template is None  # null: the training prompt
-    assert settings.strategies["role"].template.name == "sentiment_role"
-    swapped = compose_conf(CONF, ["prompt@eval.strategies.role.template=sentiment_instruction"])
-    assert swapped["eval"]["strategies"]["role"]["template"]["name"] == "sentiment_instruction"
+    assert list(settings.prompting)[:2] == ["zero_shot", "few_shot"]  # the order written in conf/eval
+    assert settings.prompting["zero_shot"].template is None  # null: the training prompt
+    assert settings.prompting["role"].template.name == "sentiment_role"
+    swapped = compose_conf(CONF, ["prompt@eval.prompting.role.template=sentiment_instruction"])
+    assert swapped["eval"]["prompting"]["role"]["template"]["name"] == "sentiment_instruction"
 
 
 def test_unknown_group_option_is_a_clear_error():
@@ -176,8 +190,8 @@ def test_launchers_people_use_are_accepted(launcher):
     assert to_section(TrainConfig, "train", {**compose_conf(CONF)["train"], "launcher": launcher}).launcher == launcher
 
 
-def test_the_headline_defaults_to_the_first_fine_tuned_strategy_and_its_first_scoring():
-    settings = compose_conf(CONF, ["eval.fine_tuned_strategies=[few_shot]"])["eval"]
+def test_the_headline_defaults_to_the_first_fine_tuned_prompting_and_its_first_scoring():
+    settings = compose_conf(CONF, ["eval.fine_tuned_prompting=[few_shot]"])["eval"]
     assert to_section(EvalConfig, "eval", settings).headline_result() == ("few_shot", "choice")
     chosen = to_section(EvalConfig, "eval", {**compose_conf(CONF)["eval"], "headline": "zero_shot/generate"})
     assert chosen.headline_result() == ("zero_shot", "generate")

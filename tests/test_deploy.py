@@ -12,18 +12,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_helpers import strategy_from_conf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tunelab.deploy.variants import int8_dynamic, make_variant, merged_model, quantization_config, skip_reason
-from tunelab.training.strategies import load_trained, save_trained
-
-from training_helpers import strategy_from_conf
+from tunelab.deploy.methods import METHODS, make_variant, quantization_config, unavailable_reason
+from tunelab.models.loading import int8_dynamic, load_trained, merged_model
+from tunelab.training.strategies import save_trained
 
 PROBE = [[1, 5, 9, 20, 33, 7, 12, 40]]
 KEEP_FLOAT = ["down_proj", "lm_head"]
 FRESH_PROCESS = """
 import sys, torch
-from tunelab.deploy.variants import load_deployed
+from tunelab.models.loading import load_deployed
 model = load_deployed(__import__("pathlib").Path(sys.argv[1]))
 ids = torch.tensor({probe})
 with torch.no_grad():
@@ -90,9 +90,14 @@ def in_memory(method: str, merged_dir: Path):
                                                 device_map={"": "cpu"})
 
 
-@pytest.mark.parametrize(("method", "tolerance"), [("merged", 0.0), ("int8_dynamic", 0.0), ("int8", 0.0),
-                                                   ("int8_weight_only", 0.0), ("nf4", 0.05)])
-def test_variant_round_trip_in_a_fresh_process(lora_setup, method, tolerance):
+# every registered method that applies to a LoRA model on this machine (bf16/fp16 need CUDA, qat strategy=qat)
+ROUND_TRIP = [m for m in METHODS.names() if unavailable_reason(m, "lora", cuda=torch.cuda.is_available()) is None]
+TOLERANCE = {"nf4": 0.05}  # the others reload exactly
+
+
+@pytest.mark.parametrize("method", ROUND_TRIP)
+def test_variant_round_trip_in_a_fresh_process(lora_setup, method):
+    tolerance = TOLERANCE.get(method, 0.0)
     base_dir, trained, merged_dir, root = lora_setup
     folder = root / method
     make_variant(method, merged_dir, trained, folder, AutoTokenizer.from_pretrained(base_dir), KEEP_FLOAT)
@@ -131,8 +136,8 @@ def test_int8_dynamic_leaves_the_named_layers_in_float(lora_setup):
 
 
 def test_variants_that_do_not_apply_say_why():
-    assert "CUDA GPU only" in skip_reason("bf16", "lora", cuda=False)
-    assert skip_reason("bf16", "lora", cuda=True) is None
-    assert "applies to strategy=qat, this model was trained with lora" in skip_reason("qat", "lora", cuda=False)
-    assert skip_reason("qat", "qat", cuda=False) is None
-    assert skip_reason("int8_dynamic", "lora", cuda=False) is None
+    assert "CUDA GPU only" in unavailable_reason("bf16", "lora", cuda=False)
+    assert unavailable_reason("bf16", "lora", cuda=True) is None
+    assert "applies to strategy=qat, this model was trained with lora" in unavailable_reason("qat", "lora", cuda=False)
+    assert unavailable_reason("qat", "qat", cuda=False) is None
+    assert unavailable_reason("int8_dynamic", "lora", cuda=False) is None

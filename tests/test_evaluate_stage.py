@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO_ROOT
 
 from tunelab.config.compose import compose_conf
-
-from conftest import REPO_ROOT
 
 LABELS = ["negative", "positive"]
 
@@ -26,10 +25,10 @@ def write_rows(path: Path, count: int, start: int = 0) -> None:
 @pytest.fixture
 def workdir(tmp_path, tiny_model_dir) -> Path:
     """What the evaluate stage reads: params.yaml, data/prepared, models/base."""
-    params = compose_conf(REPO_ROOT / "conf", ["eval.strategies.chain_of_thought.max_new_tokens=6",
-                                               "eval.strategies.self_consistency.max_new_tokens=6",
-                                               "eval.strategies.self_consistency.samples=3",
-                                               "eval.strategies.few_shot.shots=2", "eval.batch_size=4"])
+    params = compose_conf(REPO_ROOT / "conf", ["eval.prompting.chain_of_thought.max_new_tokens=6",
+                                               "eval.prompting.self_consistency.max_new_tokens=6",
+                                               "eval.prompting.self_consistency.samples=3",
+                                               "eval.prompting.few_shot.shots=2", "eval.batch_size=4"])
     params["tracking"]["enabled"] = False
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     write_rows(tmp_path / "data/prepared/train.jsonl", 10)
@@ -43,21 +42,21 @@ def run_stage(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_base_variant_scores_every_strategy_and_the_report_tabulates_them(workdir):
+def test_base_variant_scores_every_prompting_method_and_the_report_tabulates_them(workdir):
     result = run_stage(workdir, str(REPO_ROOT / "stages/evaluate.py"), "base")
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((workdir / "metrics/eval/base.json").read_text())
-    strategies = summary["strategies"]
-    assert list(strategies) == ["zero_shot", "few_shot", "role", "chain_of_thought", "self_consistency"]
-    assert set(strategies["zero_shot"]["scoring"]) == {"choice", "generate"}
-    assert set(strategies["self_consistency"]["scoring"]) == {"generate"}
+    methods = summary["prompting"]
+    assert list(methods) == ["zero_shot", "few_shot", "role", "chain_of_thought", "self_consistency"]
+    assert set(methods["zero_shot"]["scoring"]) == {"choice", "generate"}
+    assert set(methods["self_consistency"]["scoring"]) == {"generate"}
 
     predictions = [json.loads(line) for line in (workdir / "data/predictions/base/zero_shot.jsonl").read_text().splitlines()]
     assert [p["id"] for p in predictions] == [f"r{i}" for i in range(100, 107)]
     for p in predictions:  # the predicted label is the likelier choice
         assert p["choice"]["prediction"] == max(p["choice"]["logprobs"], key=p["choice"]["logprobs"].get)
     correct = sum(p["choice"]["prediction"] == p["label"] for p in predictions)
-    assert strategies["zero_shot"]["scoring"]["choice"]["accuracy"] == correct / 7
+    assert methods["zero_shot"]["scoring"]["choice"]["accuracy"] == correct / 7
     voted = [json.loads(line) for line in (workdir / "data/predictions/base/self_consistency.jsonl").read_text().splitlines()]
     assert all(len(p["generate"]["texts"]) == 3 and 0 <= p["generate"]["vote_share"] <= 1 for p in voted)
     confusion = (workdir / "metrics/confusion/base/zero_shot-choice.csv").read_text().splitlines()
@@ -69,12 +68,12 @@ def test_base_variant_scores_every_strategy_and_the_report_tabulates_them(workdi
     assert metrics["base/zero_shot/choice"]["accuracy"] == round(correct / 7, 4)
     assert "base/self_consistency/generate" in metrics
     assert "| base | zero_shot | choice |" in (workdir / "metrics/report.md").read_text()
-    assert "| variant | strategy | scoring | accuracy [95% CI]" in report.stdout
+    assert "| variant | prompting | scoring | accuracy [95% CI]" in report.stdout
 
 
 def test_a_template_without_answer_choices_stops_the_stage_and_writes_nothing(workdir):
     params = yaml.safe_load((workdir / "params.yaml").read_text())
-    params["eval"]["strategies"]["role"]["template"]["answer_choices"] = None
+    params["eval"]["prompting"]["role"]["template"]["answer_choices"] = None
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = run_stage(workdir, str(REPO_ROOT / "stages/evaluate.py"), "base")
     assert result.returncode == 2
@@ -86,6 +85,7 @@ def test_a_template_without_answer_choices_stops_the_stage_and_writes_nothing(wo
 
 def test_unknown_variant_and_missing_trained_model_are_named(workdir):
     unknown = run_stage(workdir, str(REPO_ROOT / "stages/evaluate.py"), "int3")
-    assert unknown.returncode == 2 and "unknown model variant 'int3': not base, trained, or a folder in models/deploy/" in unknown.stderr
+    assert unknown.returncode == 2
+    assert "unknown model variant 'int3': not base, trained, or a folder in models/deploy/" in unknown.stderr
     missing = run_stage(workdir, str(REPO_ROOT / "stages/evaluate.py"), "trained")
     assert missing.returncode == 2 and "models/trained: no tunelab_strategy.json; run the train stage first" in missing.stderr

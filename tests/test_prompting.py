@@ -1,4 +1,4 @@
-"""Prompt strategies rendered through the format machinery: few-shot demonstrations, choices, errors."""
+"""Prompting methods rendered through the format machinery: few-shot demonstrations, choices, errors."""
 
 import pytest
 from transformers import AutoModelForCausalLM
@@ -22,7 +22,8 @@ def test_demonstrations_are_balanced_across_labels_and_seeded(shots):
     assert sum(counts) == shots and max(counts) - min(counts) <= 1  # 10 of the 30 are positive
     assert len({row["id"] for row in picked}) == shots
     assert picked == pick_demonstrations(TRAIN, LABELS, shots, seed=3)
-    assert [r["id"] for r in pick_demonstrations(TRAIN, LABELS, 4, seed=4)] != [r["id"] for r in pick_demonstrations(TRAIN, LABELS, 4, seed=3)]
+    ids = {seed: [r["id"] for r in pick_demonstrations(TRAIN, LABELS, 4, seed=seed)] for seed in (3, 4)}
+    assert ids[3] != ids[4]
 
 
 def test_too_few_rows_of_a_label_is_named():

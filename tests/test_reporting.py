@@ -1,22 +1,23 @@
 """The report's one table: every variant with what it cost to make and to run."""
 
-from tunelab.reporting.tables import (deployment_table, metrics_by_key, pipeline_summary, tradeoff_rows,
-                                      variants_table, with_costs)
+from tunelab.records import BaseRecord, BenchRecord, QuantizeRecord, TrainRecord
+from tunelab.reporting.tables import deployment_table, metrics_by_key, pipeline_summary, tradeoff_rows, variants_table, with_costs
 
 
-def row(variant: str, strategy: str = "zero_shot", accuracy: float = 0.8) -> dict:
-    return {"variant": variant, "strategy": strategy, "template": "sentiment_instruction", "scoring": "choice",
+def row(variant: str, prompting: str = "zero_shot", accuracy: float = 0.8) -> dict:
+    return {"variant": variant, "prompting": prompting, "template": "sentiment_instruction", "scoring": "choice",
             "accuracy": accuracy, "accuracy_ci_low": accuracy - 0.05, "accuracy_ci_high": accuracy + 0.05,
             "macro_f1": accuracy, "unparseable_share": None, "examples": 100, "examples_per_second": 10.0}
 
 
-BASE = {"saved_megabytes": 516.5}
-TRAIN = {"strategy": "ia3", "train_seconds": 400.0}
-QUANTIZE = {"variants": {"merged": {"status": "made", "seconds": 1.5, "size_mb": 516.5},
-                         "nf4": {"status": "made", "seconds": 2.5, "size_mb": 168.6}}}
-BENCH = {"variants": {"trained": {"size_mb": 523.4, "tokens_per_second": {"1": 18.9, "4": 41.6},
-                                  "token_latency_ms": {"p50": 47.5}},
-                      "nf4": {"size_mb": 168.6, "tokens_per_second": {"1": 34.3}, "token_latency_ms": {"p50": 27.7}}}}
+BASE = BaseRecord(model="smollm2", parameters=134_515_008, saved_megabytes=516.5)
+TRAIN = TrainRecord(strategy="ia3", train_seconds=400.0, steps=100)
+QUANTIZE = QuantizeRecord.from_json({"strategy": "ia3", "variants": {
+    "merged": {"status": "made", "seconds": 1.5, "size_mb": 516.5},
+    "nf4": {"status": "made", "seconds": 2.5, "size_mb": 168.6}}})
+BENCH = BenchRecord(environment={}, settings={}, variants={
+    "trained": {"size_mb": 523.4, "tokens_per_second": {"1": 18.9, "4": 41.6}, "token_latency_ms": {"p50": 47.5}},
+    "nf4": {"size_mb": 168.6, "tokens_per_second": {"1": 34.3}, "token_latency_ms": {"p50": 27.7}}})
 
 
 def test_each_variant_carries_its_adaptation_quantization_train_time_speed_and_size():
@@ -30,23 +31,23 @@ def test_each_variant_carries_its_adaptation_quantization_train_time_speed_and_s
         ("ia3", "nf4", 402.5, 34.3, 27.7, 168.6),  # training + quantization
     ]
     table = variants_table(rows).splitlines()
-    assert table[0].startswith("| variant | adaptation | prompt (template) | quantization | scoring | accuracy [95% CI]")
+    assert table[0].startswith("| variant | adaptation | prompting (template) | quantization | scoring | accuracy [95% CI]")
     assert table[3] == ("| trained | ia3 | zero_shot (sentiment_instruction) | none | choice | 0.800 [0.750, 0.850] "
                         "| 400 | 18.9 | 47.5 | 523.4 |")
     assert table[4].endswith("| 402 | — | — | 516.5 |")
 
 
 def test_without_a_trained_model_nothing_has_a_train_time_but_prompting():
-    [base, trained] = with_costs([row("base"), row("trained")], BASE, None, {}, {})
+    [base, trained] = with_costs([row("base"), row("trained")], BASE, None, None, None)
     assert (base["train_seconds"], trained["train_seconds"], trained["adaptation"]) == (0.0, None, "?")
 
 
 def test_the_pipeline_run_shows_every_accuracy_and_the_trained_models_as_the_headline():
-    by_key = metrics_by_key(with_costs([row("base", accuracy=0.6), row("trained", accuracy=0.9)], BASE, TRAIN, {}, BENCH))
+    by_key = metrics_by_key(with_costs([row("base", accuracy=0.6), row("trained", accuracy=0.9)], BASE, TRAIN, None, BENCH))
     assert by_key["trained/zero_shot/choice"]["train_seconds"] == 400.0
     assert "adaptation" not in by_key["trained/zero_shot/choice"]  # labels are keys, not metrics
-    assert pipeline_summary(by_key, ("zero_shot", "choice")) == {"base.zero_shot.choice.accuracy": 0.6, "trained.zero_shot.choice.accuracy": 0.9,
-                                        "accuracy": 0.9, "train_seconds": 400.0}
+    assert pipeline_summary(by_key, ("zero_shot", "choice")) == {
+        "base.zero_shot.choice.accuracy": 0.6, "trained.zero_shot.choice.accuracy": 0.9, "accuracy": 0.9, "train_seconds": 400.0}
 
 
 def test_the_headline_is_the_configured_result_and_the_tradeoffs_carry_it():
@@ -59,7 +60,7 @@ def test_the_headline_is_the_configured_result_and_the_tradeoffs_carry_it():
          "size_mb": 523.4},
         {"variant": "nf4", "accuracy": 0.6, "token_latency_p50_ms": 27.7, "tokens_per_second_batch1": 34.3,
          "size_mb": 168.6}]
-    assert "| nf4 | 168.6 | 1 | 2 | 27.7 / 30 | 34.3 |  | 0.600 [0.550, 0.650] | -0.100 |" in deployment_table({"variants": {"nf4": {**BENCH["variants"]["nf4"], "size_mb": 168.6,
-                                                                        "load_seconds": 1, "ttft_ms": 2,
-                                                                        "token_latency_ms": {"p50": 27.7, "p95": 30}}}},
-                                                  rows, ("few_shot", "choice"))
+    measured = {"nf4": {**BENCH.variants["nf4"], "size_mb": 168.6, "load_seconds": 1, "ttft_ms": 2,
+                        "token_latency_ms": {"p50": 27.7, "p95": 30}}}
+    assert "| nf4 | 168.6 | 1 | 2 | 27.7 / 30 | 34.3 |  | 0.600 [0.550, 0.650] | -0.100 |" in deployment_table(
+        measured, rows, ("few_shot", "choice"))

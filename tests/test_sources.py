@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO_ROOT
 
 from tunelab.config.compose import compose_conf
 from tunelab.config.schema import SourceConfig
 from tunelab.data.sources import extract_member_chain, fetch
 from tunelab.errors import TunelabError
 from tunelab.io.files import folder_sha256, sha256_of
-
-from conftest import REPO_ROOT
 
 
 def tar_bytes(members: dict[str, bytes]) -> bytes:
@@ -62,7 +61,8 @@ def test_missing_source_path_is_named(tmp_path):
 
 def sdist_that_marks_when_its_code_runs(folder: Path, marker: Path) -> Path:
     """evil-1.0.tar.gz: an in-tree build backend that writes ``marker`` on any hook pip calls."""
-    backend = f"import pathlib\ndef __getattr__(name):\n    pathlib.Path({str(marker)!r}).write_text(name)\n    raise AttributeError(name)\n"
+    backend = (f"import pathlib\ndef __getattr__(name):\n    pathlib.Path({str(marker)!r}).write_text(name)\n"
+               "    raise AttributeError(name)\n")
     pyproject = b'[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
     archive = folder / "evil-1.0.tar.gz"
     archive.write_bytes(tar_bytes({"evil-1.0/pyproject.toml": pyproject, "evil-1.0/backend.py": backend.encode(),

@@ -10,7 +10,6 @@ import ast
 import re
 from pathlib import Path
 
-
 from conftest import REPO_ROOT
 
 SRC = REPO_ROOT / "src"
@@ -85,3 +84,16 @@ def test_a_missing_dependency_is_reported(tmp_path):
     script = REPO_ROOT / "stages/evaluate.py"
     closure = import_closure(script)
     assert not all(covered(p, ["stages/evaluate.py", "src/tunelab/evaluation"]) for p in closure)
+
+
+def test_no_stage_depends_on_code_it_does_not_import():
+    """A code dependency the stage never imports reruns it for nothing (an edit of a deployment
+    method must not retrain): each src/ dep holds at least one file of the closure."""
+    superfluous = {}
+    for name, stage in resolved_stages().items():
+        script = REPO_ROOT / re.search(r"(stages/\w+\.py)", stage["cmd"]).group(1)
+        needed = import_closure(script)
+        unused = [dep for dep in stage["deps"] if dep.startswith("src/") and not any(covered(p, [dep]) for p in needed)]
+        if unused:
+            superfluous[name] = unused
+    assert superfluous == {}, f"dvc.yaml deps list code these stages never import: {superfluous}"

@@ -1,11 +1,12 @@
 import pytest
+from configs import conf_section
+from tiny_model import build_tokenizer
 
 from tunelab.config.schema import FormatConfig, PromptConfig
 from tunelab.errors import TunelabError
 from tunelab.prompts.chat import model_completion, model_prompt
 from tunelab.prompts.formatting import format_example
 from tunelab.prompts.templates import PromptTemplate
-from tiny_model import build_tokenizer
 
 LABELS = ["negative", "positive"]
 EXAMPLE = {"id": "7", "text": "A wonderful film.", "label": "positive", "label_index": 1}
@@ -93,4 +94,4 @@ def test_label_outside_the_configured_labels_is_named(tiny_tokenizer):
     prompt = PromptConfig(name="t", template="{{ text }} ||| x")
     with pytest.raises(TunelabError, match="row 9: label 'neutral'"):
         format_example({"id": "9", "text": "meh", "label": "neutral"}, LABELS, PromptTemplate(prompt), prompt,
-                       FormatConfig(), tiny_tokenizer)
+                       conf_section("format"), tiny_tokenizer)

@@ -7,15 +7,14 @@ import sys
 
 import pytest
 import torch
+from training_helpers import formatted_rows, snapshot, strategy_from_conf, tiny_train_config, train_tiny
 from transformers import TrainerCallback
 
 from tunelab.errors import TunelabError
+from tunelab.models.qat import qat_convert
 from tunelab.training.run import build_trainer, token_dataset
-from tunelab.training.strategies import qat_convert, save_trained, trainable_model
+from tunelab.training.strategies import STRATEGIES, save_trained, trainable_model
 
-from training_helpers import formatted_rows, snapshot, strategy_from_conf, tiny_train_config, train_tiny
-
-STRATEGIES = ["full", "lora", "qlora", "prompt_tuning", "prefix_tuning", "ia3", "qat"]
 LEARNING_RATES = {"full": 3e-3, "qat": 3e-3, "lora": 1e-2, "qlora": 1e-2, "prompt_tuning": 3e-2,
                   "prefix_tuning": 3e-2, "ia3": 3e-2}
 
@@ -47,14 +46,14 @@ def probe_logits(model, tokenizer):
         return model(**tokenizer("Review: a funny film\nSentiment?", return_tensors="pt")).logits
 
 
-@pytest.mark.parametrize("name", STRATEGIES)
+@pytest.mark.parametrize("name", STRATEGIES.names())
 def test_strategy_trains_exactly_its_parameters_and_reloads(name, tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     strategy = strategy_from_conf(name)
     rows = formatted_rows(AutoTokenizer.from_pretrained(tiny_model_dir))
     trainer, tokenizer = train_tiny(tiny_model_dir, tmp_path / "ckpt", strategy, rows,
-                                    tiny_train_config(learning_rate=LEARNING_RATES[name]))
+                                    tiny_train_config(learning_rate=LEARNING_RATES.get(name, 1e-2)))
     loss_before = trainer.evaluate()["eval_loss"]
     # After the first evaluation: bitsandbytes repacks 4-bit weights for its CPU inference kernel
     # on the first no-grad forward, a change of layout that is not training.
@@ -81,7 +80,7 @@ def test_strategy_trains_exactly_its_parameters_and_reloads(name, tiny_model_dir
     assert ("model.safetensors" if full_weights else "adapter_model.safetensors") in saved
     script = (
         "import sys, torch; from pathlib import Path; from transformers import AutoTokenizer\n"
-        "from tunelab.training.strategies import load_trained\n"
+        "from tunelab.models.loading import load_trained\n"
         f"m = load_trained(Path({str(tmp_path / 'trained')!r}), Path({str(tiny_model_dir)!r})).eval()\n"
         f"t = AutoTokenizer.from_pretrained({str(tiny_model_dir)!r})\n"
         "with torch.no_grad(): torch.save(m(**t('Review: a funny film\\nSentiment?', return_tensors='pt')).logits, sys.argv[1])\n"

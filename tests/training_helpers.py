@@ -2,13 +2,11 @@
 
 from pathlib import Path
 
-from tunelab.config.compose import compose_conf
-from tunelab.config.load import to_section
-from tunelab.config.schema import FormatConfig, PromptConfig, StrategyConfig, TrainConfig
+from configs import conf_section
+
+from tunelab.config.schema import PromptConfig, StrategyConfig, TrainConfig
 from tunelab.prompts.formatting import format_example
 from tunelab.prompts.templates import PromptTemplate
-
-from conftest import REPO_ROOT
 
 REVIEWS = [
     ("a moving and funny film", "positive"), ("a dull, tedious mess", "negative"),
@@ -23,22 +21,23 @@ PROMPT = PromptConfig(name="t", template="Review: {{ text }}\nSentiment? ||| {{ 
 def formatted_rows(tokenizer) -> list[dict]:
     """Rows as the format stage writes them, through the same code."""
     labels = ["negative", "positive"]
-    template = PromptTemplate(PROMPT)
+    template, settings = PromptTemplate(PROMPT), conf_section("format")
     return [
-        format_example({"id": str(i), "text": text, "label": label}, labels, template, PROMPT, FormatConfig(), tokenizer)[0]
+        format_example({"id": str(i), "text": text, "label": label}, labels, template, PROMPT, settings, tokenizer)[0]
         for i, (text, label) in enumerate(REVIEWS)
     ]
 
 
 def strategy_from_conf(name: str) -> StrategyConfig:
     """The strategy exactly as conf/strategy/<name>.yaml configures it."""
-    return to_section(StrategyConfig, "strategy", compose_conf(REPO_ROOT / "conf", [f"strategy={name}"])["strategy"])
+    return conf_section("strategy", (f"strategy={name}",))
 
 
 def tiny_train_config(**overrides) -> TrainConfig:
-    settings = dict(learning_rate=1e-2, warmup_ratio=0.0, max_steps=12, batch_size=4, eval_steps=6,
-                    logging_steps=1, early_stopping_patience=None, profile_steps=0, lr_scheduler="constant")
-    return TrainConfig(**{**settings, **overrides})
+    """conf/'s train section, sized for the tiny model (what a tiny run changes, and nothing else)."""
+    tiny = dict(learning_rate=1e-2, warmup_ratio=0.0, max_steps=12, batch_size=4, eval_steps=6,
+                logging_steps=1, early_stopping_patience=None, profile_steps=0, lr_scheduler="constant")
+    return conf_section("train", **{**tiny, **overrides})
 
 
 def train_tiny(base_dir: Path, output_dir: Path, strategy: StrategyConfig, rows: list[dict], train: TrainConfig,

@@ -2,13 +2,11 @@
 
 Timings use ``time.perf_counter`` around work that has finished: on a GPU every measurement is
 closed by ``torch.cuda.synchronize()`` (CUDA work is asynchronous), and peak GPU memory comes
-from ``torch.cuda.max_memory_allocated``. Generation decodes exactly ``new_tokens`` per sequence
+from ``torch.cuda.max_memory_allocated`` (tunelab.benchmarking.memory). Generation decodes exactly ``new_tokens`` per sequence
 (``min_new_tokens``), with the KV cache, greedy, so runs are comparable across variants.
 """
 
-import resource
 import statistics
-import sys
 import time
 
 import torch
@@ -79,12 +77,3 @@ def throughput(model, prompts: list[list[int]], batch_sizes: list[int], new_toke
         seconds = statistics.median(run_generation(model, inputs, new_tokens, pad_id) for _ in range(repeats))
         result[str(size)] = round(tokens_per_second(size, new_tokens, seconds), 2)
     return result
-
-
-def peak_memory_mb() -> dict[str, float]:
-    """Peak resident memory of this process (and peak GPU memory allocated, on CUDA)."""
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
-    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1024 / 1024, 1)}
-    if torch.cuda.is_available():
-        peak["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return peak

@@ -45,6 +45,15 @@ def check_known_sections(params: dict[str, Any], where: str | Path = "config") -
         raise TunelabError(f"{where}: unknown section {unknown[0]!r}; the sections are {sorted(SECTIONS)}")
 
 
+def check_renamed_keys(name: str, raw: Any) -> None:
+    from tunelab.config.schema import RENAMED
+
+    for key in raw if isinstance(raw, dict) else ():
+        if (old := f"{name}.{key}") in RENAMED:
+            raise TunelabError(f"config key {old}: renamed to {RENAMED[old]}; rename it in conf/ (or in your -S "
+                               "override): prompting methods are not fine-tuning strategies")
+
+
 def _dataclass_type(annotation) -> type | None:
     """``Sub`` for a field typed ``Sub`` or ``Optional[Sub]`` where Sub is a dataclass."""
     if typing.get_origin(annotation) is dict:
@@ -76,9 +85,8 @@ def _writable_schema(cls: type, raw: Any) -> DictConfig:
             schema[field.name] = _writable_schema(nested, value)
         values = _dict_value_dataclass(field.type)
         if values is not None and isinstance(value, dict):
-            for key, item in value.items():
-                if isinstance(item, dict):
-                    schema[field.name][key] = _writable_schema(values, item)
+            schema[field.name] = {key: _writable_schema(values, item) if isinstance(item, dict) else item
+                                  for key, item in value.items()}
     return schema
 
 
@@ -86,6 +94,7 @@ def to_section(cls: type[Section], name: str, raw: Any) -> Section:
     """Validate ``raw`` against ``cls``; errors name the full key, e.g. ``data.test_size``."""
     if raw is None:
         raise TunelabError(f"config: missing section {name!r} (is it in conf/config.yaml's defaults?)")
+    check_renamed_keys(name, raw)
     try:
         merged = OmegaConf.merge(_writable_schema(cls, raw), OmegaConf.create(raw))
         return OmegaConf.to_object(merged)
@@ -96,13 +105,3 @@ def to_section(cls: type[Section], name: str, raw: Any) -> Section:
         raise TunelabError(f"config key {where}: {message}") from None
     except TunelabError as error:  # raised by a dataclass's own checks
         raise TunelabError(f"config key {error}") from None
-
-
-
-def validate_config(params: dict[str, Any]) -> None:
-    """Check every section the pipeline reads, as each stage would, before anything runs."""
-    from tunelab.config.schema import SECTIONS
-
-    check_known_sections(params)
-    for name, cls in SECTIONS.items():
-        to_section(cls, name, params.get(name))

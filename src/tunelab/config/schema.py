@@ -6,6 +6,7 @@ keys and wrong types (naming the key); ``__post_init__`` checks choices and the 
 choice requires.
 """
 
+import dataclasses
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -119,29 +120,31 @@ class DataConfig:
     """Raw file format: vader_tsv (id, rating, text), jsonl, csv, parquet, hf_dataset_dir."""
     labels: list[str]
     """Label names in order; with rating_field, [negative, positive]."""
-    text_field: str = "text"
+    text_field: str
     """Field holding the input text."""
+    test_size: int
+    """Examples in the frozen test split, stratified by label."""
+    val_size: int
+    """Examples in the validation split."""
+    train_size: Optional[int]
+    """Examples in the train split; null takes all that remain."""
+    seed: int
+    """Seed of the split."""
     label_field: Optional[str] = None
     """Field holding a label name from ``labels``. Set this or rating_field."""
     rating_field: Optional[str] = None
     """Field holding a signed score; label = its sign. Set this or label_field."""
     id_field: Optional[str] = None
     """Field holding a stable id; when unset, the id is a hash of the normalised text."""
-    rating_margin: float = 0.5
-    """With rating_field: drop items with |rating| below this (too close to neutral)."""
-    test_size: int = 500
-    """Examples in the frozen test split, stratified by label."""
-    val_size: int = 200
-    """Examples in the validation split."""
-    train_size: Optional[int] = 2000
-    """Examples in the train split; null takes all that remain."""
-    seed: int = 42
-    """Seed of the split."""
+    rating_margin: Optional[float] = None
+    """With rating_field (required there): drop items with |rating| below this (too close to neutral)."""
 
     def __post_init__(self):
         require_choice("data.format", self.format, RAW_FORMATS)
         if (self.label_field is None) == (self.rating_field is None):
             raise TunelabError("data: set exactly one of data.label_field and data.rating_field")
+        if self.rating_field is not None:
+            require_set("data.rating_margin", self.rating_margin, "when data.rating_field is set")
         if self.rating_field is not None and len(self.labels) != 2:
             raise TunelabError("data.labels: rating_field labels by sign, so give two labels: [negative, positive]")
         if len(set(self.labels)) != len(self.labels) or not self.labels:
@@ -159,19 +162,19 @@ class PromptConfig:
     """Template name, used in reports."""
     template: str
     """Jinja source; ``{{ text }}`` etc. are the example's fields; ``|||`` splits prompt from target."""
+    use_chat_template: bool = True
+    """Render the prompt through the base model's chat template as a user turn."""
     answer_choices: Optional[str] = None
     """Jinja source of the choices, separated by ``|||`` (e.g. "negative ||| positive"), in label order."""
     system: Optional[str] = None
     """Optional system message (role prompting); null keeps the chat template's default."""
-    use_chat_template: bool = True
-    """Render the prompt through the base model's chat template as a user turn."""
 
 
 @dataclass(frozen=True)
 class FormatConfig:
     """Tokenisation settings shared by ``format`` (report) and ``train``."""
 
-    max_length: int = 256
+    max_length: int
     """Longest prompt+completion in tokens; longer examples are truncated (and reported)."""
 
     def __post_init__(self):
@@ -183,11 +186,11 @@ class FormatConfig:
 class TrackingConfig:
     """Where MLflow records runs. MLFLOW_TRACKING_URI, when set, wins over ``uri``."""
 
-    uri: str = "sqlite:///mlflow.db"
+    uri: str
     """Tracking URI; the default is a git-ignored sqlite file in the repo root."""
-    experiment: str = "tunelab"
+    experiment: str
     """MLflow experiment that holds the pipeline runs."""
-    enabled: bool = True
+    enabled: bool
     """Turn MLflow logging off (stages still write their DVC outputs)."""
     sweep: Optional[str] = None
     """Name of the sweep this run belongs to: its MLflow runs nest under the sweep's parent run.
@@ -198,13 +201,13 @@ class TrackingConfig:
 class LoraOptions:
     """Low-rank adapters on the named linear layers (LoRA, and QLoRA's adapters)."""
 
-    r: int = 8
+    r: int
     """Rank of the update B·A; trainable parameters per layer: r × (in + out)."""
-    alpha: int = 16
+    alpha: int
     """Scale of the update is alpha / r."""
-    dropout: float = 0.05
+    dropout: float
     """Dropout on the adapter's input."""
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    target_modules: list[str]
     """Names of the linear layers to adapt (the last part of the module name)."""
 
     def __post_init__(self):
@@ -218,9 +221,9 @@ class LoraOptions:
 class QuantizationOptions:
     """QLoRA's frozen base: bitsandbytes 4-bit weights."""
 
-    quant_type: str = "nf4"
+    quant_type: str
     """nf4 (normal float, for normally distributed weights) or fp4."""
-    double_quant: bool = True
+    double_quant: bool
     """Quantize the quantization constants too (saves ~0.4 bit per parameter)."""
 
     def __post_init__(self):
@@ -231,7 +234,7 @@ class QuantizationOptions:
 class PromptTuningOptions:
     """Soft prompt: trainable virtual-token embeddings before the input."""
 
-    num_virtual_tokens: int = 16
+    num_virtual_tokens: int
     """Length of the soft prompt; trainable parameters: this × hidden size."""
     init_text: Optional[str] = None
     """Initialise the soft prompt from this text's embeddings (null: random)."""
@@ -244,9 +247,9 @@ class PromptTuningOptions:
 class PrefixTuningOptions:
     """Trainable key/value prefixes in every attention layer."""
 
-    num_virtual_tokens: int = 16
+    num_virtual_tokens: int
     """Prefix length."""
-    projection: bool = False
+    projection: bool
     """Reparameterise the prefix through an MLP (more parameters, sometimes more stable)."""
 
     def __post_init__(self):
@@ -257,9 +260,9 @@ class PrefixTuningOptions:
 class IA3Options:
     """(IA)³: learned rescaling vectors on attention and feed-forward activations."""
 
-    target_modules: list[str] = field(default_factory=lambda: ["k_proj", "v_proj", "down_proj"])
+    target_modules: list[str]
     """Layers whose activations are rescaled."""
-    feedforward_modules: list[str] = field(default_factory=lambda: ["down_proj"])
+    feedforward_modules: list[str]
     """Of those, the ones whose input (not output) is rescaled."""
 
 
@@ -270,9 +273,9 @@ QAT_SCHEMES = ("int8_dynamic_activation_int4_weight", "int4_weight_only")
 class QATOptions:
     """Quantization-aware training with torchao: fake-quantize while training, then convert."""
 
-    scheme: str = "int8_dynamic_activation_int4_weight"
+    scheme: str
     """int8_dynamic_activation_int4_weight (runs on CPU) or int4_weight_only (needs CUDA)."""
-    group_size: int = 32
+    group_size: int
     """Weights per quantization group."""
 
     def __post_init__(self):
@@ -280,25 +283,12 @@ class QATOptions:
         require_range("strategy.qat.group_size", self.group_size, low=1)
 
 
-# The option sections each strategy reads; any other section set is a mistake worth naming.
-STRATEGY_SECTIONS = {
-    "full": (),
-    "lora": ("lora",),
-    "qlora": ("lora", "quantization"),
-    "prompt_tuning": ("prompt_tuning",),
-    "prefix_tuning": ("prefix_tuning",),
-    "ia3": ("ia3",),
-    "qat": ("qat",),
-}
-OPTION_SECTIONS = ("lora", "quantization", "prompt_tuning", "prefix_tuning", "ia3", "qat")
-
-
 @dataclass(frozen=True)
 class StrategyConfig:
     """How the base model is adapted: which parameters train, and how they are stored."""
 
     name: str
-    """One of full, lora, qlora, prompt_tuning, prefix_tuning, ia3, qat."""
+    """A registered strategy (tunelab.training.strategies): full, lora, qlora, prompt_tuning, prefix_tuning, ia3, qat."""
     lora: Optional[LoraOptions] = None
     quantization: Optional[QuantizationOptions] = None
     prompt_tuning: Optional[PromptTuningOptions] = None
@@ -306,17 +296,9 @@ class StrategyConfig:
     ia3: Optional[IA3Options] = None
     qat: Optional[QATOptions] = None
 
-    def __post_init__(self):
-        require_choice("strategy.name", self.name, tuple(STRATEGY_SECTIONS))
-        reads = STRATEGY_SECTIONS[self.name]
-        for section in OPTION_SECTIONS:
-            value = getattr(self, section)
-            if value is not None and section not in reads:
-                raise TunelabError(
-                    f"strategy.{section}: does not apply to strategy={self.name} (it reads: {list(reads) or 'no options'})"
-                )
-            if value is None and section in reads:
-                raise TunelabError(f"strategy.{section}: must be set for strategy={self.name}")
+    def option_sections(self) -> dict[str, object]:
+        """Every options section, set or not (the strategy registry says which it reads)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -327,45 +309,45 @@ OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "sgd", "adafactor", "adamw_bnb
 class TrainConfig:
     """Optimisation, evaluation and checkpointing of the ``train`` stage."""
 
-    optimizer: str = "adamw_torch"
+    optimizer: str
     """A transformers optimizer name: adamw_torch, adamw_torch_fused, sgd, adafactor, adamw_bnb_8bit, paged_adamw_8bit."""
-    learning_rate: float = 2e-4
+    learning_rate: float
     """Peak learning rate (each strategy file sets its usual value)."""
-    lr_scheduler: str = "cosine"
+    lr_scheduler: str
     """A transformers scheduler name: cosine, linear, constant, constant_with_warmup, ..."""
-    warmup_ratio: float = 0.05
+    warmup_ratio: float
     """Share of the steps spent warming up linearly from 0."""
-    max_steps: int = 150
+    max_steps: int
     """Optimizer steps; -1 trains for ``epochs`` instead."""
-    epochs: float = 1.0
+    epochs: float
     """Passes over the train split, when max_steps is -1."""
-    batch_size: int = 8
+    batch_size: int
     """Examples per device per micro-batch."""
-    gradient_accumulation_steps: int = 1
+    gradient_accumulation_steps: int
     """Micro-batches per optimizer step; the loss is normalised over all their tokens."""
-    weight_decay: float = 0.0
+    weight_decay: float
     """AdamW weight decay."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: float
     """Gradient clipping norm (0 disables clipping)."""
-    seed: int = 42
+    seed: int
     """Seed of initialisation, dropout and data order."""
-    precision: str = "auto"
+    precision: str
     """auto (bf16 where the GPU has it, else fp32), fp32, bf16, fp16."""
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool
     """Recompute activations in backward: less memory, ~30% more compute."""
-    group_by_length: bool = True
+    group_by_length: bool
     """Batch examples of similar length (less padding; the order is still seeded)."""
-    eval_steps: int = 25
+    eval_steps: int
     """Evaluate on val every this many steps (and checkpoint: early stopping needs both)."""
-    early_stopping_patience: Optional[int] = 3
+    early_stopping_patience: Optional[int]
     """Stop after this many evaluations without a lower val loss; null disables it."""
-    save_total_limit: int = 2
+    save_total_limit: int
     """Checkpoints kept on disk for resuming (the best one is always kept)."""
-    logging_steps: int = 5
+    logging_steps: int
     """Log loss, lr, grad norm, tokens/s, MFU and memory every this many steps."""
-    profile_steps: int = 3
+    profile_steps: int
     """Trace this many steps with torch.profiler (an MLflow artifact); 0 disables it."""
-    launcher: str = "python"
+    launcher: str
     """How dvc.yaml starts the stage, e.g. 'accelerate launch --num_processes 2'."""
 
     def __post_init__(self):
@@ -391,15 +373,17 @@ GENERATIVE_METHODS = ("chain_of_thought", "self_consistency")
 
 
 @dataclass(frozen=True)
-class PromptStrategyConfig:
+class PromptingConfig:
     """One way of prompting a model for the task, scored by the ``evaluate`` stage."""
 
     method: str
     """zero_shot, few_shot (demonstrations from train), chain_of_thought, self_consistency."""
+    max_new_tokens: int
+    """generate: tokens generated per answer (reasoning needs far more than a label)."""
+    scoring: list[str]
+    """choice: answer-choice log-likelihood; generate: greedy or sampled text, then parsed."""
     template: Optional[PromptConfig] = None
     """The template (a conf/prompt file); null: the training prompt, so base and fine-tuned match."""
-    scoring: list[str] = field(default_factory=lambda: ["choice", "generate"])
-    """choice: answer-choice log-likelihood; generate: greedy or sampled text, then parsed."""
     shots: int = 0
     """few_shot: demonstrations drawn from train by eval.seed, balanced across labels."""
     samples: int = 1
@@ -410,13 +394,11 @@ class PromptStrategyConfig:
     """self_consistency: sample among the k likeliest tokens (0: all)."""
     top_p: float = 1.0
     """self_consistency: nucleus sampling mass (1.0: off; it sorts the vocabulary every step)."""
-    max_new_tokens: int = 8
-    """generate: tokens generated per answer (reasoning needs far more than a label)."""
     limit: Optional[int] = None
     """Score only the first N test rows (the split is in id order, i.e. shuffled); null: all."""
 
     def check(self, key: str) -> None:
-        """Called by EvalConfig, which knows the strategy's name for the error's key."""
+        """Called by EvalConfig, which knows the method's name for the error's key."""
         require_choice(f"{key}.method", self.method, PROMPT_METHODS)
         if not self.scoring:
             raise TunelabError(f"{key}.scoring: name at least one of {list(SCORINGS)}")
@@ -439,68 +421,64 @@ class PromptStrategyConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """The ``evaluate`` stage: every model variant × prompt strategy on the frozen test split."""
+    """The ``evaluate`` stage: every model variant × prompting method on the frozen test split."""
 
-    strategies: dict[str, PromptStrategyConfig] = field(default_factory=dict)
-    """Prompt strategies by name; the base model is scored with all of them."""
-    fine_tuned_strategies: list[str] = field(default_factory=lambda: ["zero_shot"])
-    """The strategies applied to the trained (and quantized) variants."""
-    batch_size: int = 16
+    prompting: dict[str, PromptingConfig]
+    """Prompting methods by name; the base model is scored with all of them."""
+    fine_tuned_prompting: list[str]
+    """The prompting methods applied to the trained (and quantized) variants."""
+    batch_size: int
     """Test rows per forward pass."""
-    length_normalize: bool = False
+    length_normalize: bool
     """Divide a choice's log-probability by its token count (matters when choices differ in length)."""
-    limit: Optional[int] = None
-    """Score only the first N test rows with every strategy (quick runs); null: all."""
-    seed: int = 0
+    limit: Optional[int]
+    """Score only the first N test rows with every prompting method (quick runs); null: all."""
+    seed: int
     """Seed of the demonstrations, the sampling and the bootstrap."""
     headline: Optional[str] = None
     """The fine-tuned result the benchmark plots, the report and a sweep's runs table compare, as
-    STRATEGY/SCORING (e.g. zero_shot/choice); null: the first of fine_tuned_strategies, first scoring."""
+    PROMPTING/SCORING (e.g. zero_shot/choice); null: the first of fine_tuned_prompting, first scoring."""
 
     def __post_init__(self):
-        if not self.strategies:
-            raise TunelabError("eval.strategies: name at least one prompt strategy")
-        for name, strategy in self.strategies.items():
-            strategy.check(f"eval.strategies.{name}")
-        if not self.fine_tuned_strategies:
-            raise TunelabError("eval.fine_tuned_strategies: name at least one prompt strategy for the fine-tuned variants")
-        unknown = [name for name in self.fine_tuned_strategies if name not in self.strategies]
+        if not self.prompting:
+            raise TunelabError("eval.prompting: name at least one prompting method")
+        for name, prompting in self.prompting.items():
+            prompting.check(f"eval.prompting.{name}")
+        if not self.fine_tuned_prompting:
+            raise TunelabError("eval.fine_tuned_prompting: name at least one prompting method for the fine-tuned variants")
+        unknown = [name for name in self.fine_tuned_prompting if name not in self.prompting]
         if unknown:
-            raise TunelabError(f"eval.fine_tuned_strategies: {unknown} not in eval.strategies {list(self.strategies)}")
+            raise TunelabError(f"eval.fine_tuned_prompting: {unknown} not in eval.prompting {list(self.prompting)}")
         require_range("eval.batch_size", self.batch_size, low=1)
         require_range("eval.limit", self.limit, low=1)
         if self.headline is not None:
-            strategy, _, scoring = self.headline.partition("/")
-            if strategy not in self.fine_tuned_strategies or scoring not in self.strategies[strategy].scoring:
-                choices = [f"{name}/{s}" for name in self.fine_tuned_strategies for s in self.strategies[name].scoring]
+            prompting, _, scoring = self.headline.partition("/")
+            if prompting not in self.fine_tuned_prompting or scoring not in self.prompting[prompting].scoring:
+                choices = [f"{name}/{s}" for name in self.fine_tuned_prompting for s in self.prompting[name].scoring]
                 raise TunelabError(f"eval.headline: {self.headline!r} is not a fine-tuned result; expected one of {choices}")
 
     def headline_result(self) -> tuple[str, str]:
-        """(prompt strategy, scoring) of the headline figure."""
+        """(prompting method, scoring) of the headline figure."""
         if self.headline is not None:
-            strategy, _, scoring = self.headline.partition("/")
-            return strategy, scoring
-        first = self.fine_tuned_strategies[0]
-        return first, self.strategies[first].scoring[0]
-
-
-QUANTIZE_METHODS = ("merged", "int8_dynamic", "nf4", "int8", "int8_weight_only", "qat", "bf16", "fp16")
+            prompting, _, scoring = self.headline.partition("/")
+            return prompting, scoring
+        first = self.fine_tuned_prompting[0]
+        return first, self.prompting[first].scoring[0]
 
 
 @dataclass(frozen=True)
 class QuantizeConfig:
     """The deployable variants the ``quantize`` stage makes from the trained model."""
 
-    variants: list[str] = field(default_factory=lambda: ["merged", "int8_dynamic", "nf4"])
-    """Any of merged, int8_dynamic, nf4, int8, int8_weight_only, qat, bf16, fp16; each one that
+    variants: list[str]
+    """Registered deployment methods (tunelab.deploy.methods): merged, int8_dynamic, nf4, int8,
+    int8_weight_only, qat, bf16, fp16; each one that
     does not apply here (bf16 on a CPU, qat for a LoRA model) is skipped with its reason."""
-    int8_dynamic_keep_float: list[str] = field(default_factory=lambda: ["down_proj", "lm_head"])
+    int8_dynamic_keep_float: list[str]
     """Linear layers int8_dynamic leaves in float32 (last name part). down_proj's inputs carry
     activation outliers that per-tensor int8 cannot hold; lm_head is the tied embedding."""
 
     def __post_init__(self):
-        for name in self.variants:
-            require_choice("quantize.variants", name, QUANTIZE_METHODS)
         if len(set(self.variants)) != len(self.variants):
             raise TunelabError(f"quantize.variants: {self.variants} names a variant twice")
 
@@ -509,11 +487,11 @@ class QuantizeConfig:
 class BenchConfig:
     """The ``benchmark`` stage: inference cost of every deployable variant."""
 
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 4, 16])
+    batch_sizes: list[int]
     """Throughput is measured at each batch size, with the KV cache."""
-    new_tokens: int = 32
+    new_tokens: int
     """Tokens generated per sequence (EOS ignored, so every run decodes the same count)."""
-    repeats: int = 3
+    repeats: int
     """Timed repeats after one warm-up; medians are reported."""
 
     def __post_init__(self):
@@ -521,9 +499,16 @@ class BenchConfig:
             raise TunelabError("bench: batch_sizes >= 1, new_tokens >= 2 and repeats >= 1 are required")
 
 
+RENAMED = {
+    "eval.strategies": "eval.prompting",
+    "eval.fine_tuned_strategies": "eval.fine_tuned_prompting",
+}
+"""Keys that were renamed, and their new names: a config that still uses one is refused, naming
+the new key ("strategy" is the fine-tuning method only; prompting methods are "prompting")."""
+
 SECTIONS = {
     "model": ModelConfig, "data": DataConfig, "prompt": PromptConfig, "format": FormatConfig,
     "strategy": StrategyConfig, "train": TrainConfig, "tracking": TrackingConfig, "eval": EvalConfig,
     "quantize": QuantizeConfig, "bench": BenchConfig,
 }
-"""Every section of params.yaml and its dataclass: what ``validate_config`` checks in one go."""
+"""Every section of params.yaml and its dataclass: what ``tunelab.validation.validate_config`` checks in one go."""

@@ -1,7 +1,7 @@
-"""One model × one prompt strategy on the test rows: predictions, metrics and speed.
+"""One model × one prompting method on the test rows: predictions, metrics and speed.
 
 The same evaluator scores every variant (base, trained, quantized), so their figures differ
-only by the model. Two scorings, each optional per strategy:
+only by the model. Two scorings, each optional per prompting method:
 
 - choice: the label whose answer choice the model finds most likely after the prompt;
 - generate: what the model writes, parsed into a label (chain-of-thought and
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from tunelab.config.schema import PromptStrategyConfig
+from tunelab.config.schema import PromptingConfig
 from tunelab.errors import TunelabError
 from tunelab.evaluation.batching import batches, pad_id
 from tunelab.evaluation.generation import Sampling, generate, majority_vote
@@ -109,16 +109,16 @@ def score_by_choice(model, prompts: list[EvalPrompt], rows: list[list[int]], cho
 
 
 def score_by_generation(model, tokenizer, prompts: list[EvalPrompt], rows: list[list[int]], prefix: SharedPrefix | None,
-                        labels: list[str], strategy: PromptStrategyConfig, settings: EvalSettings,
+                        labels: list[str], prompting: PromptingConfig, settings: EvalSettings,
                         desc: str) -> tuple[list[dict], float]:
     """Generate, parse each text into a label, and vote when several paths were sampled."""
     torch.manual_seed(settings.seed)
     started = time.perf_counter()
-    sampling = Sampling(strategy.samples, strategy.temperature, strategy.top_k, strategy.top_p)
+    sampling = Sampling(prompting.samples, prompting.temperature, prompting.top_k, prompting.top_p)
     texts = []
     with tqdm(total=len(rows), desc=desc, unit="ex") as progress:
         for batch in batches(after_prefix(rows, prefix), settings.batch_size):
-            texts += generate(model, tokenizer, batch, strategy.max_new_tokens, sampling, prefix,
+            texts += generate(model, tokenizer, batch, prompting.max_new_tokens, sampling, prefix,
                               prompt_once=settings.continues_a_cache)
             progress.update(len(batch))
     seconds = time.perf_counter() - started
@@ -127,7 +127,7 @@ def score_by_generation(model, tokenizer, prompts: list[EvalPrompt], rows: list[
         answers = [parse_choice(text, prompt.choices) for text in samples]
         answer, share = majority_vote(answers, prompt.choices)
         output = {"prediction": labels[prompt.choices.index(answer)] if answer else UNPARSEABLE, "texts": samples}
-        if strategy.samples > 1:
+        if prompting.samples > 1:
             output |= {"votes": answers, "vote_share": round(share, 4)}
         outputs.append(output)
     return outputs, seconds
@@ -144,25 +144,25 @@ def scoring_metrics(prompts: list[EvalPrompt], outputs: list[dict], labels: list
     return report
 
 
-def evaluate_strategy(model, tokenizer, prompts: list[EvalPrompt], strategy: PromptStrategyConfig, template: str,
+def evaluate_prompting(model, tokenizer, prompts: list[EvalPrompt], prompting: PromptingConfig, template: str,
                       use_chat_template: bool, labels: list[str], settings: EvalSettings, name: str) -> StrategyResult:
     add_special_tokens = not use_chat_template  # a chat template writes its own special tokens
-    needed = strategy.max_new_tokens if "generate" in strategy.scoring else 0
+    needed = prompting.max_new_tokens if "generate" in prompting.scoring else 0
     rows = tokenize_prompts(prompts, tokenizer, add_special_tokens, needed, context_length(model), template)
     result = StrategyResult(predictions=[{"id": p.id, "label": p.label, "prompt_tokens": len(r)}
                                          for p, r in zip(prompts, rows)])
     started = time.perf_counter()
     prefix = shared_prefix(model, rows, settings)  # once for both scorings; each counts its time
     prefix_seconds = time.perf_counter() - started
-    if "choice" in strategy.scoring:
+    if "choice" in prompting.scoring:
         choices = choice_token_ids(prompts, tokenizer, use_chat_template)
         outputs, seconds = score_by_choice(model, prompts, rows, choices, pad_id(tokenizer), prefix, labels, settings,
                                            f"{name} choice")
         result.metrics["choice"] = scoring_metrics(prompts, outputs, labels, prefix_seconds + seconds, settings.seed)
         for prediction, output in zip(result.predictions, outputs):
             prediction["choice"] = output
-    if "generate" in strategy.scoring:
-        outputs, seconds = score_by_generation(model, tokenizer, prompts, rows, prefix, labels, strategy, settings,
+    if "generate" in prompting.scoring:
+        outputs, seconds = score_by_generation(model, tokenizer, prompts, rows, prefix, labels, prompting, settings,
                                                f"{name} generate")
         result.metrics["generate"] = scoring_metrics(prompts, outputs, labels, prefix_seconds + seconds, settings.seed)
         for prediction, output in zip(result.predictions, outputs):

@@ -1,4 +1,4 @@
-"""A prompt strategy applied to test rows: the exact text each model reads, and its choices.
+"""A prompting method applied to test rows: the exact text each model reads, and its choices.
 
 Rendering goes through the same machinery as the format stage (templates.py, then chat.py),
 so an evaluated prompt and a trained prompt cannot drift apart. Few-shot demonstrations are

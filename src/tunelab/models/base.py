@@ -1,4 +1,4 @@
-"""Where a base model comes from, and the plain HF folder every later stage reads.
+"""Where a base model comes from, and the plain HF folder every later stage reads (loading: tunelab.models.loading).
 
 Three sources, one result: a GGUF shipped inside a Python package (no hub needed; the GGUF
 is dequantised to float32), a local HF folder (optionally holding a GGUF), or a hub id.
@@ -31,7 +31,7 @@ def locate_package_file(package: str, file_name: str) -> Path:
     return path
 
 
-def _location(config: ModelConfig) -> tuple[str, dict]:
+def source_location(config: ModelConfig) -> tuple[str, dict]:
     """The ``from_pretrained`` location and the keyword arguments it needs."""
     if config.source == "package_gguf":
         gguf = locate_package_file(config.package, config.gguf_file)
@@ -55,31 +55,10 @@ def model_fingerprint(config: ModelConfig) -> dict:
     content (an in-place edit must rerun ``base``); a hub model is its id and revision."""
     if config.source == "hub":
         return {"source": "hub", "hub_id": config.hub_id, "revision": config.revision}
-    location, kwargs = _location(config)
+    location, kwargs = source_location(config)
     path = Path(location) / kwargs["gguf_file"] if "gguf_file" in kwargs else Path(location)
     return {"source": config.source, "path": str(path),
             "sha256": sha256_of(path) if path.is_file() else folder_sha256(path)}
-
-
-def load_base_model(config: ModelConfig):
-    """Load (model, tokenizer) in float32, with the gguf quantization config dropped."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    location, kwargs = _location(config)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32, **kwargs)
-    except OSError as error:
-        hint = " (no hub is reachable with HF_HUB_OFFLINE=1; use model.source=local_dir)" if config.source == "hub" else ""
-        raise TunelabError(f"model: cannot load {location}{hint}: {str(error).splitlines()[0]}") from None
-    # A GGUF load leaves a gguf quantization config on the model, although its weights are
-    # now plain float32; saved with it, the folder would not reload or train as plain HF.
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token  # batching needs one; the loss mask ignores it
-    return model, tokenizer
 
 
 def save_base_model(model, tokenizer, folder: Path) -> None:

@@ -52,7 +52,8 @@ def check_ends_with_eos(example: TokenizedExample, eos_token_id: int, row: str) 
 
 def _percentiles(values: list[int]) -> dict[str, float]:
     array = np.asarray(values)
-    return {"p50": round(float(np.percentile(array, 50)), 1), "p95": round(float(np.percentile(array, 95)), 1), "max": int(array.max())}
+    return {"p50": round(float(np.percentile(array, 50)), 1), "p95": round(float(np.percentile(array, 95)), 1),
+            "max": int(array.max())}
 
 
 def loss_token_share(input_ids: list[list[int]], completion_masks: list[list[int]]) -> float:

@@ -9,13 +9,13 @@ TRADEOFFS = {
 
 
 def point_label(row: dict) -> str:
-    return row.get("label") or f"{row['variant']}/{row['strategy']}/{row['scoring']}"
+    return row.get("label") or f"{row['variant']}/{row['prompting']}/{row['scoring']}"
 
 
 def tradeoff_figure(rows: list[dict], x_key: str, x_label: str, title: str):
     """Accuracy (with its 95% interval) against ``x_key``; rows without an x value are left out.
 
-    A row's legend entry is its ``label``, else variant/strategy/scoring.
+    A row's legend entry is its ``label``, else variant/prompting/scoring.
     """
     import matplotlib
 

@@ -1,20 +1,22 @@
-"""The comparison people read: one row per model variant × prompt strategy × scoring."""
+"""The comparison people read: one row per model variant × prompting method × scoring."""
 
 from pathlib import Path
 
 from tunelab.io.jsonl import parse_json_row
+from tunelab.layout import BASE, TRAINED
+from tunelab.records import BaseRecord, BenchRecord, QuantizeRecord, TrainRecord
 
 
 def eval_rows(files: list[Path]) -> list[dict]:
-    """Flatten metrics/eval/<variant>.json files into table rows, in file then strategy order."""
+    """Flatten metrics/eval/<variant>.json files into table rows, in file then prompting order."""
     rows = []
     for path in files:
-        summary = parse_json_row(path.read_text(), str(path), required=("variant", "strategies"))
-        for strategy, result in summary["strategies"].items():
+        summary = parse_json_row(path.read_text(), str(path), required=("variant", "prompting"))
+        for prompting, result in summary["prompting"].items():
             for scoring, report in result["scoring"].items():
                 low, high = report["accuracy_ci95"]
                 rows.append({
-                    "variant": summary["variant"], "strategy": strategy, "template": result.get("template"),
+                    "variant": summary["variant"], "prompting": prompting, "template": result.get("template"),
                     "scoring": scoring,
                     "accuracy": round(report["accuracy"], 4), "accuracy_ci_low": round(low, 4),
                     "accuracy_ci_high": round(high, 4), "macro_f1": round(report["macro_f1"], 4),
@@ -24,11 +26,11 @@ def eval_rows(files: list[Path]) -> list[dict]:
     return rows
 
 
-LABELS = ("variant", "strategy", "template", "scoring", "adaptation", "quantization")
+LABELS = ("variant", "prompting", "template", "scoring", "adaptation", "quantization")
 
 
 def row_key(row: dict) -> str:
-    return f"{row['variant']}/{row['strategy']}/{row['scoring']}"
+    return f"{row['variant']}/{row['prompting']}/{row['scoring']}"
 
 
 def metrics_by_key(rows: list[dict]) -> dict:
@@ -46,60 +48,63 @@ def pipeline_summary(by_key: dict, headline: tuple[str, str]) -> dict[str, float
     return summary
 
 
-def with_costs(rows: list[dict], base: dict, train: dict | None, quantize: dict, bench: dict) -> list[dict]:
+def with_costs(rows: list[dict], base: BaseRecord | None, train: TrainRecord | None, quantize: QuantizeRecord | None,
+               bench: BenchRecord | None) -> list[dict]:
     """Each row with what its variant cost: adaptation, quantization, train time, speed, size.
 
-    Train time is what it took to make the variant from the base model: nothing for prompting,
-    training for the trained model, training plus quantization for a deployable variant. Speed
-    and latency are the benchmark's (batch 1); the base model is not benchmarked.
+    The one place accuracy meets cost. Train time is what it took to make the variant from the
+    base model: nothing for prompting, training for the trained model, training plus
+    quantization for a deployable variant. Speed and latency are the benchmark's (batch 1); the
+    base model is not benchmarked. A record is None where its stage did not run.
     """
-    made = quantize.get("variants", {})
-    measured = bench.get("variants", {})
-    train_seconds = train.get("train_seconds") if train else None
+    made = quantize.variants if quantize else {}
+    measured = bench.variants if bench else {}
     costed = []
     for row in rows:
         variant = row["variant"]
         speed = measured.get(variant, {})
-        seconds = 0.0 if variant == "base" else train_seconds
+        seconds = 0.0 if variant == BASE else (train.train_seconds if train else None)
         if variant in made and seconds is not None:
-            seconds = round(seconds + made[variant].get("seconds", 0.0), 1)
+            seconds = round(seconds + (made[variant].seconds or 0.0), 1)
+        size = speed.get("size_mb", made[variant].size_mb if variant in made else None)
         costed.append({
             **row,
-            "adaptation": "none (prompting)" if variant == "base" else (train or {}).get("strategy", "?"),
-            "quantization": "none" if variant in ("base", "trained") else variant,
+            "adaptation": "none (prompting)" if variant == BASE else (train.strategy if train else "?"),
+            "quantization": "none" if variant in (BASE, TRAINED) else variant,
             "train_seconds": seconds,
             "tokens_per_second": speed.get("tokens_per_second", {}).get("1"),
             "token_latency_p50_ms": speed.get("token_latency_ms", {}).get("p50"),
-            "size_mb": base.get("saved_megabytes") if variant == "base" else speed.get("size_mb", made.get(variant, {}).get("size_mb")),
+            "size_mb": (base.saved_megabytes if base else None) if variant == BASE else size,
         })
     return costed
 
 
-def _cell(value, form: str = "{}") -> str:
+def cell(value, form: str = "{}") -> str:
+    """A table cell: the value formatted, or — where there is none."""
     return "—" if value is None else form.format(value)
 
 
 def variants_table(rows: list[dict]) -> str:
-    """The comparison in one table: every variant × prompt strategy × scoring, with its costs."""
-    header = ("| variant | adaptation | prompt (template) | quantization | scoring | accuracy [95% CI] | train s "
+    """The comparison in one table: every variant × prompting method × scoring, with its costs."""
+    header = ("| variant | adaptation | prompting (template) | quantization | scoring | accuracy [95% CI] | train s "
               "| tokens/s | latency p50 ms | size MB |\n" + "|---" * 10 + "|\n")
     lines = []
     for r in rows:
-        prompt = f"{r['strategy']} ({r['template']})" if r.get("template") else r["strategy"]
+        prompt = f"{r['prompting']} ({r['template']})" if r.get("template") else r["prompting"]
         lines.append(f"| {r['variant']} | {r['adaptation']} | {prompt} | {r['quantization']} | {r['scoring']} "
                      f"| {r['accuracy']:.3f} [{r['accuracy_ci_low']:.3f}, {r['accuracy_ci_high']:.3f}] "
-                     f"| {_cell(r['train_seconds'], '{:.0f}')} | {_cell(r['tokens_per_second'])} "
-                     f"| {_cell(r['token_latency_p50_ms'])} | {_cell(r['size_mb'])} |")
+                     f"| {cell(r['train_seconds'], '{:.0f}')} | {cell(r['tokens_per_second'])} "
+                     f"| {cell(r['token_latency_p50_ms'])} | {cell(r['size_mb'])} |")
     return header + "\n".join(lines) + "\n"
 
 
 def markdown_table(rows: list[dict]) -> str:
-    header = ("| variant | strategy | scoring | accuracy [95% CI] | macro-F1 | unparseable | examples | examples/s |\n"
+    header = ("| variant | prompting | scoring | accuracy [95% CI] | macro-F1 | unparseable | examples | examples/s |\n"
               "|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
         unparseable = "" if r["unparseable_share"] is None else f"{r['unparseable_share']:.1%}"
-        lines.append(f"| {r['variant']} | {r['strategy']} | {r['scoring']} | {r['accuracy']:.3f} "
+        lines.append(f"| {r['variant']} | {r['prompting']} | {r['scoring']} | {r['accuracy']:.3f} "
                      f"[{r['accuracy_ci_low']:.3f}, {r['accuracy_ci_high']:.3f}] | {r['macro_f1']:.3f} | {unparseable} "
                      f"| {r['examples']} | {r['examples_per_second']:.1f} |")
     return header + "\n".join(lines) + "\n"
@@ -116,8 +121,8 @@ def skipped_lines(files: list[Path]) -> list[str]:
 
 
 def headline_rows(rows: list[dict], headline: tuple[str, str]) -> dict[str, dict]:
-    """Each variant's headline row (eval.headline: prompt strategy and scoring), by variant."""
-    return {r["variant"]: r for r in rows if (r["strategy"], r["scoring"]) == headline}
+    """Each variant's headline row (eval.headline: prompting method and scoring), by variant."""
+    return {r["variant"]: r for r in rows if (r["prompting"], r["scoring"]) == headline}
 
 
 def tradeoff_rows(rows: list[dict], headline: tuple[str, str]) -> list[dict]:
@@ -127,16 +132,17 @@ def tradeoff_rows(rows: list[dict], headline: tuple[str, str]) -> list[dict]:
             for name, r in headline_rows(rows, headline).items() if r["token_latency_p50_ms"] is not None]
 
 
-def deployment_table(bench: dict, rows: list[dict], headline: tuple[str, str], reference: str = "trained") -> str:
-    """Cost of each deployable variant beside its headline accuracy and the change against ``reference``."""
+def deployment_table(measured: dict[str, dict], rows: list[dict], headline: tuple[str, str], reference: str = TRAINED) -> str:
+    """Cost of each benchmarked variant (metrics/bench.json's ``variants``) beside its headline
+    accuracy and the change against ``reference``."""
     accuracy = headline_rows(rows, headline)
     base_accuracy = accuracy.get(reference, {}).get("accuracy")
-    sizes = sorted({size for v in bench["variants"].values() for size in v["tokens_per_second"]}, key=int)
+    sizes = sorted({size for v in measured.values() for size in v["tokens_per_second"]}, key=int)
     header = ("| variant | size MB | load s | TTFT ms | token p50 / p95 ms | "
               + " | ".join(f"tokens/s @{size}" for size in sizes) + " | peak RSS MB | accuracy [95% CI] | Δ accuracy |\n"
               + "|---" * (8 + len(sizes)) + "|\n")
     lines = []
-    for name, v in bench["variants"].items():
+    for name, v in measured.items():
         scored = accuracy.get(name)
         score = f"{scored['accuracy']:.3f} [{scored['accuracy_ci_low']:.3f}, {scored['accuracy_ci_high']:.3f}]" if scored else ""
         delta = f"{scored['accuracy'] - base_accuracy:+.3f}" if scored and base_accuracy is not None else ""

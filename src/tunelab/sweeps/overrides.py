@@ -8,8 +8,8 @@ syntax is exactly what Hydra users type.
 from pathlib import Path
 
 from tunelab.config.compose import CONF_DIR, compose_conf
-from tunelab.config.load import validate_config
 from tunelab.errors import TunelabError
+from tunelab.validation import validate_config
 
 
 def expand(overrides: list[str]) -> list[list[str]]:

@@ -10,10 +10,12 @@ from pathlib import Path
 from tunelab.config.load import to_section
 from tunelab.config.schema import EvalConfig
 from tunelab.io.atomic import write_json, write_text
+from tunelab.layout import LAYOUT
 from tunelab.reporting.plots import save_tradeoff_figures
+from tunelab.reporting.tables import cell
 from tunelab.sweeps.queue import DONE, StageCounts
 
-EVAL_METRICS = "metrics/eval.json"
+EVAL_METRICS = str(LAYOUT.eval_summary)
 PARAMS = "params.yaml"
 
 
@@ -25,13 +27,13 @@ class SweepRun:
     overrides: list[str]
     status: str
     params: dict  # params.yaml
-    metrics: dict  # metrics/eval.json: {"variant/strategy/scoring": {...}}
+    metrics: dict  # metrics/eval.json: {"variant/prompting/scoring": {...}}
     outputs: dict  # dvc.lock hash of each output: {path: md5}
     stages: StageCounts | None
 
     @property
     def headline(self) -> tuple[str, str]:
-        """(prompt strategy, scoring) of the run's headline figure: its eval.headline."""
+        """(prompting method, scoring) of the run's headline figure: its eval.headline."""
         return to_section(EvalConfig, "eval", self.params.get("eval")).headline_result()
 
 
@@ -52,14 +54,14 @@ def experiments(show: list[dict], names: set[str]) -> dict[str, dict]:
 
 
 def _split(key: str) -> tuple[str, str, str]:
-    variant, strategy, scoring = key.split("/")
-    return variant, strategy, scoring
+    variant, prompting, scoring = key.split("/")
+    return variant, prompting, scoring
 
 
 def _row(run: str, overrides: str, key: str, figures: dict) -> dict:
-    variant, strategy, scoring = _split(key)
-    return {"run": run, "overrides": overrides, "variant": variant, "strategy": strategy, "scoring": scoring,
-            "label": f"{variant} · {overrides}" if overrides else f"{variant}/{strategy}", **figures}
+    variant, prompting, scoring = _split(key)
+    return {"run": run, "overrides": overrides, "variant": variant, "prompting": prompting, "scoring": scoring,
+            "label": f"{variant} · {overrides}" if overrides else f"{variant}/{prompting}", **figures}
 
 
 def table_rows(runs: list[SweepRun]) -> tuple[list[dict], list[dict]]:
@@ -69,28 +71,24 @@ def table_rows(runs: list[SweepRun]) -> tuple[list[dict], list[dict]]:
         overrides = " ".join(run.overrides)
         headline = run.headline if run.metrics else None
         for key, figures in run.metrics.items():
-            variant, strategy, scoring = _split(key)
+            variant, prompting, scoring = _split(key)
             if variant == "base" and not baselines:
                 baselines = [_row(run.name, "", k, f) for k, f in run.metrics.items() if k.startswith("base/")]
-            elif variant != "base" and (strategy, scoring) == headline:
+            elif variant != "base" and (prompting, scoring) == headline:
                 adapted.append(_row(run.name, overrides, key, figures))
     return baselines, adapted
 
 
-def _cell(value, form: str = "{}") -> str:
-    return "—" if value is None else form.format(value)
-
-
 def markdown(rows: list[dict], with_run: bool) -> str:
-    header = (("| run | overrides " if with_run else "| prompt strategy | scoring ")
+    header = (("| run | overrides " if with_run else "| prompting | scoring ")
               + "| variant | accuracy [95% CI] | train s | tokens/s | latency p50 ms | size MB |\n" + "|---" * 8 + "|\n")
     lines = []
     for r in rows:
-        first = f"| {r['run']} | {r['overrides']} " if with_run else f"| {r['strategy']} | {r['scoring']} "
+        first = f"| {r['run']} | {r['overrides']} " if with_run else f"| {r['prompting']} | {r['scoring']} "
         lines.append(first + f"| {r['variant']} | {r['accuracy']:.3f} [{r['accuracy_ci_low']:.3f}, "
-                     f"{r['accuracy_ci_high']:.3f}] | {_cell(r.get('train_seconds'), '{:.0f}')} "
-                     f"| {_cell(r.get('tokens_per_second'))} | {_cell(r.get('token_latency_p50_ms'))} "
-                     f"| {_cell(r.get('size_mb'))} |")
+                     f"{r['accuracy_ci_high']:.3f}] | {cell(r.get('train_seconds'), '{:.0f}')} "
+                     f"| {cell(r.get('tokens_per_second'))} | {cell(r.get('token_latency_p50_ms'))} "
+                     f"| {cell(r.get('size_mb'))} |")
     return header + "\n".join(lines) + "\n"
 
 

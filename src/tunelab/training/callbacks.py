@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from tunelab.training.throughput import peak_memory_mb
+from tunelab.benchmarking.memory import peak_memory_mb
 
 LOGGED = ("loss", "learning_rate", "grad_norm", "eval_loss")
 

@@ -17,8 +17,8 @@ from transformers import TrainerCallback
 from tunelab.config.schema import StrategyConfig, TrainConfig
 from tunelab.io.atomic import write_json
 from tunelab.io.files import folder_sha256
+from tunelab.layout import LAYOUT
 
-CHECKPOINTS = Path("checkpoints")
 COMPLETE = "tunelab-complete.json"  # written into a checkpoint once the Trainer has saved all of it
 CHECKPOINT_STEP = re.compile(r"^checkpoint-(\d+)$")
 
@@ -30,7 +30,7 @@ def checkpoint_dir(strategy: StrategyConfig, train: TrainConfig, inputs: list[Pa
     for path in inputs:
         digest.update(path.read_bytes())
     digest.update(folder_sha256(base).encode())
-    return CHECKPOINTS / f"train-{digest.hexdigest()[:12]}"
+    return LAYOUT.checkpoints / f"train-{digest.hexdigest()[:12]}"
 
 
 class MarkCompleteCheckpoints(TrainerCallback):

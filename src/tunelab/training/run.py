@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from tunelab.config.schema import StrategyConfig, TrainConfig
+from tunelab.config.schema import TrainConfig
 from tunelab.errors import TunelabError
 from tunelab.training.checkpoints import MarkCompleteCheckpoints
 
@@ -47,11 +47,6 @@ def precision_flags(precision: str) -> dict:
     if precision == "auto":
         precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
     return {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not cuda}
-
-
-def check_applicable(train: TrainConfig, strategy: StrategyConfig) -> None:
-    if strategy.name == "prefix_tuning" and train.gradient_checkpointing:
-        raise TunelabError("train.gradient_checkpointing: prefix tuning's cached prefixes do not support it; set it false")
 
 
 def training_arguments(train: TrainConfig, output_dir: Path):

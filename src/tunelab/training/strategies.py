@@ -1,4 +1,4 @@
-"""Each strategy as the model it trains: which parameters learn, and how the result is stored.
+"""The fine-tuning strategies, one registry entry each: which parameters learn, and how the result is stored.
 
 | strategy      | trainable                                  | artifact in models/trained        |
 |---------------|--------------------------------------------|-----------------------------------|
@@ -9,21 +9,62 @@
 | prefix_tuning | virtual tokens × layers × 2 × kv width     | PEFT adapter                      |
 | ia3           | one scale per channel of targeted layers   | PEFT adapter                      |
 | qat           | every parameter, under fake quantization   | trained weights + torchao scheme  |
+
+A new strategy is one ``STRATEGIES.register(Strategy(...))`` here plus its conf/strategy file;
+an options section of its own is a dataclass in tunelab.config.schema.
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
-import torch
-
-from tunelab.config.schema import QATOptions, QuantizationOptions, StrategyConfig
 from tunelab.errors import TunelabError
+from tunelab.models.loading import STRATEGY_FILE
+from tunelab.models.qat import not_lm_head, qat_base_config, qat_remove_fake_quantizers
+from tunelab.registry import Registry
 
-STRATEGY_FILE = "tunelab_strategy.json"
+if TYPE_CHECKING:
+    from tunelab.config.schema import StrategyConfig, TrainConfig
+
+
+
+def _nothing(*_) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    sections: tuple[str, ...]
+    """The option sections of ``strategy.*`` it reads (any other one set is refused)."""
+    adapt: Callable
+    """(model, config, base_dir, gradient_checkpointing) -> the model with exactly the strategy's parameters trainable."""
+    saves_adapter: bool
+    """True: models/trained is a PEFT adapter applied to models/base; False: full weights."""
+    prompt_learning: bool = False
+    """Its adapter prepends virtual tokens or a cache: it cannot be merged, nor continue a shared cache."""
+    check: Callable = _nothing
+    """(model, config): refuse options that do not fit the base model, before training."""
+    check_training: Callable = _nothing
+    """(train config): refuse training settings the strategy cannot run with."""
+    before_save: Callable = _nothing
+    """(model): make the trained model plain before it is saved."""
+    recipe: Callable[["StrategyConfig"], dict] = lambda config: {}
+    """What loading needs beyond the weights (tunelab.models.loading reads it): the 4-bit base
+    recipe, the QAT scheme to convert with."""
+
+
+STRATEGIES: Registry[Strategy] = Registry("strategy.name")
+
+
+# --- PEFT ------------------------------------------------------------------------------------
 
 
 def linear_layer_names(model) -> list[str]:
     """The last name part of every linear layer (q_proj, down_proj, ...), which PEFT targets."""
+    import torch
+
     return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)})
 
 
@@ -35,114 +76,131 @@ def check_targets(model, targets: list[str], key: str) -> None:
         raise TunelabError(f"{key}: {missing} match no linear layer of the base model; it has {available}")
 
 
-def load_base(base_dir: Path, quantization: QuantizationOptions | None = None):
-    """The base model in float32, or with bitsandbytes 4-bit weights (QLoRA's ``quantization``)."""
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+def peft_model(peft_config: Callable) -> Callable:
+    """An ``adapt`` that wraps the base in a PEFT model made from ``peft_config(config, base_dir)``."""
 
-    if not (base_dir / "config.json").is_file():
-        raise TunelabError(f"{base_dir}: no model found; run the base stage first")
-    if quantization is None:
-        return AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    recipe = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=quantization.quant_type,
-        bnb_4bit_use_double_quant=quantization.double_quant,
-        bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32,
-    )
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=recipe, device_map={"": device})
+    def adapt(model, config: "StrategyConfig", base_dir: Path, gradient_checkpointing: bool):
+        from peft import get_peft_model
+
+        return get_peft_model(model, peft_config(config, base_dir))
+
+    return adapt
 
 
-def peft_config(strategy: StrategyConfig, base_dir: Path):
-    from peft import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType
+def lora_config(config: "StrategyConfig", base_dir: Path):
+    from peft import LoraConfig, TaskType
 
-    if strategy.name in ("lora", "qlora"):
-        lora = strategy.lora
-        return LoraConfig(task_type=TaskType.CAUSAL_LM, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                          target_modules=list(lora.target_modules))
-    if strategy.name == "ia3":
-        return IA3Config(task_type=TaskType.CAUSAL_LM, target_modules=list(strategy.ia3.target_modules),
-                         feedforward_modules=list(strategy.ia3.feedforward_modules))
-    if strategy.name == "prompt_tuning":
-        options = strategy.prompt_tuning
-        from_text = options.init_text is not None
-        return PromptTuningConfig(
-            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=options.num_virtual_tokens,
-            prompt_tuning_init=PromptTuningInit.TEXT if from_text else PromptTuningInit.RANDOM,
-            prompt_tuning_init_text=options.init_text, tokenizer_name_or_path=str(base_dir) if from_text else None)
-    return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=strategy.prefix_tuning.num_virtual_tokens,
-                              prefix_projection=strategy.prefix_tuning.projection)
+    lora = config.lora
+    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=list(lora.target_modules))
 
 
-def check_strategy_targets(model, strategy: StrategyConfig) -> None:
-    if strategy.lora is not None:
-        check_targets(model, strategy.lora.target_modules, "strategy.lora.target_modules")
-    if strategy.ia3 is not None:
-        check_targets(model, strategy.ia3.target_modules, "strategy.ia3.target_modules")
-        outside = sorted(set(strategy.ia3.feedforward_modules) - set(strategy.ia3.target_modules))
-        if outside:
-            raise TunelabError(f"strategy.ia3.feedforward_modules: {outside} must also be in strategy.ia3.target_modules")
+def check_lora(model, config: "StrategyConfig") -> None:
+    check_targets(model, config.lora.target_modules, "strategy.lora.target_modules")
+
+
+def adapt_qlora(model, config: "StrategyConfig", base_dir: Path, gradient_checkpointing: bool):
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    return get_peft_model(model, lora_config(config, base_dir))
+
+
+def ia3_config(config: "StrategyConfig", base_dir: Path):
+    from peft import IA3Config, TaskType
+
+    return IA3Config(task_type=TaskType.CAUSAL_LM, target_modules=list(config.ia3.target_modules),
+                     feedforward_modules=list(config.ia3.feedforward_modules))
+
+
+def check_ia3(model, config: "StrategyConfig") -> None:
+    check_targets(model, config.ia3.target_modules, "strategy.ia3.target_modules")
+    outside = sorted(set(config.ia3.feedforward_modules) - set(config.ia3.target_modules))
+    if outside:
+        raise TunelabError(f"strategy.ia3.feedforward_modules: {outside} must also be in strategy.ia3.target_modules")
+
+
+def prompt_tuning_config(config: "StrategyConfig", base_dir: Path):
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType
+
+    options = config.prompt_tuning
+    from_text = options.init_text is not None
+    return PromptTuningConfig(
+        task_type=TaskType.CAUSAL_LM, num_virtual_tokens=options.num_virtual_tokens,
+        prompt_tuning_init=PromptTuningInit.TEXT if from_text else PromptTuningInit.RANDOM,
+        prompt_tuning_init_text=options.init_text, tokenizer_name_or_path=str(base_dir) if from_text else None)
+
+
+def prefix_tuning_config(config: "StrategyConfig", base_dir: Path):
+    from peft import PrefixTuningConfig, TaskType
+
+    return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=config.prefix_tuning.num_virtual_tokens,
+                              prefix_projection=config.prefix_tuning.projection)
+
+
+def no_gradient_checkpointing(train: "TrainConfig") -> None:
+    if train.gradient_checkpointing:
+        raise TunelabError("train.gradient_checkpointing: prefix tuning's cached prefixes do not support it; set it false")
+
+
+def quantized_base_recipe(config: "StrategyConfig") -> dict:
+    return {"quantization": {"quant_type": config.quantization.quant_type,
+                             "double_quant": config.quantization.double_quant}}
 
 
 # --- quantization-aware training -------------------------------------------------------------
 
 
-def qat_base_config(options: QATOptions):
-    """The post-training quantization that QAT simulates while training and applies at convert."""
-    from torchao.quantization import Int4WeightOnlyConfig, Int8DynamicActivationIntxWeightConfig, PerGroup
-
-    if options.scheme == "int4_weight_only":
-        if not torch.cuda.is_available():
-            raise TunelabError("strategy.qat.scheme: int4_weight_only needs a CUDA GPU; "
-                               "use int8_dynamic_activation_int4_weight on CPU")
-        return Int4WeightOnlyConfig(group_size=options.group_size)
-    return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(options.group_size))
-
-
-def _not_lm_head(module, name: str) -> bool:
-    # lm_head shares its weight with the embeddings in tied models; quantizing it breaks the tie.
-    return isinstance(module, torch.nn.Linear) and name != "lm_head"
-
-
-def qat_prepare(model, options: QATOptions) -> None:
+def qat_prepare(model, config: "StrategyConfig", base_dir: Path, gradient_checkpointing: bool):
     from torchao.quantization import quantize_
     from torchao.quantization.qat import QATConfig
 
-    quantize_(model, QATConfig(qat_base_config(options), step="prepare"), filter_fn=_not_lm_head)
+    quantize_(model, QATConfig(qat_base_config(config.qat), step="prepare"), filter_fn=not_lm_head)
+    return model
 
 
-def qat_remove_fake_quantizers(model) -> None:
-    """Back to plain linear layers holding the QAT-trained float weights."""
-    from torchao.quantization import quantize_
-    from torchao.quantization.qat import QATConfig
-
-    quantize_(model, QATConfig(step="convert"), filter_fn=_not_lm_head)
+def qat_recipe(config: "StrategyConfig") -> dict:
+    return {"qat": {"scheme": config.qat.scheme, "group_size": config.qat.group_size}}
 
 
-def qat_convert(model, options: QATOptions) -> None:
-    """Apply the real quantization: what QATConfig(step='convert') does to trained float weights."""
-    from torchao.quantization import quantize_
+# --- the registry ----------------------------------------------------------------------------
 
-    quantize_(model, qat_base_config(options), filter_fn=_not_lm_head)
+STRATEGIES.register(Strategy("full", (), adapt=lambda model, *_: model, saves_adapter=False))
+STRATEGIES.register(Strategy("lora", ("lora",), adapt=peft_model(lora_config), saves_adapter=True, check=check_lora))
+STRATEGIES.register(Strategy("qlora", ("lora", "quantization"), adapt=adapt_qlora, saves_adapter=True, check=check_lora,
+                             recipe=quantized_base_recipe))
+STRATEGIES.register(Strategy("prompt_tuning", ("prompt_tuning",), adapt=peft_model(prompt_tuning_config),
+                             saves_adapter=True, prompt_learning=True))
+STRATEGIES.register(Strategy("prefix_tuning", ("prefix_tuning",), adapt=peft_model(prefix_tuning_config),
+                             saves_adapter=True, prompt_learning=True, check_training=no_gradient_checkpointing))
+STRATEGIES.register(Strategy("ia3", ("ia3",), adapt=peft_model(ia3_config), saves_adapter=True, check=check_ia3))
+STRATEGIES.register(Strategy("qat", ("qat",), adapt=qat_prepare, saves_adapter=False,
+                             before_save=qat_remove_fake_quantizers, recipe=qat_recipe))
+
+
+def check_strategy_config(config: "StrategyConfig") -> Strategy:
+    """The registered strategy, with exactly the option sections it reads set."""
+    strategy = STRATEGIES[config.name]
+    for section, value in config.option_sections().items():
+        if value is not None and section not in strategy.sections:
+            raise TunelabError(f"config key strategy.{section}: does not apply to strategy={config.name} "
+                               f"(it reads: {list(strategy.sections) or 'no options'})")
+        if value is None and section in strategy.sections:
+            raise TunelabError(f"config key strategy.{section}: must be set for strategy={config.name}")
+    return strategy
 
 
 # --- building and storing --------------------------------------------------------------------
 
 
-def trainable_model(base_dir: Path, strategy: StrategyConfig, gradient_checkpointing: bool):
+def trainable_model(base_dir: Path, config: "StrategyConfig", gradient_checkpointing: bool = False):
     """The model as the trainer sees it, with exactly the strategy's parameters trainable."""
-    model = load_base(base_dir, strategy.quantization)
-    check_strategy_targets(model, strategy)
-    if strategy.name == "full":
-        return model
-    if strategy.name == "qat":
-        qat_prepare(model, strategy.qat)
-        return model
-    from peft import get_peft_model, prepare_model_for_kbit_training
+    from tunelab.models.loading import load_base
 
-    if strategy.name == "qlora":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    return get_peft_model(model, peft_config(strategy, base_dir))
+    strategy = check_strategy_config(config)
+    model = load_base(base_dir, config.quantization)
+    strategy.check(model, config)
+    return strategy.adapt(model, config, base_dir, gradient_checkpointing)
 
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -161,43 +219,14 @@ def sort_adapter_module_lists(config_file: Path) -> None:
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
-def save_trained(model, tokenizer, strategy: StrategyConfig, folder: Path) -> None:
+def save_trained(model, tokenizer, config: "StrategyConfig", folder: Path) -> None:
     """safetensors only: the adapter for PEFT strategies, the full weights otherwise."""
-    if strategy.name == "qat":
-        qat_remove_fake_quantizers(model)
+    strategy = STRATEGIES[config.name]
+    strategy.before_save(model)
     model.save_pretrained(folder, safe_serialization=True)
     sort_adapter_module_lists(folder / ADAPTER_CONFIG)
     tokenizer.save_pretrained(folder)
-    recipe = {"strategy": strategy.name}
-    if strategy.qat is not None:
-        recipe["qat"] = {"scheme": strategy.qat.scheme, "group_size": strategy.qat.group_size}
-    if strategy.quantization is not None:
-        recipe["quantization"] = {"quant_type": strategy.quantization.quant_type,
-                                  "double_quant": strategy.quantization.double_quant}
-    (folder / STRATEGY_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
+    recipe = {"strategy": strategy.name, "adapter": strategy.saves_adapter, "prompt_learning": strategy.prompt_learning,
+              **strategy.recipe(config)}
+    (folder / STRATEGY_FILE).write_text(json.dumps(recipe, indent=2) + "\n")  # what tunelab.models.loading reads
 
-
-def trained_recipe(trained_dir: Path) -> dict:
-    """What save_trained recorded: the strategy, and its QAT scheme or 4-bit recipe."""
-    recipe_file = trained_dir / STRATEGY_FILE
-    if not recipe_file.is_file():
-        raise TunelabError(f"{trained_dir}: no {STRATEGY_FILE}; run the train stage first")
-    return json.loads(recipe_file.read_text())
-
-
-def load_trained(trained_dir: Path, base_dir: Path):
-    """The model a later stage evaluates: adapter on base, full weights, or QAT converted."""
-    from transformers import AutoModelForCausalLM
-
-    recipe = trained_recipe(trained_dir)
-    name = recipe["strategy"]
-    if name == "full":
-        return AutoModelForCausalLM.from_pretrained(trained_dir, dtype=torch.float32)
-    if name == "qat":
-        model = AutoModelForCausalLM.from_pretrained(trained_dir, dtype=torch.float32)
-        qat_convert(model, QATOptions(**recipe["qat"]))
-        return model
-    from peft import PeftModel
-
-    quantization = QuantizationOptions(**recipe["quantization"]) if "quantization" in recipe else None
-    return PeftModel.from_pretrained(load_base(base_dir, quantization), trained_dir)

@@ -10,7 +10,6 @@ Definitions (docs/training.md repeats them):
   a bf16 8192² matmul on CUDA. A quiet machine's figure; other load lowers both.
 """
 
-import resource
 import time
 
 import torch
@@ -53,10 +52,3 @@ def measure_matmul_peak(repeats: int = 10) -> float:
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
-
-
-def peak_memory_mb() -> float:
-    """Peak CUDA memory allocated, or the process's peak resident set size on CPU."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

@@ -1,0 +1,43 @@
+"""One place that silences third-party messages known to be harmless here, and only those.
+
+Each entry names the library, the message and why it is noise for a tunelab user; anything
+else a library logs or warns still shows, as do tunelab's own lines and progress bars.
+"""
+
+import logging
+import re
+import warnings
+
+KNOWN_LOG_NOISE = [
+    # (logger, message pattern, why it is harmless)
+    ("torchao", r"Failed to load .*_C_(mxfp8|cutlass)",
+     "torchao's CUDA-only kernels (mxfp8, cutlass) do not load on a machine without CUDA; tunelab uses none of them"),
+    ("torchao.kernel.intmm", r"Warning: Detected no triton",
+     "torchao's Triton kernels are for CUDA; on a CPU it uses its others"),
+    ("torch.utils._pytree", r".* is an Enum subclass and is now natively supported by torch.compile",
+     "torchao registers its Enums the way torch 2.13 deprecates; nothing changes for the user"),
+]
+KNOWN_WARNING_NOISE = [
+    # (category, message pattern, why it is harmless)
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated",
+     "transformers' own Trainer still calls the name it deprecates"),
+]
+
+
+class _DropMatching(logging.Filter):
+    def __init__(self, pattern: str):
+        super().__init__()
+        self.pattern = re.compile(pattern)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.match(record.getMessage())
+
+
+def quiet_known_noise() -> None:
+    """Idempotent; called by every stage and the CLI before any third-party library logs."""
+    for name, pattern, _why in KNOWN_LOG_NOISE:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMatching) and f.pattern.pattern == pattern for f in logger.filters):
+            logger.addFilter(_DropMatching(pattern))
+    for category, pattern, _why in KNOWN_WARNING_NOISE:
+        warnings.filterwarnings("ignore", message=pattern, category=category)

@@ -1,0 +1,55 @@
+"""Where every stage reads and writes: the one home of the pipeline's paths.
+
+dvc.yaml declares the same paths (tests/test_layout.py checks that they agree). Stages use
+``LAYOUT``, relative to the repository root they run in; tests give a ``Layout`` of their own
+root instead of changing directory.
+"""
+
+from pathlib import Path
+
+BASE, TRAINED = "base", "trained"  # the two variants that are not quantize-stage folders
+
+
+class Layout:
+    def __init__(self, root: Path | str = Path(".")):
+        root = Path(root)
+        self.root = root
+        # inputs: what check fingerprints, what fetch and base make of it
+        self.data_origin = root / "data/origin.json"
+        self.model_origin = root / "models/origin.json"
+        self.raw = root / "data/raw"
+        self.prepared = root / "data/prepared"
+        self.formatted = root / "data/formatted"
+        self.predictions = root / "data/predictions"
+        # models
+        self.base_model = root / "models/base"
+        self.trained_model = root / "models/trained"
+        self.deploy = root / "models/deploy"
+        self.checkpoints = root / "checkpoints"  # resume state: not a DVC output
+        # metrics
+        self.metrics = root / "metrics"
+        self.base_metrics = root / "metrics/base.json"
+        self.train_metrics = root / "metrics/train.json"
+        self.train_curves = root / "metrics/train"
+        self.quantize_metrics = root / "metrics/quantize.json"
+        self.bench_metrics = root / "metrics/bench.json"
+        self.eval_dir = root / "metrics/eval"
+        self.confusion_dir = root / "metrics/confusion"
+        self.eval_summary = root / "metrics/eval.json"
+        self.report = root / "metrics/report.md"
+        self.figures = root / "metrics/report"
+
+    def split(self, folder: Path, name: str) -> Path:
+        """``data/prepared/train.jsonl`` and the like."""
+        return folder / f"{name}.jsonl"
+
+    def model(self, variant: str) -> Path:
+        """base, trained, or a quantize-stage variant's folder."""
+        return {BASE: self.base_model, TRAINED: self.trained_model}.get(variant, self.deploy / variant)
+
+    def eval_outputs(self, variant: str) -> tuple[Path, Path, Path]:
+        """The evaluate stage's metrics file, predictions folder and confusion-plot folder of a variant."""
+        return self.eval_dir / f"{variant}.json", self.predictions / variant, self.confusion_dir / variant
+
+
+LAYOUT = Layout()

@@ -1,0 +1,97 @@
+"""Typed readers of the JSON files one stage writes and another reads (paths: tunelab.layout).
+
+Each record names the fields its readers rely on; extra fields in the file are kept out of the
+type (they are for people and MLflow). A missing file names the stage that writes it.
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, TypeVar
+
+from tunelab.errors import TunelabError
+
+Record = TypeVar("Record")
+
+
+def read_record(cls: type[Record], path: Path, producer: str) -> Record:
+    if not path.is_file():
+        raise TunelabError(f"{path}: not found; run the {producer} stage first")
+    try:
+        data = json.loads(path.read_text())
+        return cls.from_json(data) if hasattr(cls, "from_json") else _known_fields(cls, data)
+    except (ValueError, TypeError, KeyError) as error:
+        raise TunelabError(f"{path}: not a {producer} stage record ({type(error).__name__}: {error}); "
+                           f"rerun the {producer} stage") from None
+
+
+def read_optional(cls: type[Record], path: Path, producer: str) -> Optional[Record]:
+    """The record, or None where its stage did not run (the report works with what exists)."""
+    return read_record(cls, path, producer) if path.is_file() else None
+
+
+def _known_fields(cls: type[Record], data: dict) -> Record:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{key: value for key, value in data.items() if key in names})
+
+
+@dataclass(frozen=True)
+class BaseRecord:
+    """metrics/base.json (stage base)."""
+
+    model: str
+    parameters: int
+    saved_megabytes: float
+
+
+@dataclass(frozen=True)
+class TrainRecord:
+    """metrics/train.json (stage train), the fields later stages read."""
+
+    strategy: str
+    train_seconds: float
+    steps: int
+
+
+@dataclass(frozen=True)
+class VariantOutcome:
+    """One deployment method's outcome in the quantize stage."""
+
+    status: str  # made or skipped
+    reason: Optional[str] = None  # skipped: why the method does not apply here
+    seconds: Optional[float] = None  # made: how long making it took
+    size_mb: Optional[float] = None  # made: its folder's size
+
+
+@dataclass(frozen=True)
+class QuantizeRecord:
+    """metrics/quantize.json (stage quantize): each variant made or skipped, with why."""
+
+    strategy: str
+    variants: dict[str, VariantOutcome] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "QuantizeRecord":
+        return cls(data["strategy"], {name: _known_fields(VariantOutcome, entry) for name, entry in data["variants"].items()})
+
+    def to_json(self) -> dict:
+        return {"strategy": self.strategy, "variants": {
+            name: {k: v for k, v in dataclasses.asdict(outcome).items() if v is not None}
+            for name, outcome in self.variants.items()}}
+
+    def made(self) -> list[str]:
+        return [name for name, outcome in self.variants.items() if outcome.status == "made"]
+
+    def skipped_reason(self, name: str) -> Optional[str]:
+        outcome = self.variants.get(name)
+        return outcome.reason if outcome is not None and outcome.status == "skipped" else None
+
+
+@dataclass(frozen=True)
+class BenchRecord:
+    """metrics/bench.json (stage benchmark): cost only, per variant."""
+
+    environment: dict
+    settings: dict
+    variants: dict[str, dict]

@@ -1,0 +1,84 @@
+"""Adding a fine-tuning strategy or a deployment method: one registry entry plus one conf file.
+
+Each test registers a toy part the way its module would (the entry is all the code a new part
+needs), writes its conf file into a copy of conf/, and shows every place that lists strategies
+or methods picking it up: config validation, training, saving, loading, deploying.
+"""
+
+import shutil
+
+import pytest
+import torch
+from conftest import REPO_ROOT
+from training_helpers import formatted_rows, snapshot, tiny_train_config, train_tiny
+from transformers import AutoTokenizer
+
+from tunelab.config.compose import compose_conf
+from tunelab.config.load import to_section
+from tunelab.config.schema import QuantizeConfig, StrategyConfig
+from tunelab.deploy.methods import METHODS, DeployMethod, cast, make_variant
+from tunelab.errors import TunelabError
+from tunelab.models.loading import load_deployed, load_trained, merged_model
+from tunelab.training.strategies import STRATEGIES, Strategy, save_trained, trainable_model
+from tunelab.validation import validate_config
+
+
+def train_only_norms(model, config, base_dir, gradient_checkpointing):
+    """The toy strategy: only the RMSNorm scales learn (a few thousand parameters)."""
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = "norm" in name
+    return model
+
+
+@pytest.fixture
+def toy_parts(tmp_path):
+    """The registry entries a module would add, and the conf files; removed again afterwards."""
+    STRATEGIES.register(Strategy("norms", (), adapt=train_only_norms, saves_adapter=False))
+    METHODS.register(DeployMethod("bf16_cpu", cast("bfloat16"), "cast"))
+    conf = shutil.copytree(REPO_ROOT / "conf", tmp_path / "conf")
+    (conf / "strategy/norms.yaml").write_text("# @package _global_\n# dvc exp run -S strategy=norms\nstrategy:\n  name: norms\n"
+                                              "train:\n  learning_rate: 1.0e-2\n")
+    (conf / "quantize/with_bf16_cpu.yaml").write_text(
+        "# dvc exp run -S quantize=with_bf16_cpu\nvariants: [merged, bf16_cpu]\nint8_dynamic_keep_float: [lm_head]\n")
+    yield compose_conf(conf, ["strategy=norms", "quantize=with_bf16_cpu"])
+    STRATEGIES.unregister("norms")
+    METHODS.unregister("bf16_cpu")
+
+
+def test_a_new_strategy_is_one_registry_entry_and_one_conf_file(toy_parts, tiny_model_dir, tmp_path):
+    validate_config(toy_parts)  # the check stage accepts it
+    config = to_section(StrategyConfig, "strategy", toy_parts["strategy"])
+    model = trainable_model(tiny_model_dir, config)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        n for n, _ in model.named_parameters() if "norm" in n}
+    before = snapshot(model)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trainer, _ = train_tiny(tiny_model_dir, tmp_path / "ckpt", config, formatted_rows(tokenizer),
+                            tiny_train_config(learning_rate=toy_parts["train"]["learning_rate"], max_steps=4))
+    trainer.train()
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert changed and all("norm" in n for n in changed)
+    save_trained(trainer.model, tokenizer, config, tmp_path / "trained")
+    reloaded = load_trained(tmp_path / "trained", tiny_model_dir)
+    ids = torch.tensor([[1, 5, 9, 20]])
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=ids).logits, trainer.model.eval()(input_ids=ids).logits)
+
+
+def test_a_new_deployment_method_is_one_registry_entry_and_one_conf_file(toy_parts, tiny_model_dir, tmp_path):
+    validate_config(toy_parts)
+    assert to_section(QuantizeConfig, "quantize", toy_parts["quantize"]).variants == ["merged", "bf16_cpu"]
+    config = to_section(StrategyConfig, "strategy", compose_conf(REPO_ROOT / "conf", ["strategy=full"])["strategy"])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    save_trained(trainable_model(tiny_model_dir, config), tokenizer, config, tmp_path / "trained")
+    merged_model(tmp_path / "trained", tiny_model_dir).save_pretrained(tmp_path / "merged")
+    make_variant("bf16_cpu", tmp_path / "merged", tmp_path / "trained", tmp_path / "bf16_cpu", tokenizer)
+    model = load_deployed(tmp_path / "bf16_cpu")  # a fresh process would load it the same way: by its recipe
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+def test_an_unregistered_name_is_refused_naming_the_registered_ones(toy_parts):
+    with pytest.raises(TunelabError, match=r"config key strategy.name: unknown value 'dpo'; expected one of \[.*'norms'\]"):
+        validate_config({**toy_parts, "strategy": {"name": "dpo"}})
+    with pytest.raises(TunelabError, match=r"config key quantize.variants: unknown value 'gguf'; .*'bf16_cpu'\]"):
+        validate_config({**toy_parts, "quantize": {**toy_parts["quantize"], "variants": ["gguf"]}})

@@ -1,0 +1,160 @@
+"""The glue that was only tested end to end: sweep summary, training telemetry, stage records, the CLI."""
+
+import json
+import shutil
+import time
+from types import SimpleNamespace
+
+import pytest
+from conftest import REPO_ROOT
+
+from tunelab import cli
+from tunelab.errors import TunelabError
+from tunelab.records import QuantizeRecord, TrainRecord, read_optional, read_record
+from tunelab.sweeps.queue import StageCounts
+from tunelab.sweeps.summary import SweepRun, experiments, markdown, stages_line, table_rows
+from tunelab.training.callbacks import TrainingTelemetry
+
+FIGURES = {"accuracy": 0.75, "accuracy_ci_low": 0.5, "accuracy_ci_high": 0.9, "train_seconds": 12.0,
+           "tokens_per_second": 30.5, "token_latency_p50_ms": None, "size_mb": 1.5}
+EVAL = {"eval": {"prompting": {"zero_shot": {"method": "zero_shot", "scoring": ["choice", "generate"],
+                                             "max_new_tokens": 4}},
+                 "fine_tuned_prompting": ["zero_shot"], "batch_size": 4, "length_normalize": False, "limit": None,
+                 "seed": 0, "headline": "zero_shot/generate"}}
+
+
+def sweep_run(name: str, overrides: list[str], metrics: dict, stages: StageCounts | None = None) -> SweepRun:
+    return SweepRun(name, overrides, "Success", EVAL, metrics, {}, stages)
+
+
+# --- sweep summary ---------------------------------------------------------------------------
+
+
+def test_experiments_are_read_from_dvc_exp_show_by_name():
+    show = [{"rev": "workspace", "experiments": None},
+            {"rev": "abc", "experiments": [
+                {"revs": [{"name": "s-1", "data": {"params": {"params.yaml": {"data": {"train": {"seed": 1}}}},
+                                                   "metrics": {"metrics/eval.json": {"data": {"k": {"accuracy": 1}}}},
+                                                   "outs": {"models/trained": {"hash": "h1"}, "metrics/x": {}}}}]},
+                {"revs": [{"name": "other", "data": {}}]}]}]
+    assert experiments(show, {"s-1", "missing"}) == {
+        "s-1": {"params": {"train": {"seed": 1}}, "metrics": {"k": {"accuracy": 1}}, "outputs": {"models/trained": "h1"}}}
+
+
+def test_the_sweep_tables_hold_the_baselines_once_and_each_runs_headline_result():
+    runs = [sweep_run("s-1", ["train.seed=1"], {"base/zero_shot/choice": FIGURES, "trained/zero_shot/choice": FIGURES,
+                                                "trained/zero_shot/generate": {**FIGURES, "accuracy": 0.5}}),
+            sweep_run("s-2", ["train.seed=2"], {"base/zero_shot/choice": {**FIGURES, "accuracy": 0.1},
+                                                "trained/zero_shot/generate": {**FIGURES, "accuracy": 0.25}})]
+    baselines, adapted = table_rows(runs)
+    assert [(r["run"], r["accuracy"]) for r in baselines] == [("s-1", 0.75)]  # from the first run that has them
+    assert [(r["run"], r["variant"], r["scoring"], r["accuracy"]) for r in adapted] == [
+        ("s-1", "trained", "generate", 0.5), ("s-2", "trained", "generate", 0.25)]  # eval.headline: zero_shot/generate
+    table = markdown(adapted, with_run=True).splitlines()
+    assert table[0].startswith("| run | overrides | variant | accuracy [95% CI] |")
+    assert table[2] == "| s-1 | train.seed=1 | trained | 0.500 [0.500, 0.900] | 12 | 30.5 | — | 1.5 |"
+
+
+def test_the_stage_line_sums_what_dvc_did_across_runs():
+    runs = [sweep_run("a", [], {}, StageCounts(3, 10, 1)), sweep_run("b", [], {}, StageCounts(0, 14, 0)),
+            sweep_run("c", [], {}, None)]
+    assert stages_line(runs) == ("Stage executions: 3 of 28 ran; caching saved 25 (24 unchanged since the baseline, "
+                                 "1 restored from DVC's run cache).\n")
+    assert stages_line([sweep_run("c", [], {})]) == ""
+
+
+# --- training telemetry ----------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self):
+        self.logged = []
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        self.logged.append((step, metrics))
+
+
+def test_telemetry_measures_tokens_per_second_and_mfu_over_each_log_window():
+    run = Recorder()
+    telemetry = TrainingTelemetry(run, flops_per_token=6e6, peak_flops=1e12)
+    state = SimpleNamespace(is_world_process_zero=True, num_input_tokens_seen=0, global_step=0)
+    telemetry.on_train_begin(None, state, None)
+    started = time.perf_counter()
+    time.sleep(0.05)
+    state.num_input_tokens_seen, state.global_step = 4000, 5
+    telemetry.on_log(None, state, None, logs={"loss": 1.25, "learning_rate": 1e-4, "epoch": 0.1})
+    elapsed = time.perf_counter() - started
+    [(step, metrics)] = run.logged
+    assert step == 5 and metrics["loss"] == 1.25 and metrics["learning_rate"] == 1e-4 and "epoch" not in metrics
+    assert 4000 / elapsed <= metrics["tokens_per_second"] <= 4000 / 0.05  # the window: after begin, up to the log
+    assert metrics["mfu"] == pytest.approx(metrics["tokens_per_second"] * 6e6 / 1e12)
+    assert metrics["peak_memory_mb"] > 0
+    telemetry.on_log(None, state, None, logs={"eval_loss": 0.9})  # an evaluation: no throughput window
+    assert set(run.logged[1][1]) == {"eval_loss", "peak_memory_mb"}
+    summary = telemetry.summary([{"loss": 2.0, "step": 1}, {"loss": 1.25, "step": 5}, {"eval_loss": 0.9, "step": 5}])
+    assert summary["train_loss_final"] == 1.25  # the last logged train loss, not the eval loss after it
+    assert summary["tokens_per_second"] == round(metrics["tokens_per_second"], 1)
+
+
+def test_telemetry_logs_only_on_the_main_process():
+    run = Recorder()
+    telemetry = TrainingTelemetry(run, 1.0, 1.0)
+    telemetry.on_log(None, SimpleNamespace(is_world_process_zero=False, num_input_tokens_seen=1, global_step=1), None,
+                     logs={"loss": 1.0})
+    assert run.logged == []
+
+
+# --- the records stages pass each other ------------------------------------------------------
+
+
+def test_records_name_the_stage_that_writes_them(tmp_path):
+    with pytest.raises(TunelabError, match=r"quantize.json: not found; run the quantize stage first"):
+        read_record(QuantizeRecord, tmp_path / "quantize.json", "quantize")
+    assert read_optional(TrainRecord, tmp_path / "train.json", "train") is None
+    (tmp_path / "train.json").write_text('{"strategy": "lora"}')
+    with pytest.raises(TunelabError, match=r"train.json: not a train stage record .*rerun the train stage"):
+        read_record(TrainRecord, tmp_path / "train.json", "train")
+    (tmp_path / "train.json").write_text(json.dumps({"strategy": "lora", "train_seconds": 3.5, "steps": 20, "mfu": 0.1}))
+    assert read_record(TrainRecord, tmp_path / "train.json", "train") == TrainRecord("lora", 3.5, 20)
+
+
+def test_the_quantize_record_says_what_was_made_and_why_the_rest_was_skipped(tmp_path):
+    written = {"strategy": "lora", "variants": {"merged": {"status": "made", "seconds": 1.0, "size_mb": 2.0},
+                                                "qat": {"status": "skipped", "reason": "applies to strategy=qat"}}}
+    (tmp_path / "quantize.json").write_text(json.dumps(written))
+    record = read_record(QuantizeRecord, tmp_path / "quantize.json", "quantize")
+    assert record.made() == ["merged"]
+    assert (record.skipped_reason("qat"), record.skipped_reason("merged"), record.skipped_reason("nf4")) == (
+        "applies to strategy=qat", None, None)
+    assert record.to_json() == written  # what the benchmark, evaluate and report stages read back
+
+
+# --- the CLI ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def conf_dir(tmp_path, monkeypatch):
+    """The CLI runs in a repository root: here, one holding a copy of conf/."""
+    shutil.copytree(REPO_ROOT / "conf", tmp_path / "conf")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train.max_steps=5,10"], "error: train.max_steps=5,10 sweeps 2 runs: add -m (multirun) to run them all"),
+    (["-m", "train.max_steps=5", "--name", "no spaces"], "error: --name 'no spaces': use letters, digits, - and _"),
+    (["--report", "nosuch"], "error: sweep nosuch: no sweeps/nosuch/sweep.json; was it queued from this workspace?"),
+    (["-m", "train.lr=1e-4"], "error: sweep run train.lr=0.0001: conf/: Could not override 'train.lr'"),
+])
+def test_the_cli_refuses_bad_input_in_one_line_before_queueing_anything(conf_dir, capsys, argv, message):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith(message)
+    assert not (conf_dir / "sweeps").exists()
+
+
+def test_the_cli_refuses_a_sweep_without_workers(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.parse_args(["-m", "train.seed=1,2", "--jobs", "0"])
+    assert exited.value.code == 2 and "--jobs must be at least 1" in capsys.readouterr().err
