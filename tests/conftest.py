@@ -24,9 +24,27 @@ def tiny_tokenizer():
     return build_tokenizer()
 
 
-@pytest.fixture
-def project(tmp_path, tiny_model_dir) -> Path:
-    """A git+DVC repo holding the project's pipeline, configured for the tiny model and data."""
-    from pipeline_project import make_project
+@pytest.fixture(scope="session")
+def baseline(tmp_path_factory, tiny_model_dir):
+    """The tiny pipeline run once per session, every stage process audited, then committed.
 
-    return make_project(tmp_path, tiny_model_dir)
+    End-to-end tests read it as it is (the first run's assertions) or work on their own
+    ``baseline_copy``; none runs the whole pipeline again unless that is what it tests.
+    """
+    from pipeline_project import Baseline, audited_env, make_project, run
+
+    root = tmp_path_factory.mktemp("baseline")
+    repo = make_project(root, tiny_model_dir)
+    reads = root / "reads"  # what every stage process opened: dvc.yaml must declare each one
+    first = run(repo, "dvc", "exp", "run", env=audited_env(reads))
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "baseline run")
+    return Baseline(repo, first, reads)
+
+
+@pytest.fixture
+def baseline_copy(baseline, tmp_path) -> Path:
+    """A copy of the committed baseline (outputs, DVC cache, git history), with a fresh MLflow store."""
+    from pipeline_project import copy_project
+
+    return copy_project(baseline.repo, tmp_path / "repo")

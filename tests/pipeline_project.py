@@ -1,7 +1,9 @@
 """A real tunelab project for the end-to-end tests: git + DVC repo, tiny model, tiny data.
 
-A tiny config (tiny random Llama, 60 synthetic reviews) keeps one pipeline run to about a minute
-on 2 cores.
+A tiny config (tiny random Llama, 60 synthetic reviews) keeps one pipeline run to a few minutes
+on 2 cores. The suite runs it once, as the committed baseline (conftest's ``baseline``); each
+end-to-end test works on its own copy (``baseline_copy``), so nothing reruns what the baseline
+already proved.
 """
 
 import json
@@ -9,17 +11,29 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-
 from conftest import REPO_ROOT
 
 PROJECT_FILES = ["dvc.yaml", ".dvcignore", "conf", "stages", "src/tunelab"]
 DEPLOYED = ["evaluate_deployed@merged", "evaluate_deployed@int8_dynamic", "evaluate_deployed@qat"]
 AFTER_TRAINING = ["quantize", *DEPLOYED, "benchmark", "report"]
 STAGES = ["base", "fetch", "prepare", "format", "train", "evaluate@base", "evaluate@trained", *AFTER_TRAINING]
+HEADLINE = "few_shot/choice"
 WORDS = {"positive": ["moving", "funny", "wonderful", "sharp"], "negative": ["dull", "tedious", "awful", "limp"]}
+
+
+DATA = "reviews.jsonl"  # in the repository, so each copy edits its own; check and fetch read it (DATA_READERS)
+DATA_READERS = ("check", "fetch")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    repo: Path
+    first_run: subprocess.CompletedProcess  # the `dvc exp run` that made it
+    reads: Path  # the audit's records of what each stage process read
 
 
 def tiny_reviews(path: Path, count: int = 60) -> Path:
@@ -63,11 +77,11 @@ def make_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, target)
-    reviews = tiny_reviews(tmp_path / "reviews.jsonl")
+    tiny_reviews(repo / DATA)
     (repo / "conf/model/tiny.yaml").write_text(f"# test\nname: tiny\nsource: local_dir\npath: {tiny_model_dir}\n")
     replace_in(repo / "conf/config.yaml", "model: smollm2_135m_instruct", "model: tiny")
     replace_in(repo / "conf/config.yaml", "data: vader_movie_reviews", "data: local_file")
-    replace_in(repo / "conf/data/local_file.yaml", "path: ???", f"path: {reviews}")
+    replace_in(repo / "conf/data/local_file.yaml", "path: ???", f"path: {DATA}")  # relative to the repository
     replace_in(repo / "conf/data/local_file.yaml", "val_size: 200\ntest_size: 500", "val_size: 6\ntest_size: 12")
     replace_in(repo / "conf/config.yaml", "max_steps: 100", "max_steps: 20")
     replace_in(repo / "conf/config.yaml", "eval_steps: 25", "eval_steps: 10")
@@ -76,6 +90,10 @@ def make_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
                "variants: [merged, int8_dynamic, qat]")  # qat does not apply to LoRA: skipped, with its reason
     replace_in(repo / "conf/bench/default.yaml", "batch_sizes: [1, 4, 16]\nnew_tokens: 32\nrepeats: 2",
                "batch_sizes: [1, 4]\nnew_tokens: 4\nrepeats: 1")
+    # the headline is not the default one (first fine-tuned result): every stage that reads it is covered
+    replace_in(repo / "conf/eval/default.yaml", "fine_tuned_prompting: [zero_shot]",
+               "fine_tuned_prompting: [zero_shot, few_shot]")
+    replace_in(repo / "conf/eval/default.yaml", "headline: null", f"headline: {HEADLINE}")
     (repo / ".gitignore").write_text("mlflow.db*\nmlruns/\nsweeps/\n")
     run(repo, "git", "init", "-q")
     run(repo, "dvc", "init", "-q")
@@ -115,6 +133,8 @@ def undeclared_reads(repo: Path, folder: Path) -> dict[str, list[str]]:
             for path in record[kind]:
                 if Path(path).parts[0] in NOT_RESULT_INPUTS or ".tmp-" in path or "__pycache__" in path:
                     continue
+                if path == DATA and stage in DATA_READERS:  # the source, fingerprinted into data/origin.json
+                    continue
                 inside = any(path == dep or path.startswith(dep + "/") for dep in declared[stage])
                 # listing a folder above an output: how atomic writes find a killed run's temporaries
                 above = kind == "listed" and any(dep.startswith(path + "/") or path == "." for dep in declared[stage])
@@ -138,3 +158,34 @@ def pipeline_runs(repo: Path):
     return parents, children
 
 
+
+
+def copy_project(repo: Path, target: Path) -> Path:
+    """Another checkout of ``repo`` with its outputs and DVC cache, and a fresh MLflow store."""
+    shutil.copytree(repo, target, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db*", "mlruns", "tmp"))
+    return target
+
+
+def compose_params(repo: Path, overrides: tuple[str, ...] = ()) -> None:
+    """params.yaml as ``dvc exp run -S ...`` composes it from conf/, without running a stage."""
+    from tunelab.config.compose import compose_conf
+
+    (repo / "params.yaml").write_text(yaml.safe_dump(compose_conf(repo / "conf", list(overrides)), sort_keys=False))
+
+
+def would_rerun(repo: Path, *overrides: str) -> list[str]:
+    """The stages ``dvc exp run -S overrides`` would run, found without running them: those
+    ``dvc status`` finds changed, and every stage downstream of one in DVC's own graph (their
+    inputs are about to change). The check stage runs every time by design and is left out: its
+    outputs change only with the sources (run it for real first when a source changed)."""
+    import networkx
+    from dvc.repo import Repo
+
+    compose_params(repo, overrides)
+    status = json.loads(run(repo, "dvc", "status", "--json").stdout or "{}")
+    changed = {name for name, changes in status.items() if changes != ["always changed"]}
+    with Repo(str(repo)) as dvc_repo:
+        graph = dvc_repo.index.graph  # edges run from a stage to the stages whose outputs it reads
+        by_name = {stage.addressing: stage for stage in graph}
+        downstream = {later.addressing for name in changed for later in networkx.ancestors(graph, by_name[name])}
+    return [stage for stage in STAGES if stage in changed | downstream]

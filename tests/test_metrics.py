@@ -2,10 +2,18 @@
 
 import pytest
 from scipy.stats import binomtest
-from sklearn.metrics import confusion_matrix as sklearn_confusion, f1_score, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix as sklearn_confusion
+from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-from tunelab.evaluation.metrics import (bootstrap_interval, classification_report, exact_match, generative_report, macro_f1,
-                                       token_f1, wilson_interval)
+from tunelab.evaluation.metrics import (
+    bootstrap_interval,
+    classification_report,
+    exact_match,
+    generative_report,
+    macro_f1,
+    token_f1,
+    wilson_interval,
+)
 
 LABELS = ["negative", "positive"]
 GOLD = ["positive"] * 6 + ["negative"] * 4

@@ -1,4 +1,9 @@
-"""The pipeline for real: DVC in a git repo, Hydra composition, MLflow's sqlite store."""
+"""The pipeline for real: DVC in a git repo, Hydra composition, MLflow's sqlite store.
+
+The assertions on the first run read the session's committed baseline (conftest); what a
+change reruns is found with ``dvc status`` and DVC's graph on a copy of it, and only the
+stages whose outputs a test reads are run again.
+"""
 
 import json
 import subprocess
@@ -9,18 +14,39 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-
 from conftest import REPO_ROOT
-from pipeline_project import (AFTER_TRAINING, STAGES, audited_env, pipeline_runs, ran_stages, read_rows,
-                              replace_in, run, undeclared_reads)
+from pipeline_project import (
+    AFTER_TRAINING,
+    DATA,
+    HEADLINE,
+    STAGES,
+    pipeline_runs,
+    ran_stages,
+    read_rows,
+    replace_in,
+    run,
+    undeclared_reads,
+    would_rerun,
+)
+
 
 @pytest.mark.slow
-def test_dvc_pipeline_end_to_end(project, tmp_path):
-    reads = tmp_path / "reads"  # what every stage process opened: dvc.yaml must declare each one
-    first = run(project, "dvc", "exp", "run", env=audited_env(reads))
-    assert ran_stages(first) == STAGES and "Running stage 'check'" in first.stdout
-    assert undeclared_reads(project, reads) == {}
+def test_the_first_run_runs_every_stage_and_reads_only_what_dvc_yaml_declares(baseline):
+    assert ran_stages(baseline.first_run) == STAGES and "Running stage 'check'" in baseline.first_run.stdout
+    assert undeclared_reads(baseline.repo, baseline.reads) == {}
+    assert "| variant | prompting | scoring | accuracy [95% CI]" in baseline.first_run.stdout  # it ends with the tables
 
+
+@pytest.mark.slow
+def test_the_first_run_prints_no_known_third_party_noise(baseline):
+    console = baseline.first_run.stdout + baseline.first_run.stderr
+    for noise in ("Failed to load", "is an Enum subclass", "FutureWarning"):
+        assert noise not in console
+
+
+@pytest.mark.slow
+def test_data_is_split_without_overlap_and_formatted_through_the_chat_template(baseline):
+    project = baseline.repo
     stats = json.loads((project / "data/prepared/stats.json").read_text())
     assert stats["split_sizes"] == {"train": 42, "val": 6, "test": 12}
     assert stats["overlap"] == {"train/val": 0, "train/test": 0, "val/test": 0}
@@ -31,15 +57,24 @@ def test_dvc_pipeline_end_to_end(project, tmp_path):
     assert formatted[0]["completion"] == f"{formatted[0]['label']}<|im_end|>"
     report = json.loads((project / "data/formatted/report.json").read_text())
     assert report["splits"]["train"]["eos_at_end_share"] == 1.0
+
+
+@pytest.mark.slow
+def test_training_lowers_the_val_loss_and_saves_an_adapter(baseline):
+    project = baseline.repo
     trained = json.loads((project / "metrics/train.json").read_text())
     assert trained["strategy"] == "lora" and trained["steps"] == 20
     assert trained["val_loss_after"] < trained["val_loss_before"]
     assert (project / "models/trained/adapter_model.safetensors").is_file()
     assert (project / "metrics/train/loss.csv").read_text().startswith("step,loss\n")
 
+
+@pytest.mark.slow
+def test_every_variant_is_scored_quantized_benchmarked_and_reported(baseline):
+    project = baseline.repo
     evaluated = json.loads((project / "metrics/eval.json").read_text())
     assert {"base/zero_shot/choice", "base/few_shot/choice", "base/self_consistency/generate",
-            "trained/zero_shot/choice", "trained/zero_shot/generate"} <= set(evaluated)
+            "trained/zero_shot/choice", "trained/zero_shot/generate", "trained/few_shot/choice"} <= set(evaluated)
     assert evaluated["trained/zero_shot/choice"]["examples"] == 12
     # merging is exact, so the merged variant answers as the trained one did
     assert evaluated["merged/zero_shot/choice"]["accuracy"] == evaluated["trained/zero_shot/choice"]["accuracy"]
@@ -54,17 +89,33 @@ def test_dvc_pipeline_end_to_end(project, tmp_path):
     report_text = (project / "metrics/report.md").read_text()
     assert "- `qat`: skipped — qat converts QAT-trained weights" in report_text
     assert "| int8_dynamic |" in report_text.split("## Deployable variants")[1]
-    assert "| trained | zero_shot | choice |" in (project / "metrics/report.md").read_text()
-    assert "| variant | strategy | scoring | accuracy [95% CI]" in first.stdout  # the run ends with the tables
+    assert "| trained | zero_shot | choice |" in report_text
     assert "| trained | lora | zero_shot (sentiment_instruction) | none | choice |" in report_text  # with its costs
     assert "![accuracy vs train time](report/accuracy_vs_train_time.png)" in report_text
     assert (project / "metrics/report/accuracy_vs_latency.png").stat().st_size > 10_000
     train_seconds = json.loads((project / "metrics/train.json").read_text())["train_seconds"]
-    headline = json.loads((project / "metrics/eval.json").read_text())["trained/zero_shot/choice"]
-    assert headline["train_seconds"] == train_seconds and headline["tokens_per_second"] > 0
+    scored = evaluated["trained/zero_shot/choice"]
+    assert scored["train_seconds"] == train_seconds and scored["tokens_per_second"] > 0
     shown = run(project, "dvc", "metrics", "show", "--json")
     assert "base/zero_shot/choice" in shown.stdout
 
+
+@pytest.mark.slow
+def test_a_headline_other_than_the_default_reaches_every_stage_that_reads_it(baseline):
+    """eval.headline=few_shot/choice (the baseline's): the benchmark once crashed on a non-default one."""
+    project = baseline.repo
+    evaluated = json.loads((project / "metrics/eval.json").read_text())
+    tradeoffs = (project / "metrics/report/tradeoffs.csv").read_text().splitlines()
+    assert tradeoffs[0] == "variant,accuracy,token_latency_p50_ms,tokens_per_second_batch1,size_mb"
+    assert tradeoffs[1].startswith(f"trained,{evaluated['trained/few_shot/choice']['accuracy']},")
+    assert f"accuracy of {HEADLINE}" in (project / "metrics/report.md").read_text()
+    parents, _ = pipeline_runs(project)
+    assert parents[0].data.metrics["accuracy"] == evaluated["trained/few_shot/choice"]["accuracy"]
+
+
+@pytest.mark.slow
+def test_mlflow_holds_one_pipeline_run_over_a_run_per_stage_with_their_lineage(baseline):
+    project = baseline.repo
     parents, children = pipeline_runs(project)
     assert len(parents) == 1 and parents[0].data.params["data.test_size"] == "12"
     assert sorted(r.data.tags["tunelab.stage"] for r in children) == sorted(STAGES)
@@ -72,14 +123,13 @@ def test_dvc_pipeline_end_to_end(project, tmp_path):
     assert "it applies to strategy=qat" in skipped.data.tags["tunelab.skipped"]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert {r.info.status for r in children + parents} == {"FINISHED"}
-    commit = run(project, "git", "rev-parse", "HEAD").stdout.strip()
-    assert {r.data.tags["mlflow.source.git.commit"] for r in children + parents} == {commit}
+    first_commit = run(project, "git", "rev-list", "--max-parents=0", "HEAD").stdout.strip()  # the run's commit
+    assert {r.data.tags["mlflow.source.git.commit"] for r in children + parents} == {first_commit}
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     trained_hash = next(o["md5"] for o in lock["train"]["outs"] if o["path"] == "models/trained")
     scored = next(r for r in children if r.data.tags["tunelab.stage"] == "evaluate@trained")
     assert scored.data.tags["dvc.lock.models/trained"] == trained_hash  # the model it scored
     assert parents[0].data.tags["dvc.lock.models/trained"] == trained_hash  # the pipeline's lineage
-    assert parents[0].data.metrics["accuracy"] == headline["accuracy"]
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     assert {"params.yaml", "pip-freeze.txt"} <= {a.path for a in client.list_artifacts(scored.info.run_id)}
     train_run = next(r for r in children if r.data.tags["tunelab.stage"] == "train")
@@ -88,45 +138,49 @@ def test_dvc_pipeline_end_to_end(project, tmp_path):
     prepare_run = next(r for r in children if r.data.tags["tunelab.stage"] == "prepare")
     assert prepare_run.data.metrics["test_examples"] == 12
     eval_run = next(r for r in children if r.data.tags["tunelab.stage"] == "evaluate@base")
-    assert 0 <= eval_run.data.metrics["few_shot.choice.accuracy"] <= 1
+    base_scores = json.loads((project / "metrics/eval.json").read_text())
+    assert eval_run.data.metrics["few_shot.choice.accuracy"] == base_scores["base/few_shot/choice"]["accuracy"]
 
-    # Nothing changed: only the check stage runs (it always does, in a second); every other stage is cached.
-    second = run(project, "dvc", "repro")
+
+@pytest.mark.slow
+def test_with_nothing_changed_only_the_check_stage_runs(baseline_copy):
+    second = run(baseline_copy, "dvc", "repro")
     assert ran_stages(second) == [] and "Running stage 'check'" in second.stdout
     assert "Stage 'fetch' didn't change, skipping" in second.stdout
 
-    # An edit in conf/ reaches the stages through dvc exp run; only the stages downstream of it rerun.
+
+@pytest.mark.slow
+def test_a_conf_edit_reaches_the_stages_downstream_of_it_and_no_others(baseline_copy):
+    project = baseline_copy
     replace_in(project / "conf/prompt/sentiment_instruction.yaml", "Answer with one word.", "Reply in one word.")
-    edited = run(project, "dvc", "exp", "run")
-    assert ran_stages(edited) == ["format", "train", "evaluate@base", "evaluate@trained", *AFTER_TRAINING]
+    assert would_rerun(project) == ["format", "train", "evaluate@base", "evaluate@trained", *AFTER_TRAINING]
+    run(project, "dvc", "exp", "run", "format")  # composes conf/ and runs up to the format stage
     assert "Reply in one word." in read_rows(project / "data/formatted/train.jsonl")[0]["prompt"]
 
-    # Retraining re-scores the trained model only: the prompting baselines stay cached.
-    retrained = run(project, "dvc", "exp", "run", "-S", "train.max_steps=10")
-    assert ran_stages(retrained) == ["train", "evaluate@trained", *AFTER_TRAINING]
 
-    # An in-place edit of the local data file (same path, same params) is seen: fetch reruns. And a
-    # headline other than zero-shot/choice runs through every stage that reads it (the benchmark
-    # once crashed on it).
-    reviews = project.parent / "reviews.jsonl"
-    reviews.write_text(reviews.read_text() + '{"text": "Review 60: a sharp film.", "label": "positive"}\n')
-    overridden = run(project, "dvc", "exp", "run", "-S", "data.test_size=10", "-S", "eval.fine_tuned_strategies=[few_shot]")
-    assert ran_stages(overridden) == ["fetch", "prepare", "format", "train", "evaluate@base", "evaluate@trained",
-                                      *AFTER_TRAINING]
+@pytest.mark.slow
+def test_retraining_rescores_the_trained_model_only(baseline_copy):
+    """The prompting baselines (evaluate@base) stay cached."""
+    assert would_rerun(baseline_copy, "train.max_steps=10") == ["train", "evaluate@trained", *AFTER_TRAINING]
+
+
+@pytest.mark.slow
+def test_an_in_place_edit_of_the_local_data_file_reruns_everything_from_fetch(baseline_copy):
+    """Same path, same params: the check stage's fingerprint of the source is what changes."""
+    project = baseline_copy
+    (project / DATA).write_text((project / DATA).read_text() + '{"text": "Review 60: a sharp film.", "label": "positive"}\n')
+    assert would_rerun(project) == []  # nothing can see the edit before the check stage fingerprints it
+    run(project, "dvc", "repro", "check")
+    assert would_rerun(project, "data.test_size=10") == [
+        "fetch", "prepare", "format", "train", "evaluate@base", "evaluate@trained", *AFTER_TRAINING]
+    run(project, "dvc", "exp", "run", "-S", "data.test_size=10", "format")
     assert len(read_rows(project / "data/formatted/test.jsonl")) == 10
     assert "Review 60: a sharp film." in (project / "data/raw/reviews.jsonl").read_text()
-    parents, _ = pipeline_runs(project)
-    assert len(parents) == 4  # one parent per configuration
-    evaluated = json.loads((project / "metrics/eval.json").read_text())
-    assert "trained/zero_shot/choice" not in evaluated
-    tradeoffs = (project / "metrics/report/tradeoffs.csv").read_text().splitlines()
-    assert tradeoffs[0] == "variant,accuracy,token_latency_p50_ms,tokens_per_second_batch1,size_mb"
-    assert tradeoffs[1].startswith(f"trained,{evaluated['trained/few_shot/choice']['accuracy']},")
-    assert "accuracy of few_shot/choice" in (project / "metrics/report.md").read_text()
-    latest = max(parents, key=lambda r: r.info.start_time)
-    assert latest.data.metrics["accuracy"] == evaluated["trained/few_shot/choice"]["accuracy"]
 
-    # A config value that reaches a shell command is refused before any shell runs it.
+
+@pytest.mark.slow
+def test_a_config_value_that_reaches_a_shell_command_is_refused_before_any_shell_runs_it(baseline_copy):
+    project = baseline_copy
     refused = run(project, "dvc", "exp", "run", "-S", "train.launcher='python; touch pwned #'", check=False)
     assert refused.returncode != 0 and not (project / "pwned").exists()
     assert "error: config key train.launcher: 'python; touch pwned #' is not a launcher tunelab runs" in refused.stderr
@@ -134,8 +188,8 @@ def test_dvc_pipeline_end_to_end(project, tmp_path):
 
 
 @pytest.mark.slow
-def test_bare_dvc_repro_refuses_a_params_yaml_that_conf_no_longer_composes_to(project):
-    run(project, "dvc", "exp", "run")
+def test_bare_dvc_repro_refuses_a_params_yaml_that_conf_no_longer_composes_to(baseline_copy):
+    project = baseline_copy
     replace_in(project / "conf/config.yaml", "max_length: 128", "max_length: 64")
     (project / "stages/format.py").write_text((project / "stages/format.py").read_text() + "\n")  # format must rerun
     stale = run(project, "dvc", "repro", check=False)
@@ -148,8 +202,9 @@ def test_a_stage_fails_in_one_line_naming_file_and_line_and_writes_nothing(tmp_p
     (tmp_path / "data/raw/truth.txt").write_text("1\t2.0\tGood\n2\toops\n")
     (tmp_path / "data/raw/source.json").write_text('{"file": "truth.txt"}')
     data = (REPO_ROOT / "conf/data/vader_movie_reviews.yaml").read_text()
-    (tmp_path / "params.yaml").write_text("data:\n" + "".join(f"  {line}\n" for line in data.splitlines())
-                                          + "tracking:\n  enabled: false\n")
+    tracking = (REPO_ROOT / "conf/tracking/mlflow_local.yaml").read_text().replace("enabled: true", "enabled: false")
+    (tmp_path / "params.yaml").write_text("".join(f"{name}:\n" + "".join(f"  {line}\n" for line in section.splitlines())
+                                                  for name, section in (("data", data), ("tracking", tracking))))
     result = subprocess.run([sys.executable, str(REPO_ROOT / "stages/prepare.py")], cwd=tmp_path,
                             capture_output=True, text=True)
     assert result.returncode == 2

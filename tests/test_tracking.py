@@ -13,13 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO_ROOT
 
 from tunelab.config.compose import compose_conf
-
 from tunelab.tracking.lineage import pip_freeze, stage_input_hashes
 from tunelab.tracking.mlflow_run import CUT_MARK, MAX_PARAM_LENGTH, stage_run, tracking_uri
-
-from conftest import REPO_ROOT
 
 PIPELINE = {"stages": {
     "format": {"cmd": "python stages/format.py", "outs": ["data/formatted/train.jsonl"]},

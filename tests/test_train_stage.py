@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO_ROOT
 from safetensors.torch import load_file
+from training_helpers import formatted_rows
 from transformers import AutoTokenizer
 
 from tunelab.config.compose import compose_conf
 from tunelab.io.atomic import write_jsonl
-
-from conftest import REPO_ROOT
-from training_helpers import formatted_rows
 
 STAGE = REPO_ROOT / "stages" / "train.py"
 

@@ -1,0 +1,56 @@
+"""dvc.yaml's graph, read statically with DVC's own parser: which stages a change can rerun.
+
+The end-to-end tests check a few changes against ``dvc status`` on a real project; this test
+holds the whole graph: every params section reaches only the stages that read it, and the
+prompting baselines never sit downstream of training.
+"""
+
+import networkx
+from conftest import REPO_ROOT
+
+
+def graph_and_params():
+    from dvc.repo import Repo
+
+    with Repo(str(REPO_ROOT)) as repo:
+        graph = repo.index.graph  # edges run from a stage to the stages whose outputs it reads
+        params = {stage.addressing: {key for dep in stage.deps if hasattr(dep, "params") for key in dep.params}
+                  for stage in graph}
+        names = {stage: stage.addressing for stage in graph}
+        return networkx.relabel_nodes(graph, names), params
+
+
+def downstream(graph, name: str) -> set[str]:
+    return set(networkx.ancestors(graph, name))
+
+
+def readers(params: dict[str, set[str]], key: str) -> set[str]:
+    """Stages that depend on ``key``: on it, on a key inside it, or on the section holding it."""
+    return {stage for stage, keys in params.items()
+            if any(k == key or k.startswith(key + ".") or key.startswith(k + ".") for k in keys)}
+
+
+DEPLOYED = {"evaluate_deployed@merged", "evaluate_deployed@int8_dynamic", "evaluate_deployed@nf4"}
+
+
+def test_each_params_section_is_read_only_by_the_stages_it_configures():
+    _, params = graph_and_params()
+    assert readers(params, "train") == {"train", "report"}  # the report reads train.learning_rate for its titles
+    assert readers(params, "strategy") == {"train", "report"}
+    assert readers(params, "bench") == {"benchmark"}
+    assert readers(params, "quantize") == {"quantize", "report"}
+    assert readers(params, "prompt") == {"format", "evaluate@base", "evaluate@trained", *DEPLOYED}
+    assert readers(params, "eval") == {"evaluate@base", "evaluate@trained", *DEPLOYED, "report"}
+    assert readers(params, "model") == {"check", "base"}
+    assert readers(params, "data.source") == {"check", "fetch", "prepare"}  # prepare reads the whole data section
+
+
+def test_training_reruns_the_trained_model_downstream_and_never_the_prompting_baselines():
+    graph, _ = graph_and_params()
+    after_training = {"evaluate@trained", "quantize", *DEPLOYED, "benchmark", "report"}
+    assert downstream(graph, "train") == after_training
+    assert "evaluate@base" not in downstream(graph, "train")
+    assert downstream(graph, "format") == {"train", *after_training}  # evaluate@base reads prepared data, not formatted
+    assert downstream(graph, "fetch") == {"prepare", "format", "train", "evaluate@base", *after_training}
+    assert downstream(graph, "quantize") == {*DEPLOYED, "benchmark", "report"}
+    assert downstream(graph, "benchmark") == {"report"}
