@@ -186,6 +186,6 @@ def would_rerun(repo: Path, *overrides: str) -> list[str]:
     changed = {name for name, changes in status.items() if changes != ["always changed"]}
     with Repo(str(repo)) as dvc_repo:
         graph = dvc_repo.index.graph  # edges run from a stage to the stages whose outputs it reads
-        by_name = {stage.addressing: stage for stage in graph}
-        downstream = {later.addressing for name in changed for later in networkx.ancestors(graph, by_name[name])}
+        by_name = {stage.name: stage for stage in graph}
+        downstream = {later.name for name in changed for later in networkx.ancestors(graph, by_name[name])}
     return [stage for stage in STAGES if stage in changed | downstream]

@@ -14,9 +14,9 @@ def graph_and_params():
 
     with Repo(str(REPO_ROOT)) as repo:
         graph = repo.index.graph  # edges run from a stage to the stages whose outputs it reads
-        params = {stage.addressing: {key for dep in stage.deps if hasattr(dep, "params") for key in dep.params}
+        params = {stage.name: {key for dep in stage.deps if hasattr(dep, "params") for key in dep.params}
                   for stage in graph}
-        names = {stage: stage.addressing for stage in graph}
+        names = {stage: stage.name for stage in graph}
         return networkx.relabel_nodes(graph, names), params
 
 

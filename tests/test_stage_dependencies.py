@@ -53,7 +53,7 @@ def resolved_stages() -> dict[str, dict]:
     from dvc.repo import Repo
 
     with Repo(str(REPO_ROOT)) as repo:
-        return {stage.addressing: {"cmd": stage.cmd, "deps": [dep.def_path for dep in stage.deps]}
+        return {stage.name: {"cmd": stage.cmd, "deps": [dep.def_path for dep in stage.deps]}
                 for stage in repo.index.stages}
 
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from tunelab.config.compose import compose_conf
 from tunelab.config.load import to_section
 from tunelab.config.schema import TrackingConfig
-from tunelab.console import quiet_known_noise
 from tunelab.errors import TunelabError
 from tunelab.stage import USER_ERROR_EXIT_CODE
 from tunelab.sweeps import queue
@@ -164,7 +163,6 @@ def multirun(args: argparse.Namespace, command: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    quiet_known_noise()
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     command = "tunelab " + shlex.join(argv)

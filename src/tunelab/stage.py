@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import tunelab
-from tunelab.console import quiet_known_noise
 from tunelab.errors import TunelabError
 
 USER_ERROR_EXIT_CODE = 2
@@ -66,7 +65,6 @@ def run_stage(main: Callable[[], None]) -> None:
     stage as SIGINT does.
     """
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    quiet_known_noise()
     try:
         check_code_origin(inspect.getsourcefile(main))
         main()

@@ -68,7 +68,7 @@ def training_arguments(train: TrainConfig, output_dir: Path):
         max_grad_norm=train.max_grad_norm,
         seed=train.seed,
         data_seed=train.seed,
-        gradient_checkpointing=train.gradient_checkpointing,
+        activation_checkpointing=train.gradient_checkpointing,  # transformers 5 renamed gradient_checkpointing
         train_sampling_strategy="group_by_length" if train.group_by_length else "random",
         eval_strategy="steps",
         eval_steps=train.eval_steps,
