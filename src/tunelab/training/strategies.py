@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from tunelab.config.schema import StrategyConfig, TrainConfig
 
 
-
 def _nothing(*_) -> None:
     return None
 
