@@ -47,8 +47,14 @@ $(CHROMEDRIVER):
 		echo "note: the MLflow UI browser test will be skipped; enable it with: sudo apt-get install chromium chromium-driver"; \
 	fi
 
+# One pytest-xdist worker per core; tests/conftest.py gives each its share of threads and
+# makes the pipeline baseline (and the test sweep) once for all of them and orders the tests so
+# that no worker waits for it while there is other work; one test at a time goes to the first
+# free worker (--maxschedchunk 1), so no worker queues several long tests while another idles.
+TEST_WORKERS ?= auto
+
 test: setup $(CHROMEDRIVER)
-	pytest
+	pytest -n $(TEST_WORKERS) --maxschedchunk 1
 
 # A sweep, e.g. make sweep ARGS="strategy=lora,ia3 train.learning_rate=1e-4,3e-4 --jobs 2"
 sweep: setup
@@ -56,7 +62,7 @@ sweep: setup
 
 # Everything but the end-to-end DVC/MLflow tests.
 test-fast: setup
-	pytest -m "not slow"
+	pytest -n $(TEST_WORKERS) --maxschedchunk 1 -m "not slow"
 
 # Training throughput of every strategy (needs models/base and data/formatted: run `make run` first).
 bench-train: setup

@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -7,6 +8,12 @@ import pytest
 # Tests never reach a model hub; a code path that tries must fail here, not hang.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `make test` runs the suite on parallel pytest-xdist workers (README "Tests"). Each worker, and
+# every stage process its tests start, gets its share of the cores: oversubscribed OpenMP
+# threads (two torch processes × 2 threads on 2 cores) slow every process ~20×. Set before
+# anything imports torch.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // WORKERS)))
 sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny_model import build_tokenizer, save_tiny_model  # noqa: E402
@@ -14,9 +21,53 @@ from tiny_model import build_tokenizer, save_tiny_model  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """The order that keeps parallel workers busy: first one test that needs the pipeline baseline
+    (its worker makes the baseline while the others run every test that needs none), then the
+    tests that need none, then the rest of the baseline's tests, those that rerun stages first
+    (a long test last would leave the other workers idle). Otherwise in file order (stable sort)."""
+    def needs_baseline(item) -> bool:
+        return "baseline" in item.fixturenames
+
+    first = next((item for item in items if needs_baseline(item)), None)
+
+    def rank(item) -> int:
+        if item is first:
+            return 0
+        if not needs_baseline(item):
+            return 1
+        return 2 if "swept" in item.fixturenames or item.get_closest_marker("reruns_stages") else 3
+
+    items.sort(key=rank)
+
+
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """``make(folder)`` run by the first worker that asks for ``name``, in a folder every worker of
+    this session shares; the others wait for it and get the same folder. A failure is kept, so
+    they fail with it instead of making it again."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / name
+    failure, made = folder.with_suffix(".failed"), folder / ".made"
+    with FileLock(f"{folder}.lock"):
+        if failure.exists():
+            raise AssertionError(f"making {name} failed (in another worker):\n{failure.read_text()}")
+        if not made.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a killed worker left half made
+            folder.mkdir()
+            try:
+                make(folder)
+            except BaseException as error:
+                failure.write_text(f"{type(error).__name__}: {error}")
+                raise
+            made.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+    return made_once(tmp_path_factory, "tiny-llama", save_tiny_model)
 
 
 @pytest.fixture(scope="session")
@@ -24,22 +75,27 @@ def tiny_tokenizer():
     return build_tokenizer()
 
 
+def make_baseline(root: Path, tiny_model_dir: Path) -> None:
+    from pipeline_project import audited_env, make_project, run, save_run
+
+    repo = make_project(root, tiny_model_dir)
+    save_run(root / "first_run.json", run(repo, "dvc", "exp", "run", env=audited_env(root / "reads")))
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "baseline run")
+
+
 @pytest.fixture(scope="session")
 def baseline(tmp_path_factory, tiny_model_dir):
-    """The tiny pipeline run once per session, every stage process audited, then committed.
+    """The tiny pipeline run once per session (by one worker, for all), every stage process
+    audited, then committed.
 
     End-to-end tests read it as it is (the first run's assertions) or work on their own
     ``baseline_copy``; none runs the whole pipeline again unless that is what it tests.
     """
-    from pipeline_project import Baseline, audited_env, make_project, run
+    from pipeline_project import Baseline, load_run
 
-    root = tmp_path_factory.mktemp("baseline")
-    repo = make_project(root, tiny_model_dir)
-    reads = root / "reads"  # what every stage process opened: dvc.yaml must declare each one
-    first = run(repo, "dvc", "exp", "run", env=audited_env(reads))
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-qm", "baseline run")
-    return Baseline(repo, first, reads)
+    root = made_once(tmp_path_factory, "baseline", lambda folder: make_baseline(folder, tiny_model_dir))
+    return Baseline(root / "repo", load_run(root / "first_run.json"), root / "reads")
 
 
 @pytest.fixture

@@ -57,6 +57,16 @@ def run(repo: Path, *command: str, check: bool = True, env: dict | None = None) 
     return result
 
 
+def save_run(path: Path, result: subprocess.CompletedProcess) -> None:
+    """A finished command kept on disk, for the test workers that did not run it."""
+    path.write_text(json.dumps({"args": result.args, "returncode": result.returncode, "stdout": result.stdout,
+                                "stderr": result.stderr}))
+
+
+def load_run(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.CompletedProcess(**json.loads(path.read_text()))
+
+
 def ran_stages(result: subprocess.CompletedProcess) -> list[str]:
     return [stage for stage in STAGES if f"Running stage '{stage}'" in result.stdout]
 

@@ -150,6 +150,7 @@ def test_with_nothing_changed_only_the_check_stage_runs(baseline_copy):
 
 
 @pytest.mark.slow
+@pytest.mark.reruns_stages
 def test_a_conf_edit_reaches_the_stages_downstream_of_it_and_no_others(baseline_copy):
     project = baseline_copy
     replace_in(project / "conf/prompt/sentiment_instruction.yaml", "Answer with one word.", "Reply in one word.")
@@ -165,6 +166,7 @@ def test_retraining_rescores_the_trained_model_only(baseline_copy):
 
 
 @pytest.mark.slow
+@pytest.mark.reruns_stages
 def test_an_in_place_edit_of_the_local_data_file_reruns_everything_from_fetch(baseline_copy):
     """Same path, same params: the check stage's fingerprint of the source is what changes."""
     project = baseline_copy

@@ -39,6 +39,7 @@ def test_measurements_are_what_is_left_out():
 
 
 @pytest.mark.slow
+@pytest.mark.reruns_stages
 def test_the_same_config_and_seed_reproduce_every_output_bitwise(baseline, baseline_copy):
     """The committed baseline against every stage run again on a copy of it."""
     project = baseline_copy

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
-from pipeline_project import HEADLINE, STAGES, copy_project, run
+from conftest import REPO_ROOT, made_once
+from pipeline_project import HEADLINE, STAGES, copy_project, load_run, run, save_run
 
 from tunelab.errors import TunelabError
 from tunelab.sweeps.overrides import check_runs, expand
@@ -74,6 +74,7 @@ def test_a_bad_sweep_queues_nothing(baseline_copy):
 
 
 @pytest.mark.slow
+@pytest.mark.reruns_stages
 def test_queue_only_queues_the_checked_runs_for_workers_that_run_in_the_background(baseline_copy):
     """Runs that change the benchmark only (bench.new_tokens), so a worker runs two stages, not the pipeline."""
     project = baseline_copy
@@ -95,11 +96,16 @@ def test_queue_only_queues_the_checked_runs_for_workers_that_run_in_the_backgrou
     assert at_end == {"later-1": "Success"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def swept(tmp_path_factory, baseline) -> tuple[Path, subprocess.CompletedProcess]:
-    """A copy of the committed baseline after a 2 strategies × 1 learning rate sweep on 2 workers."""
-    project = copy_project(baseline.repo, tmp_path_factory.mktemp("sweep") / "repo")
-    return project, run(project, "tunelab", "-m", *GRID, "--jobs", "2", "--name", SWEEP)
+    """A copy of the committed baseline after a 2 strategies × 1 learning rate sweep on 2 workers
+    (made once per session, like the baseline, whichever test worker asks first)."""
+    def sweep(folder: Path) -> None:
+        project = copy_project(baseline.repo, folder / "repo")
+        save_run(folder / "sweep.json", run(project, "tunelab", "-m", *GRID, "--jobs", "2", "--name", SWEEP))
+
+    folder = made_once(tmp_path_factory, "sweep", sweep)
+    return folder / "repo", load_run(folder / "sweep.json")
 
 
 def a_share_of_the_test_rows(accuracy: float, rows: int = 12) -> bool:
