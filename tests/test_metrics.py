@@ -8,10 +8,7 @@ from sklearn.metrics import f1_score, precision_recall_fscore_support
 from tunelab.evaluation.metrics import (
     bootstrap_interval,
     classification_report,
-    exact_match,
-    generative_report,
     macro_f1,
-    token_f1,
     wilson_interval,
 )
 
@@ -63,24 +60,3 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_data():
     assert small.low <= estimate <= small.high and large.low <= estimate <= large.high
     assert large.high - large.low < (small.high - small.low) / 2
     assert bootstrap_interval(GOLD, PREDICTED, LABELS, seed=1) == bootstrap_interval(GOLD, PREDICTED, LABELS, seed=1)
-
-
-@pytest.mark.parametrize(
-    ("gold", "predicted", "match", "f1"),
-    [
-        ("The Eiffel Tower", "eiffel tower.", 1.0, 1.0),  # case, article and punctuation do not count
-        ("Paris", "London", 0.0, 0.0),
-        ("new york city", "york", 0.0, 2 * (1 / 1) * (1 / 3) / (1 + 1 / 3)),  # precision 1, recall 1/3
-        ("a b c d", "b c e", 0.0, 2 / 3),  # "a" is an article: gold is "b c d", 2 of 3 tokens shared each way
-    ],
-)
-def test_exact_match_and_token_f1(gold, predicted, match, f1):
-    assert exact_match(gold, predicted) == match
-    assert token_f1(gold, predicted) == pytest.approx(f1)
-
-
-def test_generative_report_averages_over_examples():
-    report = generative_report(["Paris", "the cat"], ["paris!", "a dog"])
-    assert report["exact_match"] == 0.5 and report["token_f1"] == pytest.approx(0.5)
-    reference = binomtest(1, 2).proportion_ci(confidence_level=0.95, method="wilson")
-    assert report["exact_match_ci95"] == pytest.approx([reference.low, reference.high])

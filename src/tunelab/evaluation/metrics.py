@@ -1,7 +1,5 @@
-"""Classification metrics with 95% confidence intervals, for scoring predictions on the test split.
-
-For generative tasks, :func:`generative_report` gives exact match and token F1 (SQuAD's
-normalisation) as hooks for free-text answers.
+"""Classification metrics with 95% confidence intervals, for scoring predictions on the test split
+(generated text against references: text_metrics.py).
 
 Accuracy's interval is Wilson's score interval (good at small n and near 0 or 1, where the
 normal approximation fails); macro-F1's is a percentile bootstrap over examples, since it has
@@ -9,8 +7,6 @@ no closed form. Both are stated in every report that shows them.
 """
 
 import math
-import string
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,39 +95,3 @@ def classification_report(gold: list[str], predicted: list[str], labels: list[st
         "per_class": per_class(matrix, counts, labels),
         "confusion_matrix": {"labels": labels, "rows_gold_columns_predicted": matrix},
     }
-
-
-# --- generative tasks (answers as free text): SQuAD-style exact match and token F1 -------------
-
-
-def normalize_answer(text: str) -> str:
-    """Lower case, no punctuation, no articles, single spaces (the SQuAD evaluation's rule)."""
-    text = "".join(char for char in text.lower() if char not in string.punctuation)
-    return " ".join(word for word in text.split() if word not in ("a", "an", "the"))
-
-
-def exact_match(gold: str, predicted: str) -> float:
-    return float(normalize_answer(gold) == normalize_answer(predicted))
-
-
-def token_f1(gold: str, predicted: str) -> float:
-    """Harmonic mean of token precision and recall over the normalised answers' words."""
-    gold_tokens, predicted_tokens = normalize_answer(gold).split(), normalize_answer(predicted).split()
-    if not gold_tokens or not predicted_tokens:
-        return float(gold_tokens == predicted_tokens)
-    common = sum((Counter(gold_tokens) & Counter(predicted_tokens)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(predicted_tokens), common / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
-
-
-def generative_report(gold: list[str], predicted: list[str]) -> dict:
-    """Mean exact match (with its Wilson interval) and mean token F1 of free-text answers."""
-    if not gold:
-        raise ValueError("no predictions to score")
-    matches = [exact_match(g, p) for g, p in zip(gold, predicted, strict=True)]
-    interval = wilson_interval(int(sum(matches)), len(matches))
-    return {"examples": len(gold), "exact_match": sum(matches) / len(matches),
-            "exact_match_ci95": [interval.low, interval.high],
-            "token_f1": sum(token_f1(g, p) for g, p in zip(gold, predicted)) / len(gold)}

@@ -87,3 +87,41 @@ def special_tokens_report(tokenizer) -> dict:
         "pad_equals_eos": tokenizer.pad_token_id == tokenizer.eos_token_id,
         "loss_mask_from": "completion span (not pad positions), so EOS is trained even when pad == eos",
     }
+
+
+def _chat_ids(tokenizer, messages: list[dict], generation_prompt: bool = False) -> list[int]:
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]  # the template writes its own special tokens
+
+
+def tokenize_conversation(tokenizer, messages: list[dict], max_length: int, row: str) -> TokenizedExample:
+    """A whole chat through the model's chat template, with loss on every assistant turn and its
+    end-of-turn token, nothing else (system and user turns, role headers and the template's text
+    after the end-of-turn token are context).
+
+    An assistant turn's tokens are what rendering the chat through that turn adds to rendering it
+    up to the turn's generation prompt. TRL's ``assistant_only_loss`` needs ``{% generation %}``
+    markers that most templates (SmolLM2's among them) lack, so the spans are found this way,
+    and refused where a template renders earlier turns differently once later ones follow.
+    """
+    full = _chat_ids(tokenizer, messages)
+    mask = [0] * len(full)
+    first_loss = None
+    for turn, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = _chat_ids(tokenizer, messages[:turn], generation_prompt=True)
+        through = _chat_ids(tokenizer, messages[: turn + 1])
+        if through[: len(before)] != before or full[: len(through)] != through:
+            raise TunelabError(f"row {row}: the chat template renders turn {turn + 1} differently once later turns "
+                               "follow it, so its loss mask cannot be found; train on single-turn rows")
+        start, span = len(before), through[len(before):]
+        if tokenizer.eos_token_id not in span:
+            raise TunelabError(f"row {row}: assistant turn {turn + 1} does not end with the end-of-turn token "
+                               f"{tokenizer.eos_token!r} in the chat template")
+        end = start + len(span) - span[::-1].index(tokenizer.eos_token_id)  # through the turn's last end-of-turn token
+        mask[start:end] = [1] * (end - start)
+        first_loss = start if first_loss is None else first_loss
+    if first_loss is None:
+        raise TunelabError(f"row {row}: no assistant turn, nothing would carry loss")
+    return TokenizedExample(full[:max_length], mask[:max_length], len(full), first_loss)

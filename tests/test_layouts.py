@@ -1,0 +1,94 @@
+"""Data formats mapped by config, and the one-line refusals of rows that cannot be trained or scored."""
+
+import copy
+
+import pytest
+
+from tunelab.data.layouts import LAYOUTS, read_example
+from tunelab.errors import TunelabError
+from tunelab.prompts.tokenization import tokenize_conversation
+
+WHERE = "train.jsonl:3"
+
+
+def test_every_layout_becomes_a_chat_ending_with_the_scored_assistant_turn():
+    assert LAYOUTS.names() == ["prompt_completion", "alpaca", "messages"]
+    assert read_example({"q": "2+2?", "a": ["4", "four"]}, "prompt_completion", {"prompt": "q", "completion": "a"}, WHERE) \
+        == ([{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}], ["4", "four"])
+    assert read_example({"instruction": "Translate", "input": "chat", "output": "cat"}, "alpaca", {}, WHERE) == \
+        ([{"role": "user", "content": "Translate\n\nchat"}, {"role": "assistant", "content": "cat"}], ["cat"])
+    assert read_example({"instruction": "Say hi", "output": "hi"}, "alpaca", {}, WHERE)[0][0]["content"] == "Say hi"
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "bye"}, {"role": "assistant", "content": "goodbye"}]
+    messages, references = read_example({"turns": chat, "persona": "Be brief."}, "messages",
+                                        {"messages": "turns", "system": "persona"}, WHERE)
+    assert messages == [{"role": "system", "content": "Be brief."}, *chat] and references == ["goodbye"]
+
+
+@pytest.mark.parametrize(("fields", "layout", "message"), [
+    ({"prompt": "x"}, "prompt_completion", "train.jsonl:3: missing field 'completion' (data.fields.completion; "
+                                           "fields present: ['prompt'])"),
+    ({"prompt": "x", "completion": ""}, "prompt_completion", "train.jsonl:3: completion has an empty reference"),
+    ({"instruction": "x", "output": ["ok", " "]}, "alpaca", "train.jsonl:3: output has an empty reference"),
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}, "messages",
+     "train.jsonl:3: turn 2 is 'user', expected 'assistant'"),
+    ({"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "b"}]}, "messages",
+     "train.jsonl:3: turn 2 is 'assistant', expected 'user'"),
+    ({"messages": [{"role": "user", "content": "a"}]}, "messages", "train.jsonl:3: no assistant turn"),
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                   {"role": "user", "content": "c"}]}, "messages", "train.jsonl:3: the last turn is a user turn"),
+    ({"messages": [{"role": "bot", "content": "a"}]}, "messages", "train.jsonl:3: turn 1 must be {role, content}"),
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": " "}]}, "messages",
+     "train.jsonl:3: turn 2 (assistant) is empty"),
+    ({"messages": "hi"}, "messages", "train.jsonl:3: messages must be a non-empty list"),
+])
+def test_a_row_that_cannot_be_trained_or_scored_is_one_line_naming_it(fields, layout, message):
+    with pytest.raises(TunelabError) as refused:
+        read_example(fields, layout, {}, WHERE)
+    assert str(refused.value).startswith(message)
+
+
+def test_an_unknown_layout_names_the_known_ones():
+    with pytest.raises(TunelabError, match=r"config key data.layout: unknown value 'sharegpt'; expected one of"):
+        read_example({}, "sharegpt", {}, WHERE)
+
+
+def loss_spans(tokenizer, example) -> list[str]:
+    """The text of each run of consecutive loss tokens."""
+    spans, current = [], []
+    for token, carries_loss in zip(example.input_ids, example.completion_mask):
+        if carries_loss:
+            current.append(token)
+        elif current:
+            spans, current = spans + [tokenizer.decode(current)], []
+    return spans + ([tokenizer.decode(current)] if current else [])
+
+
+def test_the_multi_turn_loss_mask_is_every_assistant_turn_and_its_end_of_turn_token(tiny_tokenizer):
+    chat = [{"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Review: a dull film"}, {"role": "assistant", "content": "negative"},
+            {"role": "user", "content": "Review: a moving film"}, {"role": "assistant", "content": "positive, surely"}]
+    example = tokenize_conversation(tiny_tokenizer, chat, max_length=512, row="7")
+    assert loss_spans(tiny_tokenizer, example) == ["negative<|im_end|>", "positive, surely<|im_end|>"]
+    whole = tiny_tokenizer.apply_chat_template(chat, tokenize=False)
+    assert tiny_tokenizer.decode(example.input_ids) == whole  # nothing added, nothing lost
+    before_first = tiny_tokenizer.apply_chat_template(chat[:2], tokenize=False, add_generation_prompt=True)
+    assert tiny_tokenizer.decode(example.input_ids[:example.prompt_length]) == before_first
+    short = tokenize_conversation(tiny_tokenizer, chat, max_length=20, row="7")
+    assert len(short.input_ids) == 20 and short.truncated
+
+
+def test_a_chat_without_an_assistant_turn_is_refused_by_the_tokenizer_too(tiny_tokenizer):
+    with pytest.raises(TunelabError, match="row 7: no assistant turn"):
+        tokenize_conversation(tiny_tokenizer, [{"role": "user", "content": "hi"}], max_length=64, row="7")
+
+
+def test_a_template_that_renders_a_turn_otherwise_once_it_is_answered_is_refused(tiny_tokenizer):
+    """Its generation prompt says "assistant\n", its answered turns "assistant: ": no span to find."""
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.chat_template = tokenizer.chat_template.replace(
+        "'<|im_start|>' + message['role'] + '\n'", "'<|im_start|>' + message['role'] + ': '")
+    assert tokenizer.chat_template != tiny_tokenizer.chat_template
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    with pytest.raises(TunelabError, match="row 7: the chat template renders turn 2 differently"):
+        tokenize_conversation(tokenizer, chat, max_length=64, row="7")
