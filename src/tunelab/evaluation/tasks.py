@@ -1,0 +1,101 @@
+"""Task types, one registry entry each: how an answer is read out of generated text, whether
+sampled answers can be voted on, and how answers are scored against references.
+
+| task          | answer read from the text                        | headline (95% interval)  |
+|---------------|--------------------------------------------------|--------------------------|
+| classification| the answer choice named (evaluation/parsing.py)  | accuracy (Wilson)        |
+| generation    | the whole text                                   | ROUGE-L (bootstrap)      |
+| extractive_qa | the first line, after an "Answer:" marker if any | exact match (Wilson), F1 |
+| math          | the final number (evaluation/answers.py)         | accuracy (Wilson)        |
+
+Classification is scored by the evaluator's choice and generate scorings against labels; the
+generative tasks here score generated text against each example's references. A new task is one
+``TASKS.register(Task(...))`` here plus its conf/data file.
+"""
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tunelab.evaluation.answers import math_answer, normalize_span
+from tunelab.evaluation.text_metrics import extractive_qa_report, generation_report, math_report
+from tunelab.registry import Registry
+
+_ANSWER_MARKER = re.compile(r"^\s*(?:the\s+answer\s+is|answer\s*:)\s*", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    headline: str
+    """The metric a report and a sweep compare first."""
+    scorings: tuple[str, ...]
+    """choice needs answer choices (classification); every task can generate."""
+    read_answer: Callable[[str], str | None] = lambda text: text.strip() or None
+    """Generated text → the answer (normalised where the task compares normalised answers); None: no answer."""
+    vote_key: Callable[[str], str] | None = None
+    """How sampled answers are grouped for self-consistency's vote; None: free text is not voted on."""
+    report: Callable[[list[list[str]], list[str | None], int], dict] | None = None
+    """(references per example, answers, seed) → metrics with intervals."""
+
+
+TASKS: Registry[Task] = Registry("data.task")
+
+
+def first_line_answer(text: str) -> str | None:
+    """An extractive answer: the first non-empty line, without a leading "Answer:"."""
+    line = next((line for line in text.splitlines() if line.strip()), "")
+    return _ANSWER_MARKER.sub("", line).strip().rstrip(".") or None
+
+
+def _generation(references: list[list[str]], answers: list[str | None], seed: int) -> dict:
+    return generation_report(references, [answer or "" for answer in answers], seed)
+
+
+def _extractive_qa(references: list[list[str]], answers: list[str | None], seed: int) -> dict:
+    return extractive_qa_report(references, [answer or "" for answer in answers], seed)
+
+
+def _math(references: list[list[str]], answers: list[str | None], seed: int) -> dict:
+    return math_report([math_answer(golds[0]) for golds in references], answers)
+
+
+TASKS.register(Task("classification", "accuracy", ("choice", "generate")))
+TASKS.register(Task("generation", "rougeL", ("generate",), report=_generation))
+TASKS.register(Task("extractive_qa", "exact_match", ("generate",), first_line_answer, normalize_span, _extractive_qa))
+TASKS.register(Task("math", "accuracy", ("generate",), math_answer, lambda answer: answer, _math))
+
+
+def vote(answers: list[str | None], key: Callable[[str], str]) -> tuple[str | None, float]:
+    """Self-consistency: the answer most samples agree on (compared by ``key``), and its share of all
+    samples (unparseable ones included). A tie goes to the answer sampled first, so the vote is
+    deterministic."""
+    keys = [key(answer) if answer is not None else None for answer in answers]
+    counts = Counter(k for k in keys if k is not None)
+    if not counts:
+        return None, 0.0
+    winner = max(counts, key=lambda k: (counts[k], -keys.index(k)))
+    return answers[keys.index(winner)], counts[winner] / len(answers)
+
+
+def score_generated(task: Task, references: list[list[str]], samples: list[list[str]], seed: int) -> tuple[list[dict], dict]:
+    """Generated texts (one or more samples per example) → per-example answers and the task's metrics.
+
+    With several samples the task's vote decides the answer (maj@k), and the mean vote share is
+    reported; a task without a vote (free text) is scored on its first sample.
+    """
+    outputs = []
+    for texts in samples:
+        answers = [task.read_answer(text) for text in texts]
+        output = {"texts": texts, "answer": answers[0]}
+        if len(texts) > 1 and task.vote_key is not None:
+            output["answer"], output["vote_share"] = vote(answers, task.vote_key)
+            output["votes"] = answers
+        outputs.append(output)
+    answers = [output["answer"] for output in outputs]
+    metrics = task.report(references, answers, seed)
+    metrics["unparseable_share"] = sum(answer is None for answer in answers) / len(answers)
+    if any("vote_share" in output for output in outputs):
+        metrics["mean_vote_share"] = sum(output["vote_share"] for output in outputs) / len(outputs)
+    return outputs, metrics
