@@ -97,3 +97,37 @@ def test_hf_dataset_dir_splits_are_pooled(tmp_path):
     }).save_to_disk(str(tmp_path / "dataset"))
     rows = read_records(tmp_path, "dataset", "hf_dataset_dir")
     assert sorted(r.fields["text"] for r in rows) == ["a", "b"]
+
+
+SQUAD = {"version": "1.1", "data": [
+    {"title": "Super_Bowl_50", "paragraphs": [
+        {"context": "Super Bowl 50 was played in Santa Clara.", "qas": [
+            {"id": "q1", "question": "Where was Super Bowl 50 played?",
+             "answers": [{"text": "Santa Clara", "answer_start": 28}, {"text": "Santa Clara.", "answer_start": 28}]},
+            {"id": "q2", "question": "Which Super Bowl?", "answers": [{"text": "50", "answer_start": 11}]}]}]},
+    {"title": "Normans", "paragraphs": [
+        {"context": "The Normans were in Normandy.", "qas": [
+            {"id": "q3", "question": "Where were the Normans?", "answers": [{"text": "Normandy", "answer_start": 20}]}]}]}]}
+
+
+def test_squad_json_becomes_one_record_per_question_with_its_article_and_gold_answers(tmp_path):
+    (tmp_path / "dev.json").write_text(json.dumps(SQUAD))
+    records = read_records(tmp_path, "dev.json", "squad_json")
+    assert [r.fields["id"] for r in records] == ["q1", "q2", "q3"]
+    assert records[0].fields == {"id": "q1", "title": "Super_Bowl_50", "context": "Super Bowl 50 was played in Santa Clara.",
+                                 "question": "Where was Super Bowl 50 played?", "answers": ["Santa Clara", "Santa Clara."]}
+    assert records[2].where.endswith("dev.json: data[1].paragraphs[0].qas[0]")
+    SQUAD["data"][1]["paragraphs"][0]["qas"][0]["answers"] = []
+    (tmp_path / "dev.json").write_text(json.dumps(SQUAD))
+    with pytest.raises(TunelabError, match=r"dev.json: data\[1\].paragraphs\[0\].qas\[0\]: a question needs gold answers"):
+        read_records(tmp_path, "dev.json", "squad_json")
+    (tmp_path / "dev.json").write_text("[1, 2]")
+    with pytest.raises(TunelabError, match=r"dev.json: not SQuAD JSON"):
+        read_records(tmp_path, "dev.json", "squad_json")
+
+
+def test_an_unknown_raw_format_names_the_known_ones(tmp_path):
+    (tmp_path / "a.xml").write_text("<a/>")
+    expected = r"config key data.format: unknown value 'xml'; expected one of \['vader_tsv', 'jsonl'"
+    with pytest.raises(TunelabError, match=expected):
+        read_records(tmp_path, "a.xml", "xml")

@@ -63,6 +63,7 @@ def test_default_data_pins_the_real_vader_sdist():
         ("data", {"test_sze": 10}, r"config key data.test_sze: Key 'test_sze' not in 'DataConfig'"),
         ("data", {"test_size": "many"}, r"config key data.test_size: Value 'many' .* could not be converted to Integer"),
         ("data", {"source": {"kind": "ftp"}}, r"config key data.source.kind: unknown value 'ftp'"),
+        ("data", {"format": "xml"}, r"config key data.format: unknown value 'xml'; expected one of \['vader_tsv'"),
         ("data", {"label_field": "label"}, r"set exactly one of data.label_field and data.rating_field"),
         ("model", {"source": "local_dir", "path": None}, r"config key model.path: must be set when model.source=local_dir"),
         ("model", {"path": "???", "source": "local_dir"}, r"config key model.path: must be set when"),

@@ -57,3 +57,19 @@ def test_asking_for_more_than_there_is_names_the_key():
         stratified_split(examples(), test_size=500, val_size=20, train_size=None, seed=0)
     with pytest.raises(TunelabError, match=r"data.train_size: 150 is more than"):
         stratified_split(examples(), test_size=40, val_size=20, train_size=150, seed=0)
+
+
+def test_a_grouped_split_keeps_every_article_in_one_split():
+    from tunelab.data.split import grouped_split
+
+    examples = [{"id": f"q{i:02d}", "title": f"article-{i // 3}", "text": f"question {i}"} for i in range(30)]
+    splits = grouped_split(examples, "title", test_size=7, val_size=5, train_size=None, seed=0)
+    assert (len(splits["test"]), len(splits["val"])) == (7, 5)
+    titles = {name: {e["title"] for e in rows} for name, rows in splits.items()}
+    assert not (titles["test"] & titles["val"]) and not (titles["test"] & titles["train"]) and not (titles["val"] & titles["train"])
+    assert len(splits["train"]) + 12 <= 30 and len(splits["train"]) >= 30 - 12 - 4  # at most 2 trimmed groups' leftovers unused
+    assert grouped_split(list(reversed(examples)), "title", 7, 5, None, 0) == splits  # row order does not matter
+    assert grouped_split(examples, "title", 7, 5, None, 1) != splits
+    assert len(grouped_split(examples, "title", 7, 5, 6, 0)["train"]) == 6
+    with pytest.raises(TunelabError, match=r"data.train_size: 20 is more than the 1[0-9] examples the 10 groups of 'title'"):
+        grouped_split(examples, "title", 7, 5, 20, 0)

@@ -81,7 +81,6 @@ class ModelConfig:
 
 
 DATA_SOURCES = ("pip_sdist", "local_file", "hf_dataset_dir")
-RAW_FORMATS = ("vader_tsv", "jsonl", "csv", "parquet", "hf_dataset_dir")
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,8 @@ class DataConfig:
     source: SourceConfig
     """Where the raw data comes from (read by ``fetch`` only)."""
     format: str
-    """Raw file format: vader_tsv (id, rating, text), jsonl, csv, parquet, hf_dataset_dir."""
+    """Raw file format (tunelab.data.readers; checked by tunelab.validation): vader_tsv (id, rating, text), jsonl, csv, parquet,
+    hf_dataset_dir, squad_json (SQuAD v1.1: one record per question)."""
     labels: list[str]
     """Label names in order; with rating_field, [negative, positive]."""
     text_field: str
@@ -140,7 +140,6 @@ class DataConfig:
     """With rating_field (required there): drop items with |rating| below this (too close to neutral)."""
 
     def __post_init__(self):
-        require_choice("data.format", self.format, RAW_FORMATS)
         if (self.label_field is None) == (self.rating_field is None):
             raise TunelabError("data: set exactly one of data.label_field and data.rating_field")
         if self.rating_field is not None:

@@ -1,14 +1,20 @@
-"""Read raw files into plain dicts, each remembering where it came from (``file:line``)."""
+"""Read raw files into plain dicts, each remembering where it came from (``file:line``).
+
+One registry entry per raw format (``data.format``); a new format is one ``READERS.register``
+here.
+"""
 
 import csv
 import io
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.errors import TunelabError
 from tunelab.io.jsonl import parse_json_row
 from tunelab.io.text import numbered_lines, read_text
+from tunelab.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -60,24 +66,57 @@ def read_table_records(rows: list[dict], name: str) -> Iterator[RawRecord]:
         yield RawRecord(row, f"{name}:row {index}")
 
 
-def read_records(raw_dir: Path, file_name: str, raw_format: str) -> list[RawRecord]:
-    """All records of the raw file ``file_name`` (named in data/raw/source.json)."""
-    path = raw_dir / file_name
-    if not path.exists():
-        raise TunelabError(f"{path}: not found; run the fetch stage first")
-    if raw_format == "vader_tsv":
-        return list(read_vader_tsv(path))
-    if raw_format == "jsonl":
-        return list(read_jsonl_records(path))
-    if raw_format == "csv":
-        return list(read_csv_records(path))
-    if raw_format == "parquet":
-        import pandas
+def read_parquet(path: Path) -> Iterator[RawRecord]:
+    import pandas
 
-        return list(read_table_records(pandas.read_parquet(path).to_dict("records"), str(path)))
+    return read_table_records(pandas.read_parquet(path).to_dict("records"), str(path))
+
+
+def read_hf_dataset_dir(path: Path) -> Iterator[RawRecord]:
     import datasets
 
     loaded = datasets.load_from_disk(str(path))
     # A DatasetDict's splits are pooled: prepare makes its own split.
     parts = loaded.values() if isinstance(loaded, datasets.DatasetDict) else [loaded]
-    return list(read_table_records([row for part in parts for row in part], str(path)))
+    return read_table_records([row for part in parts for row in part], str(path))
+
+
+def read_squad_json(path: Path) -> Iterator[RawRecord]:
+    """SQuAD v1.1's nested JSON (data → paragraphs → qas), one record per question: id, title (the
+    article, which keeps a context in one split), context, question and its gold answers' texts."""
+    try:
+        articles = json.loads(read_text(path))["data"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise TunelabError(f"{path}: not SQuAD JSON (a 'data' list of articles): {error}") from None
+    for a, article in enumerate(articles):
+        for p, paragraph in enumerate(article.get("paragraphs", [])):
+            for q, question in enumerate(paragraph.get("qas", [])):
+                where = f"{path}: data[{a}].paragraphs[{p}].qas[{q}]"
+                answers = [answer.get("text") for answer in question.get("answers", [])]
+                if not answers or not all(isinstance(text, str) and text.strip() for text in answers):
+                    raise TunelabError(f"{where}: a question needs gold answers with text")
+                yield RawRecord({"id": question.get("id"), "title": article.get("title"), "context": paragraph.get("context"),
+                                 "question": question.get("question"), "answers": answers}, where)
+
+
+@dataclass(frozen=True)
+class Reader:
+    name: str
+    read: Callable[[Path], Iterator[RawRecord]]
+
+
+READERS: Registry[Reader] = Registry("data.format")
+READERS.register(Reader("vader_tsv", read_vader_tsv))
+READERS.register(Reader("jsonl", read_jsonl_records))
+READERS.register(Reader("csv", read_csv_records))
+READERS.register(Reader("parquet", read_parquet))
+READERS.register(Reader("hf_dataset_dir", read_hf_dataset_dir))
+READERS.register(Reader("squad_json", read_squad_json))
+
+
+def read_records(raw_dir: Path, file_name: str, raw_format: str) -> list[RawRecord]:
+    """All records of the raw file ``file_name`` (named in data/raw/source.json)."""
+    path = raw_dir / file_name
+    if not path.exists():
+        raise TunelabError(f"{path}: not found; run the fetch stage first")
+    return list(READERS[raw_format].read(path))

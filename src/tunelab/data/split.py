@@ -1,5 +1,6 @@
-"""``prepare``, part two: a stratified, seeded train/val/test split with a leakage check."""
+"""``prepare``, part two: a seeded train/val/test split (stratified by label, or by group) with a leakage check."""
 
+import random
 from collections import Counter
 from itertools import combinations
 
@@ -59,3 +60,34 @@ def check_no_leakage(splits: dict[str, list[dict]]) -> dict[str, int]:
 
 def label_counts(splits: dict[str, list[dict]]) -> dict[str, dict[str, int]]:
     return {name: dict(sorted(Counter(e["label"] for e in rows).items())) for name, rows in splits.items()}
+
+
+def grouped_split(examples: list[dict], group_field: str, test_size: int, val_size: int, train_size: int | None,
+                  seed: int) -> dict[str, list[dict]]:
+    """A seeded split that keeps each group (``group_field``: a SQuAD article, whose paragraphs
+    several questions share) in one split, so no context is seen in training and tested on.
+
+    Groups are shuffled, then dealt to test, val and train in turn until each has its size; the
+    rest of the group that fills a split goes unused rather than into another split.
+    """
+    groups: dict[str, list[dict]] = {}
+    for example in sorted(examples, key=lambda example: example["id"]):
+        groups.setdefault(str(example[group_field]), []).append(example)
+    order = sorted(groups)
+    random.Random(seed).shuffle(order)
+    splits: dict[str, list[dict]] = {"test": [], "val": [], "train": []}
+    wanted = {"test": test_size, "val": val_size, "train": train_size}
+    names = iter(("test", "val", "train"))
+    name = next(names)
+    for group in order:
+        while name != "train" and len(splits[name]) >= wanted[name]:
+            name = next(names)
+        room = None if wanted[name] is None else wanted[name] - len(splits[name])
+        if room == 0:
+            break
+        splits[name] += groups[group][:room]
+    for name in ("test", "val", "train"):
+        if wanted[name] is not None and len(splits[name]) < wanted[name]:
+            raise TunelabError(f"data.{name}_size: {wanted[name]} is more than the {len(splits[name])} examples "
+                               f"the {len(groups)} groups of {group_field!r} leave for it")
+    return {"train": splits["train"], "val": splits["val"], "test": splits["test"]}
