@@ -66,7 +66,7 @@ def test_a_grouped_split_keeps_every_article_in_one_split():
     splits = grouped_split(examples, "title", test_size=7, val_size=5, train_size=None, seed=0)
     assert (len(splits["test"]), len(splits["val"])) == (7, 5)
     titles = {name: {e["title"] for e in rows} for name, rows in splits.items()}
-    assert not (titles["test"] & titles["val"]) and not (titles["test"] & titles["train"]) and not (titles["val"] & titles["train"])
+    assert all(not (titles[a] & titles[b]) for a, b in (("test", "val"), ("test", "train"), ("val", "train")))
     assert len(splits["train"]) + 12 <= 30 and len(splits["train"]) >= 30 - 12 - 4  # at most 2 trimmed groups' leftovers unused
     assert grouped_split(list(reversed(examples)), "title", 7, 5, None, 0) == splits  # row order does not matter
     assert grouped_split(examples, "title", 7, 5, None, 1) != splits
