@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -79,15 +80,6 @@ def test_vader_reader_parses_crlf_lines_and_names_malformed_rows(tmp_path):
         read_records(tmp_path, "truth.txt", "vader_tsv")
 
 
-def test_jsonl_and_csv_readers_name_the_broken_line(tmp_path):
-    (tmp_path / "a.jsonl").write_text(json.dumps({"text": "x"}) + "\n\n{broken\n")
-    with pytest.raises(TunelabError, match=r"a.jsonl:3: not valid JSON"):
-        read_records(tmp_path, "a.jsonl", "jsonl")
-    (tmp_path / "a.csv").write_text("text,label\nfine,positive\nbad,negative,extra\n")
-    with pytest.raises(TunelabError, match=r"a.csv:3: more values than the 2 header columns"):
-        read_records(tmp_path, "a.csv", "csv")
-
-
 def test_hf_dataset_dir_splits_are_pooled(tmp_path):
     import datasets
 
@@ -117,17 +109,23 @@ def test_squad_json_becomes_one_record_per_question_with_its_article_and_gold_an
     assert records[0].fields == {"id": "q1", "title": "Super_Bowl_50", "context": "Super Bowl 50 was played in Santa Clara.",
                                  "question": "Where was Super Bowl 50 played?", "answers": ["Santa Clara", "Santa Clara."]}
     assert records[2].where.endswith("dev.json: data[1].paragraphs[0].qas[0]")
-    SQUAD["data"][1]["paragraphs"][0]["qas"][0]["answers"] = []
-    (tmp_path / "dev.json").write_text(json.dumps(SQUAD))
-    with pytest.raises(TunelabError, match=r"dev.json: data\[1\].paragraphs\[0\].qas\[0\]: a question needs gold answers"):
-        read_records(tmp_path, "dev.json", "squad_json")
-    (tmp_path / "dev.json").write_text("[1, 2]")
-    with pytest.raises(TunelabError, match=r"dev.json: not SQuAD JSON"):
-        read_records(tmp_path, "dev.json", "squad_json")
 
 
-def test_an_unknown_raw_format_names_the_known_ones(tmp_path):
-    (tmp_path / "a.xml").write_text("<a/>")
-    expected = r"config key data.format: unknown value 'xml'; expected one of \['vader_tsv', 'jsonl'"
-    with pytest.raises(TunelabError, match=expected):
-        read_records(tmp_path, "a.xml", "xml")
+def squad_without_answers() -> str:
+    broken = copy.deepcopy(SQUAD)
+    broken["data"][1]["paragraphs"][0]["qas"][0]["answers"] = []
+    return json.dumps(broken)
+
+
+@pytest.mark.parametrize(("name", "content", "raw_format", "message"), [
+    ("a.jsonl", json.dumps({"text": "x"}) + "\n\n{broken\n", "jsonl", r"a.jsonl:3: not valid JSON"),
+    ("a.csv", "text,label\nfine,positive\nbad,negative,extra\n", "csv", r"a.csv:3: more values than the 2 header columns"),
+    ("dev.json", squad_without_answers(), "squad_json",
+     r"dev.json: data\[1\].paragraphs\[0\].qas\[0\]: a question needs gold answers"),
+    ("dev.json", "[1, 2]", "squad_json", r"dev.json: not SQuAD JSON"),
+    ("a.xml", "<a/>", "xml", r"config key data.format: unknown value 'xml'; expected one of \['vader_tsv', 'jsonl'"),
+])
+def test_a_broken_raw_file_is_one_line_naming_where(tmp_path, name, content, raw_format, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(TunelabError, match=message):
+        read_records(tmp_path, name, raw_format)
