@@ -205,3 +205,37 @@ def test_an_unknown_top_level_section_is_refused(tmp_path):
         read_params(tmp_path / "params.yaml", check_current=False)
     with pytest.raises(TunelabError, match=r"config: unknown section 'traning'"):
         validate_config({**composed, "traning": {}})
+
+
+THREE_LABELS = {"data": {"labels": ["neg", "neu", "pos"]}}
+LOCAL_DATA = ["data=local_file", "data.source.path=reviews.jsonl"]  # labelled by a field: any number of labels
+THREE_CHOICES = {"name": "mine", "template": "{{ text }} ||| {{ answer_choices[label_index] }}",
+                 "answer_choices": "neg ||| neu ||| pos"}
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    # a user's three labels with the shipped two-class templates: refused before any stage trains
+    (THREE_LABELS, r"^prompt: template 'sentiment_instruction' answers with 2 choices \['negative', 'positive'\], but "
+                   r"data.labels has 3 \['neg', 'neu', 'pos'\]; give it a conf/prompt template whose answer_choices "
+                   r"name your labels$"),
+    ({**THREE_LABELS, "prompt": THREE_CHOICES},
+     r"^eval.prompting.role.template: template 'sentiment_role' answers with 2 choices .* or set "
+     r"eval.prompting.role.template=null to use the training prompt$"),
+    ({"prompt": {**THREE_CHOICES, "answer_choices": None}}, r"^prompt: template 'mine' has no answer_choices; scoring "
+                                                            r"needs one choice per label in data.labels order, e.g. "
+                                                            r"answer_choices: negative \|\|\| positive$"),
+])
+def test_templates_whose_answer_choices_do_not_fit_the_labels_are_refused_with_the_config(changes, message):
+    composed = compose_conf(CONF, LOCAL_DATA)
+    with pytest.raises(TunelabError, match=message):
+        validate_config({**composed, **{section: merged(composed[section], change) for section, change in changes.items()}})
+
+
+def test_templates_that_fit_the_labels_or_choose_per_row_pass():
+    composed = compose_conf(CONF, LOCAL_DATA)
+    prompting = {name: {"template": None} for name in composed["eval"]["prompting"]}
+    fitting = {"data": merged(composed["data"], THREE_LABELS["data"]), "prompt": THREE_CHOICES,
+               "eval": merged(composed["eval"], {"prompting": prompting})}
+    validate_config({**composed, **fitting})
+    per_row = {**THREE_CHOICES, "answer_choices": "{{ choices }}"}  # depends on the row: checked when rendered
+    validate_config({**composed, **fitting, "prompt": per_row})

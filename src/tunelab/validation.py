@@ -11,6 +11,8 @@ from tunelab.config.load import check_known_sections, to_section
 from tunelab.config.schema import SECTIONS
 from tunelab.data.readers import READERS
 from tunelab.deploy.methods import METHODS
+from tunelab.errors import TunelabError
+from tunelab.prompts.templates import PromptTemplate
 from tunelab.training.strategies import check_strategy_config
 
 
@@ -21,3 +23,27 @@ def validate_config(params: dict[str, Any]) -> None:
     check_strategy_config(sections["strategy"])
     for name in sections["quantize"].variants:
         METHODS[name]  # an unknown name is refused here, listing the registered ones
+    check_templates_answer_labels(sections)
+
+
+def check_templates_answer_labels(sections: dict) -> None:
+    """Every template that scores or trains on answer choices (the training prompt and each
+    prompting method's) names one choice per label of data.labels; refused here, before a stage
+    trains for minutes and evaluation then finds the mismatch."""
+    labels = sections["data"].labels
+    templates = {"prompt": sections["prompt"]}
+    templates |= {f"eval.prompting.{name}.template": method.template
+                  for name, method in sections["eval"].prompting.items() if method.template is not None}
+    for key, config in templates.items():
+        choices = PromptTemplate(config).static_choices()
+        if choices == []:
+            raise TunelabError(f"{key}: template {config.name!r} has no answer_choices; scoring needs one choice per label "
+                               f"in data.labels order, e.g. answer_choices: {' ||| '.join(labels)}")
+        if choices is not None and len(choices) != len(labels):
+            raise TunelabError(f"{key}: template {config.name!r} answers with {len(choices)} choices {choices}, but data.labels "
+                               f"has {len(labels)} {labels}; give it a conf/prompt template whose answer_choices name "
+                               f"your labels{_null_hint(key)}")
+
+
+def _null_hint(key: str) -> str:
+    return f", or set {key}=null to use the training prompt" if key != "prompt" else ""

@@ -10,7 +10,7 @@ the fields it is given and nothing else.
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from tunelab.config.schema import PromptConfig
@@ -36,6 +36,7 @@ class PromptTemplate:
         self.name = config.name
         self._template = self._compile(config.template, "template")
         self._choices = self._compile(config.answer_choices, "answer_choices") if config.answer_choices else None
+        self._choices_source = config.answer_choices
 
     def _compile(self, source: str, key: str):
         try:
@@ -51,6 +52,15 @@ class PromptTemplate:
         except TemplateError as error:
             fields = sorted(context)
             raise TunelabError(f"prompt {self.name!r}: prompt.{key} on row {row}: {error} (available: {fields})") from None
+
+    def static_choices(self) -> list[str] | None:
+        """The answer choices when they do not depend on the row (e.g. "negative ||| positive"), so
+        they can be checked against data.labels before any stage runs; None otherwise."""
+        if self._choices is None:
+            return []
+        if meta.find_undeclared_variables(_ENVIRONMENT.parse(self._choices_source)):
+            return None
+        return self.answer_choices({}, row="(none: checked with the config)")
 
     def answer_choices(self, fields: Mapping, row: str) -> list[str]:
         if self._choices is None:
