@@ -19,7 +19,7 @@ from tunelab.config.schema import DataConfig, EvalConfig, PromptConfig
 from tunelab.errors import TunelabError
 from tunelab.evaluation.evaluator import EvalSettings, evaluate_prompting
 from tunelab.evaluation.plots import confusion_figure, write_confusion_csv
-from tunelab.evaluation.prompting import build_prompts, pick_demonstrations
+from tunelab.evaluation.prompting import build_prompts, method_template, pick_demonstrations
 from tunelab.io.atomic import atomic_dir, write_jsonl
 from tunelab.io.jsonl import read_jsonl
 from tunelab.layout import BASE, LAYOUT, TRAINED
@@ -66,7 +66,7 @@ def main() -> None:
             results = {}
             for name in prompting_names(variant, settings):
                 prompting = settings.prompting[name]
-                template = prompting.template or training_prompt
+                template = method_template(training_prompt, prompting)
                 shots = pick_demonstrations(train, labels, prompting.shots, settings.seed) if prompting.shots else []
                 prompts = build_prompts(rows_to_score(test, settings.limit, prompting.limit), template, labels,
                                         tokenizer, shots)

@@ -151,8 +151,10 @@ def test_a_prompting_template_is_a_conf_prompt_file_and_can_be_swapped():
     assert list(settings.prompting)[:2] == ["zero_shot", "few_shot"]  # the order written in conf/eval
     assert settings.prompting["zero_shot"].template is None  # null: the training prompt
     assert settings.prompting["role"].template.name == "sentiment_role"
-    swapped = compose_conf(CONF, ["prompt@eval.prompting.role.template=sentiment_instruction"])
-    assert swapped["eval"]["prompting"]["role"]["template"]["name"] == "sentiment_instruction"
+    swapped = compose_conf(CONF, ["prompt@eval.prompting.role.template=sentiment_cot"])
+    assert swapped["eval"]["prompting"]["role"]["template"]["name"] == "sentiment_cot"
+    with pytest.raises(TunelabError, match=r"^conf/: the defaults lists choose each other in a loop, e.g. a prompt file"):
+        compose_conf(CONF, ["prompt@eval.prompting.role.template=sentiment_instruction"])  # it chooses role's template
 
 
 def test_unknown_group_option_is_a_clear_error():
@@ -239,3 +241,14 @@ def test_templates_that_fit_the_labels_or_choose_per_row_pass():
     validate_config({**composed, **fitting})
     per_row = {**THREE_CHOICES, "answer_choices": "{{ choices }}"}  # depends on the row: checked when rendered
     validate_config({**composed, **fitting, "prompt": per_row})
+
+
+def test_the_sentiment_prompt_brings_its_sibling_templates_and_any_other_prompt_derives_them():
+    methods = ("role", "chain_of_thought", "self_consistency")
+    default = compose_conf(CONF)
+    assert list(default["eval"]["prompting"]) == ["zero_shot", "few_shot", *methods]  # the order eval/default.yaml gives
+    assert [default["eval"]["prompting"][m]["template"]["name"] for m in methods] == \
+        ["sentiment_role", "sentiment_cot", "sentiment_cot"]
+    other = compose_conf(CONF, ["prompt=sentiment_role"])  # a prompt file that chooses no siblings, as a user's own
+    assert [other["eval"]["prompting"][m].get("template") for m in methods] == [None, None, None]
+    validate_config(other)

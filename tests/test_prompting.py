@@ -3,10 +3,11 @@
 import pytest
 from transformers import AutoModelForCausalLM
 
-from tunelab.config.schema import PromptConfig
+from tunelab.config.schema import PromptConfig, PromptingConfig
 from tunelab.errors import TunelabError
 from tunelab.evaluation.evaluator import tokenize_prompts
-from tunelab.evaluation.prompting import build_prompts, pick_demonstrations
+from tunelab.evaluation.parsing import parse_choice
+from tunelab.evaluation.prompting import build_prompts, method_template, pick_demonstrations
 
 LABELS = ["negative", "positive"]
 INSTRUCTION = PromptConfig(name="instruction", template="Sentiment of: {{ text }} ||| {{ answer_choices[label_index] }}",
@@ -72,3 +73,40 @@ def test_a_prompt_longer_than_the_context_is_named(tiny_model_dir, tiny_tokenize
                                            rf"the answer, more than the model's context of {context}"):
         tokenize_prompts(prompts, tiny_tokenizer, False, 4, context, "instruction")
     assert len(tokenize_prompts(prompts[:1], tiny_tokenizer, False, 4, context, "instruction")) == 1
+
+
+THREE = ["neg", "neu", "pos"]
+MINE = PromptConfig(name="mine", template="Tone of: {{ text }}\n||| {{ answer_choices[label_index] }}",
+                    answer_choices="neg ||| neu ||| pos")
+ROW = [{"id": "a", "text": "an ok film", "label": "neu"}]
+
+
+def method(name: str, **options) -> PromptingConfig:
+    return PromptingConfig(method=name, max_new_tokens=8, scoring=["generate"] if "chain" in name else ["choice"], **options)
+
+
+def test_a_method_given_a_template_reads_it_and_one_without_reads_the_training_prompt():
+    assert method_template(MINE, method("zero_shot", template=INSTRUCTION)) is INSTRUCTION
+    assert method_template(MINE, method("few_shot", shots=2)) is MINE
+    assert method_template(MINE, method("zero_shot", template=INSTRUCTION, persona="Be terse.")) is INSTRUCTION
+
+
+def test_role_prompting_without_a_template_is_the_training_prompt_with_the_persona(tiny_tokenizer):
+    role = method_template(MINE, method("zero_shot", persona="You judge the tone of film reviews."))
+    assert (role.name, role.system, role.template) == ("mine+persona", "You judge the tone of film reviews.", MINE.template)
+    [prompt] = build_prompts(ROW, role, THREE, tiny_tokenizer)
+    assert prompt.text == ("<|im_start|>system\nYou judge the tone of film reviews.<|im_end|>\n"
+                           "<|im_start|>user\nTone of: an ok film<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_chain_of_thought_without_a_template_asks_for_reasoning_ending_with_the_parsed_marker(tiny_tokenizer):
+    reasoning = method_template(MINE, method("chain_of_thought"))
+    assert reasoning.name == "mine+reasoning"
+    [prompt] = build_prompts(ROW, reasoning, THREE, tiny_tokenizer)
+    assert prompt.text == ('<|im_start|>user\nTone of: an ok film\nThink it through in one or two short sentences, then '
+                           'end with a line "Answer: <choice>", <choice> being one of: neg, neu, pos.<|im_end|>\n'
+                           "<|im_start|>assistant\n")
+    assert parse_choice("It is neither good nor bad; pos and neg balance.\nAnswer: neu", prompt.choices) == "neu"
+    demonstration = [{"id": "d", "text": "awful", "label": "neg"}]
+    [with_shot] = build_prompts(ROW, reasoning, THREE, tiny_tokenizer, demonstration)
+    assert "<|im_start|>assistant\nAnswer: neg<|im_end|>" in with_shot.text  # its target ends with the marker too

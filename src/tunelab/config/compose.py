@@ -28,6 +28,10 @@ def compose_conf(conf_dir: Path = CONF_DIR, overrides: list[str] | None = None) 
             config = compose(config_name=CONFIG_NAME, overrides=overrides or [])
     except HydraException as error:
         raise TunelabError(f"conf/: {error}") from None
+    except RecursionError:
+        raise TunelabError("conf/: the defaults lists choose each other in a loop, e.g. a prompt file that chooses its "
+                           "sibling templates (sentiment_instruction) chosen as a prompting method's template; choose "
+                           "another template file, or none, to derive it from the training prompt") from None
     return OmegaConf.to_container(config, resolve=True)
 
 

@@ -382,7 +382,10 @@ class PromptingConfig:
     scoring: list[str]
     """choice: answer-choice log-likelihood; generate: greedy or sampled text, then parsed."""
     template: Optional[PromptConfig] = None
-    """The template (a conf/prompt file); null: the training prompt, so base and fine-tuned match."""
+    """The template (a conf/prompt file); null: derived from the training prompt (with the persona,
+    and for chain_of_thought/self_consistency a reasoning instruction), so base and fine-tuned match."""
+    persona: Optional[str] = None
+    """Role prompting: the system message a derived template gets; a given template keeps its own."""
     shots: int = 0
     """few_shot: demonstrations drawn from train by eval.seed, balanced across labels."""
     samples: int = 1

@@ -7,13 +7,17 @@ demonstrations, which the scorer computes once (see scoring.SharedPrefix).
 """
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from tunelab.config.schema import PromptConfig
+from tunelab.config.schema import GENERATIVE_METHODS, PromptConfig, PromptingConfig
 from tunelab.errors import TunelabError
 from tunelab.prompts.chat import Demonstration, model_prompt
 from tunelab.prompts.formatting import template_fields
-from tunelab.prompts.templates import PromptTemplate
+from tunelab.prompts.templates import SEPARATOR, PromptTemplate
+
+REASONING = ('Think it through in one or two short sentences, then end with a line "Answer: <choice>", '
+             '<choice> being one of: {{ answer_choices | join(", ") }}.')
+"""What a derived chain-of-thought template asks after the training prompt; parsing.py reads the marker."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,25 @@ class EvalPrompt:
     """The prompt as the model reads it (chat template applied, demonstrations included)."""
     choices: list[str]
     """Answer choices in data.labels order: choices[i] answers labels[i]."""
+
+
+def method_template(training: PromptConfig, prompting: PromptingConfig) -> PromptConfig:
+    """The template a prompting method reads: its own, or one derived from the training prompt.
+
+    Derived, so a user's one template serves every method: few-shot adds demonstrations (see
+    build_prompts), role prompting the method's persona as the system message, chain-of-thought
+    and self-consistency a reasoning instruction ending with the answer marker.
+    """
+    if prompting.template is not None:
+        return prompting.template
+    derived = training
+    if prompting.persona:
+        derived = replace(derived, name=f"{derived.name}+persona", system=prompting.persona)
+    if prompting.method in GENERATIVE_METHODS:
+        prompt, _, target = derived.template.partition(SEPARATOR)
+        derived = replace(derived, name=f"{derived.name}+reasoning",
+                          template=f"{prompt.rstrip()}\n{REASONING}\n{SEPARATOR} Answer: {target.strip()}")
+    return derived
 
 
 def pick_demonstrations(train_rows: list[dict], labels: list[str], shots: int, seed: int) -> list[dict]:
