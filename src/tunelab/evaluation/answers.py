@@ -12,8 +12,8 @@ from fractions import Fraction
 
 # A number as people write it: 1,234 (thousands groups), 3.5, .5, -2, 3/4, after an optional $.
 _NUMBER = re.compile(r"(?<![\w.])-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?(?![\d/])|(?<![\w.])-?\.\d+")
-# Explicit final-answer markers, strictest first in spirit: GSM8K's "####", "the answer is", "Answer:", \boxed{}.
 _PUNCTUATION = set(string.punctuation)
+# Explicit final-answer markers (GSM8K's "####", "the answer is", "Answer:", \boxed{}); the last one in a text decides.
 _MARKER = re.compile(r"####|the\s+(?:final\s+)?answer\s+is|answer\s*:|\\boxed\{", re.IGNORECASE)
 
 
