@@ -1,5 +1,8 @@
 """Stage format: prepared examples → prompt/completion text and tokens, plus a report.
 
+Train and val examples longer than format.max_length are dropped and counted (their target
+would be cut); the test split is kept whole, as evaluation scores every test row.
+
     dvc exp run -S prompt=sentiment_instruction -S format.max_length=128
 """
 
@@ -13,12 +16,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tre
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import DataConfig, FormatConfig, PromptConfig
 from tunelab.data.split import SPLITS
+from tunelab.errors import TunelabError
 from tunelab.io.atomic import write_jsonl
 from tunelab.io.jsonl import read_jsonl
 from tunelab.layout import LAYOUT
 from tunelab.prompts.formatting import format_example, load_tokenizer
 from tunelab.prompts.templates import PromptTemplate
-from tunelab.prompts.tokenization import length_report, special_tokens_report
+from tunelab.prompts.tokenization import drop_truncated, length_report, special_tokens_report
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
 
@@ -32,24 +36,35 @@ def main() -> None:
     tokenizer = load_tokenizer(LAYOUT.base_model)
     with stage_run("format", params, sections=("prompt", "format")) as run:
         report = {"template": prompt.name, "special_tokens": special_tokens_report(tokenizer), "splits": {}}
+        rows = {}  # every split formatted and checked before any is written: a refusal changes no output
         for split in SPLITS:
             examples = read_jsonl(LAYOUT.prepared / f"{split}.jsonl", required=("id", "text", "label"))
             formatted = [
                 format_example(example, labels, template, prompt, settings, tokenizer)
                 for example in tqdm(examples, desc=f"format {split}", unit="ex")
             ]
-            write_jsonl(LAYOUT.formatted / f"{split}.jsonl", [row for row, _ in formatted])
             report["splits"][split] = length_report([tokens for _, tokens in formatted], settings.max_length, tokenizer)
+            if split != "test":
+                formatted, dropped = drop_truncated(formatted)
+                report["splits"][split]["dropped_truncated"] = dropped
+                if not formatted:
+                    raise TunelabError(f"format.max_length: every {split} example is longer than {settings.max_length} "
+                                       f"tokens (p50 {report['splits'][split]['tokens']['p50']}); raise it")
+            rows[split] = [row for row, _ in formatted]
+        for split, split_rows in rows.items():
+            write_jsonl(LAYOUT.formatted / f"{split}.jsonl", split_rows)
         run.write_metrics(LAYOUT.formatted / "report.json", report)
         train = report["splits"]["train"]
         run.log_metrics({
             "train_tokens_p95": train["tokens"]["p95"],
             "train_truncated_share": train["truncated_share"],
+            "train_dropped_truncated": train["dropped_truncated"],
             "train_loss_token_share": train["loss_token_share"],
         })
         run.log_artifact(LAYOUT.formatted / "report.json")
-        print(f"format: {prompt.name}: train tokens p50/p95/max {train['tokens']}, "
-              f"truncated {train['truncated_share']:.1%}, loss on {train['loss_token_share']:.1%} of tokens")
+        print(f"format: {prompt.name}: train tokens p50/p95/max {train['tokens']}, longer than format.max_length "
+              f"{train['truncated_share']:.1%} (dropped: {train['dropped_truncated']}), loss on "
+              f"{train['loss_token_share']:.1%} of tokens")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The evaluate and report stages as processes, on a tiny random model and hand-made reviews."""
+"""The format, evaluate and report stages as processes, on a tiny random model and hand-made reviews."""
 
 import json
 import shutil
@@ -89,3 +89,15 @@ def test_unknown_variant_and_missing_trained_model_are_named(workdir):
     assert "unknown model variant 'int3': not base, trained, or a folder in models/deploy/" in unknown.stderr
     missing = run_stage(workdir, str(REPO_ROOT / "stages/evaluate.py"), "trained")
     assert missing.returncode == 2 and "models/trained: no tunelab_strategy.json; run the train stage first" in missing.stderr
+
+
+def test_a_split_that_no_example_of_fits_max_length_is_one_line_and_writes_nothing(workdir):
+    """Train fits format.max_length (128), every val row is far longer: refused before any split is written."""
+    long_review = " ".join(["a moving, funny and wonderful film"] * 40)
+    (workdir / "data/prepared/val.jsonl").write_text(
+        "".join(json.dumps({"id": f"v{i}", "text": long_review, "label": LABELS[i % 2]}) + "\n" for i in range(3)))
+    result = run_stage(workdir, str(REPO_ROOT / "stages/format.py"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: format.max_length: every val example is longer than 128 tokens (p50 ")
+    assert not (workdir / "data/formatted").exists()  # not even the train split, which fitted

@@ -57,6 +57,7 @@ def test_data_is_split_without_overlap_and_formatted_through_the_chat_template(b
     assert formatted[0]["completion"] == f"{formatted[0]['label']}<|im_end|>"
     report = json.loads((project / "data/formatted/report.json").read_text())
     assert report["splits"]["train"]["eos_at_end_share"] == 1.0
+    assert report["splits"]["train"]["dropped_truncated"] == 0 and "dropped_truncated" not in report["splits"]["test"]
 
 
 @pytest.mark.slow

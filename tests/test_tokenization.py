@@ -4,6 +4,7 @@ from tunelab.errors import TunelabError
 from tunelab.prompts.tokenization import (
     TokenizedExample,
     check_ends_with_eos,
+    drop_truncated,
     length_report,
     special_tokens_report,
     tokenize_example,
@@ -23,6 +24,13 @@ def test_truncation_keeps_max_length_and_is_reported(tiny_tokenizer):
     example = tokenize_example(tiny_tokenizer, "Review: a moving film\n", "positive<|im_end|>", 4, False)
     assert len(example.input_ids) == 4 and example.truncated
     assert example.untruncated_length > 4
+
+
+def test_examples_whose_target_would_be_cut_are_dropped_and_counted(tiny_tokenizer):
+    fits = tokenize_example(tiny_tokenizer, "Review: dull\n", "negative<|im_end|>", 64, False)
+    cut = tokenize_example(tiny_tokenizer, "Review: a moving film\n", "positive<|im_end|>", 4, False)
+    kept, dropped = drop_truncated([({"id": "a"}, fits), ({"id": "b"}, cut), ({"id": "c"}, fits)])
+    assert [row["id"] for row, _ in kept] == ["a", "c"] and dropped == 1
 
 
 def test_completion_without_eos_fails_loudly(tiny_tokenizer):

@@ -174,7 +174,8 @@ class FormatConfig:
     """Tokenisation settings shared by ``format`` (report) and ``train``."""
 
     max_length: int
-    """Longest prompt+completion in tokens; longer examples are truncated (and reported)."""
+    """Longest prompt+completion in tokens; longer train and val examples are dropped (counted in
+    data/formatted/report.json), longer test examples are reported."""
 
     def __post_init__(self):
         if self.max_length < 8:

@@ -50,6 +50,14 @@ def check_ends_with_eos(example: TokenizedExample, eos_token_id: int, row: str) 
         raise TunelabError(f"row {row}: the completion is empty, nothing would carry loss")
 
 
+def drop_truncated(formatted: list[tuple[dict, TokenizedExample]]) -> tuple[list[tuple[dict, TokenizedExample]], int]:
+    """The examples that fit ``format.max_length`` whole, and how many did not: a truncated
+    example's target is cut (its end, its EOS), and training on it would teach the model to stop
+    mid-answer, so it is dropped and counted rather than trained on silently."""
+    kept = [(row, tokens) for row, tokens in formatted if not tokens.truncated]
+    return kept, len(formatted) - len(kept)
+
+
 def _percentiles(values: list[int]) -> dict[str, float]:
     array = np.asarray(values)
     return {"p50": round(float(np.percentile(array, 50)), 1), "p95": round(float(np.percentile(array, 95)), 1),
