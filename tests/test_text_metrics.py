@@ -78,7 +78,12 @@ def test_extractive_qa_report_averages_over_examples():
 
 
 def test_math_report_counts_unparseable_answers_as_wrong():
-    report = math_report(["72", "18", "0.5", "3"], ["72", None, "0.5", "4"])
+    report = math_report([["so 72 clips\n#### 72"], ["18"], ["1/2"], ["3"]], ["72", None, "0.5", "4"])
     assert report["accuracy"] == 0.5 and report["unparseable_share"] == 0.25
     reference = binomtest(2, 4).proportion_ci(confidence_level=0.95, method="wilson")
     assert report["accuracy_ci95"] == pytest.approx([reference.low, reference.high])
+
+
+def test_no_answer_scores_as_an_empty_one():
+    assert extractive_qa_report([["Paris"], ["Lyon"]], [None, "Lyon"])["exact_match"] == 0.5
+    assert generation_report([["the cat sat"], ["the cat sat"]], [None, "the cat sat"])["rougeL"] == pytest.approx(0.5)

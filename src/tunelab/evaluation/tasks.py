@@ -49,22 +49,10 @@ def first_line_answer(text: str) -> str | None:
     return _ANSWER_MARKER.sub("", line).strip().rstrip(".") or None
 
 
-def _generation(references: list[list[str]], answers: list[str | None], seed: int) -> dict:
-    return generation_report(references, [answer or "" for answer in answers], seed)
-
-
-def _extractive_qa(references: list[list[str]], answers: list[str | None], seed: int) -> dict:
-    return extractive_qa_report(references, [answer or "" for answer in answers], seed)
-
-
-def _math(references: list[list[str]], answers: list[str | None], seed: int) -> dict:
-    return math_report([math_answer(golds[0]) for golds in references], answers)
-
-
 TASKS.register(Task("classification", "accuracy", ("choice", "generate")))
-TASKS.register(Task("generation", "rougeL", ("generate",), report=_generation))
-TASKS.register(Task("extractive_qa", "exact_match", ("generate",), first_line_answer, normalize_span, _extractive_qa))
-TASKS.register(Task("math", "accuracy", ("generate",), math_answer, lambda answer: answer, _math))
+TASKS.register(Task("generation", "rougeL", ("generate",), report=generation_report))
+TASKS.register(Task("extractive_qa", "exact_match", ("generate",), first_line_answer, normalize_span, extractive_qa_report))
+TASKS.register(Task("math", "accuracy", ("generate",), math_answer, lambda answer: answer, math_report))
 
 
 def vote(answers: list[str | None], key: Callable[[str], str]) -> tuple[str | None, float]:

@@ -12,7 +12,7 @@ means come with a 95% percentile-bootstrap interval over examples; proportions w
 
 import numpy as np
 
-from tunelab.evaluation.answers import span_exact_match, span_f1
+from tunelab.evaluation.answers import math_answer, span_exact_match, span_f1
 from tunelab.evaluation.metrics import CONFIDENCE, Interval, wilson_interval
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
@@ -58,11 +58,13 @@ def corpus_scores(references: list[list[str]], outputs: list[str]) -> dict[str, 
     return {"chrf": sacrebleu.corpus_chrf(outputs, streams).score, "bleu": sacrebleu.corpus_bleu(outputs, streams).score}
 
 
-def generation_report(references: list[list[str]], outputs: list[str], seed: int = 0) -> dict:
+def generation_report(references: list[list[str]], answers: list[str | None], seed: int = 0) -> dict:
     """Free text against references: ROUGE-1/2/L (ROUGE-L the headline, with its interval), chrF,
-    BLEU, exact match and token F1, and how long the outputs are (in words)."""
-    if not outputs:
+    BLEU, exact match and token F1, and how long the outputs are (in words). No answer (None)
+    scores as an empty text."""
+    if not answers:
         raise ValueError("no outputs to score")
+    outputs = [answer or "" for answer in answers]
     rouge = rouge_scores(references, outputs)
     report = {"examples": len(outputs), **mean_with_interval("rougeL", rouge["rougeL"], seed),
               "rouge1": float(np.mean(rouge["rouge1"])), "rouge2": float(np.mean(rouge["rouge2"]))}
@@ -73,21 +75,26 @@ def generation_report(references: list[list[str]], outputs: list[str], seed: int
     return report
 
 
-def extractive_qa_report(references: list[list[str]], answers: list[str], seed: int = 0) -> dict:
-    """SQuAD's exact match (Wilson interval) and token F1 (bootstrap interval), best over gold answers."""
+def extractive_qa_report(references: list[list[str]], answers: list[str | None], seed: int = 0) -> dict:
+    """SQuAD's exact match (Wilson interval) and token F1 (bootstrap interval), best over gold
+    answers; no answer (None) scores as an empty one."""
     if not answers:
         raise ValueError("no answers to score")
+    answers = [answer or "" for answer in answers]
     matches = [span_exact_match(g, a) for g, a in zip(references, answers, strict=True)]
     f1s = [span_f1(g, a) for g, a in zip(references, answers)]
     return {"examples": len(answers), **proportion_with_interval("exact_match", matches),
             **mean_with_interval("f1", f1s, seed), "output_words_mean": float(np.mean([len(a.split()) for a in answers]))}
 
 
-def math_report(references: list[str], answers: list[str | None]) -> dict:
-    """Accuracy of final numeric answers (both normalised, tunelab.evaluation.answers), Wilson
-    interval, and the share of outputs that state no number (counted wrong)."""
+def math_report(references: list[list[str]], answers: list[str | None], seed: int = 0) -> dict:
+    """Accuracy of final numeric answers against each reference's final answer (a worked solution
+    ending "#### 72", or just "72"; both normalised by tunelab.evaluation.answers), its Wilson
+    interval, and the share of outputs that state no number (counted wrong). ``seed`` is unused:
+    the interval needs no resampling (the signature is every task report's)."""
     if not answers:
         raise ValueError("no answers to score")
-    hits = [float(answer is not None and answer == gold) for gold, answer in zip(references, answers, strict=True)]
+    golds = [math_answer(texts[0]) for texts in references]
+    hits = [float(answer is not None and answer == gold) for gold, answer in zip(golds, answers, strict=True)]
     return {"examples": len(answers), **proportion_with_interval("accuracy", hits),
             "unparseable_share": sum(answer is None for answer in answers) / len(answers)}
