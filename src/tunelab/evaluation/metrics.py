@@ -61,6 +61,13 @@ def macro_f1(gold: list[str], predicted: list[str], labels: list[str]) -> float:
     return float(np.mean([scores["f1"] for scores in per_class(matrix, counts, labels).values()]))
 
 
+def percentile_interval(resampled: list[float], confidence: float = CONFIDENCE) -> Interval:
+    """The central ``confidence`` share of a statistic's bootstrap resamples (percentile method)."""
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(resampled, [tail, 100 - tail])
+    return Interval(float(low), float(high))
+
+
 def bootstrap_interval(gold: list[str], predicted: list[str], labels: list[str], resamples: int = 1000,
                        seed: int = 0, confidence: float = CONFIDENCE) -> Interval:
     """Percentile bootstrap interval of macro-F1, resampling examples with replacement."""
@@ -70,9 +77,7 @@ def bootstrap_interval(gold: list[str], predicted: list[str], labels: list[str],
     for _ in range(resamples):
         sample = rng.integers(0, len(gold), len(gold))
         scores.append(macro_f1(list(gold_array[sample]), list(predicted_array[sample]), labels))
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(scores, [tail, 100 - tail])
-    return Interval(float(low), float(high))
+    return percentile_interval(scores, confidence)
 
 
 def classification_report(gold: list[str], predicted: list[str], labels: list[str], seed: int = 0) -> dict:

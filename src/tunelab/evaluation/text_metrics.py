@@ -13,7 +13,7 @@ means come with a 95% percentile-bootstrap interval over examples; proportions w
 import numpy as np
 
 from tunelab.evaluation.answers import math_answer, span_exact_match, span_f1
-from tunelab.evaluation.metrics import CONFIDENCE, Interval, wilson_interval
+from tunelab.evaluation.metrics import CONFIDENCE, Interval, percentile_interval, wilson_interval
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -24,9 +24,7 @@ def bootstrap_mean_interval(values: list[float], resamples: int = 1000, seed: in
     scores = np.asarray(values, dtype=float)
     rng = np.random.default_rng(seed)
     means = scores[rng.integers(0, len(scores), (resamples, len(scores)))].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return Interval(float(low), float(high))
+    return percentile_interval(means, confidence)
 
 
 def mean_with_interval(name: str, values: list[float], seed: int) -> dict:
