@@ -217,13 +217,13 @@ THREE_CHOICES = {"name": "mine", "template": "{{ text }} ||| {{ answer_choices[l
 
 @pytest.mark.parametrize(("changes", "message"), [
     # a user's three labels with the shipped two-class templates: refused before any stage trains
-    (THREE_LABELS, r"^prompt: template 'sentiment_instruction' answers with 2 choices \['negative', 'positive'\], but "
-                   r"data.labels has 3 \['neg', 'neu', 'pos'\]; give it a conf/prompt template whose answer_choices "
-                   r"name your labels$"),
+    (THREE_LABELS, r"^prompt: template 'sentiment_instruction': answer_choices gives 2 choices \['negative', 'positive'\], "
+                   r"but data.labels has 3 \['neg', 'neu', 'pos'\]: each label needs its choice; write a conf/prompt file "
+                   r"whose answer_choices name your labels and pick it with -S prompt=NAME$"),
     ({**THREE_LABELS, "prompt": THREE_CHOICES},
-     r"^eval.prompting.role.template: template 'sentiment_role' answers with 2 choices .* or set "
-     r"eval.prompting.role.template=null to use the training prompt$"),
-    ({"prompt": {**THREE_CHOICES, "answer_choices": None}}, r"^prompt: template 'mine' has no answer_choices; scoring "
+     r"^eval.prompting.role.template: template 'sentiment_role': answer_choices gives 2 choices .*: each label needs its "
+     r"choice; or set eval.prompting.role.template=null to derive it from the training prompt$"),
+    ({"prompt": {**THREE_CHOICES, "answer_choices": None}}, r"^prompt: template 'mine': no answer_choices; scoring "
                                                             r"needs one choice per label in data.labels order, e.g. "
                                                             r"answer_choices: negative \|\|\| positive$"),
 ])

@@ -11,8 +11,7 @@ from tunelab.config.load import check_known_sections, to_section
 from tunelab.config.schema import SECTIONS
 from tunelab.data.readers import READERS
 from tunelab.deploy.methods import METHODS
-from tunelab.errors import TunelabError
-from tunelab.prompts.templates import PromptTemplate
+from tunelab.prompts.templates import PromptTemplate, check_choices_fit
 from tunelab.training.strategies import check_strategy_config
 
 
@@ -36,14 +35,7 @@ def check_templates_answer_labels(sections: dict) -> None:
                   for name, method in sections["eval"].prompting.items() if method.template is not None}
     for key, config in templates.items():
         choices = PromptTemplate(config).static_choices()
-        if choices == []:
-            raise TunelabError(f"{key}: template {config.name!r} has no answer_choices; scoring needs one choice per label "
-                               f"in data.labels order, e.g. answer_choices: {' ||| '.join(labels)}")
-        if choices is not None and len(choices) != len(labels):
-            raise TunelabError(f"{key}: template {config.name!r} answers with {len(choices)} choices {choices}, but data.labels "
-                               f"has {len(labels)} {labels}; give it a conf/prompt template whose answer_choices name "
-                               f"your labels{_null_hint(key)}")
-
-
-def _null_hint(key: str) -> str:
-    return f", or set {key}=null to use the training prompt" if key != "prompt" else ""
+        if choices is not None:  # None: they depend on the row, and are checked as each row is rendered
+            hint = ("; write a conf/prompt file whose answer_choices name your labels and pick it with -S prompt=NAME"
+                    if key == "prompt" else f"; or set {key}=null to derive it from the training prompt")
+            check_choices_fit(choices, labels, f"{key}: template {config.name!r}", hint=hint)

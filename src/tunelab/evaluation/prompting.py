@@ -13,7 +13,7 @@ from tunelab.config.schema import GENERATIVE_METHODS, PromptConfig, PromptingCon
 from tunelab.errors import TunelabError
 from tunelab.prompts.chat import Demonstration, model_prompt
 from tunelab.prompts.formatting import template_fields
-from tunelab.prompts.templates import SEPARATOR, PromptTemplate
+from tunelab.prompts.templates import SEPARATOR, PromptTemplate, check_choices_fit
 
 REASONING = ('Think it through in one or two short sentences, then end with a line "Answer: <choice>", '
              '<choice> being one of: {{ answer_choices | join(", ") }}.')
@@ -84,17 +84,13 @@ def build_prompts(rows: list[dict], config: PromptConfig, labels: list[str], tok
                   demonstration_rows: list[dict] = ()) -> list[EvalPrompt]:
     """Render every test row; the choices must answer every label, or scoring means nothing."""
     if not config.answer_choices:
-        raise TunelabError(f"prompt {config.name!r}: no answer_choices; scoring needs one choice per label "
-                           f"in data.labels order, e.g. answer_choices: {' ||| '.join(labels)}")
+        check_choices_fit([], labels, f"prompt {config.name!r}")
     template = PromptTemplate(config)
     demonstrations = render_demonstrations(list(demonstration_rows), template, labels)
     prompts = []
     for row in rows:
         rendered = template.render(template_fields(row, labels), row=f"test {row['id']}")
-        if len(rendered.choices) != len(labels):
-            raise TunelabError(f"prompt {config.name!r}: answer_choices gives {len(rendered.choices)} choices "
-                               f"{rendered.choices} on test row {row['id']}, but data.labels has {len(labels)} "
-                               f"{labels}: each label needs its choice")
+        check_choices_fit(rendered.choices, labels, f"prompt {config.name!r}", on_row=f" on test row {row['id']}")
         text = model_prompt(tokenizer, rendered.prompt, config.system, config.use_chat_template, demonstrations)
         prompts.append(EvalPrompt(id=str(row["id"]), label=row["label"], text=text, choices=rendered.choices))
     return prompts

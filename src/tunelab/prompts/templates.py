@@ -29,6 +29,17 @@ class RenderedExample:
     choices: list[str]
 
 
+def check_choices_fit(choices: list[str], labels: list[str], where: str, on_row: str = "", hint: str = "") -> None:
+    """Refuse answer choices that do not answer each label of data.labels with one choice (in its
+    order): choice scoring and answer parsing would mean nothing. ``where`` names the template."""
+    if not choices:
+        raise TunelabError(f"{where}: no answer_choices; scoring needs one choice per label in data.labels order, "
+                           f"e.g. answer_choices: {' ||| '.join(labels)}")
+    if len(choices) != len(labels):
+        raise TunelabError(f"{where}: answer_choices gives {len(choices)} choices {choices}{on_row}, but data.labels has "
+                           f"{len(labels)} {labels}: each label needs its choice{hint}")
+
+
 class PromptTemplate:
     """A compiled template; :meth:`render` turns one example into prompt, target and choices."""
 
