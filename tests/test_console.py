@@ -15,8 +15,12 @@ def test_the_known_noise_is_dropped_and_other_messages_of_the_same_loggers_are_k
         logging.getLogger("torchao").warning("Failed to load /x/torchao/_C_mxfp8.so: Could not load this library")
         logging.getLogger("torch.utils._pytree").warning(
             "<enum 'KernelPreference'> is an Enum subclass and is now natively supported by torch.compile as an ...")
+        logging.getLogger("bitsandbytes.backends.cpu.ops").warning(
+            "Failed to load CPU gemm_4bit_forward from kernels-community: No module named 'kernels'. Please make sure "
+            "you already `pip install kernels` and the kernels >= 0.11.1")
         logging.getLogger("torchao").warning("a real torchao problem")
-    assert [r.getMessage() for r in caplog.records] == ["a real torchao problem"]
+        logging.getLogger("bitsandbytes.backends.cpu.ops").warning("a real bitsandbytes problem")
+    assert [r.getMessage() for r in caplog.records] == ["a real torchao problem", "a real bitsandbytes problem"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # (pytest's own config ignores FutureWarning)
         quiet_known_noise()  # catch_warnings restores the filters after: set them inside

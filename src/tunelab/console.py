@@ -14,6 +14,9 @@ KNOWN_LOG_NOISE = [
      "torchao's CUDA-only kernels (mxfp8, cutlass) do not load on a machine without CUDA; tunelab uses none of them"),
     ("torchao.kernel.intmm", r"Warning: Detected no triton",
      "torchao's Triton kernels are for CUDA; on a CPU it uses its others"),
+    ("bitsandbytes.backends.cpu.ops", r"Failed to load CPU gemm_4bit_forward from kernels-community",
+     "on CPUs with AVX-512 BF16, bitsandbytes tries a hub kernel (the `kernels` package) and falls back to its own "
+     "4-bit kernel, which is what runs on every other CPU; there is no hub here and nothing to install"),
     ("torch.utils._pytree", r".* is an Enum subclass and is now natively supported by torch.compile",
      "torchao registers its Enums the way torch 2.13 deprecates; nothing changes for the user"),
 ]
