@@ -43,8 +43,8 @@ def measure(variant: str, settings: BenchConfig) -> dict:
     from tunelab.models.loading import load_variant, trained_recipe
 
     tokenizer = load_tokenizer(LAYOUT.base_model)
-    test = read_jsonl(LAYOUT.split(LAYOUT.formatted, "test"), required=("input_ids", "completion_mask"))
-    prompts = [row["input_ids"][: len(row["input_ids"]) - sum(row["completion_mask"])] for row in test[:PROMPTS]]
+    test = read_jsonl(LAYOUT.split(LAYOUT.formatted, "test"), required=("input_ids", "prompt_length"))
+    prompts = [row["input_ids"][: row["prompt_length"]] for row in test[:PROMPTS]]
     started = time.perf_counter()
     model = load_variant(variant)
     load_seconds = time.perf_counter() - started

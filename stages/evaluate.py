@@ -6,7 +6,9 @@
 
 The base model is scored with every prompting method in eval.prompting (the prompting baselines);
 the trained variant with eval.fine_tuned_prompting. Each variant is its own DVC stage, so
-retraining re-scores only the trained model.
+retraining re-scores only the trained model. The task (data.task) decides how: classification
+by answer-choice likelihood and parsed generations against labels, the generative tasks by
+generated text that the task reads and scores against each row's references.
 """
 
 import sys
@@ -17,9 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tre
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import DataConfig, EvalConfig, PromptConfig
 from tunelab.errors import TunelabError
-from tunelab.evaluation.evaluator import EvalSettings, evaluate_prompting
+from tunelab.evaluation.evaluator import EvalSettings, Scorer
 from tunelab.evaluation.plots import confusion_figure, write_confusion_csv
-from tunelab.evaluation.prompting import build_prompts, method_template, pick_demonstrations
+from tunelab.evaluation.prompting import method_template, pick_demonstrations
+from tunelab.evaluation.tasks import TASKS, Task
 from tunelab.io.atomic import atomic_dir, write_jsonl
 from tunelab.io.jsonl import read_jsonl
 from tunelab.layout import BASE, LAYOUT, TRAINED
@@ -47,7 +50,9 @@ def main() -> None:
     params = read_params()
     settings = to_section(EvalConfig, "eval", params.get("eval"))
     training_prompt = to_section(PromptConfig, "prompt", params.get("prompt"))
-    labels = to_section(DataConfig, "data", params.get("data")).labels
+    data = to_section(DataConfig, "data", params.get("data"))
+    task, labels = TASKS[data.task], data.labels
+    required = ("id", "text", "label") if data.classifies else ("id", "references")
     deployed = variant not in (BASE, TRAINED)
     stage = "evaluate_deployed" if deployed else "evaluate"  # its name in dvc.yaml
     with stage_run(f"{stage}@{variant}", params, sections=("eval", "prompt")) as run:
@@ -56,29 +61,28 @@ def main() -> None:
             write_skipped(run, variant, reason)
             run.set_tag("tunelab.skipped", reason)
             return
-        test = read_jsonl(LAYOUT.split(LAYOUT.prepared, "test"), required=("id", "text", "label"))
-        train = read_jsonl(LAYOUT.split(LAYOUT.prepared, "train"), required=("id", "text", "label"))
-        tokenizer = load_tokenizer(LAYOUT.base_model)
+        test = read_jsonl(LAYOUT.split(LAYOUT.prepared, "test"), required=required)
+        train = read_jsonl(LAYOUT.split(LAYOUT.prepared, "train"), required=required)
         model = load_variant(variant)
-        run_settings = EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model))
+        scorer = Scorer(task, labels, model, load_tokenizer(LAYOUT.base_model),
+                        EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model)))
         metrics_file, predictions_dir, confusion_dir = LAYOUT.eval_outputs(variant)
         with atomic_dir(predictions_dir) as predictions_tmp, atomic_dir(confusion_dir) as confusion_tmp:
             results = {}
             for name in prompting_names(variant, settings):
                 prompting = settings.prompting[name]
-                template = method_template(training_prompt, prompting)
+                template = method_template(training_prompt, prompting, task)
                 shots = pick_demonstrations(train, labels, prompting.shots, settings.seed) if prompting.shots else []
-                prompts = build_prompts(rows_to_score(test, settings.limit, prompting.limit), template, labels,
-                                        tokenizer, shots)
-                result = evaluate_prompting(model, tokenizer, prompts, prompting, template.name,
-                                           template.use_chat_template, labels, run_settings, f"{variant}/{name}")
+                result = scorer.score(rows_to_score(test, settings.limit, prompting.limit), template, shots, prompting,
+                                      f"{variant}/{name}")
                 write_jsonl(predictions_tmp / f"{name}.jsonl", result.predictions)
                 for scoring, report in result.metrics.items():
-                    write_confusion_csv(confusion_tmp / f"{name}-{scoring}.csv", result.predictions, scoring)
-                    log_scoring(run, variant, name, scoring, report)
+                    write_plot_data(confusion_tmp / f"{name}-{scoring}.csv", result.predictions, scoring, labels)
+                    log_scoring(run, variant, name, scoring, report, task, labels)
                 results[name] = {"method": prompting.method, "template": template.name, "shots": prompting.shots,
                                  "samples": prompting.samples, "scoring": result.metrics}
-        run.write_metrics(metrics_file, {"variant": variant, "labels": labels, "prompting": results})
+        run.write_metrics(metrics_file, {"variant": variant, "task": task.name, "metrics": list(task.table_metrics),
+                                         **({"labels": labels} if labels else {}), "prompting": results})
         run.log_artifact(metrics_file)
         run.log_artifacts(predictions_dir, "predictions")
 
@@ -95,13 +99,22 @@ def write_skipped(run, variant: str, reason: str) -> None:
     print(f"evaluate: {variant}: skipped: {reason}")
 
 
-def log_scoring(run, variant: str, name: str, scoring: str, report: dict) -> None:
-    keys = ("accuracy", "macro_f1", "examples_per_second", "unparseable_share", "mean_vote_share")
+def write_plot_data(path: Path, predictions: list[dict], scoring: str, labels: list[str]) -> None:
+    """The confusion matrix's rows (DVC plots); a generative task has no classes, so its file holds
+    the header alone (DVC can neither plot nor restore an empty folder)."""
+    if labels:
+        write_confusion_csv(path, predictions, scoring)
+    else:
+        path.write_text("actual,predicted\n")
+
+
+def log_scoring(run, variant: str, name: str, scoring: str, report: dict, task: Task, labels: list[str]) -> None:
+    keys = (*task.table_metrics, "examples_per_second", "unparseable_share", "mean_vote_share")
     run.log_metrics({f"{name}.{scoring}.{key}": report[key] for key in keys if key in report})
-    low, high = report["accuracy_ci95"]
-    print(f"evaluate: {variant}/{name}/{scoring}: accuracy {report['accuracy']:.3f} [{low:.3f}, {high:.3f}] "
+    low, high = report[f"{task.headline}_ci95"]
+    print(f"evaluate: {variant}/{name}/{scoring}: {task.headline} {report[task.headline]:.3f} [{low:.3f}, {high:.3f}] "
           f"on {report['examples']} rows, {report['examples_per_second']} examples/s")
-    if run.run:
+    if run.run and labels:
         import matplotlib.pyplot as plt
 
         figure = confusion_figure(report, f"{variant} / {name} / {scoring}")

@@ -1,5 +1,7 @@
 """Stage format: prepared examples → prompt/completion text and tokens, plus a report.
 
+Classification examples become a prompt and the label's answer choice; the generative tasks'
+examples a chat (earlier turns, the prompt, the target) with loss on every assistant turn.
 Train and val examples longer than format.max_length are dropped and counted (their target
 would be cut); the test split is kept whole, as evaluation scores every test row.
 
@@ -7,6 +9,7 @@ would be cut); the test split is kept whole, as evaluation scores every test row
 """
 
 import sys
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
@@ -20,7 +23,7 @@ from tunelab.errors import TunelabError
 from tunelab.io.atomic import write_jsonl
 from tunelab.io.jsonl import read_jsonl
 from tunelab.layout import LAYOUT
-from tunelab.prompts.formatting import format_example, load_tokenizer
+from tunelab.prompts.formatting import format_chat_example, format_example, load_tokenizer
 from tunelab.prompts.templates import PromptTemplate
 from tunelab.prompts.tokenization import drop_truncated, length_report, special_tokens_report
 from tunelab.stage import run_stage
@@ -31,16 +34,18 @@ def main() -> None:
     params = read_params()
     prompt = to_section(PromptConfig, "prompt", params.get("prompt"))
     settings = to_section(FormatConfig, "format", params.get("format"))
-    labels = to_section(DataConfig, "data", params.get("data")).labels
+    data = to_section(DataConfig, "data", params.get("data"))
+    formatter = partial(format_example, labels=data.labels) if data.classifies else format_chat_example
+    required = ("id", "text", "label") if data.classifies else ("id", "references")
     template = PromptTemplate(prompt)
     tokenizer = load_tokenizer(LAYOUT.base_model)
     with stage_run("format", params, sections=("prompt", "format")) as run:
         report = {"template": prompt.name, "special_tokens": special_tokens_report(tokenizer), "splits": {}}
         rows = {}  # every split formatted and checked before any is written: a refusal changes no output
         for split in SPLITS:
-            examples = read_jsonl(LAYOUT.prepared / f"{split}.jsonl", required=("id", "text", "label"))
+            examples = read_jsonl(LAYOUT.prepared / f"{split}.jsonl", required=required)
             formatted = [
-                format_example(example, labels, template, prompt, settings, tokenizer)
+                formatter(example, template=template, prompt=prompt, settings=settings, tokenizer=tokenizer)
                 for example in tqdm(examples, desc=f"format {split}", unit="ex")
             ]
             report["splits"][split] = length_report([tokens for _, tokens in formatted], settings.max_length, tokenizer)

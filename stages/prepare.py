@@ -1,6 +1,11 @@
 """Stage prepare: clean, label, dedupe and split data/raw into data/prepared/{train,val,test}.jsonl.
 
     dvc exp run -S data.test_size=200 -S data.rating_margin=1.0
+    dvc exp run -S data=gsm8k                         # a generative task: prompts and references
+
+Classification rows become a normalised text and a label (split stratified by label); the
+generative tasks' rows a prompt and its references (split by data.group_field where set, so
+e.g. a SQuAD article's questions stay in one split).
 """
 
 import json
@@ -13,7 +18,7 @@ from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import DataConfig
 from tunelab.data.cleaning import clean
 from tunelab.data.readers import read_records
-from tunelab.data.split import check_no_leakage, label_counts, stratified_split
+from tunelab.data.split import check_no_leakage, group_counts, label_counts, split_examples
 from tunelab.io.atomic import write_jsonl
 from tunelab.layout import LAYOUT
 from tunelab.stage import run_stage
@@ -26,13 +31,15 @@ def main() -> None:
     with stage_run("prepare", params, sections=("data",)) as run:
         raw_file = json.loads((LAYOUT.raw / "source.json").read_text())["file"]
         examples, cleaning = clean(read_records(LAYOUT.raw, raw_file, config.format), config)
-        splits = stratified_split(examples, config.test_size, config.val_size, config.train_size, config.seed)
+        splits = split_examples(examples, config)
         stats = {
+            "task": config.task,
             "raw_rows": cleaning.raw_rows,
             "dropped": dict(cleaning.dropped),
             "examples": len(examples),
             "split_sizes": {name: len(rows) for name, rows in splits.items()},
-            "labels": label_counts(splits),
+            **({"labels": label_counts(splits)} if config.classifies else {}),
+            **({"groups": group_counts(splits, config.group_field)} if config.group_field else {}),
             "unused_examples": len(examples) - sum(len(rows) for rows in splits.values()),
             "overlap": check_no_leakage(splits),
         }

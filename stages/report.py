@@ -4,8 +4,9 @@
     dvc metrics show            # the same figures from metrics/eval.json (accuracy, train time, speed, size)
     dvc exp show / dvc metrics diff / dvc plots diff   # the same across experiments (a sweep)
 
-Accuracy intervals are Wilson 95% score intervals; macro-F1 intervals (in metrics/eval/*.json)
-are percentile bootstraps.
+The headline metric is the task's (accuracy for classification and math, exact match for
+extractive QA, ROUGE-L for generation). Proportions (accuracy, exact match) carry Wilson 95%
+score intervals; means of per-example scores and macro-F1 percentile-bootstrap intervals.
 """
 
 import sys
@@ -27,6 +28,7 @@ from tunelab.reporting.tables import (
     pipeline_summary,
     row_key,
     skipped_lines,
+    table_metrics,
     tradeoff_rows,
     variants_table,
     with_costs,
@@ -38,10 +40,13 @@ from tunelab.tracking.mlflow_run import stage_run
 VARIANTS_CSV = LAYOUT.figures / "variants.csv"
 TRADEOFFS_CSV = LAYOUT.figures / "tradeoffs.csv"
 INTRO = ("# tunelab report\n\nEvery model variant × prompting method on the same frozen test split, with what it cost. "
-         "Accuracy with its Wilson 95% interval; `choice` scores answer-choice log-likelihood, `generate` parses "
-         "generated text (unparseable answers count as wrong). Train time: seconds from the base model to the variant "
-         "(training, plus quantization for a deployable variant); tokens/s and latency: batch 1 decoding, from the "
-         "benchmark.\n\n")
+         "The task's headline metric with its 95% interval (Wilson for proportions, percentile bootstrap for means); "
+         "`choice` scores answer-choice log-likelihood, `generate` reads the answer out of generated text "
+         "(unparseable answers count as wrong). Train time: seconds from the base model to the variant (training, plus "
+         "quantization for a deployable variant); tokens/s and latency: batch 1 decoding, from the benchmark.\n\n")
+PLOTTED = ("metric", "score", "score_ci_low", "score_ci_high", "train_seconds", "token_latency_p50_ms", "tokens_per_second",
+           "size_mb")
+"""The columns of metrics/report/variants.csv (DVC plots): the headline as ``score``, whatever the task."""
 
 
 def eval_files(params: dict) -> list[Path]:
@@ -58,7 +63,7 @@ def deployment_section(rows: list[dict], headline: tuple[str, str], bench: Bench
     where = env.get("gpu") or f"{env['cpu']}, {env['torch_threads']} threads"
     return (f"\n## Deployable variants\n\nMeasured on {where}, torch {env['torch']}; batch 1 latency, "
             f"{bench.settings['new_tokens']} new tokens per sequence, median of {bench.settings['repeats']}; "
-            f"accuracy of {'/'.join(headline)}, Δ against the unquantized trained model.\n\n"
+            f"{rows[0]['metric'] if rows else 'score'} of {'/'.join(headline)}, Δ against the unquantized trained model.\n\n"
             + deployment_table(bench.variants, rows, headline))
 
 
@@ -77,16 +82,15 @@ def main() -> None:
     with stage_run("report", params, sections=()) as run:
         by_key = metrics_by_key(rows)
         write_json(LAYOUT.eval_summary, by_key)
-        write_csv(VARIANTS_CSV, [{"variant": row_key(r), **{k: r[k] for k in (
-            "accuracy", "accuracy_ci_low", "accuracy_ci_high", "train_seconds", "token_latency_p50_ms",
-            "tokens_per_second", "size_mb")}} for r in rows])
+        write_csv(VARIANTS_CSV, [{"variant": row_key(r), **{k: r[k] for k in PLOTTED}} for r in rows])
         write_csv(TRADEOFFS_CSV, tradeoff_rows(rows, headline))
         figures = save_tradeoff_figures(rows, LAYOUT.figures, f"{params.get('strategy', {}).get('name', '?')}, "
                                                        f"lr {params.get('train', {}).get('learning_rate', '?')}")
         skipped = skipped_lines(files)
         text = INTRO + variants_table(rows) + ("\nNot evaluated here:\n\n" + "\n".join(skipped) + "\n" if skipped else "")
         text += figures_section(figures)
-        text += "\n## Scores in detail\n\n" + markdown_table(rows) + deployment_section(rows, headline, bench)
+        text += "\n## Scores in detail\n\n" + markdown_table(rows, table_metrics(files))
+        text += deployment_section(rows, headline, bench)
         write_text(LAYOUT.report, text)
         for path in (LAYOUT.report, LAYOUT.eval_summary, VARIANTS_CSV, TRADEOFFS_CSV, *figures):
             run.log_artifact(path, "report" if path.parent == LAYOUT.figures else None)

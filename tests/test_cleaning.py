@@ -129,3 +129,31 @@ def test_a_broken_raw_file_is_one_line_naming_where(tmp_path, name, content, raw
     (tmp_path / name).write_text(content)
     with pytest.raises(TunelabError, match=message):
         read_records(tmp_path, name, raw_format)
+
+
+def generative_config(data: str, **changes) -> DataConfig:
+    return conf_section("data", (f"data={data}",), **changes)
+
+
+def test_a_layouts_chat_becomes_history_prompt_and_references_and_duplicate_prompts_are_dropped():
+    config = generative_config("alpaca_demo")
+    rows = records({"instruction": "Add", "input": "2 and 3", "output": "5"}, {"instruction": "Greet", "output": "Hello!"},
+                   {"instruction": "Add", "input": "2 and 3", "output": "five"})
+    examples, report = clean(rows, config)
+    assert [(e["history"], e["prompt"], e["references"]) for e in examples] == [([], "Add\n\n2 and 3", ["5"]),
+                                                                               ([], "Greet", ["Hello!"])]
+    assert dict(report.dropped) == {"duplicate_prompt": 1} and len({e["id"] for e in examples}) == 2
+    assert clean(rows[:1], config)[0][0]["id"] == examples[0]["id"]  # a stable id: the same prompt, the same id
+
+
+def test_rows_with_their_own_fields_keep_them_for_the_template_and_their_answers_as_references():
+    config = generative_config("squad_v1")
+    row = {"id": "q1", "title": "T", "context": "In Paris.", "question": "Where?", "answers": ["Paris", "in Paris"]}
+    [example], _ = clean(records(row), config)
+    assert example == {"id": "q1", "title": "T", "context": "In Paris.", "question": "Where?",
+                       "references": ["Paris", "in Paris"]}
+    math = generative_config("gsm8k")
+    [solved], _ = clean(records({"question": "1+1?", "answer": "1+1=2\n#### 2"}), math)
+    assert solved["references"] == ["1+1=2\n#### 2"] and set(solved) == {"id", "question", "references"}
+    with pytest.raises(TunelabError, match=r"raw.txt:1: answer has an empty reference"):
+        clean(records({"question": "1+1?", "answer": " "}), math)

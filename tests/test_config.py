@@ -14,11 +14,15 @@ from tunelab.training.strategies import STRATEGIES
 from tunelab.validation import validate_config
 
 CONF = REPO_ROOT / "conf"
-# Options whose files leave a required value to the user (Hydra's ???).
+# Options whose files leave a required value to the user (Hydra's ???), or that fit another task's data.
 REQUIRED_OVERRIDES = {
+    "prompt=gsm8k": ["data=gsm8k"],
+    "prompt=squad": ["data=squad_v1"],
+    "prompt=instruction": ["data=alpaca_demo"],
     "model=local_dir": ["model.path=/models/mine"],
     "model=hub": ["model.hub_id=org/model"],
     "data=local_file": ["data.source.path=reviews.jsonl"],
+    "data=local_chat": ["data.source.path=chats.jsonl"],
 }
 
 
@@ -252,3 +256,40 @@ def test_the_sentiment_prompt_brings_its_sibling_templates_and_any_other_prompt_
     other = compose_conf(CONF, ["prompt=sentiment_role"])  # a prompt file that chooses no siblings, as a user's own
     assert [other["eval"]["prompting"][m].get("template") for m in methods] == [None, None, None]
     validate_config(other)
+
+
+def test_each_shipped_task_chooses_its_prompt_and_eval_and_a_command_line_choice_wins():
+    for data, task, prompt, zero_shot_tokens in (("gsm8k", "math", "gsm8k", 256), ("squad_v1", "extractive_qa", "squad", 24),
+                                                 ("alpaca_demo", "generation", "instruction", 128)):
+        composed = compose_conf(CONF, [f"data={data}"])
+        assert (composed["data"]["task"], composed["prompt"]["name"]) == (task, prompt)
+        assert composed["eval"]["prompting"]["zero_shot"]["max_new_tokens"] == zero_shot_tokens
+        assert {tuple(m["scoring"]) for m in composed["eval"]["prompting"].values()} == {("generate",)}
+        validate_config(composed)
+    assert compose_conf(CONF, ["data=gsm8k", "prompt=squad"])["prompt"]["name"] == "squad"
+    assert to_section(DataConfig, "data", compose_conf(CONF)["data"]).task == "classification"  # the default, as it was
+
+
+GSM8K = ["data=gsm8k"]
+
+
+@pytest.mark.parametrize(("overrides", "change", "message"), [
+    (["data=gsm8k", "eval=default"], {}, r"^config key eval.prompting.zero_shot.scoring: choice needs answer choices, and "
+                                         r"task math has none; use scoring: \['generate'\] \(e.g. -S eval=math"),
+    (GSM8K, {"data": {"task": "summarise"}}, r"config key data.task: unknown value 'summarise'; expected one of "
+                                             r"\['classification', 'generation', 'extractive_qa', 'math'\]"),
+    (GSM8K, {"data": {"references_field": None}}, r"data: task math needs exactly one of data.layout .* and "
+                                                  r"data.references_field"),
+    (GSM8K, {"data": {"layout": "sharegpt", "references_field": None}}, r"config key data.layout: unknown value 'sharegpt'; "
+                                                                       r"expected one of \['prompt_completion', 'alpaca'"),
+    (GSM8K, {"data": {"labels": ["a", "b"]}}, r"config key data.labels: is for classification; task math rows are a prompt "
+                                              r"and references"),
+    (GSM8K, {"prompt": {"template": "Q: {{ question }}"}}, r"config key prompt.template: template 'gsm8k' has no '\|\|\|' "
+                                                           r"target"),
+    (GSM8K, {"prompt": {"use_chat_template": False}}, r"config key prompt.use_chat_template: task math renders chats"),
+    ([], {"data": {"group_field": "title"}}, r"config key data.group_field: is for generative tasks"),
+])
+def test_a_generative_config_that_cannot_work_is_refused_naming_the_key(overrides, change, message):
+    composed = compose_conf(CONF, overrides)
+    with pytest.raises(TunelabError, match=message):
+        validate_config({**composed, **{section: merged(composed[section], c) for section, c in change.items()}})

@@ -15,7 +15,7 @@ from tunelab.sweeps.queue import StageCounts
 from tunelab.sweeps.summary import SweepRun, experiments, markdown, stages_line, table_rows
 from tunelab.training.callbacks import TrainingTelemetry
 
-FIGURES = {"accuracy": 0.75, "accuracy_ci_low": 0.5, "accuracy_ci_high": 0.9, "train_seconds": 12.0,
+FIGURES = {"metric": "accuracy", "accuracy": 0.75, "accuracy_ci_low": 0.5, "accuracy_ci_high": 0.9, "train_seconds": 12.0,
            "tokens_per_second": 30.5, "token_latency_p50_ms": None, "size_mb": 1.5}
 EVAL = {"eval": {"prompting": {"zero_shot": {"method": "zero_shot", "scoring": ["choice", "generate"],
                                              "max_new_tokens": 4}},
@@ -53,6 +53,16 @@ def test_the_sweep_tables_hold_the_baselines_once_and_each_runs_headline_result(
     table = markdown(adapted, with_run=True).splitlines()
     assert table[0].startswith("| run | overrides | variant | accuracy [95% CI] |")
     assert table[2] == "| s-1 | train.seed=1 | trained | 0.500 [0.500, 0.900] | 12 | 30.5 | — | 1.5 |"
+
+
+def test_a_generative_sweep_compares_its_tasks_headline():
+    rouge = {"metric": "rougeL", "rougeL": 0.31, "rougeL_ci_low": 0.25, "rougeL_ci_high": 0.37, "train_seconds": 9.0}
+    baselines, adapted = table_rows([sweep_run("g-1", ["train.seed=1"], {"base/zero_shot/generate": {**rouge, "rougeL": 0.1},
+                                                                         "trained/zero_shot/generate": rouge})])
+    assert [(r["variant"], r["score"]) for r in baselines + adapted] == [("base", 0.1), ("trained", 0.31)]
+    table = markdown(adapted, with_run=True).splitlines()
+    assert table[0].startswith("| run | overrides | variant | rougeL [95% CI] |")
+    assert table[2].startswith("| g-1 | train.seed=1 | trained | 0.310 [0.250, 0.370] | 9 |")
 
 
 def test_the_stage_line_sums_what_dvc_did_across_runs():

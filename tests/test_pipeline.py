@@ -92,8 +92,8 @@ def test_every_variant_is_scored_quantized_benchmarked_and_reported(baseline):
     assert "| int8_dynamic |" in report_text.split("## Deployable variants")[1]
     assert "| trained | zero_shot | choice |" in report_text
     assert "| trained | lora | zero_shot (sentiment_instruction) | none | choice |" in report_text  # with its costs
-    assert "![accuracy vs train time](report/accuracy_vs_train_time.png)" in report_text
-    assert (project / "metrics/report/accuracy_vs_latency.png").stat().st_size > 10_000
+    assert "![score vs train time](report/score_vs_train_time.png)" in report_text
+    assert (project / "metrics/report/score_vs_latency.png").stat().st_size > 10_000
     train_seconds = json.loads((project / "metrics/train.json").read_text())["train_seconds"]
     scored = evaluated["trained/zero_shot/choice"]
     assert scored["train_seconds"] == train_seconds and scored["tokens_per_second"] > 0

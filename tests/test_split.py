@@ -73,3 +73,19 @@ def test_a_grouped_split_keeps_every_article_in_one_split():
     assert len(grouped_split(examples, "title", 7, 5, 6, 0)["train"]) == 6
     with pytest.raises(TunelabError, match=r"data.train_size: 20 is more than the 1[0-9] examples the 10 groups of 'title'"):
         grouped_split(examples, "title", 7, 5, 20, 0)
+
+
+def test_generative_examples_are_split_plainly_or_by_group_as_the_data_config_says():
+    from configs import conf_section
+
+    from tunelab.data.split import split_examples
+
+    prompts = [{"id": f"{i:03d}", "question": f"q {i}", "title": f"t{i // 5}", "references": ["a"]} for i in range(60)]
+    plain = split_examples(prompts, conf_section("data", ("data=gsm8k",), test_size=10, val_size=5))
+    assert {k: len(v) for k, v in plain.items()} == {"train": 45, "val": 5, "test": 10}
+    assert check_no_leakage(plain) == {"train/val": 0, "train/test": 0, "val/test": 0}
+    grouped = split_examples(prompts, conf_section("data", ("data=squad_v1",), test_size=10, val_size=5, train_size=None))
+    assert [len({e["title"] for e in grouped[name]}) for name in ("test", "val")] == [2, 1]  # whole articles
+    assert not {e["title"] for e in grouped["train"]} & {e["title"] for e in grouped["test"]}
+    same_question = [{"id": "x", "question": "Q 1", "references": ["b"]}, {"id": "y", "question": "q  1", "references": ["a"]}]
+    assert split_overlaps({"train": same_question[:1], "test": same_question[1:]}) == {"train/test": 1}

@@ -149,12 +149,12 @@ def test_a_sweep_runs_every_combination_as_a_cached_dvc_experiment(swept, baseli
         results["runs"][i]["metrics"]["trained/zero_shot/choice"]["accuracy"] for i in (0, 1))
     plots = json.loads(run(project, "dvc", "plots", "diff", f"{SWEEP}-1", f"{SWEEP}-2", "--json").stdout)
     assert not plots.get("errors")
-    assert {"accuracy_vs_train_time", "accuracy_vs_latency", "metrics/report/accuracy_vs_train_time.png"} <= set(plots["data"])
+    assert {"score_vs_train_time", "score_vs_latency", "metrics/report/score_vs_train_time.png"} <= set(plots["data"])
 
     report = (project / "sweeps" / SWEEP / "report.md").read_text()
     assert report.startswith(f"# Sweep {SWEEP}\n\n`tunelab -m {' '.join(GRID)} --jobs 2 --name {SWEEP}`\n\n{RUNS} runs;")
     assert "| grid-1 | strategy=ia3 train.learning_rate=0.0003 | trained |" in report
-    assert (project / "sweeps" / SWEEP / "accuracy_vs_train_time.png").stat().st_size > 10_000
+    assert (project / "sweeps" / SWEEP / "score_vs_train_time.png").stat().st_size > 10_000
     assert "Stage executions: " in result.stdout
 
 

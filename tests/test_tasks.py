@@ -3,7 +3,7 @@
 import pytest
 
 from tunelab.errors import TunelabError
-from tunelab.evaluation.tasks import TASKS, first_line_answer, score_generated, vote
+from tunelab.evaluation.tasks import TASKS, free_text_answer, score_generated, span_answer, vote
 
 
 def test_every_task_type_is_registered_with_its_headline():
@@ -19,9 +19,27 @@ def test_every_task_type_is_registered_with_its_headline():
     ("\n  Answer: the Denver Broncos.", "the Denver Broncos"),
     ("The answer is Santa Clara", "Santa Clara"),
     ("   \n", None),
+    ("The passage names the stadium twice.\nAnswer: Levi's Stadium\n", "Levi's Stadium"),  # chain-of-thought
+    ("It says answer: maybe.\nanswer:   Santa Clara.\nAnswer:", None),  # the last marker decides, and says nothing
 ])
-def test_an_extractive_answer_is_the_first_line(text, answer):
-    assert first_line_answer(text) == answer
+def test_an_extractive_answer_is_the_first_line_or_the_line_after_the_last_answer_marker(text, answer):
+    assert span_answer(text) == answer
+
+
+@pytest.mark.parametrize(("text", "answer"), [
+    ("  A haiku about rain.\n", "A haiku about rain."),
+    ("I will keep it short.\nAnswer:\nRain on the roof,\nsoft drums.", "Rain on the roof,\nsoft drums."),
+    ("The answer: yes, in the middle of a line", "The answer: yes, in the middle of a line"),
+    ("Answer:   ", None),
+])
+def test_free_text_is_all_of_it_or_what_follows_the_last_answer_line(text, answer):
+    assert free_text_answer(text) == answer
+
+
+def test_each_task_reasons_towards_the_marker_its_answer_reader_looks_for():
+    assert TASKS["math"].read_answer("3 + 4 = 7 apples, minus 2.\n" + "Answer: 5") == "5"
+    for task in TASKS:
+        assert "Answer:" in task.reasoning and task.table_metrics[0] == task.headline
 
 
 def test_the_vote_compares_normalised_answers_and_breaks_ties_by_first_sample():

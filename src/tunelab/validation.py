@@ -1,5 +1,6 @@
 """The whole configuration checked before any stage works: every section's types and ranges,
-and every name a registry must know (raw data format, strategy, deployment methods). The check stage runs it.
+every name a registry must know (raw data format, layout, task, strategy, deployment methods),
+and that the prompting methods and templates fit the task. The check stage runs it.
 
 Kept out of tunelab.config, which every stage imports: a stage depends on the registries it
 uses, not on all of them.
@@ -9,8 +10,11 @@ from typing import Any
 
 from tunelab.config.load import check_known_sections, to_section
 from tunelab.config.schema import SECTIONS
+from tunelab.data.layouts import LAYOUTS
 from tunelab.data.readers import READERS
 from tunelab.deploy.methods import METHODS
+from tunelab.errors import TunelabError
+from tunelab.evaluation.tasks import TASKS
 from tunelab.prompts.templates import PromptTemplate, check_choices_fit
 from tunelab.training.strategies import check_strategy_config
 
@@ -18,11 +22,44 @@ from tunelab.training.strategies import check_strategy_config
 def validate_config(params: dict[str, Any]) -> None:
     check_known_sections(params)
     sections = {name: to_section(cls, name, params.get(name)) for name, cls in SECTIONS.items()}
-    READERS[sections["data"].format]  # an unknown name is refused here, listing the registered ones
+    data = sections["data"]
+    READERS[data.format]  # an unknown name is refused here, listing the registered ones
+    if data.layout is not None:
+        LAYOUTS[data.layout]
     check_strategy_config(sections["strategy"])
     for name in sections["quantize"].variants:
         METHODS[name]  # an unknown name is refused here, listing the registered ones
-    check_templates_answer_labels(sections)
+    check_prompting_fits_task(sections)
+    if data.classifies:
+        check_templates_answer_labels(sections)
+    else:
+        check_templates_are_chats(sections)
+
+
+def check_prompting_fits_task(sections: dict) -> None:
+    """Each prompting method scores the way its task can: a generative task has no answer choices
+    to score by likelihood, so a classification eval config on math data is refused by name."""
+    task = TASKS[sections["data"].task]  # an unknown name is refused here, listing the registered ones
+    for name, method in sections["eval"].prompting.items():
+        if unfit := [scoring for scoring in method.scoring if scoring not in task.scorings]:
+            raise TunelabError(f"config key eval.prompting.{name}.scoring: {unfit[0]} needs answer choices, and task "
+                               f"{task.name} has none; use scoring: {list(task.scorings)} (e.g. -S eval={task.name}, "
+                               "whose methods all generate)")
+
+
+def check_templates_are_chats(sections: dict) -> None:
+    """A generative example is a chat (maybe multi-turn), trained and prompted through the model's
+    chat template, and it needs a target to learn."""
+    templates = {"prompt": sections["prompt"]}
+    templates |= {f"eval.prompting.{name}.template": method.template
+                  for name, method in sections["eval"].prompting.items() if method.template is not None}
+    for key, config in templates.items():
+        if not config.use_chat_template:
+            raise TunelabError(f"config key {key}.use_chat_template: task {sections['data'].task} renders chats "
+                               "through the model's chat template; set it to true")
+        if "|||" not in config.template:
+            raise TunelabError(f"config key {key}.template: template {config.name!r} has no '|||' target; a "
+                               "generative task's target is e.g. {{ references[0] }}")
 
 
 def check_templates_answer_labels(sections: dict) -> None:

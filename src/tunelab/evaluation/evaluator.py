@@ -1,11 +1,14 @@
 """One model × one prompting method on the test rows: predictions, metrics and speed.
 
 The same evaluator scores every variant (base, trained, quantized), so their figures differ
-only by the model. Two scorings, each optional per prompting method:
+only by the model. Classification has two scorings, each optional per prompting method:
 
 - choice: the label whose answer choice the model finds most likely after the prompt;
 - generate: what the model writes, parsed into a label (chain-of-thought and
   self-consistency answer this way only); unparseable outputs count as wrong and are reported.
+
+The generative tasks generate only: the task reads each answer out of the text and scores it
+against the references (tasks.score_generated), with the same batching and shared prefix.
 """
 
 import time
@@ -14,14 +17,15 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from tunelab.config.schema import PromptingConfig
+from tunelab.config.schema import PromptConfig, PromptingConfig
 from tunelab.errors import TunelabError
 from tunelab.evaluation.batching import batches, pad_id
 from tunelab.evaluation.generation import Sampling, generate, majority_vote
 from tunelab.evaluation.metrics import classification_report
 from tunelab.evaluation.parsing import parse_choice
-from tunelab.evaluation.prompting import EvalPrompt
+from tunelab.evaluation.prompting import ChatPrompt, EvalPrompt, build_chat_prompts, build_prompts
 from tunelab.evaluation.scoring import SharedPrefix, choice_logprobs, choice_logprobs_one_pass, common_prefix_length
+from tunelab.evaluation.tasks import Task, score_generated
 from tunelab.prompts.chat import model_completion
 from tunelab.prompts.tokenization import tokenize_example
 
@@ -40,17 +44,17 @@ class EvalSettings:
 
 
 @dataclass
-class StrategyResult:
+class PromptingResult:
     predictions: list[dict]
     metrics: dict = field(default_factory=dict)
-    """Per scoring: the classification report plus speed (and unparseable share for generate)."""
+    """Per scoring: the task's report plus speed (and unparseable share for generate)."""
 
 
 def context_length(model) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
 
 
-def tokenize_prompts(prompts: list[EvalPrompt], tokenizer, add_special_tokens: bool, needed: int,
+def tokenize_prompts(prompts: list[EvalPrompt] | list[ChatPrompt], tokenizer, add_special_tokens: bool, needed: int,
                      context: int | None, template: str) -> list[list[int]]:
     """Token ids of every prompt, refused where prompt + answer would not fit the model's context."""
     rows = [tokenizer(p.text, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
@@ -108,10 +112,9 @@ def score_by_choice(model, prompts: list[EvalPrompt], rows: list[list[int]], cho
     return outputs, seconds
 
 
-def score_by_generation(model, tokenizer, prompts: list[EvalPrompt], rows: list[list[int]], prefix: SharedPrefix | None,
-                        labels: list[str], prompting: PromptingConfig, settings: EvalSettings,
-                        desc: str) -> tuple[list[dict], float]:
-    """Generate, parse each text into a label, and vote when several paths were sampled."""
+def generate_texts(model, tokenizer, rows: list[list[int]], prefix: SharedPrefix | None, prompting: PromptingConfig,
+                   settings: EvalSettings, desc: str) -> tuple[list[list[str]], float]:
+    """Each row's ``prompting.samples`` generated texts (greedy for one), and the seconds it took."""
     torch.manual_seed(settings.seed)
     started = time.perf_counter()
     sampling = Sampling(prompting.samples, prompting.temperature, prompting.top_k, prompting.top_p)
@@ -121,7 +124,14 @@ def score_by_generation(model, tokenizer, prompts: list[EvalPrompt], rows: list[
             texts += generate(model, tokenizer, batch, prompting.max_new_tokens, sampling, prefix,
                               prompt_once=settings.continues_a_cache)
             progress.update(len(batch))
-    seconds = time.perf_counter() - started
+    return texts, time.perf_counter() - started
+
+
+def score_by_generation(model, tokenizer, prompts: list[EvalPrompt], rows: list[list[int]], prefix: SharedPrefix | None,
+                        labels: list[str], prompting: PromptingConfig, settings: EvalSettings,
+                        desc: str) -> tuple[list[dict], float]:
+    """Generate, parse each text into a label, and vote when several paths were sampled."""
+    texts, seconds = generate_texts(model, tokenizer, rows, prefix, prompting, settings, desc)
     outputs = []
     for prompt, samples in zip(prompts, texts):
         answers = [parse_choice(text, prompt.choices) for text in samples]
@@ -135,8 +145,8 @@ def score_by_generation(model, tokenizer, prompts: list[EvalPrompt], rows: list[
 
 def scoring_metrics(prompts: list[EvalPrompt], outputs: list[dict], labels: list[str], seconds: float, seed: int) -> dict:
     predicted = [output["prediction"] for output in outputs]
-    report = classification_report([p.label for p in prompts], predicted, labels, seed=seed)
-    report |= {"seconds": round(seconds, 2), "examples_per_second": round(len(prompts) / seconds, 2)}
+    report = with_speed(classification_report([p.label for p in prompts], predicted, labels, seed=seed),
+                        len(prompts), seconds)
     if any("texts" in output for output in outputs):
         report["unparseable_share"] = sum(p == UNPARSEABLE for p in predicted) / len(predicted)
     if any("vote_share" in output for output in outputs):
@@ -144,16 +154,40 @@ def scoring_metrics(prompts: list[EvalPrompt], outputs: list[dict], labels: list
     return report
 
 
+def with_speed(report: dict, examples: int, seconds: float) -> dict:
+    return report | {"seconds": round(seconds, 2), "examples_per_second": round(examples / seconds, 2)}
+
+
+def timed_shared_prefix(model, rows: list[list[int]], settings: EvalSettings) -> tuple[SharedPrefix | None, float]:
+    started = time.perf_counter()
+    prefix = shared_prefix(model, rows, settings)  # once for every scoring; each counts its time
+    return prefix, time.perf_counter() - started
+
+
+def evaluate_generated(model, tokenizer, prompts: list[ChatPrompt], prompting: PromptingConfig, template: str,
+                       task: Task, settings: EvalSettings, name: str) -> PromptingResult:
+    """A generative task's scoring: generate, then the task reads and scores each answer (maj@k
+    over several samples, where the task votes)."""
+    rows = tokenize_prompts(prompts, tokenizer, False, prompting.max_new_tokens, context_length(model), template)
+    result = PromptingResult(predictions=[{"id": p.id, "references": p.references, "prompt_tokens": len(r)}
+                                          for p, r in zip(prompts, rows)])
+    prefix, prefix_seconds = timed_shared_prefix(model, rows, settings)
+    texts, seconds = generate_texts(model, tokenizer, rows, prefix, prompting, settings, f"{name} generate")
+    outputs, metrics = score_generated(task, [p.references for p in prompts], texts, settings.seed)
+    result.metrics["generate"] = with_speed(metrics, len(prompts), prefix_seconds + seconds)
+    for prediction, output in zip(result.predictions, outputs):
+        prediction["generate"] = output
+    return result
+
+
 def evaluate_prompting(model, tokenizer, prompts: list[EvalPrompt], prompting: PromptingConfig, template: str,
-                      use_chat_template: bool, labels: list[str], settings: EvalSettings, name: str) -> StrategyResult:
+                      use_chat_template: bool, labels: list[str], settings: EvalSettings, name: str) -> PromptingResult:
     add_special_tokens = not use_chat_template  # a chat template writes its own special tokens
     needed = prompting.max_new_tokens if "generate" in prompting.scoring else 0
     rows = tokenize_prompts(prompts, tokenizer, add_special_tokens, needed, context_length(model), template)
-    result = StrategyResult(predictions=[{"id": p.id, "label": p.label, "prompt_tokens": len(r)}
-                                         for p, r in zip(prompts, rows)])
-    started = time.perf_counter()
-    prefix = shared_prefix(model, rows, settings)  # once for both scorings; each counts its time
-    prefix_seconds = time.perf_counter() - started
+    result = PromptingResult(predictions=[{"id": p.id, "label": p.label, "prompt_tokens": len(r)}
+                                          for p, r in zip(prompts, rows)])
+    prefix, prefix_seconds = timed_shared_prefix(model, rows, settings)
     if "choice" in prompting.scoring:
         choices = choice_token_ids(prompts, tokenizer, use_chat_template)
         outputs, seconds = score_by_choice(model, prompts, rows, choices, pad_id(tokenizer), prefix, labels, settings,
@@ -168,3 +202,31 @@ def evaluate_prompting(model, tokenizer, prompts: list[EvalPrompt], prompting: P
         for prediction, output in zip(result.predictions, outputs):
             prediction["generate"] = output
     return result
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """How one prompting method's rows become a result, for the task of the data."""
+
+    task: Task
+    labels: list[str]
+    """data.labels (classification); empty for the generative tasks."""
+    model: object
+    tokenizer: object
+    settings: EvalSettings
+
+    def score(self, rows: list[dict], template: PromptConfig, shots: list[dict], prompting: PromptingConfig,
+              name: str) -> PromptingResult:
+        """``rows`` read through ``template`` (after the ``shots`` demonstrations), as ``prompting`` says."""
+        score = self.classification if self.labels else self.generation
+        return score(rows, template, shots, prompting, name)
+
+    def classification(self, rows, template, shots, prompting, name) -> PromptingResult:
+        prompts = build_prompts(rows, template, self.labels, self.tokenizer, shots)
+        return evaluate_prompting(self.model, self.tokenizer, prompts, prompting, template.name,
+                                  template.use_chat_template, self.labels, self.settings, name)
+
+    def generation(self, rows, template, shots, prompting, name) -> PromptingResult:
+        prompts = build_chat_prompts(rows, template, self.tokenizer, shots)
+        return evaluate_generated(self.model, self.tokenizer, prompts, prompting, template.name, self.task,
+                                  self.settings, name)

@@ -3,7 +3,9 @@
 Rendering goes through the same machinery as the format stage (templates.py, then chat.py),
 so an evaluated prompt and a trained prompt cannot drift apart. Few-shot demonstrations are
 solved train examples in earlier chat turns; every row's prompt then starts with the same
-demonstrations, which the scorer computes once (see scoring.SharedPrefix).
+demonstrations, which the scorer computes once (see scoring.SharedPrefix). Classification rows
+become an ``EvalPrompt`` (text, label, choices); the generative tasks' rows a ``ChatPrompt``
+(text, references), their earlier turns included.
 """
 
 import random
@@ -11,13 +13,10 @@ from dataclasses import dataclass, replace
 
 from tunelab.config.schema import GENERATIVE_METHODS, PromptConfig, PromptingConfig
 from tunelab.errors import TunelabError
+from tunelab.evaluation.tasks import Task
 from tunelab.prompts.chat import Demonstration, model_prompt
 from tunelab.prompts.formatting import template_fields
 from tunelab.prompts.templates import SEPARATOR, PromptTemplate, check_choices_fit
-
-REASONING = ('Think it through in one or two short sentences, then end with a line "Answer: <choice>", '
-             '<choice> being one of: {{ answer_choices | join(", ") }}.')
-"""What a derived chain-of-thought template asks after the training prompt; parsing.py reads the marker."""
 
 
 @dataclass(frozen=True)
@@ -30,12 +29,22 @@ class EvalPrompt:
     """Answer choices in data.labels order: choices[i] answers labels[i]."""
 
 
-def method_template(training: PromptConfig, prompting: PromptingConfig) -> PromptConfig:
+@dataclass(frozen=True)
+class ChatPrompt:
+    id: str
+    text: str
+    """The chat as the model reads it before its answer (chat template applied, demonstrations and
+    the example's earlier turns included)."""
+    references: list[str]
+    """The acceptable answers to the last turn."""
+
+
+def method_template(training: PromptConfig, prompting: PromptingConfig, task: Task) -> PromptConfig:
     """The template a prompting method reads: its own, or one derived from the training prompt.
 
     Derived, so a user's one template serves every method: few-shot adds demonstrations (see
     build_prompts), role prompting the method's persona as the system message, chain-of-thought
-    and self-consistency a reasoning instruction ending with the answer marker.
+    and self-consistency the task's reasoning instruction, which ends with the answer marker.
     """
     if prompting.template is not None:
         return prompting.template
@@ -45,7 +54,7 @@ def method_template(training: PromptConfig, prompting: PromptingConfig) -> Promp
     if prompting.method in GENERATIVE_METHODS:
         prompt, _, target = derived.template.partition(SEPARATOR)
         derived = replace(derived, name=f"{derived.name}+reasoning",
-                          template=f"{prompt.rstrip()}\n{REASONING}\n{SEPARATOR} Answer: {target.strip()}")
+                          template=f"{prompt.rstrip()}\n{task.reasoning}\n{SEPARATOR} Answer: {target.strip()}")
     return derived
 
 
@@ -53,9 +62,14 @@ def pick_demonstrations(train_rows: list[dict], labels: list[str], shots: int, s
     """``shots`` train rows, as balanced across labels as ``shots`` allows, in seeded order.
 
     Labels take turns (so 4 shots of 2 labels are 2 + 2); the picked rows are shuffled so the
-    last demonstration, which models copy most, is not always the same label.
+    last demonstration, which models copy most, is not always the same label. Without labels (a
+    generative task) they are a seeded sample.
     """
     rng = random.Random(seed)
+    if not labels:
+        if shots > len(train_rows):
+            raise TunelabError(f"few-shot: {shots} demonstrations need more than the {len(train_rows)} train rows")
+        return rng.sample(train_rows, shots)
     pools = {label: [row for row in train_rows if row["label"] == label] for label in labels}
     for pool in pools.values():
         rng.shuffle(pool)
@@ -71,9 +85,11 @@ def pick_demonstrations(train_rows: list[dict], labels: list[str], shots: int, s
 
 
 def render_demonstrations(rows: list[dict], template: PromptTemplate, labels: list[str]) -> list[Demonstration]:
+    """Each row as (prompt, target); ``labels`` empty: generative rows, rendered from their own fields."""
     demonstrations = []
     for row in rows:
-        rendered = template.render(template_fields(row, labels), row=f"train {row['id']}")
+        fields = template_fields(row, labels) if labels else row
+        rendered = template.render(fields, row=f"train {row['id']}")
         if rendered.target is None:
             raise TunelabError(f"prompt {template.name!r}: few-shot demonstrations need the template's '|||' target")
         demonstrations.append((rendered.prompt, rendered.target))
@@ -93,4 +109,18 @@ def build_prompts(rows: list[dict], config: PromptConfig, labels: list[str], tok
         check_choices_fit(rendered.choices, labels, f"prompt {config.name!r}", on_row=f" on test row {row['id']}")
         text = model_prompt(tokenizer, rendered.prompt, config.system, config.use_chat_template, demonstrations)
         prompts.append(EvalPrompt(id=str(row["id"]), label=row["label"], text=text, choices=rendered.choices))
+    return prompts
+
+
+def build_chat_prompts(rows: list[dict], config: PromptConfig, tokenizer,
+                       demonstration_rows: list[dict] = ()) -> list[ChatPrompt]:
+    """Render every test row of a generative task: demonstrations, the row's earlier turns, its prompt."""
+    template = PromptTemplate(config)
+    demonstrations = render_demonstrations(list(demonstration_rows), template, labels=[])
+    prompts = []
+    for row in rows:
+        rendered = template.render(row, row=f"test {row['id']}")
+        text = model_prompt(tokenizer, rendered.prompt, config.system, config.use_chat_template, demonstrations,
+                            history=row.get("history", []))
+        prompts.append(ChatPrompt(id=str(row["id"]), text=text, references=row["references"]))
     return prompts

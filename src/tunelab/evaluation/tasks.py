@@ -4,13 +4,15 @@ sampled answers can be voted on, and how answers are scored against references.
 | task          | answer read from the text                        | headline (95% interval)  |
 |---------------|--------------------------------------------------|--------------------------|
 | classification| the answer choice named (evaluation/parsing.py)  | accuracy (Wilson)        |
-| generation    | the whole text                                   | ROUGE-L (bootstrap)      |
-| extractive_qa | the first line, after an "Answer:" marker if any | exact match (Wilson), F1 |
+| generation    | after the last "Answer:" line, else the whole text | ROUGE-L (bootstrap)    |
+| extractive_qa | after the last "Answer:", else the first line     | exact match (Wilson), F1 |
 | math          | the final number (evaluation/answers.py)         | accuracy (Wilson)        |
 
 Classification is scored by the evaluator's choice and generate scorings against labels; the
-generative tasks here score generated text against each example's references. A new task is one
-``TASKS.register(Task(...))`` here plus its conf/data file.
+generative tasks here score generated text against each example's references. Each task also
+says what chain-of-thought asks for (its reasoning instruction, ending with the marker its
+answer reader looks for). A new task is one ``TASKS.register(Task(...))`` here plus its conf/data,
+conf/prompt and conf/eval files.
 """
 
 import re
@@ -23,6 +25,7 @@ from tunelab.evaluation.text_metrics import extractive_qa_report, generation_rep
 from tunelab.registry import Registry
 
 _ANSWER_MARKER = re.compile(r"^\s*(?:the\s+answer\s+is|answer\s*:)\s*", re.IGNORECASE)
+_ANSWER_LINE = re.compile(r"^[ \t]*answer\s*:[ \t]*", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -38,21 +41,47 @@ class Task:
     """How sampled answers are grouped for self-consistency's vote; None: free text is not voted on."""
     report: Callable[[list[list[str]], list[str | None], int], dict] | None = None
     """(references per example, answers, seed) → metrics with intervals."""
+    table_metrics: tuple[str, ...] = ()
+    """The metrics the report's tables show, the headline first (each may have a ``_ci95`` interval)."""
+    reasoning: str = ""
+    """What a derived chain-of-thought template asks after the prompt (Jinja, like a template): reason,
+    then the marker ``read_answer`` looks for."""
 
 
 TASKS: Registry[Task] = Registry("data.task")
 
 
-def first_line_answer(text: str) -> str | None:
-    """An extractive answer: the first non-empty line, without a leading "Answer:"."""
-    line = next((line for line in text.splitlines() if line.strip()), "")
+def span_answer(text: str) -> str | None:
+    """An extractive answer: the line after the last "Answer:" line marker (chain-of-thought ends so),
+    else the first non-empty line, without a leading "the answer is"."""
+    markers = list(_ANSWER_LINE.finditer(text))
+    rest = text[markers[-1].end():] if markers else text
+    line = next((line for line in rest.splitlines() if line.strip()), "")
     return _ANSWER_MARKER.sub("", line).strip().rstrip(".") or None
 
 
-TASKS.register(Task("classification", "accuracy", ("choice", "generate")))
-TASKS.register(Task("generation", "rougeL", ("generate",), report=generation_report))
-TASKS.register(Task("extractive_qa", "exact_match", ("generate",), first_line_answer, normalize_span, extractive_qa_report))
-TASKS.register(Task("math", "accuracy", ("generate",), math_answer, lambda answer: answer, math_report))
+def free_text_answer(text: str) -> str | None:
+    """Free text: what follows the last "Answer:" line marker (chain-of-thought ends so), else all of it."""
+    markers = list(_ANSWER_LINE.finditer(text))
+    return (text[markers[-1].end():] if markers else text).strip() or None
+
+
+CLASSIFICATION_REASONING = ('Think it through in one or two short sentences, then end with a line "Answer: <choice>", '
+                            '<choice> being one of: {{ answer_choices | join(", ") }}.')
+"""Classification's chain-of-thought instruction; evaluation/parsing.py reads the marker."""
+
+TASKS.register(Task("classification", "accuracy", ("choice", "generate"), table_metrics=("accuracy", "macro_f1"),
+                    reasoning=CLASSIFICATION_REASONING))
+TASKS.register(Task("generation", "rougeL", ("generate",), free_text_answer, report=generation_report,
+                    table_metrics=("rougeL", "rouge1", "chrf", "output_words_mean"),
+                    reasoning='First plan your reply in one or two short sentences, then write it after a line "Answer:".'))
+TASKS.register(Task("extractive_qa", "exact_match", ("generate",), span_answer, normalize_span, extractive_qa_report,
+                    table_metrics=("exact_match", "f1"),
+                    reasoning='Think it through in one or two short sentences, then end with a line "Answer: <the '
+                              'shortest span of the passage that answers the question>".'))
+TASKS.register(Task("math", "accuracy", ("generate",), math_answer, lambda answer: answer, math_report,
+                    table_metrics=("accuracy",),
+                    reasoning='Think step by step, then end with a line "Answer: <the final number>".'))
 
 
 def vote(answers: list[str | None], key: Callable[[str], str]) -> tuple[str | None, float]:

@@ -69,8 +69,15 @@ def loss_token_share(input_ids: list[list[int]], completion_masks: list[list[int
     return sum(map(sum, completion_masks)) / sum(map(len, input_ids))
 
 
+def last_loss_token(example: TokenizedExample) -> int | None:
+    """The last token that carries loss: the EOS of a whole completion (a chat template may write
+    more after its end-of-turn token, a newline, which is context)."""
+    carrying = [token for token, loss in zip(example.input_ids, example.completion_mask) if loss]
+    return carrying[-1] if carrying else None
+
+
 def length_report(examples: list[TokenizedExample], max_length: int, tokenizer) -> dict:
-    """Token lengths, truncation, the share of tokens that carry loss, pad/EOS handling."""
+    """Token lengths, truncation, the share of tokens that carry loss, the share whose loss ends at EOS."""
     masks = [e.completion_mask for e in examples]
     return {
         "examples": len(examples),
@@ -80,7 +87,7 @@ def length_report(examples: list[TokenizedExample], max_length: int, tokenizer) 
         "truncated_share": sum(e.truncated for e in examples) / len(examples),
         "loss_token_share": loss_token_share([e.input_ids for e in examples], masks),
         "loss_tokens": sum(map(sum, masks)),
-        "eos_at_end_share": sum(e.input_ids[-1] == tokenizer.eos_token_id for e in examples) / len(examples),
+        "eos_at_end_share": sum(last_loss_token(e) == tokenizer.eos_token_id for e in examples) / len(examples),
     }
 
 

@@ -1,10 +1,11 @@
-"""The two trade-off pictures of the report: accuracy against what a variant cost to make and to run."""
+"""The two trade-off pictures of the report: the headline score (accuracy, exact match, ROUGE-L: the
+task's) against what a variant cost to make and to run."""
 
 from pathlib import Path
 
 TRADEOFFS = {
-    "accuracy_vs_train_time": ("train_seconds", "train time, s (0 = prompting only)"),
-    "accuracy_vs_latency": ("token_latency_p50_ms", "per-token latency p50, ms (batch 1)"),
+    "score_vs_train_time": ("train_seconds", "train time, s (0 = prompting only)"),
+    "score_vs_latency": ("token_latency_p50_ms", "per-token latency p50, ms (batch 1)"),
 }
 
 
@@ -13,7 +14,7 @@ def point_label(row: dict) -> str:
 
 
 def tradeoff_figure(rows: list[dict], x_key: str, x_label: str, title: str):
-    """Accuracy (with its 95% interval) against ``x_key``; rows without an x value are left out.
+    """The headline score (with its 95% interval) against ``x_key``; rows without an x value are left out.
 
     A row's legend entry is its ``label``, else variant/prompting/scoring.
     """
@@ -25,13 +26,13 @@ def tradeoff_figure(rows: list[dict], x_key: str, x_label: str, title: str):
     points = [r for r in rows if r.get(x_key) is not None]
     figure, axes = plt.subplots(figsize=(9, 4.5))
     for r in points:  # one legend entry per point: variants made at the same cost share an x
-        error = [[r["accuracy"] - r["accuracy_ci_low"]], [r["accuracy_ci_high"] - r["accuracy"]]]
-        axes.errorbar(r[x_key], r["accuracy"], yerr=error, fmt="o" if r["scoring"] == "choice" else "s", capsize=3,
+        error = None if r["score_ci_low"] is None else [[r["score"] - r["score_ci_low"]], [r["score_ci_high"] - r["score"]]]
+        axes.errorbar(r[x_key], r["score"], yerr=error, fmt="o" if r["scoring"] == "choice" else "s", capsize=3,
                       alpha=0.8, label=point_label(r))
     if points:
         axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     axes.set_xlabel(x_label)
-    axes.set_ylabel("accuracy (95% CI)")
+    axes.set_ylabel(f"{rows[0]['metric'] if rows else 'score'} (95% CI)")
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
     figure.tight_layout()
@@ -46,7 +47,8 @@ def save_tradeoff_figures(rows: list[dict], folder: Path, title: str) -> list[Pa
 
     paths = []
     for name, (x_key, x_label) in TRADEOFFS.items():
-        figure = tradeoff_figure(rows, x_key, x_label, f"{title}: accuracy vs {x_label.split(',')[0]}")
+        metric = rows[0]["metric"] if rows else "score"
+        figure = tradeoff_figure(rows, x_key, x_label, f"{title}: {metric} vs {x_label.split(',')[0]}")
         path = folder / f"{name}.png"
         with atomic_path(path, is_dir=False) as temporary:
             figure.savefig(temporary, format="png", dpi=110)

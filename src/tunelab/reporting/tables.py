@@ -1,10 +1,46 @@
-"""The comparison people read: one row per model variant × prompting method × scoring."""
+"""The comparison people read: one row per model variant × prompting method × scoring.
+
+Each row carries its task's metrics by their own names (accuracy and macro_f1; exact_match and
+f1; rougeL, ...) with their intervals, ``metric`` naming the headline one (the task's: the
+evaluate stage writes the list in each metrics file), and the headline again as ``score``
+with its interval, which the tables, plots and sweeps compare whatever the task.
+"""
 
 from pathlib import Path
 
 from tunelab.io.jsonl import parse_json_row
 from tunelab.layout import BASE, TRAINED
 from tunelab.records import BaseRecord, BenchRecord, QuantizeRecord, TrainRecord
+
+SCORE = ("score", "score_ci_low", "score_ci_high")
+
+
+def with_score(row: dict) -> dict:
+    """The row with its headline metric (``row["metric"]``) as ``score`` and its interval."""
+    metric = row["metric"]
+    return {**row, "score": row[metric], "score_ci_low": row.get(f"{metric}_ci_low"),
+            "score_ci_high": row.get(f"{metric}_ci_high")}
+
+
+def named_figures(report: dict, metrics: list[str]) -> dict:
+    """Each of ``metrics`` in ``report``, rounded, with its interval where it has one."""
+    figures = {}
+    for name in metrics:
+        if name in report:
+            figures[name] = round(report[name], 4)
+        if f"{name}_ci95" in report:
+            low, high = report[f"{name}_ci95"]
+            figures |= {f"{name}_ci_low": round(low, 4), f"{name}_ci_high": round(high, 4)}
+    return figures
+
+
+def table_metrics(files: list[Path]) -> list[str]:
+    """The metrics the tables show (the headline first), as the evaluate stage named them."""
+    for path in files:
+        summary = parse_json_row(path.read_text(), str(path), required=("variant",))
+        if summary.get("metrics"):
+            return summary["metrics"]
+    return ["accuracy"]
 
 
 def eval_rows(files: list[Path]) -> list[dict]:
@@ -14,19 +50,16 @@ def eval_rows(files: list[Path]) -> list[dict]:
         summary = parse_json_row(path.read_text(), str(path), required=("variant", "prompting"))
         for prompting, result in summary["prompting"].items():
             for scoring, report in result["scoring"].items():
-                low, high = report["accuracy_ci95"]
-                rows.append({
+                rows.append(with_score({
                     "variant": summary["variant"], "prompting": prompting, "template": result.get("template"),
-                    "scoring": scoring,
-                    "accuracy": round(report["accuracy"], 4), "accuracy_ci_low": round(low, 4),
-                    "accuracy_ci_high": round(high, 4), "macro_f1": round(report["macro_f1"], 4),
+                    "scoring": scoring, "metric": summary["metrics"][0], **named_figures(report, summary["metrics"]),
                     "unparseable_share": report.get("unparseable_share"), "examples": report["examples"],
                     "examples_per_second": report["examples_per_second"],
-                })
+                }))
     return rows
 
 
-LABELS = ("variant", "prompting", "template", "scoring", "adaptation", "quantization")
+LABELS = ("variant", "prompting", "template", "scoring", "adaptation", "quantization", *SCORE)
 
 
 def row_key(row: dict) -> str:
@@ -39,12 +72,17 @@ def metrics_by_key(rows: list[dict]) -> dict:
 
 
 def pipeline_summary(by_key: dict, headline: tuple[str, str]) -> dict[str, float]:
-    """The figures a pipeline's MLflow run carries, from metrics/eval.json: every row's accuracy,
-    and the trained model's headline (eval.headline) accuracy and train time as ``accuracy`` and
-    ``train_seconds``: what a sweep's runs table compares."""
-    summary = {f"{key.replace('/', '.')}.accuracy": figures["accuracy"] for key, figures in by_key.items()}
-    headline = by_key.get("/".join(("trained", *headline)), {})
-    summary.update({name: headline[name] for name in ("accuracy", "train_seconds") if headline.get(name) is not None})
+    """The figures a pipeline's MLflow run carries, from metrics/eval.json: every row's headline
+    metric, and the trained model's headline result (eval.headline) and train time under the
+    metric's own name (``accuracy``, ``exact_match``, ``rougeL``) and ``train_seconds``: what a
+    sweep's runs table compares."""
+    summary = {f"{key.replace('/', '.')}.{figures['metric']}": figures[figures["metric"]]
+               for key, figures in by_key.items()}
+    trained = by_key.get("/".join(("trained", *headline)), {})
+    if trained:
+        summary[trained["metric"]] = trained[trained["metric"]]
+        if trained.get("train_seconds") is not None:
+            summary["train_seconds"] = trained["train_seconds"]
     return summary
 
 
@@ -84,28 +122,45 @@ def cell(value, form: str = "{}") -> str:
     return "—" if value is None else form.format(value)
 
 
+def with_interval(value: float | None, low: float | None, high: float | None) -> str:
+    """0.892 [0.862, 0.916], or the value alone where it has no interval."""
+    if value is None:
+        return "—"
+    return f"{value:.3f}" if low is None else f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def score_cell(row: dict) -> str:
+    return with_interval(row["score"], row["score_ci_low"], row["score_ci_high"])
+
+
+def headline_metric(rows: list[dict]) -> str:
+    return rows[0]["metric"] if rows else "accuracy"
+
+
 def variants_table(rows: list[dict]) -> str:
     """The comparison in one table: every variant × prompting method × scoring, with its costs."""
-    header = ("| variant | adaptation | prompting (template) | quantization | scoring | accuracy [95% CI] | train s "
-              "| tokens/s | latency p50 ms | size MB |\n" + "|---" * 10 + "|\n")
+    header = (f"| variant | adaptation | prompting (template) | quantization | scoring | {headline_metric(rows)} [95% CI] "
+              "| train s | tokens/s | latency p50 ms | size MB |\n" + "|---" * 10 + "|\n")
     lines = []
     for r in rows:
         prompt = f"{r['prompting']} ({r['template']})" if r.get("template") else r["prompting"]
         lines.append(f"| {r['variant']} | {r['adaptation']} | {prompt} | {r['quantization']} | {r['scoring']} "
-                     f"| {r['accuracy']:.3f} [{r['accuracy_ci_low']:.3f}, {r['accuracy_ci_high']:.3f}] "
-                     f"| {cell(r['train_seconds'], '{:.0f}')} | {cell(r['tokens_per_second'])} "
+                     f"| {score_cell(r)} | {cell(r['train_seconds'], '{:.0f}')} | {cell(r['tokens_per_second'])} "
                      f"| {cell(r['token_latency_p50_ms'])} | {cell(r['size_mb'])} |")
     return header + "\n".join(lines) + "\n"
 
 
-def markdown_table(rows: list[dict]) -> str:
-    header = ("| variant | prompting | scoring | accuracy [95% CI] | macro-F1 | unparseable | examples | examples/s |\n"
-              "|---|---|---|---|---|---|---|---|\n")
+def markdown_table(rows: list[dict], metrics: list[str]) -> str:
+    """Every scored row with each of the task's ``metrics`` (the headline first, with intervals)."""
+    header = ("| variant | prompting | scoring | " + " | ".join(f"{name} [95% CI]" if i == 0 else name
+                                                            for i, name in enumerate(metrics))
+              + " | unparseable | examples | examples/s |\n" + "|---" * (6 + len(metrics)) + "|\n")
     lines = []
     for r in rows:
         unparseable = "" if r["unparseable_share"] is None else f"{r['unparseable_share']:.1%}"
-        lines.append(f"| {r['variant']} | {r['prompting']} | {r['scoring']} | {r['accuracy']:.3f} "
-                     f"[{r['accuracy_ci_low']:.3f}, {r['accuracy_ci_high']:.3f}] | {r['macro_f1']:.3f} | {unparseable} "
+        figures = " | ".join(with_interval(r.get(name), r.get(f"{name}_ci_low"), r.get(f"{name}_ci_high"))
+                             for name in metrics)
+        lines.append(f"| {r['variant']} | {r['prompting']} | {r['scoring']} | {figures} | {unparseable} "
                      f"| {r['examples']} | {r['examples_per_second']:.1f} |")
     return header + "\n".join(lines) + "\n"
 
@@ -126,26 +181,27 @@ def headline_rows(rows: list[dict], headline: tuple[str, str]) -> dict[str, dict
 
 
 def tradeoff_rows(rows: list[dict], headline: tuple[str, str]) -> list[dict]:
-    """metrics/report/tradeoffs.csv (DVC plots): each benchmarked variant's headline accuracy and costs."""
-    return [{"variant": name, "accuracy": r["accuracy"], "token_latency_p50_ms": r["token_latency_p50_ms"],
+    """metrics/report/tradeoffs.csv (DVC plots): each benchmarked variant's headline score and costs."""
+    return [{"variant": name, "metric": r["metric"], "score": r["score"], "token_latency_p50_ms": r["token_latency_p50_ms"],
              "tokens_per_second_batch1": r["tokens_per_second"], "size_mb": r["size_mb"]}
             for name, r in headline_rows(rows, headline).items() if r["token_latency_p50_ms"] is not None]
 
 
 def deployment_table(measured: dict[str, dict], rows: list[dict], headline: tuple[str, str], reference: str = TRAINED) -> str:
     """Cost of each benchmarked variant (metrics/bench.json's ``variants``) beside its headline
-    accuracy and the change against ``reference``."""
-    accuracy = headline_rows(rows, headline)
-    base_accuracy = accuracy.get(reference, {}).get("accuracy")
+    score and the change against ``reference``."""
+    scores = headline_rows(rows, headline)
+    reference_score = scores.get(reference, {}).get("score")
+    metric = headline_metric(rows)
     sizes = sorted({size for v in measured.values() for size in v["tokens_per_second"]}, key=int)
     header = ("| variant | size MB | load s | TTFT ms | token p50 / p95 ms | "
-              + " | ".join(f"tokens/s @{size}" for size in sizes) + " | peak RSS MB | accuracy [95% CI] | Δ accuracy |\n"
+              + " | ".join(f"tokens/s @{size}" for size in sizes) + f" | peak RSS MB | {metric} [95% CI] | Δ {metric} |\n"
               + "|---" * (8 + len(sizes)) + "|\n")
     lines = []
     for name, v in measured.items():
-        scored = accuracy.get(name)
-        score = f"{scored['accuracy']:.3f} [{scored['accuracy_ci_low']:.3f}, {scored['accuracy_ci_high']:.3f}]" if scored else ""
-        delta = f"{scored['accuracy'] - base_accuracy:+.3f}" if scored and base_accuracy is not None else ""
+        scored = scores.get(name)
+        score = score_cell(scored) if scored else ""
+        delta = f"{scored['score'] - reference_score:+.3f}" if scored and reference_score is not None else ""
         speeds = " | ".join(f"{v['tokens_per_second'].get(size, '')}" for size in sizes)
         lines.append(f"| {name} | {v['size_mb']} | {v['load_seconds']} | {v['ttft_ms']} | "
                      f"{v['token_latency_ms']['p50']} / {v['token_latency_ms']['p95']} | {speeds} | "

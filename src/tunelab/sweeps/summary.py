@@ -12,7 +12,7 @@ from tunelab.config.schema import EvalConfig
 from tunelab.io.atomic import write_json, write_text
 from tunelab.layout import LAYOUT
 from tunelab.reporting.plots import save_tradeoff_figures
-from tunelab.reporting.tables import cell
+from tunelab.reporting.tables import cell, headline_metric, score_cell, with_score
 from tunelab.sweeps.queue import DONE, StageCounts
 
 EVAL_METRICS = str(LAYOUT.eval_summary)
@@ -60,8 +60,8 @@ def _split(key: str) -> tuple[str, str, str]:
 
 def _row(run: str, overrides: str, key: str, figures: dict) -> dict:
     variant, prompting, scoring = _split(key)
-    return {"run": run, "overrides": overrides, "variant": variant, "prompting": prompting, "scoring": scoring,
-            "label": f"{variant} · {overrides}" if overrides else f"{variant}/{prompting}", **figures}
+    return with_score({"run": run, "overrides": overrides, "variant": variant, "prompting": prompting, "scoring": scoring,
+                       "label": f"{variant} · {overrides}" if overrides else f"{variant}/{prompting}", **figures})
 
 
 def table_rows(runs: list[SweepRun]) -> tuple[list[dict], list[dict]]:
@@ -81,12 +81,12 @@ def table_rows(runs: list[SweepRun]) -> tuple[list[dict], list[dict]]:
 
 def markdown(rows: list[dict], with_run: bool) -> str:
     header = (("| run | overrides " if with_run else "| prompting | scoring ")
-              + "| variant | accuracy [95% CI] | train s | tokens/s | latency p50 ms | size MB |\n" + "|---" * 8 + "|\n")
+              + f"| variant | {headline_metric(rows)} [95% CI] | train s | tokens/s | latency p50 ms | size MB |\n"
+              + "|---" * 8 + "|\n")
     lines = []
     for r in rows:
         first = f"| {r['run']} | {r['overrides']} " if with_run else f"| {r['prompting']} | {r['scoring']} "
-        lines.append(first + f"| {r['variant']} | {r['accuracy']:.3f} [{r['accuracy_ci_low']:.3f}, "
-                     f"{r['accuracy_ci_high']:.3f}] | {cell(r.get('train_seconds'), '{:.0f}')} "
+        lines.append(first + f"| {r['variant']} | {score_cell(r)} | {cell(r.get('train_seconds'), '{:.0f}')} "
                      f"| {cell(r.get('tokens_per_second'))} | {cell(r.get('token_latency_p50_ms'))} "
                      f"| {cell(r.get('size_mb'))} |")
     return header + "\n".join(lines) + "\n"

@@ -149,7 +149,7 @@ def record_pipeline(client, experiment_id: str, params: dict, name: str, summary
     model ``outputs`` on it, unless its report stage logged them: its stages may all have been
     cached (a sweep point equal to the baseline), and then none of them ran to log anything."""
     run_id = _pipeline_run_id(client, experiment_id, params, params.get("tracking", {}).get("sweep"), name)
-    if "accuracy" not in client.get_run(run_id).data.metrics:
+    if not set(summary) & set(client.get_run(run_id).data.metrics):
         tags = {**lineage_tags(outputs), "tunelab.figures": "from dvc exp show: no stage had to run"}
         _log_summary(client, run_id, summary, tags)
     return run_id
