@@ -20,6 +20,8 @@ from pipeline_project import (
     DATA,
     HEADLINE,
     STAGES,
+    WORDS,
+    audited_env,
     pipeline_runs,
     ran_stages,
     read_rows,
@@ -214,3 +216,55 @@ def test_a_stage_fails_in_one_line_naming_file_and_line_and_writes_nothing(tmp_p
     assert result.stderr.strip() == (
         f"error: {Path('data/raw/truth.txt')}:2: expected 3 tab-separated fields (id, rating, text), got 2")
     assert not (tmp_path / "data/prepared").exists()
+
+
+CHATS = "chats.jsonl"
+GENERATIVE_RUN = ["-S", "data=local_chat", "-S", f"data.source.path={CHATS}", "-S", "data.test_size=6", "-S",
+                  "data.val_size=4", "-S", "eval.limit=4", "-S", "eval.prompting.self_consistency.samples=2",
+                  "-S", "quantize.variants=[merged]",
+                  *[arg for m in ("zero_shot", "few_shot", "role", "chain_of_thought", "self_consistency")
+                    for arg in ("-S", f"eval.prompting.{m}.max_new_tokens=6")]]
+
+
+def write_chats(path: Path, count: int = 30) -> None:
+    """Chats of one or two exchanges, every third with a system message."""
+    rows = []
+    for i in range(count):
+        turns = [{"role": "user", "content": f"Say {WORDS['positive'][i % 4]} {i}."},
+                 {"role": "assistant", "content": f"{WORDS['positive'][i % 4]} {i}"}]
+        if i % 3 == 0:
+            turns = [{"role": "system", "content": "Repeat the word."}, *turns,
+                     {"role": "user", "content": "Again?"}, {"role": "assistant", "content": f"{WORDS['negative'][i % 4]}"}]
+        rows.append({"messages": turns})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+@pytest.mark.slow
+@pytest.mark.reruns_stages
+def test_a_generative_task_runs_through_every_stage_and_is_reported_by_its_own_headline(baseline_copy, tmp_path):
+    """A chat task (multi-turn messages) on a copy of the baseline: the same stages, the same audit of
+    what each reads, ROUGE-L as the headline from evaluation to the pipeline's MLflow run."""
+    project = baseline_copy
+    write_chats(project / CHATS)
+    generative = run(project, "dvc", "exp", "run", *GENERATIVE_RUN, env=audited_env(tmp_path / "reads"))
+    assert set(ran_stages(generative)) == {"fetch", "prepare", "format", "train", "evaluate@base", "evaluate@trained",
+                                           "quantize", "evaluate_deployed@merged", "benchmark", "report"}  # base: cached
+    assert undeclared_reads(project, tmp_path / "reads", CHATS) == {}
+    report = json.loads((project / "data/formatted/report.json").read_text())
+    assert report["splits"]["train"]["loss_token_share"] < 1 and report["splits"]["train"]["eos_at_end_share"] == 1.0
+    trained = json.loads((project / "metrics/train.json").read_text())
+    assert trained["val_loss_after"] < trained["val_loss_before"]  # it learns the chats
+    evaluated = json.loads((project / "metrics/eval.json").read_text())
+    assert {f"base/{m}/generate" for m in ("zero_shot", "few_shot", "role", "chain_of_thought", "self_consistency")} \
+        | {"trained/zero_shot/generate", "merged/zero_shot/generate"} == set(evaluated)
+    assert {figures["metric"] for figures in evaluated.values()} == {"rougeL"}
+    assert evaluated["merged/zero_shot/generate"]["rougeL"] == evaluated["trained/zero_shot/generate"]["rougeL"]
+    text = (project / "metrics/report.md").read_text()
+    assert "| scoring | rougeL [95% CI] |" in text and "| trained | lora | zero_shot (instruction) | none | generate |" in text
+    assert "| peak RSS MB | rougeL [95% CI] | Δ rougeL |" in text  # the deployment table
+    tradeoffs = (project / "metrics/report/tradeoffs.csv").read_text().splitlines()
+    assert tradeoffs[0] == "variant,metric,score,token_latency_p50_ms,tokens_per_second_batch1,size_mb"
+    assert tradeoffs[1].startswith(f"trained,rougeL,{evaluated['trained/zero_shot/generate']['rougeL']},")
+    parents, _ = pipeline_runs(project)
+    generative_run = next(p for p in parents if p.data.params["data.task"] == "generation")
+    assert generative_run.data.metrics["rougeL"] == evaluated["trained/zero_shot/generate"]["rougeL"]

@@ -122,6 +122,12 @@ class DataConfig:
     layout's last user turn, or the row's own fields for the template) and references.
     """
 
+    task: str
+    """A registered task type (tunelab.evaluation.tasks; checked by tunelab.validation): classification, generation
+    (free text against references), extractive_qa (answer spans, several gold answers), math (a final number).
+    It decides what is trained on, how answers are read and what is measured."""
+    labels: list[str]
+    """classification: label names in order (with rating_field, [negative, positive]); [] for the generative tasks."""
     source: SourceConfig
     """Where the raw data comes from (read by ``fetch`` only)."""
     format: str
@@ -135,12 +141,6 @@ class DataConfig:
     """Examples in the train split; null takes all that remain."""
     seed: int
     """Seed of the split."""
-    task: str = CLASSIFICATION
-    """A registered task type (tunelab.evaluation.tasks; checked by tunelab.validation): classification, generation
-    (free text against references), extractive_qa (answer spans, several gold answers), math (a final number).
-    It decides what is trained on, how answers are read and what is measured."""
-    labels: list[str] = field(default_factory=list)
-    """classification: label names in order; with rating_field, [negative, positive]."""
     text_field: Optional[str] = None
     """classification: the field holding the input text."""
     label_field: Optional[str] = None
@@ -195,8 +195,9 @@ class DataConfig:
     def _check_generative(self) -> None:
         for name in ("labels", "text_field", "label_field", "rating_field", "rating_margin"):
             if getattr(self, name) not in (None, []):
+                empty = "[]" if name == "labels" else "null"
                 raise TunelabError(f"data.{name}: is for classification; task {self.task} rows are a prompt and "
-                                   "references (data.layout, or data.references_field); set it to null")
+                                   f"references (data.layout, or data.references_field); set it to {empty}")
         if (self.layout is None) == (self.references_field is None):
             raise TunelabError(f"data: task {self.task} needs exactly one of data.layout (prompt_completion, alpaca, "
                                "messages) and data.references_field (the field of the rows' answers)")
