@@ -109,8 +109,8 @@ def test_a_headline_other_than_the_default_reaches_every_stage_that_reads_it(bas
     project = baseline.repo
     evaluated = json.loads((project / "metrics/eval.json").read_text())
     tradeoffs = (project / "metrics/report/tradeoffs.csv").read_text().splitlines()
-    assert tradeoffs[0] == "variant,accuracy,token_latency_p50_ms,tokens_per_second_batch1,size_mb"
-    assert tradeoffs[1].startswith(f"trained,{evaluated['trained/few_shot/choice']['accuracy']},")
+    assert tradeoffs[0] == "variant,metric,score,token_latency_p50_ms,tokens_per_second_batch1,size_mb"
+    assert tradeoffs[1].startswith(f"trained,accuracy,{evaluated['trained/few_shot/choice']['accuracy']},")
     assert f"accuracy of {HEADLINE}" in (project / "metrics/report.md").read_text()
     parents, _ = pipeline_runs(project)
     assert parents[0].data.metrics["accuracy"] == evaluated["trained/few_shot/choice"]["accuracy"]
