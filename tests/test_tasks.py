@@ -70,9 +70,11 @@ def test_free_text_is_scored_on_its_first_sample_without_a_vote():
                                        [["the cat sat", "a dog"]], seed=0)
     assert outputs[0]["answer"] == "the cat sat" and "vote_share" not in outputs[0]
     assert metrics["rougeL"] == pytest.approx(2 / 3) and metrics["examples"] == 1
+    assert metrics["output_words_mean"] == 3.0  # the first sample's words
 
 
 def test_extractive_qa_scores_the_first_line_against_every_gold_answer():
     _, metrics = score_generated(TASKS["extractive_qa"], [["Denver Broncos", "The Denver Broncos"], ["Santa Clara"]],
                                  [["Answer: Denver Broncos\nbecause"], ["Levi's Stadium"]], seed=0)
     assert metrics["exact_match"] == 0.5 and metrics["f1"] == pytest.approx(0.5)
+    assert (metrics["answer_words_mean"], metrics["output_words_mean"]) == (2.0, 3.0)  # what was read, what it wrote

@@ -46,7 +46,7 @@ def test_generation_report_means_and_lengths():
     assert report["examples"] == 2
     assert report["rougeL"] == pytest.approx((2 / 3 + 1) / 2)
     assert report["exact_match"] == 0.5 and report["token_f1"] == pytest.approx((2 * 1 * 0.5 / 1.5 + 1) / 2)
-    assert report["output_words_mean"] == 2.0
+    assert report["answer_words_mean"] == 2.0
     low, high = report["rougeL_ci95"]
     assert 2 / 3 <= low <= report["rougeL"] <= high <= 1.0
 

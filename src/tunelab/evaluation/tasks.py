@@ -76,11 +76,11 @@ TASKS.register(Task("generation", "rougeL", ("generate",), free_text_answer, rep
                     table_metrics=("rougeL", "rouge1", "chrf", "output_words_mean"),
                     reasoning='First plan your reply in one or two short sentences, then write it after a line "Answer:".'))
 TASKS.register(Task("extractive_qa", "exact_match", ("generate",), span_answer, normalize_span, extractive_qa_report,
-                    table_metrics=("exact_match", "f1"),
+                    table_metrics=("exact_match", "f1", "output_words_mean"),
                     reasoning='Think it through in one or two short sentences, then end with a line "Answer: <the '
                               'shortest span of the passage that answers the question>".'))
 TASKS.register(Task("math", "accuracy", ("generate",), math_answer, lambda answer: answer, math_report,
-                    table_metrics=("accuracy",),
+                    table_metrics=("accuracy", "output_words_mean"),
                     reasoning='Think step by step, then end with a line "Answer: <the final number>".'))
 
 
@@ -100,7 +100,9 @@ def score_generated(task: Task, references: list[list[str]], samples: list[list[
     """Generated texts (one or more samples per example) → per-example answers and the task's metrics.
 
     With several samples the task's vote decides the answer (maj@k), and the mean vote share is
-    reported; a task without a vote (free text) is scored on its first sample.
+    reported; a task without a vote (free text) is scored on its first sample. Every task reports
+    its unparseable share (no answer read) and how much the model wrote (``output_words_mean``,
+    the first sample's words, beside the report's ``answer_words_mean`` where the task has one).
     """
     outputs = []
     for texts in samples:
@@ -113,6 +115,7 @@ def score_generated(task: Task, references: list[list[str]], samples: list[list[
     answers = [output["answer"] for output in outputs]
     metrics = task.report(references, answers, seed)
     metrics["unparseable_share"] = sum(answer is None for answer in answers) / len(answers)
+    metrics["output_words_mean"] = sum(len(texts[0].split()) for texts in samples) / len(samples)
     if any("vote_share" in output for output in outputs):
         metrics["mean_vote_share"] = sum(output["vote_share"] for output in outputs) / len(outputs)
     return outputs, metrics

@@ -58,7 +58,7 @@ def corpus_scores(references: list[list[str]], outputs: list[str]) -> dict[str, 
 
 def generation_report(references: list[list[str]], answers: list[str | None], seed: int = 0) -> dict:
     """Free text against references: ROUGE-1/2/L (ROUGE-L the headline, with its interval), chrF,
-    BLEU, exact match and token F1, and how long the outputs are (in words). No answer (None)
+    BLEU, exact match and token F1, and how long the answers are (in words). No answer (None)
     scores as an empty text."""
     if not answers:
         raise ValueError("no outputs to score")
@@ -69,7 +69,7 @@ def generation_report(references: list[list[str]], answers: list[str | None], se
     report |= corpus_scores(references, outputs)
     report |= {"exact_match": float(np.mean([span_exact_match(g, o) for g, o in zip(references, outputs)])),
                "token_f1": float(np.mean([span_f1(g, o) for g, o in zip(references, outputs)])),
-               "output_words_mean": float(np.mean([len(o.split()) for o in outputs]))}
+               "answer_words_mean": float(np.mean([len(o.split()) for o in outputs]))}
     return report
 
 
@@ -82,7 +82,7 @@ def extractive_qa_report(references: list[list[str]], answers: list[str | None],
     matches = [span_exact_match(g, a) for g, a in zip(references, answers, strict=True)]
     f1s = [span_f1(g, a) for g, a in zip(references, answers)]
     return {"examples": len(answers), **proportion_with_interval("exact_match", matches),
-            **mean_with_interval("f1", f1s, seed), "output_words_mean": float(np.mean([len(a.split()) for a in answers]))}
+            **mean_with_interval("f1", f1s, seed), "answer_words_mean": float(np.mean([len(a.split()) for a in answers]))}
 
 
 def math_report(references: list[list[str]], answers: list[str | None], seed: int = 0) -> dict:
