@@ -23,6 +23,7 @@ from tunelab.reporting.plots import save_tradeoff_figures
 from tunelab.reporting.tables import (
     deployment_table,
     eval_rows,
+    headline_metric,
     markdown_table,
     metrics_by_key,
     pipeline_summary,
@@ -63,7 +64,7 @@ def deployment_section(rows: list[dict], headline: tuple[str, str], bench: Bench
     where = env.get("gpu") or f"{env['cpu']}, {env['torch_threads']} threads"
     return (f"\n## Deployable variants\n\nMeasured on {where}, torch {env['torch']}; batch 1 latency, "
             f"{bench.settings['new_tokens']} new tokens per sequence, median of {bench.settings['repeats']}; "
-            f"{rows[0]['metric'] if rows else 'score'} of {'/'.join(headline)}, Δ against the unquantized trained model.\n\n"
+            f"{headline_metric(rows)} of {'/'.join(headline)}, Δ against the unquantized trained model.\n\n"
             + deployment_table(bench.variants, rows, headline))
 
 

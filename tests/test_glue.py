@@ -168,3 +168,23 @@ def test_the_cli_refuses_a_sweep_without_workers(capsys):
     with pytest.raises(SystemExit) as exited:
         cli.parse_args(["-m", "train.seed=1,2", "--jobs", "0"])
     assert exited.value.code == 2 and "--jobs must be at least 1" in capsys.readouterr().err
+
+
+def test_a_sweep_over_tasks_lists_each_runs_baselines_and_names_each_runs_metric():
+    exact = {"metric": "exact_match", "exact_match": 0.2, "exact_match_ci_low": 0.1, "exact_match_ci_high": 0.3}
+    math = {"metric": "accuracy", "accuracy": 0.05, "accuracy_ci_low": 0.01, "accuracy_ci_high": 0.1}
+    runs = [SweepRun("t-1", ["data=squad_v1"], "Success", EVAL, {"base/zero_shot/generate": exact,
+                                                                "trained/zero_shot/generate": exact},
+                     {"data/predictions/base": "h1"}, None),
+            SweepRun("t-2", ["data=gsm8k"], "Success", EVAL, {"base/zero_shot/generate": math,
+                                                             "trained/zero_shot/generate": math},
+                     {"data/predictions/base": "h2"}, None)]
+    baselines, adapted = table_rows(runs)
+    assert [(r["run"], r["metric"], r["label"]) for r in baselines] == [
+        ("t-1", "exact_match", "base/zero_shot · data=squad_v1"), ("t-2", "accuracy", "base/zero_shot · data=gsm8k")]
+    table = markdown(adapted, with_run=True).splitlines()
+    assert table[0].startswith("| run | overrides | variant | score [95% CI] |")
+    assert table[2].startswith("| t-1 | data=squad_v1 | trained | exact_match 0.200 [0.100, 0.300] |")
+    shared = [SweepRun(r.name, r.overrides, r.status, r.params, r.metrics, {"data/predictions/base": "h1"}, None)
+              for r in runs]
+    assert [r["run"] for r in table_rows(shared)[0]] == ["t-1"]  # the same base predictions: listed once

@@ -3,6 +3,8 @@ task's) against what a variant cost to make and to run."""
 
 from pathlib import Path
 
+from tunelab.reporting.tables import headline_metric
+
 TRADEOFFS = {
     "score_vs_train_time": ("train_seconds", "train time, s (0 = prompting only)"),
     "score_vs_latency": ("token_latency_p50_ms", "per-token latency p50, ms (batch 1)"),
@@ -32,7 +34,7 @@ def tradeoff_figure(rows: list[dict], x_key: str, x_label: str, title: str):
     if points:
         axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     axes.set_xlabel(x_label)
-    axes.set_ylabel(f"{rows[0]['metric'] if rows else 'score'} (95% CI)")
+    axes.set_ylabel(f"{headline_metric(rows)} (95% CI)")
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
     figure.tight_layout()
@@ -47,8 +49,7 @@ def save_tradeoff_figures(rows: list[dict], folder: Path, title: str) -> list[Pa
 
     paths = []
     for name, (x_key, x_label) in TRADEOFFS.items():
-        metric = rows[0]["metric"] if rows else "score"
-        figure = tradeoff_figure(rows, x_key, x_label, f"{title}: {metric} vs {x_label.split(',')[0]}")
+        figure = tradeoff_figure(rows, x_key, x_label, f"{title}: {headline_metric(rows)} vs {x_label.split(',')[0]}")
         path = folder / f"{name}.png"
         with atomic_path(path, is_dir=False) as temporary:
             figure.savefig(temporary, format="png", dpi=110)

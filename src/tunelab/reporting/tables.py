@@ -134,7 +134,9 @@ def score_cell(row: dict) -> str:
 
 
 def headline_metric(rows: list[dict]) -> str:
-    return rows[0]["metric"] if rows else "accuracy"
+    """The rows' headline metric; ``score`` where rows of different tasks are compared (a sweep over data)."""
+    metrics = {r["metric"] for r in rows}
+    return metrics.pop() if len(metrics) == 1 else "score"
 
 
 def variants_table(rows: list[dict]) -> str:

@@ -1,7 +1,10 @@
 """The sweep's report: every run's variants side by side, from ``dvc exp show --json``.
 
 Prompting baselines do not depend on the swept training keys, so they are computed once and
-listed once; each run contributes its trained and deployable variants (its eval.headline result).
+listed once for the runs that share them (the same base-model predictions); a sweep over data or
+prompts has a set per run. Each run contributes its trained and deployable variants (its
+eval.headline result). Runs of different tasks compare different headlines: the tables say
+which beside each figure.
 """
 
 from dataclasses import dataclass
@@ -10,12 +13,13 @@ from pathlib import Path
 from tunelab.config.load import to_section
 from tunelab.config.schema import EvalConfig
 from tunelab.io.atomic import write_json, write_text
-from tunelab.layout import LAYOUT
+from tunelab.layout import BASE, LAYOUT
 from tunelab.reporting.plots import save_tradeoff_figures
 from tunelab.reporting.tables import cell, headline_metric, score_cell, with_score
 from tunelab.sweeps.queue import DONE, StageCounts
 
 EVAL_METRICS = str(LAYOUT.eval_summary)
+BASE_PREDICTIONS = str(LAYOUT.eval_outputs(BASE)[1])
 PARAMS = "params.yaml"
 
 
@@ -58,38 +62,55 @@ def _split(key: str) -> tuple[str, str, str]:
     return variant, prompting, scoring
 
 
-def _row(run: str, overrides: str, key: str, figures: dict) -> dict:
+def _row(run: str, overrides: str, key: str, figures: dict, label: str) -> dict:
     variant, prompting, scoring = _split(key)
     return with_score({"run": run, "overrides": overrides, "variant": variant, "prompting": prompting, "scoring": scoring,
-                       "label": f"{variant} · {overrides}" if overrides else f"{variant}/{prompting}", **figures})
+                       "label": label, **figures})
 
 
 def table_rows(runs: list[SweepRun]) -> tuple[list[dict], list[dict]]:
-    """(prompting baselines, from the first run that has them; each run's adapted variants)."""
-    baselines, adapted = [], []
+    """(prompting baselines, once per set of base-model predictions the runs share (by their
+    dvc.lock hash; runs that do not say share one set); each run's adapted variants)."""
+    baselines, adapted, shared = [], [], {}
+    for run in runs:
+        base = {key: figures for key, figures in run.metrics.items() if key.startswith(f"{BASE}/")}
+        if base and run.outputs.get(BASE_PREDICTIONS) not in shared:
+            shared[run.outputs.get(BASE_PREDICTIONS)] = run
+            baselines += [(run, key, figures) for key, figures in base.items()]
+    several = len(shared) > 1
+    baselines = [_row(run.name, " ".join(run.overrides) if several else "", key, figures,
+                      f"{_split(key)[0]}/{_split(key)[1]}" + (f" · {' '.join(run.overrides)}" if several else ""))
+                 for run, key, figures in baselines]
     for run in runs:
         overrides = " ".join(run.overrides)
         headline = run.headline if run.metrics else None
         for key, figures in run.metrics.items():
             variant, prompting, scoring = _split(key)
-            if variant == "base" and not baselines:
-                baselines = [_row(run.name, "", k, f) for k, f in run.metrics.items() if k.startswith("base/")]
-            elif variant != "base" and (prompting, scoring) == headline:
-                adapted.append(_row(run.name, overrides, key, figures))
+            if variant != BASE and (prompting, scoring) == headline:
+                label = f"{variant} · {overrides}" if overrides else f"{variant}/{prompting}"
+                adapted.append(_row(run.name, overrides, key, figures, label))
     return baselines, adapted
 
 
 def markdown(rows: list[dict], with_run: bool) -> str:
+    metric = headline_metric(rows)  # "score" when the runs' tasks differ: each cell then names its metric
     header = (("| run | overrides " if with_run else "| prompting | scoring ")
-              + f"| variant | {headline_metric(rows)} [95% CI] | train s | tokens/s | latency p50 ms | size MB |\n"
+              + f"| variant | {metric} [95% CI] | train s | tokens/s | latency p50 ms | size MB |\n"
               + "|---" * 8 + "|\n")
     lines = []
     for r in rows:
         first = f"| {r['run']} | {r['overrides']} " if with_run else f"| {r['prompting']} | {r['scoring']} "
-        lines.append(first + f"| {r['variant']} | {score_cell(r)} | {cell(r.get('train_seconds'), '{:.0f}')} "
+        score = score_cell(r) if metric != "score" else f"{r['metric']} {score_cell(r)}"
+        lines.append(first + f"| {r['variant']} | {score} | {cell(r.get('train_seconds'), '{:.0f}')} "
                      f"| {cell(r.get('tokens_per_second'))} | {cell(r.get('token_latency_p50_ms'))} "
                      f"| {cell(r.get('size_mb'))} |")
     return header + "\n".join(lines) + "\n"
+
+
+def baselines_section(baselines: list[dict]) -> str:
+    if len({r["run"] for r in baselines}) > 1:  # the runs changed the data or the prompts: a set each
+        return "\n## Prompting baselines (one set per run whose data or prompts differ)\n\n" + markdown(baselines, True)
+    return "\n## Prompting baselines (shared by every run, computed once)\n\n" + markdown(baselines, with_run=False)
 
 
 def stages_line(runs: list[SweepRun]) -> str:
@@ -115,7 +136,7 @@ def write_report(folder: Path, sweep: str, command: str, runs: list[SweepRun], w
             + (f"; wall time {wall_seconds / 60:.1f} min" if wall_seconds is not None else "") + ".\n"
             + stages_line(runs)
             + "\n## Adapted variants, one block per run\n\n" + markdown(adapted, with_run=True)
-            + "\n## Prompting baselines (shared by every run, computed once)\n\n" + markdown(baselines, with_run=False)
+            + baselines_section(baselines)
             + "\n" + "".join(f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in figures))
     write_json(folder / "results.json", {"sweep": sweep, "command": command, "wall_seconds": wall_seconds,
                                          "runs": [{"name": r.name, "overrides": r.overrides, "status": r.status,
