@@ -7,6 +7,8 @@
 The headline metric is the task's (accuracy for classification and math, exact match for
 extractive QA, ROUGE-L for generation). Proportions (accuracy, exact match) carry Wilson 95%
 score intervals; means of per-example scores and macro-F1 percentile-bootstrap intervals.
+Every row is compared with the best one on the same test rows (McNemar's exact test for
+proportions, a paired bootstrap for means, Holm-adjusted across the table).
 """
 
 import sys
@@ -20,19 +22,25 @@ from tunelab.io.atomic import write_csv, write_json, write_text
 from tunelab.layout import BASE, LAYOUT, TRAINED
 from tunelab.records import BaseRecord, BenchRecord, QuantizeRecord, TrainRecord, read_optional
 from tunelab.reporting.plots import save_tradeoff_figures
+from tunelab.reporting.significance import compare_with_best, row_scores
 from tunelab.reporting.tables import (
+    comparisons_table,
     deployment_table,
     eval_rows,
+    frontier_line,
     headline_metric,
     markdown_table,
     metrics_by_key,
     pipeline_summary,
+    recommendation,
     row_key,
     skipped_lines,
     table_metrics,
     tradeoff_rows,
     variants_table,
+    with_comparisons,
     with_costs,
+    with_frontier,
 )
 from tunelab.stage import run_stage
 from tunelab.tracking.lineage import pipeline_output_hashes
@@ -40,7 +48,8 @@ from tunelab.tracking.mlflow_run import stage_run
 
 VARIANTS_CSV = LAYOUT.figures / "variants.csv"
 TRADEOFFS_CSV = LAYOUT.figures / "tradeoffs.csv"
-INTRO = ("# tunelab report\n\nEvery model variant × prompting method on the same frozen test split, with what it cost. "
+TITLE = "# tunelab report\n\n"
+INTRO = ("Every model variant × prompting method on the same frozen test split, with what it cost. "
          "The task's headline metric with its 95% interval (Wilson for proportions, percentile bootstrap for means); "
          "`choice` scores answer-choice log-likelihood, `generate` reads the answer out of generated text "
          "(unparseable answers count as wrong). Train time: seconds from the base model to the variant (training, plus "
@@ -68,18 +77,30 @@ def deployment_section(rows: list[dict], headline: tuple[str, str], bench: Bench
             + deployment_table(bench.variants, rows, headline))
 
 
+def paired_comparisons(rows: list[dict], seed: int) -> dict:
+    """Every row against the best, row by row, from the evaluate stages' predictions."""
+    if len(rows) < 2:
+        return {}
+    scores = {row_key(r): row_scores(LAYOUT.eval_outputs(r["variant"])[1] / f"{r['prompting']}.jsonl", r["scoring"])
+              for r in rows}
+    return compare_with_best(scores, proportions=rows[0]["ci_method"] == "wilson", seed=seed)
+
+
 def figures_section(paths: list[Path]) -> str:
     return "\n" + "".join(f"![{p.stem.replace('_', ' ')}]({p.relative_to(LAYOUT.report.parent)})\n" for p in paths)
 
 
 def main() -> None:
     params = read_params()
-    headline = to_section(EvalConfig, "eval", params.get("eval")).headline_result()
+    settings = to_section(EvalConfig, "eval", params.get("eval"))
+    headline = settings.headline_result()
     files = eval_files(params)
     bench = read_optional(BenchRecord, LAYOUT.bench_metrics, "benchmark")
     rows = with_costs(eval_rows(files), read_optional(BaseRecord, LAYOUT.base_metrics, "base"),
                       read_optional(TrainRecord, LAYOUT.train_metrics, "train"),
                       read_optional(QuantizeRecord, LAYOUT.quantize_metrics, "quantize"), bench)
+    compared = paired_comparisons(rows, settings.seed)
+    rows = with_frontier(with_comparisons(rows, compared))
     with stage_run("report", params, sections=()) as run:
         by_key = metrics_by_key(rows)
         write_json(LAYOUT.eval_summary, by_key)
@@ -88,8 +109,11 @@ def main() -> None:
         figures = save_tradeoff_figures(rows, LAYOUT.figures, f"{params.get('strategy', {}).get('name', '?')}, "
                                                        f"lr {params.get('train', {}).get('learning_rate', '?')}")
         skipped = skipped_lines(files)
-        text = INTRO + variants_table(rows) + ("\nNot evaluated here:\n\n" + "\n".join(skipped) + "\n" if skipped else "")
+        verdict = recommendation(rows) + frontier_line(rows)
+        text = TITLE + (verdict + "\n" if verdict else "") + INTRO + variants_table(rows)
+        text += "\nNot evaluated here:\n\n" + "\n".join(skipped) + "\n" if skipped else ""
         text += figures_section(figures)
+        text += "\n## Against the best, row by row\n\n" + comparisons_table(rows, compared) if compared else ""
         text += "\n## Scores in detail\n\n" + markdown_table(rows, table_metrics(files))
         text += deployment_section(rows, headline, bench)
         write_text(LAYOUT.report, text)

@@ -170,7 +170,11 @@ def reported_with_the_tasks_own_headline(staged):
     assert zero_shot["metric"] == headline and f"{headline}_ci_low" in zero_shot
     assert set(evaluated) == {f"base/{m}/generate" for m in METHODS}
     report = (root / "metrics/report.md").read_text()
-    assert f"| scoring | {headline} [95% CI] |" in report
+    assert f"| scoring | {headline} [95% CI] | vs best (paired, Holm) |" in report
+    test = "paired bootstrap" if task == "generation" else "McNemar exact"  # a mean, or a proportion
+    assert f"| {test} |" in report.split("## Against the best, row by row")[1]
+    for prediction in rows(root / "data/predictions/base/zero_shot.jsonl"):  # each row's headline, for the pairs
+        assert 0 <= prediction["generate"]["score"] <= 1
     assert f"evaluate: base/zero_shot/generate: {headline} " in outputs["evaluate"].stdout
 
 

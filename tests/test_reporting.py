@@ -47,7 +47,7 @@ def test_each_variant_carries_its_adaptation_quantization_train_time_speed_and_s
     table = variants_table(rows).splitlines()
     assert table[0].startswith("| variant | adaptation | prompting (template) | quantization | scoring | accuracy [95% CI]")
     assert table[3] == ("| trained | ia3 | zero_shot (sentiment_instruction) | none | choice | 0.800 [0.750, 0.850] "
-                        "| 400 | 18.9 | 47.5 | 523.4 |")
+                        "| — | 400 | 18.9 | 47.5 | 523.4 |")  # not compared with the best here
     assert table[4].endswith("| 402 | — | — | 516.5 |")
 
 
@@ -93,11 +93,56 @@ def test_a_generative_tasks_tables_compare_its_own_headline_with_its_interval(tm
     rows = with_costs(eval_rows(files), BASE, TRAIN, None, BENCH)
     assert (rows[1]["metric"], rows[1]["score"], rows[1]["score_ci_low"], rows[1]["f1"]) == ("exact_match", 0.5, 0.11, 0.4012)
     assert "accuracy" not in rows[1]
-    assert variants_table(rows).splitlines()[0].endswith("| scoring | exact_match [95% CI] | train s | tokens/s "
-                                                          "| latency p50 ms | size MB |")
+    assert variants_table(rows).splitlines()[0].endswith("| scoring | exact_match [95% CI] | vs best (paired, Holm) "
+                                                          "| train s | tokens/s | latency p50 ms | size MB |")
     detail = markdown_table(rows, table_metrics(files)).splitlines()
     assert detail[0] == "| variant | prompting | scoring | exact_match [95% CI] | f1 | unparseable | examples | examples/s |"
     assert detail[3] == "| trained | zero_shot | generate | 0.500 [0.110, 0.470] | 0.401 [0.300, 0.500] | 5.0% | 20 | 3.0 |"
     summary = pipeline_summary(metrics_by_key(rows), ("zero_shot", "generate"))
     assert summary == {"base.zero_shot.generate.exact_match": 0.25, "trained.zero_shot.generate.exact_match": 0.5,
                        "exact_match": 0.5, "train_seconds": 400.0}
+
+
+def test_each_row_carries_its_paired_comparison_with_the_best_into_the_tables_and_metrics():
+    from tunelab.reporting.significance import Comparison
+    from tunelab.reporting.tables import comparisons_table, with_comparisons
+
+    rows = with_costs([row("base", accuracy=0.6), row("trained", accuracy=0.9)], BASE, TRAIN, None, BENCH)
+    compared = {"base/zero_shot/choice": Comparison("trained/zero_shot/choice", 100, -0.3, "McNemar exact", 0.00012)}
+    marked = with_comparisons(rows, compared)
+    assert [(r["vs_best"], r["p_vs_best"]) for r in marked] == [("worse", 0.0001), ("best", None)]
+    table = variants_table(marked).splitlines()
+    assert "| 0.600 [0.550, 0.650] | worse (p 0.0001) |" in table[2] and "| 0.900 [0.850, 0.950] | best |" in table[3]
+    assert comparisons_table(marked, compared).splitlines()[-1] == (
+        "| base/zero_shot/choice | 100 | -0.300 | McNemar exact | 0.00012 | worse |")
+    assert metrics_by_key(marked)["base/zero_shot/choice"]["p_vs_best"] == 0.0001
+
+
+def costed(variant: str, score: float, latency, size, train, vs_best: str) -> dict:
+    return {**row(variant, accuracy=score), "token_latency_p50_ms": latency, "size_mb": size, "train_seconds": train,
+            "vs_best": vs_best}
+
+
+def test_the_frontier_keeps_rows_no_other_beats_on_score_and_every_cost():
+    from tunelab.reporting.tables import pareto_frontier
+
+    rows = [costed("trained", 0.9, 50, 523, 400, "best"), costed("merged", 0.9, 45, 516, 401, "not significantly worse"),
+            costed("int8_dynamic", 0.86, 30, 289, 402, "worse"), costed("nf4", 0.85, 35, 169, 403, "worse"),
+            costed("slow", 0.84, 60, 600, 500, "worse"), costed("base", 0.8, None, 516, 0, "worse")]
+    # trained loses to merged (as good, cheaper); slow loses to all; base has no latency to place it by
+    assert pareto_frontier(rows) == {"merged/zero_shot/choice", "int8_dynamic/zero_shot/choice", "nf4/zero_shot/choice"}
+
+
+def test_the_recommendation_is_the_cheapest_row_not_significantly_worse_than_the_best():
+    from tunelab.reporting.tables import recommendation
+
+    rows = [costed("trained", 0.9, 50, 523, 400, "best"), costed("merged", 0.89, 45, 516, 401, "not significantly worse"),
+            costed("int8_dynamic", 0.86, 30, 289, 402, "worse"), costed("base", 0.8, None, 516, 0, "worse")]
+    assert recommendation(rows) == (
+        "**Recommendation: `merged/zero_shot/choice`**: accuracy 0.890 [0.840, 0.940], not significantly worse than the "
+        "best (`trained/zero_shot/choice`, 0.900 [0.850, 0.950]); 45 ms per token, 516 MB, 401 s to make.\n")
+    rows[-1]["vs_best"] = "not significantly worse"  # prompting is as good: nothing to train
+    assert recommendation(rows).startswith("**Recommendation: `base/zero_shot/choice`**: accuracy 0.800")
+    assert recommendation(rows).endswith("516 MB, no training.\n")
+    assert recommendation([costed("trained", 0.9, 50, 523, 400, "best")]).startswith(
+        "**Recommendation: `trained/zero_shot/choice`**: accuracy 0.900 [0.850, 0.950], the best; 50 ms per token")

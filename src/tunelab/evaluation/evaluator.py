@@ -107,8 +107,9 @@ def score_by_choice(model, prompts: list[EvalPrompt], rows: list[list[int]], cho
     seconds = time.perf_counter() - started
     outputs = []
     for prompt, row_scores in zip(prompts, torch.cat(scores).tolist()):
-        outputs.append({"prediction": labels[max(range(len(labels)), key=row_scores.__getitem__)],
-                        "logprobs": dict(zip(prompt.choices, (round(s, 4) for s in row_scores)))})
+        prediction = labels[max(range(len(labels)), key=row_scores.__getitem__)]
+        outputs.append({"prediction": prediction, "logprobs": dict(zip(prompt.choices, (round(s, 4) for s in row_scores))),
+                        "score": float(prediction == prompt.label)})
     return outputs, seconds
 
 
@@ -136,7 +137,8 @@ def score_by_generation(model, tokenizer, prompts: list[EvalPrompt], rows: list[
     for prompt, samples in zip(prompts, texts):
         answers = [parse_choice(text, prompt.choices) for text in samples]
         answer, share = majority_vote(answers, prompt.choices)
-        output = {"prediction": labels[prompt.choices.index(answer)] if answer else UNPARSEABLE, "texts": samples}
+        prediction = labels[prompt.choices.index(answer)] if answer else UNPARSEABLE
+        output = {"prediction": prediction, "texts": samples, "score": float(prediction == prompt.label)}
         if prompting.samples > 1:
             output |= {"votes": answers, "vote_share": round(share, 4)}
         outputs.append(output)

@@ -114,6 +114,8 @@ def score_generated(task: Task, references: list[list[str]], samples: list[list[
         outputs.append(output)
     answers = [output["answer"] for output in outputs]
     metrics = task.report(references, answers, seed)
+    for output, score in zip(outputs, metrics.pop("example_scores"), strict=True):
+        output["score"] = round(float(score), 4)  # the headline, per example: for paired comparisons
     metrics["unparseable_share"] = sum(answer is None for answer in answers) / len(answers)
     metrics["output_words_mean"] = sum(len(texts[0].split()) for texts in samples) / len(samples)
     if any("vote_share" in output for output in outputs):

@@ -8,6 +8,8 @@ the same code but fetches it from the hub at load time, which fails offline.
 Each example may have several references; per-example scores take the best one (SQuAD's and
 rouge-score's ``score_multi`` convention), corpus scores (BLEU, chrF) use them all. Headline
 means come with a 95% percentile-bootstrap interval over examples; proportions with Wilson's.
+Each report also gives its headline per example (``example_scores``), which paired comparisons
+of two variants on the same rows need.
 """
 
 import numpy as np
@@ -65,7 +67,8 @@ def generation_report(references: list[list[str]], answers: list[str | None], se
     outputs = [answer or "" for answer in answers]
     rouge = rouge_scores(references, outputs)
     report = {"examples": len(outputs), **mean_with_interval("rougeL", rouge["rougeL"], seed),
-              "rouge1": float(np.mean(rouge["rouge1"])), "rouge2": float(np.mean(rouge["rouge2"]))}
+              "rouge1": float(np.mean(rouge["rouge1"])), "rouge2": float(np.mean(rouge["rouge2"])),
+              "example_scores": rouge["rougeL"]}
     report |= corpus_scores(references, outputs)
     report |= {"exact_match": float(np.mean([span_exact_match(g, o) for g, o in zip(references, outputs)])),
                "token_f1": float(np.mean([span_f1(g, o) for g, o in zip(references, outputs)])),
@@ -82,7 +85,8 @@ def extractive_qa_report(references: list[list[str]], answers: list[str | None],
     matches = [span_exact_match(g, a) for g, a in zip(references, answers, strict=True)]
     f1s = [span_f1(g, a) for g, a in zip(references, answers)]
     return {"examples": len(answers), **proportion_with_interval("exact_match", matches),
-            **mean_with_interval("f1", f1s, seed), "answer_words_mean": float(np.mean([len(a.split()) for a in answers]))}
+            **mean_with_interval("f1", f1s, seed), "answer_words_mean": float(np.mean([len(a.split()) for a in answers])),
+            "example_scores": matches}
 
 
 def math_report(references: list[list[str]], answers: list[str | None], seed: int = 0) -> dict:
@@ -95,4 +99,4 @@ def math_report(references: list[list[str]], answers: list[str | None], seed: in
     golds = [math_answer(texts[0]) for texts in references]
     hits = [float(answer is not None and answer == gold) for gold, answer in zip(golds, answers, strict=True)]
     return {"examples": len(answers), **proportion_with_interval("accuracy", hits),
-            "unparseable_share": sum(answer is None for answer in answers) / len(answers)}
+            "unparseable_share": sum(answer is None for answer in answers) / len(answers), "example_scores": hits}

@@ -30,7 +30,8 @@ def tradeoff_figure(rows: list[dict], x_key: str, x_label: str, title: str):
     for r in points:  # one legend entry per point: variants made at the same cost share an x
         error = None if r["score_ci_low"] is None else [[r["score"] - r["score_ci_low"]], [r["score_ci_high"] - r["score"]]]
         axes.errorbar(r[x_key], r["score"], yerr=error, fmt="o" if r["scoring"] == "choice" else "s", capsize=3,
-                      alpha=0.8, label=point_label(r))
+                      alpha=0.8, label=point_label(r) + (" (Pareto frontier)" if r.get("frontier") else ""),
+                      markeredgecolor="black" if r.get("frontier") else None, markersize=9 if r.get("frontier") else 6)
     if points:
         axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     axes.set_xlabel(x_label)

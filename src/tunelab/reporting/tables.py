@@ -53,13 +53,14 @@ def eval_rows(files: list[Path]) -> list[dict]:
                 rows.append(with_score({
                     "variant": summary["variant"], "prompting": prompting, "template": result.get("template"),
                     "scoring": scoring, "metric": summary["metrics"][0], **named_figures(report, summary["metrics"]),
+                    "ci_method": report.get(f"{summary['metrics'][0]}_ci_method"),
                     "unparseable_share": report.get("unparseable_share"), "examples": report["examples"],
                     "examples_per_second": report["examples_per_second"],
                 }))
     return rows
 
 
-LABELS = ("variant", "prompting", "template", "scoring", "adaptation", "quantization", *SCORE)
+LABELS = ("variant", "prompting", "template", "scoring", "adaptation", "quantization", "ci_method", "frontier", *SCORE)
 
 
 def row_key(row: dict) -> str:
@@ -139,17 +140,43 @@ def headline_metric(rows: list[dict]) -> str:
     return metrics.pop() if len(metrics) == 1 else "score"
 
 
+def with_comparisons(rows: list[dict], compared: dict) -> list[dict]:
+    """Each row with its paired comparison against the best row (reporting.significance):
+    ``vs_best`` (best, not significantly worse, worse) and the Holm-adjusted ``p_vs_best``."""
+    marked = []
+    for r in rows:
+        comparison = compared.get(row_key(r))
+        verdict = comparison.verdict if comparison else ("best" if compared else None)
+        marked.append({**r, "vs_best": verdict, "p_vs_best": round(comparison.p_value, 4) if comparison else None})
+    return marked
+
+
 def variants_table(rows: list[dict]) -> str:
-    """The comparison in one table: every variant × prompting method × scoring, with its costs."""
+    """The comparison in one table: every variant × prompting method × scoring, with its costs and
+    its paired comparison with the best row."""
     header = (f"| variant | adaptation | prompting (template) | quantization | scoring | {headline_metric(rows)} [95% CI] "
-              "| train s | tokens/s | latency p50 ms | size MB |\n" + "|---" * 10 + "|\n")
+              "| vs best (paired, Holm) | train s | tokens/s | latency p50 ms | size MB |\n" + "|---" * 11 + "|\n")
     lines = []
     for r in rows:
         prompt = f"{r['prompting']} ({r['template']})" if r.get("template") else r["prompting"]
+        versus = cell(r.get("vs_best")) + (f" (p {r['p_vs_best']:.3g})" if r.get("p_vs_best") is not None else "")
         lines.append(f"| {r['variant']} | {r['adaptation']} | {prompt} | {r['quantization']} | {r['scoring']} "
-                     f"| {score_cell(r)} | {cell(r['train_seconds'], '{:.0f}')} | {cell(r['tokens_per_second'])} "
+                     f"| {score_cell(r)} | {versus} | {cell(r['train_seconds'], '{:.0f}')} | {cell(r['tokens_per_second'])} "
                      f"| {cell(r['token_latency_p50_ms'])} | {cell(r['size_mb'])} |")
     return header + "\n".join(lines) + "\n"
+
+
+def comparisons_table(rows: list[dict], compared: dict) -> str:
+    """How each row compares with the best, on the test rows both were scored on."""
+    if not compared:
+        return ""
+    best = next(iter(compared.values())).best
+    metric = headline_metric(rows)
+    lines = [f"| {key} | {c.rows} | {c.difference:+.3f} | {c.test} | {c.p_value:.3g} | {c.verdict} |"
+             for key, c in compared.items()]
+    return (f"Each row against the best, `{best}`, on the test rows both were scored on (Holm-adjusted across "
+            f"the table; \"worse\" at p < 0.05).\n\n| row | rows | Δ {metric} | test | p | verdict |\n"
+            "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
 
 
 def markdown_table(rows: list[dict], metrics: list[str]) -> str:
@@ -209,3 +236,58 @@ def deployment_table(measured: dict[str, dict], rows: list[dict], headline: tupl
                      f"{v['token_latency_ms']['p50']} / {v['token_latency_ms']['p95']} | {speeds} | "
                      f"{v.get('peak_rss_mb', '')} | {score} | {delta} |")
     return header + "\n".join(lines) + "\n"
+
+
+COSTS = ("token_latency_p50_ms", "size_mb", "train_seconds")
+"""What a variant costs, each the lower the better: to serve (latency, memory) and to make."""
+
+
+def with_frontier(rows: list[dict]) -> list[dict]:
+    """Each row marked ``frontier`` where it is on the Pareto frontier (the plots mark it too)."""
+    frontier = pareto_frontier(rows)
+    return [{**r, "frontier": row_key(r) in frontier} for r in rows]
+
+
+def frontier_line(rows: list[dict]) -> str:
+    names = [f"`{row_key(r)}` ({score_cell(r)}, {r['token_latency_p50_ms']} ms/token, {r['size_mb']} MB)"
+             for r in rows if r.get("frontier")]
+    return (f"Pareto frontier of {headline_metric(rows)} against per-token latency, size and train time: "
+            + "; ".join(names) + ".\n") if names else ""
+
+
+def pareto_frontier(rows: list[dict]) -> set[str]:
+    """The rows no other row beats on the headline score and every cost at once (rows with all
+    costs known: the benchmarked variants). Train times within 5% count as the same: a merge or a
+    quantization adds seconds to training's minutes, and a deployable variant should not lose
+    its place to the adapter it was made from over them."""
+    costed = [r for r in rows if all(r.get(cost) is not None for cost in COSTS)]
+
+    def cost(row: dict, name: str, other: dict) -> float:
+        same = name == "train_seconds" and abs(row[name] - other[name]) <= 0.05 * max(row[name], other[name])
+        return other[name] if same else row[name]
+
+    def dominates(a: dict, b: dict) -> bool:
+        costs = [(cost(a, c, b), b[c]) for c in COSTS]
+        at_least = a["score"] >= b["score"] and all(mine <= theirs for mine, theirs in costs)
+        return at_least and (a["score"] > b["score"] or any(mine < theirs for mine, theirs in costs))
+
+    return {row_key(r) for r in costed if not any(dominates(other, r) for other in costed)}
+
+
+def recommendation(rows: list[dict]) -> str:
+    """One sentence a person can act on: the cheapest row not significantly worse than the best.
+    Prompting needs no training, so a prompting row that is not worse wins; else the fastest
+    benchmarked variant, then the smallest."""
+    fit = [r for r in rows if r.get("vs_best") in ("best", "not significantly worse")]
+    if not fit:
+        return ""
+    prompting = sorted((r for r in fit if r.get("train_seconds") == 0), key=lambda r: -r["score"])
+    costed = [r for r in fit if r.get("token_latency_p50_ms") is not None]
+    pick = (prompting or sorted(costed, key=lambda r: (r["token_latency_p50_ms"], r["size_mb"])) or fit)[0]
+    best = next(r for r in rows if r.get("vs_best") == "best")
+    why = "the best" if pick is best else f"not significantly worse than the best (`{row_key(best)}`, {score_cell(best)})"
+    costs = [f"{pick['token_latency_p50_ms']} ms per token" if pick.get("token_latency_p50_ms") is not None else None,
+             f"{pick['size_mb']} MB" if pick.get("size_mb") is not None else None,
+             "no training" if pick.get("train_seconds") == 0 else f"{cell(pick.get('train_seconds'), '{:.0f}')} s to make"]
+    return (f"**Recommendation: `{row_key(pick)}`**: {pick['metric']} {score_cell(pick)}, {why}; "
+            + ", ".join(c for c in costs if c) + ".\n")
