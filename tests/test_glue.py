@@ -188,3 +188,25 @@ def test_a_sweep_over_tasks_lists_each_runs_baselines_and_names_each_runs_metric
     shared = [SweepRun(r.name, r.overrides, r.status, r.params, r.metrics, {"data/predictions/base": "h1"}, None)
               for r in runs]
     assert [r["run"] for r in table_rows(shared)[0]] == ["t-1"]  # the same base predictions: listed once
+
+
+def test_runs_that_differ_only_in_their_seed_are_aggregated_per_variant():
+    from tunelab.sweeps.summary import across_seeds, seed_metrics, seeds_section
+
+    def run_of(name, overrides, accuracy):
+        return sweep_run(name, overrides, {"trained/zero_shot/generate": {**FIGURES, "accuracy": accuracy,
+                                                                           "accuracy_ci_low": accuracy - 0.1,
+                                                                           "accuracy_ci_high": accuracy + 0.1}})
+    runs = [run_of("s-1", ["strategy=lora", "train.seed=0"], 0.80), run_of("s-2", ["strategy=lora", "train.seed=1"], 0.84),
+            run_of("s-3", ["strategy=lora", "train.seed=2"], 0.88), run_of("s-4", ["strategy=ia3", "train.seed=0"], 0.7)]
+    [lora] = across_seeds(table_rows(runs)[1])  # ia3 has one seed: nothing to aggregate
+    assert (lora["overrides"], lora["variant"], lora["seeds"]) == ("strategy=lora", "trained", 3)
+    assert lora["mean"] == pytest.approx(0.84) and lora["sd"] == pytest.approx(0.04)
+    half = 4.302652729911275 * 0.04 / 3 ** 0.5  # t(0.975, 2) · sd / √n
+    assert (lora["ci_low"], lora["ci_high"]) == (pytest.approx(0.84 - half), pytest.approx(0.84 + half))
+    assert lora["test_half_width"] == pytest.approx(0.1)
+    assert "| strategy=lora | trained | 3 | 0.840 ± 0.040 | [0.741, 0.939] | ±0.100 |" in seeds_section([lora])
+    assert seed_metrics([lora]) == {"seeds.strategy_lora.trained.accuracy.mean": pytest.approx(0.84),
+                                    "seeds.strategy_lora.trained.accuracy.sd": pytest.approx(0.04),
+                                    "seeds.strategy_lora.trained.accuracy.seeds": 3}
+    assert across_seeds(table_rows(runs[3:])[1]) == []

@@ -26,7 +26,7 @@ from tunelab.errors import TunelabError
 from tunelab.stage import USER_ERROR_EXIT_CODE
 from tunelab.sweeps import queue
 from tunelab.sweeps.overrides import check_runs, expand
-from tunelab.sweeps.summary import SweepRun, experiments, write_report
+from tunelab.sweeps.summary import SweepRun, across_seeds, experiments, seed_metrics, table_rows, write_report
 from tunelab.tracking.lineage import git_commit
 
 SWEEPS = Path("sweeps")
@@ -117,6 +117,8 @@ def record_in_mlflow(name: str, folder: Path, runs: list[SweepRun]) -> None:
 
     client, experiment_id, run_id = tracked
     client.log_artifacts(run_id, str(folder), "sweep-report")
+    for key, value in seed_metrics(across_seeds(table_rows(runs)[1])).items():
+        client.log_metric(run_id, key, value)
     for run in runs:
         if run.metrics:
             record_pipeline(client, experiment_id, run.params, run.name, pipeline_summary(run.metrics, run.headline),

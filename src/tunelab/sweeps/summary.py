@@ -7,8 +7,12 @@ eval.headline result). Runs of different tasks compare different headlines: the 
 which beside each figure.
 """
 
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from tunelab.config.load import to_section
 from tunelab.config.schema import EvalConfig
@@ -107,6 +111,54 @@ def markdown(rows: list[dict], with_run: bool) -> str:
     return header + "\n".join(lines) + "\n"
 
 
+SEED_KEY = "train.seed="
+
+
+def across_seeds(adapted: list[dict]) -> list[dict]:
+    """The runs that differ only in ``train.seed``, aggregated per variant: the headline's mean,
+    standard deviation and 95% t-interval across seeds (training noise), beside the mean half-width
+    of the runs' own test-set intervals (test-set noise)."""
+    from scipy.stats import t
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in adapted:
+        others = " ".join(o for o in r["overrides"].split() if not o.startswith(SEED_KEY))
+        groups.setdefault((others, r["variant"]), []).append(r)
+    aggregated = []
+    for (others, variant), rows in groups.items():
+        if len(rows) < 2 or not all(SEED_KEY in r["overrides"] for r in rows):
+            continue
+        scores = np.asarray([r["score"] for r in rows])
+        mean, sd = float(scores.mean()), float(scores.std(ddof=1))
+        half = float(t.ppf(0.975, len(rows) - 1)) * sd / math.sqrt(len(rows))
+        test_half = [(r["score_ci_high"] - r["score_ci_low"]) / 2 for r in rows if r.get("score_ci_low") is not None]
+        aggregated.append({"overrides": others, "variant": variant, "metric": rows[0]["metric"], "seeds": len(rows),
+                           "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half,
+                           "test_half_width": float(np.mean(test_half)) if test_half else None})
+    return aggregated
+
+
+def seeds_section(aggregated: list[dict]) -> str:
+    if not aggregated:
+        return ""
+    lines = [f"| {a['overrides'] or '—'} | {a['variant']} | {a['seeds']} | {a['mean']:.3f} ± {a['sd']:.3f} "
+             f"| [{a['ci_low']:.3f}, {a['ci_high']:.3f}] | ±{cell(a['test_half_width'], '{:.3f}')} |" for a in aggregated]
+    return ("\n## Across seeds\n\nRuns that differ only in `train.seed`: the headline's mean ± standard deviation "
+            "and its 95% t-interval across seeds (training noise), beside the mean half-width of each run's own "
+            "test-set interval (test-set noise).\n\n| other overrides | variant | seeds | "
+            f"{aggregated[0]['metric']} mean ± sd | 95% across seeds | test-set ± |\n|---|---|---|---|---|---|\n"
+            + "\n".join(lines) + "\n")
+
+
+def seed_metrics(aggregated: list[dict]) -> dict[str, float]:
+    """The across-seeds figures as MLflow metrics of the sweep's run (names keep MLflow's characters)."""
+    figures = {}
+    for a in aggregated:
+        prefix = re.sub(r"[^\w./ -]", "_", f"seeds.{a['overrides'] or 'all'}.{a['variant']}.{a['metric']}")
+        figures |= {f"{prefix}.mean": a["mean"], f"{prefix}.sd": a["sd"], f"{prefix}.seeds": a["seeds"]}
+    return figures
+
+
 def baselines_section(baselines: list[dict]) -> str:
     if len({r["run"] for r in baselines}) > 1:  # the runs changed the data or the prompts: a set each
         return "\n## Prompting baselines (one set per run whose data or prompts differ)\n\n" + markdown(baselines, True)
@@ -136,7 +188,7 @@ def write_report(folder: Path, sweep: str, command: str, runs: list[SweepRun], w
             + (f"; wall time {wall_seconds / 60:.1f} min" if wall_seconds is not None else "") + ".\n"
             + stages_line(runs)
             + "\n## Adapted variants, one block per run\n\n" + markdown(adapted, with_run=True)
-            + baselines_section(baselines)
+            + seeds_section(across_seeds(adapted)) + baselines_section(baselines)
             + "\n" + "".join(f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in figures))
     write_json(folder / "results.json", {"sweep": sweep, "command": command, "wall_seconds": wall_seconds,
                                          "runs": [{"name": r.name, "overrides": r.overrides, "status": r.status,
