@@ -35,8 +35,12 @@ def main() -> None:
     params = read_params()
     validate_config(params)
     source = to_section(SourceConfig, "data.source", params["data"]["source"])
+    train_source = params["data"].get("train_source")
     model = to_section(ModelConfig, "model", params["model"])
-    write_json(LAYOUT.data_origin, source_fingerprint(source))
+    origin = source_fingerprint(source)
+    if train_source:
+        origin["train"] = source_fingerprint(to_section(SourceConfig, "data.train_source", train_source))
+    write_json(LAYOUT.data_origin, origin)
     write_json(LAYOUT.model_origin, model_fingerprint(model))
     print(f"check: config valid; data source and base model fingerprinted in {LAYOUT.data_origin}, {LAYOUT.model_origin}")
 

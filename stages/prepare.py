@@ -5,11 +5,14 @@
 
 Classification rows become a normalised text and a label (split stratified by label); the
 generative tasks' rows a prompt and its references (split by data.group_field where set, so
-e.g. a SQuAD article's questions stay in one split).
+e.g. a SQuAD article's questions stay in one split). With data.train_source, that source's rows
+are the train split and the main source gives val and test; a train row that asks what a val or
+test row asks is dropped and counted.
 """
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tree's code: see tunelab.stage
@@ -18,20 +21,38 @@ from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import DataConfig
 from tunelab.data.cleaning import clean
 from tunelab.data.readers import read_records
-from tunelab.data.split import check_no_leakage, group_counts, label_counts, split_examples
+from tunelab.data.split import check_no_leakage, group_counts, label_counts, split_examples, with_train_from
 from tunelab.io.atomic import write_jsonl
 from tunelab.layout import LAYOUT
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
 
 
+def read_fetched(folder: Path, provenance: dict, configured_format: str) -> list:
+    """The rows fetch wrote, in the format the source decided (generated problems are JSONL) or data.format."""
+    return read_records(folder, provenance["file"], provenance.get("format", configured_format))
+
+
+def train_from_source(splits: dict, config: DataConfig, provenance: dict) -> tuple[dict, dict]:
+    """The splits with data.train_source's examples as train, and what became of its rows."""
+    examples, cleaning = clean(read_fetched(LAYOUT.raw_train, provenance, config.format), config)
+    splits, overlapping = with_train_from(splits, examples, config.train_size, config.seed)
+    return splits, {"train_source": {"raw_rows": cleaning.raw_rows, "dropped": dict(cleaning.dropped),
+                                     "examples": len(examples), "overlaps_evaluation": overlapping}}
+
+
 def main() -> None:
     params = read_params()
     config = to_section(DataConfig, "data", params.get("data"))
     with stage_run("prepare", params, sections=("data",)) as run:
-        raw_file = json.loads((LAYOUT.raw / "source.json").read_text())["file"]
-        examples, cleaning = clean(read_records(LAYOUT.raw, raw_file, config.format), config)
-        splits = split_examples(examples, config)
+        provenance = json.loads((LAYOUT.raw / "source.json").read_text())
+        examples, cleaning = clean(read_fetched(LAYOUT.raw, provenance, config.format), config)
+        if config.train_source is None:
+            splits, train_source = split_examples(examples, config), {}
+        else:  # the main source's examples that val and test leave are unused
+            splits = split_examples(examples, replace(config, train_size=None))
+            splits, train_source = train_from_source(splits, config, provenance["train"])
+        used = sum(len(rows) for name, rows in splits.items() if name != "train" or not train_source)
         stats = {
             "task": config.task,
             "raw_rows": cleaning.raw_rows,
@@ -40,7 +61,8 @@ def main() -> None:
             "split_sizes": {name: len(rows) for name, rows in splits.items()},
             **({"labels": label_counts(splits)} if config.classifies else {}),
             **({"groups": group_counts(splits, config.group_field)} if config.group_field else {}),
-            "unused_examples": len(examples) - sum(len(rows) for rows in splits.values()),
+            "unused_examples": len(examples) - used,
+            **train_source,
             "overlap": check_no_leakage(splits),
         }
         # One atomic write per file: DVC reruns the stage if any of them is missing.

@@ -23,6 +23,13 @@ def math_rows() -> list[dict]:
     return rows + [{"question": "What is  0 + 3?", "answer": "#### 3"}]  # the first question again, respaced
 
 
+def generated_math_rows() -> list[dict]:
+    """data.train_source's rows, as fetch writes them: every GSM8K question again, respaced (those that
+    val or test hold must be dropped), and twelve new ones."""
+    again = [{"question": row["question"].replace(" + ", "  +  "), "answer": row["answer"]} for row in math_rows()[:20]]
+    return again + [{"question": f"What is {a} - 1?", "answer": f"#### {a - 1}"} for a in range(100, 112)]
+
+
 def squad() -> dict:
     """Six articles of four questions each (SQuAD's nesting), one gold answer or two."""
     articles = []
@@ -64,7 +71,12 @@ def project(root: Path, tiny_model_dir: Path, task: str) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "data/raw").mkdir(parents=True)
     (root / "data/raw" / raw_file).write_text(content())
-    (root / "data/raw/source.json").write_text(json.dumps({"file": raw_file}))
+    provenance = {"file": raw_file}
+    if task == "math":  # the GSM8K data file's train split is generated (data.train_source)
+        (root / "data/raw/train").mkdir()
+        (root / "data/raw/train/generated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in generated_math_rows()))
+        provenance["train"] = {"file": "generated.jsonl", "format": "jsonl"}
+    (root / "data/raw/source.json").write_text(json.dumps(provenance))
     shutil.copytree(tiny_model_dir, root / "models/base")
     return root
 
@@ -99,7 +111,15 @@ def prepared_prompts_with_references_split_without_overlap(staged):
     task, root, _ = staged
     stats = json.loads((root / "data/prepared/stats.json").read_text())
     assert stats["task"] == task and "labels" not in stats
-    assert stats["split_sizes"] == {"train": stats["examples"] - stats["unused_examples"] - 10, "val": 4, "test": 6}
+    train_size = stats["examples"] - stats["unused_examples"] - 10
+    if task == "math":  # train: the generated rows, less the ten that ask what a val or test row asks
+        assert stats["unused_examples"] == stats["examples"] - 10
+        assert stats["train_source"] == {"raw_rows": 32, "dropped": {}, "examples": 32, "overlaps_evaluation": 10}
+        train_size = 22
+        held_out = {r["question"].replace(" ", "") for split in ("val", "test")
+                    for r in rows(root / f"data/prepared/{split}.jsonl")}
+        assert not any(r["question"].replace(" ", "") in held_out for r in rows(root / "data/prepared/train.jsonl"))
+    assert stats["split_sizes"] == {"train": train_size, "val": 4, "test": 6}
     assert stats["overlap"] == {"train/val": 0, "train/test": 0, "val/test": 0}
     test = rows(root / "data/prepared/test.jsonl")
     assert all(row["references"] and all(isinstance(r, str) and r for r in row["references"]) for row in test)

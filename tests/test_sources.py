@@ -1,4 +1,6 @@
 import io
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -158,3 +160,48 @@ def test_the_check_stage_sees_an_in_place_edit_of_a_local_file_or_model_folder(t
     assert edited["models/origin.json"] == first["models/origin.json"]
     (model / "config.json").write_text((model / "config.json").read_text().replace("}", ', "note": 1}', 1))
     assert run_check(tmp_path)["models/origin.json"] != edited["models/origin.json"]
+
+
+GSM_SYMBOLIC = dict(kind="reasoning_gym", dataset="gsm_symbolic", version="0.1.25", size=5, seed=42,
+                    columns={"question": "question", "answer": "metadata.answer_cot"},
+                    remove=["Give the result as your final answer. Do not include units."])
+
+
+def test_generated_problems_are_seeded_mapped_to_the_configured_columns_and_pinned(tmp_path):
+    """reasoning_gym, as the GSM8K data file's train split: the same seed and version give the same bytes."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    provenance = fetch(SourceConfig(**GSM_SYMBOLIC), first)
+    assert provenance == {"kind": "reasoning_gym", "file": "gsm_symbolic.jsonl", "format": "jsonl",
+                          "generator": "reasoning-gym==0.1.25", "sha256": sha256_of(first / "gsm_symbolic.jsonl")}
+    rows = [json.loads(line) for line in (first / "gsm_symbolic.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and all(set(row) == {"question", "answer"} for row in rows)
+    assert all(row["question"].endswith("?") and "final answer" not in row["question"] for row in rows)
+    assert all(re.search(r"\n#### -?\d+$", row["answer"]) for row in rows)
+    pinned = SourceConfig(**{**GSM_SYMBOLIC, "sha256": provenance["sha256"]})
+    assert fetch(pinned, second)["sha256"] == provenance["sha256"]
+    reseeded = tmp_path / "reseeded"
+    reseeded.mkdir()
+    with pytest.raises(TunelabError, match="gsm_symbolic.jsonl: sha256 mismatch"):
+        fetch(SourceConfig(**{**GSM_SYMBOLIC, "seed": 43, "sha256": provenance["sha256"]}), reseeded)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"version": "0.1.1"}, r"data.source.version: problems pinned to reasoning-gym 0.1.1, but 0.1.25 is installed; "
+                           r"install reasoning-gym==0.1.1"),
+    ({"columns": {"question": "question", "answer": "metadata.solution"}},
+     r"data.source.columns.answer: a generated entry has no 'metadata.solution' \(its keys: \['answer', 'metadata', "
+     r"'question'\]\); fix data.source.columns"),
+])
+def test_a_generated_source_that_cannot_be_made_as_configured_is_refused_by_key(tmp_path, change, message):
+    with pytest.raises(TunelabError, match=message):
+        fetch(SourceConfig(**{**GSM_SYMBOLIC, **change}), tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_generated_source_needs_its_generator_settings():
+    with pytest.raises(TunelabError, match="data.source.columns: must be set when data.source.kind=reasoning_gym"):
+        SourceConfig(**{**GSM_SYMBOLIC, "columns": {}})
+    with pytest.raises(TunelabError, match="data.source.seed: must be set"):
+        SourceConfig(**{**GSM_SYMBOLIC, "seed": None})
+    assert SourceConfig(**{**GSM_SYMBOLIC, "seed": 0}).seed == 0

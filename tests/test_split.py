@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from tunelab.data.split import check_no_leakage, label_counts, split_overlaps, stratified_split
+from tunelab.data.split import check_no_leakage, label_counts, split_overlaps, stratified_split, with_train_from
 from tunelab.errors import TunelabError
 
 
@@ -89,3 +89,19 @@ def test_generative_examples_are_split_plainly_or_by_group_as_the_data_config_sa
     assert not {e["title"] for e in grouped["train"]} & {e["title"] for e in grouped["test"]}
     same_question = [{"id": "x", "question": "Q 1", "references": ["b"]}, {"id": "y", "question": "q  1", "references": ["a"]}]
     assert split_overlaps({"train": same_question[:1], "test": same_question[1:]}) == {"train/test": 1}
+
+
+def test_a_train_source_replaces_train_less_what_val_or_test_asks():
+    splits = stratified_split(examples(), test_size=40, val_size=20, train_size=None, seed=0, by_label=False)
+    held_out = splits["test"][:3] + splits["val"][:2]
+    generated = [{"id": f"g{i}", "text": f"new review {i}", "label": "positive"} for i in range(30)]
+    respaced = [{"id": f"copy{i}", "text": e["text"].upper().replace(" ", "  "), "label": e["label"]} for i, e in enumerate(held_out)]
+    same_id = [{"id": splits["test"][5]["id"], "text": "another text", "label": "negative"}]
+    replaced, overlapping = with_train_from(splits, generated + respaced + same_id, None, seed=0)
+    assert overlapping == 6 and sorted(e["id"] for e in replaced["train"]) == sorted(e["id"] for e in generated)
+    assert replaced["val"] == splits["val"] and replaced["test"] == splits["test"]
+    assert check_no_leakage(replaced) == {"train/val": 0, "train/test": 0, "val/test": 0}
+    ten, _ = with_train_from(splits, generated, 10, seed=3)
+    assert len(ten["train"]) == 10 and ten == with_train_from(splits, list(reversed(generated)), 10, seed=3)[0]
+    with pytest.raises(TunelabError, match=r"data.train_size: 31 is more than the 30 examples data.train_source gives"):
+        with_train_from(splits, generated + respaced, 31, seed=0)

@@ -18,6 +18,7 @@ class Layout:
         self.data_origin = root / "data/origin.json"
         self.model_origin = root / "models/origin.json"
         self.raw = root / "data/raw"
+        self.raw_train = root / "data/raw/train"  # data.train_source's rows, where it is set
         self.prepared = root / "data/prepared"
         self.formatted = root / "data/formatted"
         self.predictions = root / "data/predictions"

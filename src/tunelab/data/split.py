@@ -53,6 +53,23 @@ def stratified_split(
     return {"train": train, "val": val, "test": test}
 
 
+def with_train_from(splits: dict[str, list[dict]], train_examples: list[dict], train_size: int | None,
+                    seed: int) -> tuple[dict[str, list[dict]], int]:
+    """``splits`` with its train split replaced by ``train_examples`` (data.train_source), less
+    any whose id or normalised input a val or test example has; then ``train_size`` of them,
+    seeded. Returns the splits and how many train examples overlapped val or test."""
+    held_out = splits["val"] + splits["test"]
+    ids, inputs = {e["id"] for e in held_out}, {input_key(e) for e in held_out}
+    kept = [e for e in sorted(train_examples, key=lambda e: e["id"]) if e["id"] not in ids and input_key(e) not in inputs]
+    overlapping = len(train_examples) - len(kept)
+    if train_size is not None:
+        if train_size > len(kept):
+            raise TunelabError(f"data.train_size: {train_size} is more than the {len(kept)} examples "
+                               "data.train_source gives (after dropping those a val or test example shares)")
+        kept = random.Random(seed).sample(kept, train_size)
+    return {**splits, "train": kept}, overlapping
+
+
 def split_overlaps(splits: dict[str, list[dict]]) -> dict[str, int]:
     """Examples shared by two splits, by id or by normalised input (text, or prompt); every value must be 0."""
     overlaps = {}
