@@ -95,7 +95,8 @@ def test_a_train_source_replaces_train_less_what_val_or_test_asks():
     splits = stratified_split(examples(), test_size=40, val_size=20, train_size=None, seed=0, by_label=False)
     held_out = splits["test"][:3] + splits["val"][:2]
     generated = [{"id": f"g{i}", "text": f"new review {i}", "label": "positive"} for i in range(30)]
-    respaced = [{"id": f"copy{i}", "text": e["text"].upper().replace(" ", "  "), "label": e["label"]} for i, e in enumerate(held_out)]
+    respaced = [{"id": f"copy{i}", "text": e["text"].upper().replace(" ", "  "), "label": e["label"]}
+                for i, e in enumerate(held_out)]
     same_id = [{"id": splits["test"][5]["id"], "text": "another text", "label": "negative"}]
     replaced, overlapping = with_train_from(splits, generated + respaced + same_id, None, seed=0)
     assert overlapping == 6 and sorted(e["id"] for e in replaced["train"]) == sorted(e["id"] for e in generated)
