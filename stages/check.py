@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tree's code: see tunelab.stage
 
-from tunelab.config.load import read_params, to_section
+from tunelab.config.load import read_extra_test_sets, read_params, to_section
 from tunelab.config.schema import ModelConfig, SourceConfig
 from tunelab.data.sources import source_fingerprint
 from tunelab.io.atomic import write_json
@@ -40,6 +40,8 @@ def main() -> None:
     origin = source_fingerprint(source)
     if train_source:
         origin["train"] = source_fingerprint(to_section(SourceConfig, "data.train_source", train_source))
+    if extra_sets := read_extra_test_sets(params):
+        origin["extra"] = {name: source_fingerprint(extra.source) for name, extra in extra_sets.items()}
     write_json(LAYOUT.data_origin, origin)
     write_json(LAYOUT.model_origin, model_fingerprint(model))
     print(f"check: config valid; data source and base model fingerprinted in {LAYOUT.data_origin}, {LAYOUT.model_origin}")

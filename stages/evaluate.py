@@ -5,7 +5,8 @@
     dvc exp run -S eval.limit=100 -S eval.prompting.few_shot.shots=8
 
 The base model is scored with every prompting method in eval.prompting (the prompting baselines);
-the trained variant with eval.fine_tuned_prompting. Each variant is its own DVC stage, so
+the trained variant with eval.fine_tuned_prompting; each method on the test split, then on each
+of eval.extra_test_sets. Each variant is its own DVC stage, so
 retraining re-scores only the trained model. The task (data.task) decides how: classification
 by answer-choice likelihood and parsed generations against labels, the generative tasks by
 generated text that the task reads and scores against each row's references.
@@ -43,6 +44,20 @@ def rows_to_score(test: list[dict], *limits: int | None) -> list[dict]:
     return test[: min(set_limits)] if set_limits else test
 
 
+def extra_test_rows(settings: EvalConfig, required: tuple[str, ...]) -> dict[str, list[dict]]:
+    """data/prepared/extra_test.jsonl's rows by their test set (eval.extra_test_sets), in file order."""
+    if not settings.extra_test_sets:
+        return {}
+    sets: dict[str, list[dict]] = {name: [] for name in settings.extra_test_sets}
+    for row in read_jsonl(LAYOUT.extra_test, required=(*required, "test_set")):
+        if (name := row.pop("test_set")) in sets:
+            sets[name].append(row)
+    if empty := [name for name, rows in sets.items() if not rows]:
+        raise TunelabError(f"{LAYOUT.extra_test}: no rows of eval.extra_test_sets.{empty[0]}; run the prepare stage "
+                           "(dvc exp run) after adding a set")
+    return sets
+
+
 def main() -> None:
     if len(sys.argv) != 2:
         raise TunelabError("usage: python stages/evaluate.py VARIANT (base, trained, or a quantize variant)")
@@ -63,26 +78,41 @@ def main() -> None:
             return
         test = read_jsonl(LAYOUT.split(LAYOUT.prepared, "test"), required=required)
         train = read_jsonl(LAYOUT.split(LAYOUT.prepared, "train"), required=required)
+        extra_sets = extra_test_rows(settings, required)
         model = load_variant(variant)
         scorer = Scorer(task, labels, model, load_tokenizer(LAYOUT.base_model),
                         EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model)))
         metrics_file, predictions_dir, confusion_dir = LAYOUT.eval_outputs(variant)
         with atomic_dir(predictions_dir) as predictions_tmp, atomic_dir(confusion_dir) as confusion_tmp:
-            results = {}
+            results, extra_results = {}, {}
             for name in prompting_names(variant, settings):
                 prompting = settings.prompting[name]
                 template = method_template(training_prompt, prompting, task)
                 shots = pick_demonstrations(train, labels, prompting.shots, settings.seed) if prompting.shots else []
-                result = scorer.score(rows_to_score(test, settings.limit, prompting.limit), template, shots, prompting,
-                                      f"{variant}/{name}")
+
+                def score(rows: list[dict], test_set: str | None = None):
+                    where = f"{variant}/{name}" + (f"@{test_set}" if test_set else "")
+                    return scorer.score(rows_to_score(rows, settings.limit, prompting.limit), template, shots, prompting,
+                                        where)
+
+                result = score(test)
                 write_jsonl(predictions_tmp / f"{name}.jsonl", result.predictions)
                 for scoring, report in result.metrics.items():
                     write_plot_data(confusion_tmp / f"{name}-{scoring}.csv", result.predictions, scoring, labels)
                     log_scoring(run, variant, name, scoring, report, task, labels)
                 results[name] = {"method": prompting.method, "template": template.name, "shots": prompting.shots,
                                  "samples": prompting.samples, "scoring": result.metrics}
+                for test_set, rows in extra_sets.items():
+                    scored = score(rows, test_set)
+                    folder = predictions_tmp / LAYOUT.extra_predictions(variant, test_set).relative_to(predictions_dir)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    write_jsonl(folder / f"{name}.jsonl", scored.predictions)
+                    for scoring, report in scored.metrics.items():
+                        log_scoring(run, variant, f"{test_set}.{name}", scoring, report, task, labels=[])
+                    extra_results.setdefault(test_set, {})[name] = {"scoring": scored.metrics}
         run.write_metrics(metrics_file, {"variant": variant, "task": task.name, "metrics": list(task.table_metrics),
-                                         **({"labels": labels} if labels else {}), "prompting": results})
+                                         **({"labels": labels} if labels else {}), "prompting": results,
+                                         **({"extra_test_sets": extra_results} if extra_results else {})})
         run.log_artifact(metrics_file)
         run.log_artifacts(predictions_dir, "predictions")
 

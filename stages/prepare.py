@@ -7,7 +7,8 @@ Classification rows become a normalised text and a label (split stratified by la
 generative tasks' rows a prompt and its references (split by data.group_field where set, so
 e.g. a SQuAD article's questions stay in one split). With data.train_source, that source's rows
 are the train split and the main source gives val and test; a train row that asks what a val or
-test row asks is dropped and counted.
+test row asks is dropped and counted. Each of eval.extra_test_sets is cleaned the same way (with
+its own data keys) into data/prepared/extra_test.jsonl, less any row train or val has.
 """
 
 import json
@@ -17,11 +18,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tree's code: see tunelab.stage
 
-from tunelab.config.load import read_params, to_section
+from tunelab.config.load import read_extra_test_sets, read_params, to_section
 from tunelab.config.schema import DataConfig
 from tunelab.data.cleaning import clean
 from tunelab.data.readers import read_records
-from tunelab.data.split import check_no_leakage, group_counts, label_counts, split_examples, with_train_from
+from tunelab.data.split import (
+    check_no_leakage,
+    group_counts,
+    held_out_rows,
+    label_counts,
+    split_examples,
+    with_train_from,
+)
 from tunelab.io.atomic import write_jsonl
 from tunelab.layout import LAYOUT
 from tunelab.stage import run_stage
@@ -41,6 +49,20 @@ def train_from_source(splits: dict, config: DataConfig, provenance: dict) -> tup
                                      "examples": len(examples), "overlaps_evaluation": overlapping}}
 
 
+def extra_test_sets(sets: dict, config: DataConfig, provenance: dict, splits: dict) -> tuple[list[dict], dict]:
+    """Every extra test set's rows, each tagged with its ``test_set``, and what became of its raw rows."""
+    rows, stats = [], {}
+    for name, extra in sets.items():
+        reading = extra.data_config(config)
+        examples, cleaning = clean(read_fetched(LAYOUT.raw_extra(name), provenance["extra"][name], reading.format),
+                                   reading)
+        kept, overlapping = held_out_rows(examples, splits, extra.size, config.seed, f"eval.extra_test_sets.{name}")
+        rows += [{"test_set": name, **example} for example in kept]
+        stats[name] = {"raw_rows": cleaning.raw_rows, "dropped": dict(cleaning.dropped), "examples": len(examples),
+                       "overlaps_train_or_val": overlapping, "rows": len(kept)}
+    return rows, stats
+
+
 def main() -> None:
     params = read_params()
     config = to_section(DataConfig, "data", params.get("data"))
@@ -53,6 +75,7 @@ def main() -> None:
             splits = split_examples(examples, replace(config, train_size=None))
             splits, train_source = train_from_source(splits, config, provenance["train"])
         used = sum(len(rows) for name, rows in splits.items() if name != "train" or not train_source)
+        extra_rows, extra_stats = extra_test_sets(read_extra_test_sets(params), config, provenance, splits)
         stats = {
             "task": config.task,
             "raw_rows": cleaning.raw_rows,
@@ -63,11 +86,13 @@ def main() -> None:
             **({"groups": group_counts(splits, config.group_field)} if config.group_field else {}),
             "unused_examples": len(examples) - used,
             **train_source,
+            **({"extra_test_sets": extra_stats} if extra_stats else {}),
             "overlap": check_no_leakage(splits),
         }
         # One atomic write per file: DVC reruns the stage if any of them is missing.
         for name, rows in splits.items():
             write_jsonl(LAYOUT.prepared / f"{name}.jsonl", rows)
+        write_jsonl(LAYOUT.extra_test, extra_rows)  # empty without extra test sets: DVC tracks it either way
         run.write_metrics(LAYOUT.prepared / "stats.json", stats)
         run.log_metrics({f"{name}_examples": size for name, size in stats["split_sizes"].items()})
         run.log_metrics({f"dropped_{reason}": count for reason, count in stats["dropped"].items()})

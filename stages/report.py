@@ -86,6 +86,15 @@ def paired_comparisons(rows: list[dict], seed: int) -> dict:
     return compare_with_best(scores, proportions=rows[0]["ci_method"] == "wilson", seed=seed)
 
 
+def extra_sets_line(extra_sets: list[str]) -> str:
+    if not extra_sets:
+        return ""
+    return (f"The last column{'s' if len(extra_sets) > 1 else ''}: the same rows on the extra test "
+            f"set{'s' if len(extra_sets) > 1 else ''} {', '.join(f'`{name}`' for name in extra_sets)} "
+            "(eval.extra_test_sets; data/prepared/stats.json says how many rows each has): does the adaptation "
+            "transfer, or only fit its own test split?\n\n")
+
+
 def figures_section(paths: list[Path]) -> str:
     return "\n" + "".join(f"![{p.stem.replace('_', ' ')}]({p.relative_to(LAYOUT.report.parent)})\n" for p in paths)
 
@@ -110,7 +119,9 @@ def main() -> None:
                                                        f"lr {params.get('train', {}).get('learning_rate', '?')}")
         skipped = skipped_lines(files)
         verdict = recommendation(rows) + frontier_line(rows)
-        text = TITLE + (verdict + "\n" if verdict else "") + INTRO + variants_table(rows)
+        extra_sets = list(settings.extra_test_sets)
+        text = TITLE + (verdict + "\n" if verdict else "") + INTRO + extra_sets_line(extra_sets)
+        text += variants_table(rows, extra_sets)
         text += "\nNot evaluated here:\n\n" + "\n".join(skipped) + "\n" if skipped else ""
         text += figures_section(figures)
         text += "\n## Against the best, row by row\n\n" + comparisons_table(rows, compared) if compared else ""

@@ -30,6 +30,12 @@ def generated_math_rows() -> list[dict]:
     return again + [{"question": f"What is {a} - 1?", "answer": f"#### {a - 1}"} for a in range(100, 112)]
 
 
+def harder_math_rows() -> list[dict]:
+    """An extra test set: one question the train split has (dropped), four it does not."""
+    return [{"question": "What is 100 - 1?", "answer": "#### 99"}] + [
+        {"question": f"What is {a} times 2?", "answer": f"{a} * 2 = {2 * a}\n#### {2 * a}"} for a in range(4)]
+
+
 def squad() -> dict:
     """Six articles of four questions each (SQuAD's nesting), one gold answer or two."""
     articles = []
@@ -66,6 +72,8 @@ def project(root: Path, tiny_model_dir: Path, task: str) -> Path:
     tiny = [f"eval.prompting.{m}.max_new_tokens=6" for m in METHODS]
     overrides = [f"data={data}", "data.test_size=6", "data.val_size=4", "data.train_size=null", "eval.limit=4",
                  "eval.prompting.self_consistency.samples=3", "eval.batch_size=4", "format.max_length=256", *tiny]
+    if task == "math":  # and an extra test set, scored beside the test split
+        overrides.append("+eval.extra_test_sets.harder={source: {kind: local_file, path: unused}, size: 3}")
     params = compose_conf(REPO_ROOT / "conf", overrides + (["data.source.path=unused"] if task == "generation" else []))
     params["tracking"]["enabled"] = False
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -76,6 +84,9 @@ def project(root: Path, tiny_model_dir: Path, task: str) -> Path:
         (root / "data/raw/train").mkdir()
         (root / "data/raw/train/generated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in generated_math_rows()))
         provenance["train"] = {"file": "generated.jsonl", "format": "jsonl"}
+        (root / "data/raw/extra/harder").mkdir(parents=True)
+        (root / "data/raw/extra/harder/harder.jsonl").write_text("".join(json.dumps(r) + "\n" for r in harder_math_rows()))
+        provenance["extra"] = {"harder": {"file": "harder.jsonl"}}
     (root / "data/raw/source.json").write_text(json.dumps(provenance))
     shutil.copytree(tiny_model_dir, root / "models/base")
     return root
@@ -119,6 +130,12 @@ def prepared_prompts_with_references_split_without_overlap(staged):
         held_out = {r["question"].replace(" ", "") for split in ("val", "test")
                     for r in rows(root / f"data/prepared/{split}.jsonl")}
         assert not any(r["question"].replace(" ", "") in held_out for r in rows(root / "data/prepared/train.jsonl"))
+        assert stats["extra_test_sets"] == {"harder": {"raw_rows": 5, "dropped": {}, "examples": 5,
+                                                       "overlaps_train_or_val": 1, "rows": 3}}
+        harder = rows(root / "data/prepared/extra_test.jsonl")
+        assert {r["test_set"] for r in harder} == {"harder"} and all("times 2" in r["question"] for r in harder)
+    else:
+        assert (root / "data/prepared/extra_test.jsonl").read_text() == ""
     assert stats["split_sizes"] == {"train": train_size, "val": 4, "test": 6}
     assert stats["overlap"] == {"train/val": 0, "train/test": 0, "val/test": 0}
     test = rows(root / "data/prepared/test.jsonl")
@@ -180,6 +197,13 @@ def evaluated_by_generation_for_every_method_with_the_tasks_metrics(staged):
     zero_shot = rows(root / "data/predictions/base/zero_shot.jsonl")
     assert all(f["prompt_tokens"] > z["prompt_tokens"] for f, z in zip(few_shot, zero_shot))  # the demonstrations
     assert (root / "metrics/confusion/base/zero_shot-generate.csv").read_text() == "actual,predicted\n"
+    assert ("extra_test_sets" in summary) == (task == "math")
+    if task == "math":  # every method scored again on the extra set, its predictions beside the test split's
+        assert list(summary["extra_test_sets"]["harder"]) == list(METHODS)
+        for name, result in summary["extra_test_sets"]["harder"].items():
+            assert result["scoring"]["generate"]["examples"] == 3 and "accuracy_ci95" in result["scoring"]["generate"]
+            harder = rows(root / f"data/predictions/base/extra/harder/{name}.jsonl")
+            assert len(harder) == 3 and all(" * 2 = " in p["references"][0] for p in harder)
 
 
 def reported_with_the_tasks_own_headline(staged):
@@ -196,6 +220,11 @@ def reported_with_the_tasks_own_headline(staged):
     for prediction in rows(root / "data/predictions/base/zero_shot.jsonl"):  # each row's headline, for the pairs
         assert 0 <= prediction["generate"]["score"] <= 1
     assert f"evaluate: base/zero_shot/generate: {headline} " in outputs["evaluate"].stdout
+    if task == "math":  # the extra set's headline as its own column, the same figure as evaluated
+        assert "| size MB | harder: accuracy [95% CI] |" in report
+        harder = json.loads((root / "metrics/eval/base.json").read_text())["extra_test_sets"]["harder"]
+        assert zero_shot["harder.accuracy"] == round(harder["zero_shot"]["scoring"]["generate"]["accuracy"], 4)
+        assert "evaluate: base/harder.zero_shot/generate: accuracy " in outputs["evaluate"].stdout
 
 
 @pytest.mark.parametrize(("task", "broken_row", "message"), [

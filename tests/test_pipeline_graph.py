@@ -40,9 +40,13 @@ def test_each_params_section_is_read_only_by_the_stages_it_configures():
     assert readers(params, "bench") == {"benchmark"}
     assert readers(params, "quantize") == {"quantize", "report"}
     assert readers(params, "prompt") == {"format", "evaluate@base", "evaluate@trained", *DEPLOYED}
-    assert readers(params, "eval") == {"evaluate@base", "evaluate@trained", *DEPLOYED, "report"}
+    evaluating = {"evaluate@base", "evaluate@trained", *DEPLOYED, "report"}
+    assert readers(params, "eval") == {*evaluating, "check", "fetch", "prepare"}
+    assert readers(params, "eval.prompting") == evaluating
+    assert readers(params, "eval.extra_test_sets") == {*evaluating, "check", "fetch", "prepare"}  # fetched and prepared
     assert readers(params, "model") == {"check", "base"}
     assert readers(params, "data.source") == {"check", "fetch", "prepare"}  # prepare reads the whole data section
+    assert readers(params, "data.train_source") == {"check", "fetch", "prepare"}
 
 
 def test_training_reruns_the_trained_model_downstream_and_never_the_prompting_baselines():

@@ -205,3 +205,59 @@ def test_a_generated_source_needs_its_generator_settings():
     with pytest.raises(TunelabError, match="data.source.seed: must be set"):
         SourceConfig(**{**GSM_SYMBOLIC, "seed": None})
     assert SourceConfig(**{**GSM_SYMBOLIC, "seed": 0}).seed == 0
+
+
+def stage(folder: Path, name: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO_ROOT / "stages" / f"{name}.py")], cwd=folder, capture_output=True,
+                          text=True)
+
+
+def test_a_train_source_and_extra_test_sets_are_fingerprinted_fetched_and_prepared_held_out(tmp_path, tiny_model_dir):
+    """check → fetch → prepare, as processes: the main data gives val and test, data.train_source
+    the train split, and an extra test set in its own format and field names is prepared like the
+    main data, less the rows train or val has."""
+    reviews = [{"text": f"review {i} was {'good' if i % 2 else 'bad'}", "label": "positive" if i % 2 else "negative"}
+               for i in range(40)]
+    (tmp_path / "reviews.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reviews))
+    (tmp_path / "more.jsonl").write_text("".join(json.dumps({"text": f"more text {i}", "label": "positive"}) + "\n"
+                                                 for i in range(30)))
+    other = [("a new domain, fine", "positive"), ("a new domain, awful", "negative"), ("more text 3", "positive"),
+             ("yet another, great", "positive")]
+    (tmp_path / "other.csv").write_text("sentence,sentiment\n" + "".join(f'"{t}",{s}\n' for t, s in other))
+    extra = ("+eval.extra_test_sets.other_domain={source: {kind: local_file, path: %s}, size: 3, "
+             "data: {format: csv, text_field: sentence, label_field: sentiment}}" % (tmp_path / "other.csv"))
+    params = compose_conf(REPO_ROOT / "conf", [
+        "data=local_file", f"data.source.path={tmp_path / 'reviews.jsonl'}", "data.test_size=10", "data.val_size=6",
+        "data.train_size=null", f"data.train_source={{kind: local_file, path: {tmp_path / 'more.jsonl'}}}", extra,
+        "model=local_dir", f"model.path={tiny_model_dir}", "tracking.enabled=false"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for name in ("check", "fetch", "prepare"):
+        assert (result := stage(tmp_path, name)).returncode == 0, result.stderr
+    origin = json.loads((tmp_path / "data/origin.json").read_text())
+    assert origin["train"]["path"].endswith("more.jsonl") and origin["extra"]["other_domain"]["path"].endswith("other.csv")
+    provenance = json.loads((tmp_path / "data/raw/source.json").read_text())
+    assert (tmp_path / "data/raw/train" / provenance["train"]["file"]).is_file()
+    assert (tmp_path / "data/raw/extra/other_domain" / provenance["extra"]["other_domain"]["file"]).is_file()
+    stats = json.loads((tmp_path / "data/prepared/stats.json").read_text())
+    assert stats["split_sizes"] == {"train": 30, "val": 6, "test": 10} and stats["unused_examples"] == 24
+    assert stats["train_source"] == {"raw_rows": 30, "dropped": {}, "examples": 30, "overlaps_evaluation": 0}
+    assert stats["extra_test_sets"] == {"other_domain": {"raw_rows": 4, "dropped": {}, "examples": 4,
+                                                         "overlaps_train_or_val": 1, "rows": 3}}
+    train = [json.loads(line)["text"] for line in (tmp_path / "data/prepared/train.jsonl").read_text().splitlines()]
+    assert sorted(train) == sorted(f"more text {i}" for i in range(30))
+    held_out = [json.loads(line) for line in (tmp_path / "data/prepared/extra_test.jsonl").read_text().splitlines()]
+    assert {row["test_set"] for row in held_out} == {"other_domain"}
+    assert sorted(row["text"] for row in held_out) == sorted(t for t, _ in other if t != "more text 3")
+    assert {row["text"]: row["label"] for row in held_out}["a new domain, awful"] == "negative"
+
+
+def test_an_extra_test_set_that_names_a_key_it_may_not_set_is_refused_by_the_check_stage(tmp_path):
+    params = compose_conf(REPO_ROOT / "conf", [
+        "+eval.extra_test_sets.harder={source: {kind: local_file, path: x.jsonl}, data: {labels: [a, b, c]}}"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = stage(tmp_path, "check")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: config key eval.extra_test_sets.harder.data.labels: an extra test set may set only ['format', "
+        "'text_field', 'label_field', 'rating_field', 'rating_margin', 'id_field', 'layout', 'fields', "
+        "'references_field']; its task, labels and split are the main data's")

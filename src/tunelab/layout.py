@@ -19,6 +19,7 @@ class Layout:
         self.model_origin = root / "models/origin.json"
         self.raw = root / "data/raw"
         self.raw_train = root / "data/raw/train"  # data.train_source's rows, where it is set
+        self.extra_test = root / "data/prepared/extra_test.jsonl"  # eval.extra_test_sets' rows, each with its test_set
         self.prepared = root / "data/prepared"
         self.formatted = root / "data/formatted"
         self.predictions = root / "data/predictions"
@@ -43,6 +44,14 @@ class Layout:
     def split(self, folder: Path, name: str) -> Path:
         """``data/prepared/train.jsonl`` and the like."""
         return folder / f"{name}.jsonl"
+
+    def raw_extra(self, test_set: str) -> Path:
+        """Where fetch puts an extra test set's raw rows (eval.extra_test_sets)."""
+        return self.raw / "extra" / test_set
+
+    def extra_predictions(self, variant: str, test_set: str) -> Path:
+        """A variant's predictions on an extra test set, one file per prompting method."""
+        return self.predictions / variant / "extra" / test_set
 
     def model(self, variant: str) -> Path:
         """base, trained, or a quantize-stage variant's folder."""

@@ -9,7 +9,7 @@ uses, not on all of them.
 from typing import Any
 
 from tunelab.config.load import check_known_sections, to_section
-from tunelab.config.schema import SECTIONS
+from tunelab.config.schema import SECTIONS, DataConfig
 from tunelab.data.layouts import LAYOUTS
 from tunelab.data.readers import READERS
 from tunelab.deploy.methods import METHODS
@@ -23,9 +23,13 @@ def validate_config(params: dict[str, Any]) -> None:
     check_known_sections(params)
     sections = {name: to_section(cls, name, params.get(name)) for name, cls in SECTIONS.items()}
     data = sections["data"]
-    READERS[data.format]  # an unknown name is refused here, listing the registered ones
-    if data.layout is not None:
-        LAYOUTS[data.layout]
+    check_reading(data)
+    for name, extra in sections["eval"].extra_test_sets.items():
+        try:
+            check_reading(extra.data_config(data))
+        except TunelabError as error:
+            raise TunelabError(f"config key eval.extra_test_sets.{name}: {str(error).removeprefix('config key ')}"
+                               " (the main data's, with the set's own data keys)") from None
     check_strategy_config(sections["strategy"])
     for name in sections["quantize"].variants:
         METHODS[name]  # an unknown name is refused here, listing the registered ones
@@ -34,6 +38,13 @@ def validate_config(params: dict[str, Any]) -> None:
         check_templates_answer_labels(sections)
     else:
         check_templates_are_chats(sections)
+
+
+def check_reading(data: DataConfig) -> None:
+    """The raw format and layout are registered ones (an unknown name is refused, listing them)."""
+    READERS[data.format]
+    if data.layout is not None:
+        LAYOUTS[data.layout]
 
 
 def check_prompting_fits_task(sections: dict) -> None:

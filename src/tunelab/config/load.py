@@ -105,3 +105,14 @@ def to_section(cls: type[Section], name: str, raw: Any) -> Section:
         raise TunelabError(f"config key {where}: {message}") from None
     except TunelabError as error:  # raised by a dataclass's own checks
         raise TunelabError(f"config key {error}") from None
+
+
+def read_extra_test_sets(params: dict[str, Any]) -> dict:
+    """eval.extra_test_sets alone, by name (what fetch, check and prepare read of eval)."""
+    from tunelab.config.schema import ExtraTestSetConfig
+
+    raw = (params.get("eval") or {}).get("extra_test_sets") or {}
+    sets = {name: to_section(ExtraTestSetConfig, f"eval.extra_test_sets.{name}", item) for name, item in raw.items()}
+    for name, extra in sets.items():
+        extra.check(f"eval.extra_test_sets.{name}")
+    return sets

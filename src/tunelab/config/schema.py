@@ -10,7 +10,7 @@ import dataclasses
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from tunelab.errors import TunelabError
 
@@ -494,6 +494,34 @@ class PromptingConfig:
         require_range(f"{key}.top_p", self.top_p, low=0, high=1, low_open=True)
 
 
+EXTRA_SET_DATA_KEYS = ("format", "text_field", "label_field", "rating_field", "rating_margin", "id_field", "layout",
+                       "fields", "references_field")
+"""The data keys an extra test set may set for its own rows; the task, labels and split stay the main data's."""
+
+
+@dataclass(frozen=True)
+class ExtraTestSetConfig:
+    """Another held-out set (another domain, a harder slice), fetched and prepared like the main
+    data and scored like the test split by every variant and prompting method."""
+
+    source: SourceConfig
+    """Where its rows come from, as data.source."""
+    size: Optional[int] = None
+    """Rows scored (a seeded sample, as the split is); null: all. eval.limit and a method's limit apply too."""
+    data: dict[str, Any] = field(default_factory=dict)
+    """Data keys that differ for these rows (format, text_field, label_field, references_field, layout, fields...)."""
+
+    def check(self, key: str) -> None:
+        require_range(f"{key}.size", self.size, low=1)
+        if unknown := [name for name in self.data if name not in EXTRA_SET_DATA_KEYS]:
+            raise TunelabError(f"{key}.data.{unknown[0]}: an extra test set may set only {list(EXTRA_SET_DATA_KEYS)}; "
+                               "its task, labels and split are the main data's")
+
+    def data_config(self, main: "DataConfig") -> "DataConfig":
+        """How its rows are read and cleaned: the main data config with this set's keys."""
+        return dataclasses.replace(main, source=self.source, train_source=None, **self.data)
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """The ``evaluate`` stage: every model variant × prompting method on the frozen test split."""
@@ -510,6 +538,8 @@ class EvalConfig:
     """Score only the first N test rows with every prompting method (quick runs); null: all."""
     seed: int
     """Seed of the demonstrations, the sampling and the bootstrap."""
+    extra_test_sets: dict[str, ExtraTestSetConfig]
+    """Held-out sets scored besides the test split, by name; the report shows each as its own column."""
     headline: Optional[str] = None
     """The fine-tuned result the benchmark plots, the report and a sweep's runs table compare, as
     PROMPTING/SCORING (e.g. zero_shot/choice); null: the first of fine_tuned_prompting, first scoring."""
@@ -526,6 +556,8 @@ class EvalConfig:
             raise TunelabError(f"eval.fine_tuned_prompting: {unknown} not in eval.prompting {list(self.prompting)}")
         require_range("eval.batch_size", self.batch_size, low=1)
         require_range("eval.limit", self.limit, low=1)
+        for name, extra in self.extra_test_sets.items():
+            extra.check(f"eval.extra_test_sets.{name}")
         if self.headline is not None:
             prompting, _, scoring = self.headline.partition("/")
             if prompting not in self.fine_tuned_prompting or scoring not in self.prompting[prompting].scoring:

@@ -70,6 +70,19 @@ def with_train_from(splits: dict[str, list[dict]], train_examples: list[dict], t
     return {**splits, "train": kept}, overlapping
 
 
+def held_out_rows(examples: list[dict], splits: dict[str, list[dict]], size: int | None, seed: int,
+                  key: str) -> tuple[list[dict], int]:
+    """An extra test set's rows (eval.extra_test_sets): those whose normalised input no train or
+    val example has, ``size`` of them (all if None) in a seeded order. Ids are not compared: the
+    set comes from another source, whose ids can repeat the main data's by chance. Returns the
+    rows and how many overlapped train or val."""
+    seen = {input_key(e) for e in splits["train"] + splits["val"]}
+    kept = [e for e in sorted(examples, key=lambda e: e["id"]) if input_key(e) not in seen]
+    if size is not None and size > len(kept):
+        raise TunelabError(f"{key}.size: {size} is more than the {len(kept)} rows the set has that train and val do not")
+    return random.Random(seed).sample(kept, size or len(kept)), len(examples) - len(kept)
+
+
 def split_overlaps(splits: dict[str, list[dict]]) -> dict[str, int]:
     """Examples shared by two splits, by id or by normalised input (text, or prompt); every value must be 0."""
     overlaps = {}

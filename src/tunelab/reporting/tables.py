@@ -44,20 +44,38 @@ def table_metrics(files: list[Path]) -> list[str]:
 
 
 def eval_rows(files: list[Path]) -> list[dict]:
-    """Flatten metrics/eval/<variant>.json files into table rows, in file then prompting order."""
+    """Flatten metrics/eval/<variant>.json files into table rows, in file then prompting order;
+    each extra test set's headline beside the test split's, as ``<set>.<metric>``."""
     rows = []
     for path in files:
         summary = parse_json_row(path.read_text(), str(path), required=("variant", "prompting"))
+        metric = summary.get("metrics", [None])[0]
         for prompting, result in summary["prompting"].items():
             for scoring, report in result["scoring"].items():
                 rows.append(with_score({
                     "variant": summary["variant"], "prompting": prompting, "template": result.get("template"),
-                    "scoring": scoring, "metric": summary["metrics"][0], **named_figures(report, summary["metrics"]),
-                    "ci_method": report.get(f"{summary['metrics'][0]}_ci_method"),
+                    "scoring": scoring, "metric": metric, **named_figures(report, summary["metrics"]),
+                    "ci_method": report.get(f"{metric}_ci_method"),
                     "unparseable_share": report.get("unparseable_share"), "examples": report["examples"],
                     "examples_per_second": report["examples_per_second"],
+                    **extra_set_figures(summary.get("extra_test_sets", {}), prompting, scoring, metric),
                 }))
     return rows
+
+
+def extra_set_figures(extra_sets: dict, prompting: str, scoring: str, metric: str) -> dict:
+    """One row's headline on each extra test set (eval.extra_test_sets), keys prefixed by the set."""
+    figures = {}
+    for test_set, methods in extra_sets.items():
+        report = methods.get(prompting, {}).get("scoring", {}).get(scoring)
+        if report is not None:
+            figures |= {f"{test_set}.{key}": value for key, value in named_figures(report, [metric]).items()}
+    return figures
+
+
+def extra_set_cell(row: dict, test_set: str) -> str:
+    key = f"{test_set}.{row['metric']}"
+    return with_interval(row.get(key), row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high"))
 
 
 LABELS = ("variant", "prompting", "template", "scoring", "adaptation", "quantization", "ci_method", "frontier", *SCORE)
@@ -151,18 +169,22 @@ def with_comparisons(rows: list[dict], compared: dict) -> list[dict]:
     return marked
 
 
-def variants_table(rows: list[dict]) -> str:
+def variants_table(rows: list[dict], extra_sets: list[str] = ()) -> str:
     """The comparison in one table: every variant × prompting method × scoring, with its costs and
-    its paired comparison with the best row."""
-    header = (f"| variant | adaptation | prompting (template) | quantization | scoring | {headline_metric(rows)} [95% CI] "
-              "| vs best (paired, Holm) | train s | tokens/s | latency p50 ms | size MB |\n" + "|---" * 11 + "|\n")
+    its paired comparison with the best row; then its headline on each extra test set."""
+    metric = headline_metric(rows)
+    header = (f"| variant | adaptation | prompting (template) | quantization | scoring | {metric} [95% CI] "
+              "| vs best (paired, Holm) | train s | tokens/s | latency p50 ms | size MB |"
+              + "".join(f" {name}: {metric} [95% CI] |" for name in extra_sets) + "\n"
+              + "|---" * (11 + len(extra_sets)) + "|\n")
     lines = []
     for r in rows:
         prompt = f"{r['prompting']} ({r['template']})" if r.get("template") else r["prompting"]
         versus = cell(r.get("vs_best")) + (f" (p {r['p_vs_best']:.3g})" if r.get("p_vs_best") is not None else "")
         lines.append(f"| {r['variant']} | {r['adaptation']} | {prompt} | {r['quantization']} | {r['scoring']} "
                      f"| {score_cell(r)} | {versus} | {cell(r['train_seconds'], '{:.0f}')} | {cell(r['tokens_per_second'])} "
-                     f"| {cell(r['token_latency_p50_ms'])} | {cell(r['size_mb'])} |")
+                     f"| {cell(r['token_latency_p50_ms'])} | {cell(r['size_mb'])} |"
+                     + "".join(f" {extra_set_cell(r, name)} |" for name in extra_sets))
     return header + "\n".join(lines) + "\n"
 
 
