@@ -42,6 +42,7 @@ def main() -> None:
     with stage_run("quantize", params, sections=("quantize",)) as run, atomic_dir(LAYOUT.deploy) as out:
         merged_dir = out / ".merged"
         merged_model(trained, LAYOUT.base_model).save_pretrained(merged_dir)
+        tokenizer.save_pretrained(merged_dir)  # a whole HF folder: what converters (GGUF) read
         for method in settings.variants:
             if reason := skipped[method]:
                 outcomes[method] = VariantOutcome("skipped", reason=reason)

@@ -579,7 +579,7 @@ class QuantizeConfig:
 
     variants: list[str]
     """Registered deployment methods (tunelab.deploy.methods): merged, int8_dynamic, nf4, int8,
-    int8_weight_only, qat, bf16, fp16; each one that
+    int8_weight_only, qat, bf16, fp16, gguf_q8_0, gguf_f16; each one that
     does not apply here (bf16 on a CPU, qat for a LoRA model) is skipped with its reason."""
     int8_dynamic_keep_float: list[str]
     """Linear layers int8_dynamic leaves in float32 (last name part). down_proj's inputs carry

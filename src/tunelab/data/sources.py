@@ -7,10 +7,7 @@ is copied cannot pass as the bytes that were checked. ``source_fingerprint`` is 
 
 import io
 import json
-import re
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 import zipfile
@@ -19,48 +16,7 @@ from pathlib import Path
 from tunelab.config.schema import GENERATED_SOURCES, PIP_SOURCES, SourceConfig
 from tunelab.errors import TunelabError
 from tunelab.io.files import folder_sha256, sha256_of
-
-SHA256_KEY = "data.source.sha256"
-
-
-def mismatch(name: str, expected: str, actual: str) -> TunelabError:
-    return TunelabError(f"{name}: sha256 mismatch: expected {expected} ({SHA256_KEY}), got {actual}. "
-                        "The source changed or the download is corrupt; check it, then update the pin")
-
-
-def verify_sha256(path: Path, expected: str) -> str:
-    actual = folder_sha256(path) if path.is_dir() else sha256_of(path)
-    if actual != expected.lower():
-        raise mismatch(path.name, expected, actual)
-    return actual
-
-
-PIP_DISTRIBUTIONS = {"pip_sdist": ("sdist", "--no-binary"), "pip_wheel": ("wheel", "--only-binary")}
-"""Each pip source kind: what it downloads, and the pip flag that makes pip take only that."""
-
-
-def download_distribution(kind: str, package: str, version: str, sha256: str, into: Path) -> Path:
-    """Download a source distribution or a wheel with pip itself, so pip's configured index is used.
-
-    The pinned hash goes to pip (``--require-hashes``), which checks the archive before any of
-    its code runs (pip prepares an sdist's metadata with the package's own build backend).
-    """
-    what, only = PIP_DISTRIBUTIONS[kind]
-    requirement = into / "requirement.txt"
-    requirement.write_text(f"{package}=={version} --hash=sha256:{sha256}\n")
-    downloads = into / what
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", only, ":all:",
-               "--require-hashes", "-r", str(requirement), "--dest", str(downloads)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        if got := re.search(r"Got\s+([0-9a-f]{64})", result.stderr):
-            raise mismatch(f"{package}=={version}", sha256, got.group(1))
-        detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise TunelabError(f"pip could not download the {what} of {package}=={version}: {detail}")
-    found = sorted(downloads.iterdir())
-    if len(found) != 1:
-        raise TunelabError(f"expected one {what} of {package}=={version}, pip wrote {[p.name for p in found]}")
-    return found[0]
+from tunelab.io.pip import PIP_DISTRIBUTIONS, download_distribution, verify_sha256
 
 
 def _open_archive_member(archive: bytes, archive_name: str, member: str) -> bytes:

@@ -9,6 +9,7 @@ model, how a fresh process loads it, and why it does not apply here.
 | int8_weight_only  | torchao Int8WeightOnlyConfig through TorchAoConfig       | safetensors + quantization_config|
 | qat               | strategy=qat only: the QAT-trained weights, converted   | fp32 weights + scheme; converted on load |
 | bf16, fp16        | casts, made on a CUDA GPU only                          | safetensors                      |
+| gguf_q8_0, gguf_f16 | llama.cpp's converter (tunelab.deploy.gguf)            | model.gguf + Modelfile (Ollama)  |
 
 PEFT prompt/prefix tuning cannot be merged: their variants quantize the base and keep the
 adapter beside it (``adapter/``), applied on load. Each folder has ``tunelab_deploy.json``
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from tunelab.deploy.gguf import GGUF_FILE, gguf_export
 from tunelab.models.loading import (
     DEPLOY_FILE,
     INT8_DYNAMIC_WEIGHTS,
@@ -115,6 +117,13 @@ def needs_bitsandbytes(method: str) -> Callable:
     return unavailable
 
 
+def not_after_prompt_learning(strategy: str, cuda: bool) -> Optional[str]:
+    if strategy in ("prompt_tuning", "prefix_tuning"):
+        return (f"a GGUF file holds one model, and {strategy}'s virtual tokens cannot be merged into it: "
+                "llama.cpp would run the base alone")
+    return None
+
+
 def only_after_qat(strategy: str, cuda: bool) -> Optional[str]:
     if strategy != "qat":
         return f"qat converts QAT-trained weights: it applies to strategy=qat, this model was trained with {strategy}"
@@ -130,6 +139,8 @@ METHODS.register(DeployMethod("int8_weight_only", quantize_weights, "quantized")
 METHODS.register(DeployMethod("qat", copy_merged, "qat", only_after_qat))
 METHODS.register(DeployMethod("bf16", cast("bfloat16"), "cast", needs_cuda("bf16")))
 METHODS.register(DeployMethod("fp16", cast("float16"), "cast", needs_cuda("fp16")))
+METHODS.register(DeployMethod("gguf_q8_0", gguf_export("q8_0"), "gguf", not_after_prompt_learning))
+METHODS.register(DeployMethod("gguf_f16", gguf_export("f16"), "gguf", not_after_prompt_learning))
 
 
 def unavailable_reason(method: str, strategy: str, cuda: bool) -> Optional[str]:
@@ -144,7 +155,8 @@ def make_variant(method: str, merged_dir: Path, trained_dir: Path, folder: Path,
     trained = trained_recipe(trained_dir)
     recipe = {"method": method, "loader": deploy.loader, "strategy": trained["strategy"],
               **({"qat": trained["qat"]} if "qat" in trained else {}),
-              **({"keep_float": list(keep_float)} if deploy.keeps_float_layers else {})}
+              **({"keep_float": list(keep_float)} if deploy.keeps_float_layers else {}),
+              **({"gguf_file": GGUF_FILE} if deploy.loader == "gguf" else {})}
     deploy.make(merged_dir, folder / "model", recipe)
     tokenizer.save_pretrained(folder / "model")
     if trained["prompt_learning"]:

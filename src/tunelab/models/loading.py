@@ -68,12 +68,15 @@ def load_source_model(config: "ModelConfig"):
     return model, tokenizer
 
 
-def float_model(folder: Path, dtype: str = "float32"):
-    """``dtype``: a torch dtype's name, or "auto" (what the folder's config says)."""
+def float_model(folder: Path, dtype: str = "float32", gguf_file: str | None = None):
+    """``dtype``: a torch dtype's name, or "auto" (what the folder's config says); ``gguf_file``:
+    a GGUF in the folder, dequantized to ``dtype`` by transformers' GGUF loader."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+                                                **extra)
 
 
 def quantized_model(folder: Path, quantization_config=None):
@@ -186,6 +189,10 @@ def load_cast_variant(folder: Path, recipe: dict):
     return with_adapter(on_device(float_model(folder / "model", "auto")), folder)
 
 
+def load_gguf_variant(folder: Path, recipe: dict):
+    return with_adapter(on_device(float_model(folder / "model", gguf_file=recipe["gguf_file"])), folder)
+
+
 def load_quantized_variant(folder: Path, recipe: dict):
     return with_adapter(quantized_model(folder / "model"), folder)
 
@@ -211,6 +218,7 @@ LOADERS: dict[str, Callable[[Path, dict], object]] = {
     "qat": load_qat_variant,  # QAT-trained float32 weights, converted to the trained scheme on load
     "cast": load_cast_variant,  # bf16/fp16 weights, in the dtype they were saved in
     "quantized": load_quantized_variant,  # a quantization_config transformers applies (bitsandbytes, torchao)
+    "gguf": load_gguf_variant,  # a GGUF file (llama.cpp's format), dequantized to float32
     "int8_dynamic": load_int8_dynamic_variant,  # a torch.ao state dict
 }
 """How each on-disk form of a deployed variant loads; a deployment method names one."""
