@@ -110,12 +110,14 @@ def test_each_row_carries_its_paired_comparison_with_the_best_into_the_tables_an
     rows = with_costs([row("base", accuracy=0.6), row("trained", accuracy=0.9)], BASE, TRAIN, None, BENCH)
     compared = {"base/zero_shot/choice": Comparison("trained/zero_shot/choice", 100, -0.3, "McNemar exact", 0.00012)}
     marked = with_comparisons(rows, compared)
-    assert [(r["vs_best"], r["p_vs_best"]) for r in marked] == [("worse", 0.0001), ("best", None)]
+    assert [(r["vs_best"], r["p_vs_best"]) for r in marked] == [("worse", 0.00012), ("best", None)]
     table = variants_table(marked).splitlines()
-    assert "| 0.600 [0.550, 0.650] | worse (p 0.0001) |" in table[2] and "| 0.900 [0.850, 0.950] | best |" in table[3]
+    assert "| 0.600 [0.550, 0.650] | worse (p 0.00012) |" in table[2] and "| 0.900 [0.850, 0.950] | best |" in table[3]
     assert comparisons_table(marked, compared).splitlines()[-1] == (
         "| base/zero_shot/choice | 100 | -0.300 | McNemar exact | 0.00012 | worse |")
-    assert metrics_by_key(marked)["base/zero_shot/choice"]["p_vs_best"] == 0.0001
+    assert metrics_by_key(marked)["base/zero_shot/choice"]["p_vs_best"] == 0.00012
+    tiny = {"base/zero_shot/choice": Comparison("trained/zero_shot/choice", 150, -0.34, "McNemar exact", 6.2237e-15)}
+    assert "| worse (p 6.22e-15) |" in variants_table(with_comparisons(rows, tiny)).splitlines()[2]  # never "p 0"
 
 
 def costed(variant: str, score: float, latency, size, train, vs_best: str) -> dict:

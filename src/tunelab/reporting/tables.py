@@ -160,12 +160,13 @@ def headline_metric(rows: list[dict]) -> str:
 
 def with_comparisons(rows: list[dict], compared: dict) -> list[dict]:
     """Each row with its paired comparison against the best row (reporting.significance):
-    ``vs_best`` (best, not significantly worse, worse) and the Holm-adjusted ``p_vs_best``."""
+    ``vs_best`` (best, not significantly worse, worse) and the Holm-adjusted ``p_vs_best`` to three
+    significant figures (a p-value rounded to decimals would read 0)."""
     marked = []
     for r in rows:
         comparison = compared.get(row_key(r))
         verdict = comparison.verdict if comparison else ("best" if compared else None)
-        marked.append({**r, "vs_best": verdict, "p_vs_best": round(comparison.p_value, 4) if comparison else None})
+        marked.append({**r, "vs_best": verdict, "p_vs_best": float(f"{comparison.p_value:.3g}") if comparison else None})
     return marked
 
 
