@@ -125,9 +125,10 @@ def audited_env(folder: Path) -> dict:
     return {"TUNELAB_AUDIT_READS": str(folder), "PYTHONPATH": str(AUDIT)}
 
 
-def undeclared_reads(repo: Path, folder: Path, data: str = DATA) -> dict[str, list[str]]:
+def undeclared_reads(repo: Path, folder: Path, *data: str) -> dict[str, list[str]]:
     """What each stage's processes read that dvc.lock lists neither as its dependency nor its output
-    (``data``: the local source file, which the check stage fingerprints)."""
+    (``data``: the local source files, which the check stage fingerprints; by default DATA)."""
+    sources = set(data or (DATA,))
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     declared = {name: [item["path"] for item in entry.get("deps", []) + entry.get("outs", [])]
                 for name, entry in lock.items()}
@@ -144,7 +145,7 @@ def undeclared_reads(repo: Path, folder: Path, data: str = DATA) -> dict[str, li
             for path in record[kind]:
                 if Path(path).parts[0] in NOT_RESULT_INPUTS or ".tmp-" in path or "__pycache__" in path:
                     continue
-                if path == data and stage in DATA_READERS:  # the source, fingerprinted into data/origin.json
+                if path in sources and stage in DATA_READERS:  # a source, fingerprinted into data/origin.json
                     continue
                 inside = any(path == dep or path.startswith(dep + "/") for dep in declared[stage])
                 # listing a folder above an output: how atomic writes find a killed run's temporaries

@@ -223,18 +223,22 @@ def test_a_stage_fails_in_one_line_naming_file_and_line_and_writes_nothing(tmp_p
     assert not (tmp_path / "data/prepared").exists()
 
 
-CHATS = "chats.jsonl"
+CHATS, TRAIN_CHATS, OTHER_CHATS = "chats.jsonl", "train_chats.jsonl", "other_chats.jsonl"
 GENERATIVE_RUN = ["-S", "data=local_chat", "-S", f"data.source.path={CHATS}", "-S", "data.test_size=6", "-S",
+                  # the train split from a source of its own, and an extra test set: their paths through DVC
+                  f"data.train_source={{kind: local_file, path: {TRAIN_CHATS}}}",
+                  "-S", f"+eval.extra_test_sets.other={{source: {{kind: local_file, path: {OTHER_CHATS}}}, size: 3}}",
+                  "-S",
                   "data.val_size=4", "-S", "eval.limit=4", "-S", "eval.prompting.self_consistency.samples=2",
                   "-S", "quantize.variants=[merged]",
                   *[arg for m in ("zero_shot", "few_shot", "role", "chain_of_thought", "self_consistency")
                     for arg in ("-S", f"eval.prompting.{m}.max_new_tokens=6")]]
 
 
-def write_chats(path: Path, count: int = 30) -> None:
+def write_chats(path: Path, count: int = 30, start: int = 0) -> None:
     """Chats of one or two exchanges, every third with a system message."""
     rows = []
-    for i in range(count):
+    for i in range(start, start + count):
         turns = [{"role": "user", "content": f"Say {WORDS['positive'][i % 4]} {i}."},
                  {"role": "assistant", "content": f"{WORDS['positive'][i % 4]} {i}"}]
         if i % 3 == 0:
@@ -250,11 +254,18 @@ def test_a_generative_task_runs_through_every_stage_and_is_reported_by_its_own_h
     """A chat task (multi-turn messages) on a copy of the baseline: the same stages, the same audit of
     what each reads, ROUGE-L as the headline from evaluation to the pipeline's MLflow run."""
     project = baseline_copy
-    write_chats(project / CHATS)
+    write_chats(project / CHATS, count=12)  # val and test
+    write_chats(project / TRAIN_CHATS, count=30)  # its first twelve are the chats above: the ten in val or test go
+    write_chats(project / OTHER_CHATS, count=4, start=100)
     generative = run(project, "dvc", "exp", "run", *GENERATIVE_RUN, env=audited_env(tmp_path / "reads"))
     assert set(ran_stages(generative)) == {"fetch", "prepare", "format", "train", "evaluate@base", "evaluate@trained",
                                            "quantize", "evaluate_deployed@merged", "benchmark", "report"}  # base: cached
-    assert undeclared_reads(project, tmp_path / "reads", CHATS) == {}
+    assert undeclared_reads(project, tmp_path / "reads", CHATS, TRAIN_CHATS, OTHER_CHATS) == {}
+    stats = json.loads((project / "data/prepared/stats.json").read_text())
+    assert stats["split_sizes"] == {"train": 20, "val": 4, "test": 6} and stats["unused_examples"] == 2
+    assert stats["train_source"]["overlaps_evaluation"] == 10
+    assert stats["extra_test_sets"]["other"] == {"raw_rows": 4, "dropped": {}, "examples": 4, "overlaps_train_or_val": 0,
+                                                  "rows": 3}
     report = json.loads((project / "data/formatted/report.json").read_text())
     assert report["splits"]["train"]["loss_token_share"] < 1 and report["splits"]["train"]["eos_at_end_share"] == 1.0
     trained = json.loads((project / "metrics/train.json").read_text())
@@ -267,6 +278,8 @@ def test_a_generative_task_runs_through_every_stage_and_is_reported_by_its_own_h
     text = (project / "metrics/report.md").read_text()
     assert "| scoring | rougeL [95% CI] |" in text and "| trained | lora | zero_shot (instruction) | none | generate |" in text
     assert "| peak RSS MB | rougeL [95% CI] | Δ rougeL |" in text  # the deployment table
+    assert "| size MB | other: rougeL [95% CI] |" in text  # the extra test set's own column, for every row
+    assert all("other.rougeL" in figures for figures in evaluated.values())
     tradeoffs = (project / "metrics/report/tradeoffs.csv").read_text().splitlines()
     assert tradeoffs[0] == "variant,metric,score,token_latency_p50_ms,tokens_per_second_batch1,size_mb"
     assert tradeoffs[1].startswith(f"trained,rougeL,{evaluated['trained/zero_shot/generate']['rougeL']},")
