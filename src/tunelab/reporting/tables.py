@@ -298,16 +298,19 @@ def pareto_frontier(rows: list[dict]) -> set[str]:
 
 
 def recommendation(rows: list[dict]) -> str:
-    """One sentence a person can act on: the cheapest row not significantly worse than the best.
-    Prompting needs no training, so a prompting row that is not worse wins; else the fastest
-    benchmarked variant, then the smallest."""
-    fit = [r for r in rows if r.get("vs_best") in ("best", "not significantly worse")]
+    """One sentence a person can act on: the cheapest row not significantly worse than the best,
+    among those scored on all the test rows the best was scored on. Prompting needs no training,
+    so a prompting row that is not worse wins; else the fastest benchmarked variant, then the
+    smallest."""
+    best = next((r for r in rows if r.get("vs_best") == "best"), None)
+    # only rows scored on every test row the best was (a method with a row limit is a sample, not a verdict)
+    fit = [r for r in rows if r.get("vs_best") in ("best", "not significantly worse")
+           and r.get("examples", 0) >= best.get("examples", 0)] if best else []
     if not fit:
         return ""
     prompting = sorted((r for r in fit if r.get("train_seconds") == 0), key=lambda r: -r["score"])
     costed = [r for r in fit if r.get("token_latency_p50_ms") is not None]
     pick = (prompting or sorted(costed, key=lambda r: (r["token_latency_p50_ms"], r["size_mb"])) or fit)[0]
-    best = next(r for r in rows if r.get("vs_best") == "best")
     why = "the best" if pick is best else f"not significantly worse than the best (`{row_key(best)}`, {score_cell(best)})"
     costs = [f"{pick['token_latency_p50_ms']} ms per token" if pick.get("token_latency_p50_ms") is not None else None,
              f"{pick['size_mb']} MB" if pick.get("size_mb") is not None else None,

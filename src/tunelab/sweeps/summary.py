@@ -41,8 +41,9 @@ class SweepRun:
 
     @property
     def headline(self) -> tuple[str, str]:
-        """(prompting method, scoring) of the run's headline figure: its eval.headline."""
-        return to_section(EvalConfig, "eval", self.params.get("eval")).headline_result()
+        """(prompting method, scoring) of the run's headline figure: its eval.headline. A run made
+        before eval.extra_test_sets existed has none (its params are what its commit composed)."""
+        return to_section(EvalConfig, "eval", {"extra_test_sets": {}, **self.params.get("eval", {})}).headline_result()
 
 
 def experiments(show: list[dict], names: set[str]) -> dict[str, dict]:
