@@ -53,14 +53,18 @@ def stratified_split(
     return {"train": train, "val": val, "test": test}
 
 
+def without_overlap(examples: list[dict], others: list[dict], by_id: bool) -> list[dict]:
+    """``examples`` in id order, less those whose normalised input (or, ``by_id``, id) one of ``others`` has."""
+    ids, inputs = ({e["id"] for e in others} if by_id else set()), {input_key(e) for e in others}
+    return [e for e in sorted(examples, key=lambda e: e["id"]) if e["id"] not in ids and input_key(e) not in inputs]
+
+
 def with_train_from(splits: dict[str, list[dict]], train_examples: list[dict], train_size: int | None,
                     seed: int) -> tuple[dict[str, list[dict]], int]:
     """``splits`` with its train split replaced by ``train_examples`` (data.train_source), less
     any whose id or normalised input a val or test example has; then ``train_size`` of them,
     seeded. Returns the splits and how many train examples overlapped val or test."""
-    held_out = splits["val"] + splits["test"]
-    ids, inputs = {e["id"] for e in held_out}, {input_key(e) for e in held_out}
-    kept = [e for e in sorted(train_examples, key=lambda e: e["id"]) if e["id"] not in ids and input_key(e) not in inputs]
+    kept = without_overlap(train_examples, splits["val"] + splits["test"], by_id=True)
     overlapping = len(train_examples) - len(kept)
     if train_size is not None:
         if train_size > len(kept):
@@ -76,8 +80,7 @@ def held_out_rows(examples: list[dict], splits: dict[str, list[dict]], size: int
     val example has, ``size`` of them (all if None) in a seeded order. Ids are not compared: the
     set comes from another source, whose ids can repeat the main data's by chance. Returns the
     rows and how many overlapped train or val."""
-    seen = {input_key(e) for e in splits["train"] + splits["val"]}
-    kept = [e for e in sorted(examples, key=lambda e: e["id"]) if input_key(e) not in seen]
+    kept = without_overlap(examples, splits["train"] + splits["val"], by_id=False)
     if size is not None and size > len(kept):
         raise TunelabError(f"{key}.size: {size} is more than the {len(kept)} rows the set has that train and val do not")
     return random.Random(seed).sample(kept, size or len(kept)), len(examples) - len(kept)
@@ -87,10 +90,8 @@ def split_overlaps(splits: dict[str, list[dict]]) -> dict[str, int]:
     """Examples shared by two splits, by id or by normalised input (text, or prompt); every value must be 0."""
     overlaps = {}
     for first, second in combinations(splits, 2):
-        ids = {e["id"] for e in splits[first]}
-        inputs = {input_key(e) for e in splits[first]}
-        shared = [e for e in splits[second] if e["id"] in ids or input_key(e) in inputs]
-        overlaps[f"{first}/{second}"] = len(shared)
+        kept = without_overlap(splits[second], splits[first], by_id=True)
+        overlaps[f"{first}/{second}"] = len(splits[second]) - len(kept)
     return overlaps
 
 

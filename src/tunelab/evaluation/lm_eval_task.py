@@ -78,20 +78,24 @@ def agreement(lm_eval_choices: dict[str, int], predictions: list[dict], labels: 
     """tunelab's choice predictions (an evaluate stage's ``predictions/<variant>/<method>.jsonl``)
     against lm-eval's, row by row: the share that agree, both accuracies, and each row where
     they differ with tunelab's log-probability margin between the two answers."""
-    tunelab_choices = {str(p["id"]): labels.index(p["choice"]["prediction"]) for p in predictions}
-    gold = {str(p["id"]): labels.index(p["label"]) for p in predictions}
+    by_id = {str(p["id"]): p for p in predictions}
+    tunelab_choices = {row: labels.index(p["choice"]["prediction"]) for row, p in by_id.items()}
+    gold = {row: labels.index(p["label"]) for row, p in by_id.items()}
     shared = sorted(set(tunelab_choices) & set(lm_eval_choices))
     differing = []
-    for row in shared:
-        if tunelab_choices[row] != lm_eval_choices[row]:
-            logprobs = next(p["choice"]["logprobs"] for p in predictions if str(p["id"]) == row)
-            ours, theirs = labels[tunelab_choices[row]], labels[lm_eval_choices[row]]
-            differing.append({"id": row, "tunelab": ours, "lm_eval": theirs,
-                              "tunelab_margin": round(logprobs[ours] - logprobs[theirs], 6)})
+    for row in (r for r in shared if tunelab_choices[r] != lm_eval_choices[r]):
+        logprobs = by_id[row]["choice"]["logprobs"]
+        ours, theirs = labels[tunelab_choices[row]], labels[lm_eval_choices[row]]
+        differing.append({"id": row, "tunelab": ours, "lm_eval": theirs,
+                          "tunelab_margin": round(logprobs[ours] - logprobs[theirs], 6)})
+
+    def share(hits: int) -> float | None:
+        return round(hits / len(shared), 6) if shared else None
+
     return {
         "rows": len(shared),
-        "agreement": round(1 - len(differing) / len(shared), 6) if shared else None,
-        "tunelab_accuracy": round(sum(tunelab_choices[r] == gold[r] for r in shared) / len(shared), 6) if shared else None,
-        "lm_eval_accuracy": round(sum(lm_eval_choices[r] == gold[r] for r in shared) / len(shared), 6) if shared else None,
+        "agreement": share(len(shared) - len(differing)),
+        "tunelab_accuracy": share(sum(tunelab_choices[r] == gold[r] for r in shared)),
+        "lm_eval_accuracy": share(sum(lm_eval_choices[r] == gold[r] for r in shared)),
         "differing_rows": differing,
     }
