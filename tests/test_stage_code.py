@@ -38,7 +38,7 @@ def test_a_stage_imports_the_src_beside_its_script_not_the_workspaces(copy):
 
 
 def test_the_benchmarks_child_process_imports_the_same_copy(copy):
-    result = run_in(copy.parent / "work", sys.executable, str(copy / "stages/benchmark.py"), "--measure", "merged", "out.json")
+    result = run_in(copy.parent / "work", sys.executable, str(copy / "stages/benchmark.py"), "--measure", "out", "merged")
     assert MARK in result.stdout and "params.yaml: not found" in result.stderr
 
 

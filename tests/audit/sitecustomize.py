@@ -39,5 +39,12 @@ if _folder:
         with open(os.path.join(_folder, f"{os.getpid()}.json"), "w") as handle:
             json.dump({"argv": sys.argv, **{kind: sorted(paths) for kind, paths in _reads.items()}}, handle)
 
+    def _save_at_the_end_of_a_forked_child() -> None:
+        # multiprocessing's forked children end with os._exit, which skips atexit; they run its finalizers
+        from multiprocessing import util
+
+        util.Finalize(None, _save, exitpriority=100)
+
     sys.addaudithook(_hook)
     atexit.register(_save)
+    os.register_at_fork(after_in_child=_save_at_the_end_of_a_forked_child)
