@@ -1,6 +1,8 @@
-"""The generative tasks through the prepare, format, evaluate and report stages, as processes, on the
-tiny random model: math (GSM8K's shape), extractive QA (SQuAD's JSON, split by article) and chat
-(multi-turn messages). The tiny model writes nonsense; what is tested is what the stages make of it."""
+"""The generative tasks on the tiny random model: math (GSM8K's shape) and extractive QA (SQuAD's JSON,
+split by article) end to end through DVC, each on a copy of the baseline with the shipped data
+config's sources made local files; chat (multi-turn messages) through the prepare, format, evaluate
+and report stages as processes (tests/test_pipeline.py runs a chat task through DVC). The tiny
+model writes nonsense; what is tested is what the stages make of it."""
 
 import json
 import shutil
@@ -11,10 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO_ROOT
+from pipeline_project import audited_env, ran_stages, run, undeclared_reads
 
 from tunelab.config.compose import compose_conf
 
 METHODS = ("zero_shot", "few_shot", "role", "chain_of_thought", "self_consistency")
+HEADLINES = {"math": "accuracy", "extractive_qa": "exact_match", "generation": "rougeL"}
 
 
 def math_rows() -> list[dict]:
@@ -69,11 +73,7 @@ TASKS = {
 def project(root: Path, tiny_model_dir: Path, task: str) -> Path:
     """What the stages read, for ``task``'s shipped config: params.yaml, data/raw, models/base."""
     data, raw_file, content = TASKS[task]
-    tiny = [f"eval.prompting.{m}.max_new_tokens=6" for m in METHODS]
-    overrides = [f"data={data}", "data.test_size=6", "data.val_size=4", "data.train_size=null", "eval.limit=4",
-                 "eval.prompting.self_consistency.samples=3", "eval.batch_size=4", "format.max_length=256", *tiny]
-    if task == "math":  # and an extra test set, scored beside the test split
-        overrides.append("+eval.extra_test_sets.harder={source: {kind: local_file, path: unused}, size: 3}")
+    overrides = [f"data={data}", *tiny_overrides(task)]
     params = compose_conf(REPO_ROOT / "conf", overrides + (["data.source.path=unused"] if task == "generation" else []))
     params["tracking"]["enabled"] = False
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -103,15 +103,73 @@ def rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+THROUGH_DVC = ("math", "extractive_qa")
+# what the math task's sources hold, as files in the repository: the test set, the train source, the extra set
+MATH_FILES = {"test.jsonl": math_rows, "generated.jsonl": generated_math_rows, "harder.jsonl": harder_math_rows}
+
+
+def tiny_overrides(task: str) -> list[str]:
+    """The shipped task at the tiny model's scale: six test rows, four scored per method."""
+    overrides = ["data.test_size=6", "data.val_size=4", "data.train_size=null", "eval.limit=4",
+                 "eval.prompting.self_consistency.samples=3", "eval.batch_size=4", "format.max_length=256",
+                 *[f"eval.prompting.{m}.max_new_tokens=6" for m in METHODS]]
+    if task == "math":  # and an extra test set, scored beside the test split
+        overrides.append("+eval.extra_test_sets.harder={source: {kind: local_file, path: harder.jsonl}, size: 3}")
+    return overrides
+
+
+def with_local_sources(repo: Path, task: str) -> tuple[str, list[str]]:
+    """conf/data/local_NAME.yaml: the shipped data config of ``task`` with each source a file in ``repo``
+    (what a user with the data on disk writes); its name and the files the check stage fingerprints."""
+    data, raw_file, content = TASKS[task]
+    config = yaml.safe_load((repo / f"conf/data/{data}.yaml").read_text())
+    if task == "math":
+        for name, make in MATH_FILES.items():
+            (repo / name).write_text("".join(json.dumps(r) + "\n" for r in make()))
+        config["data"]["source"] = {"kind": "local_file", "path": "test.jsonl"}
+        config["data"]["train_source"] = {"kind": "local_file", "path": "generated.jsonl"}
+        files = list(MATH_FILES)
+    else:
+        (repo / raw_file).write_text(content())
+        config["data"]["source"] = {"kind": "local_file", "path": raw_file}
+        files = [raw_file]
+    (repo / f"conf/data/local_{data}.yaml").write_text("# @package _global_\n" + yaml.safe_dump(config, sort_keys=False))
+    return f"local_{data}", files
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("task", list(TASKS))
-def test_a_generative_task_is_prepared_formatted_evaluated_and_reported(task, tmp_path, tiny_model_dir, tiny_tokenizer):
-    """One test per task, so that a parallel worker runs its four stages once; each check below
-    is a function of its own, named for what it holds."""
-    root = project(tmp_path, tiny_model_dir, task)
+@pytest.mark.reruns_stages
+@pytest.mark.parametrize("task", THROUGH_DVC)
+def test_a_generative_task_runs_end_to_end_through_dvc(task, baseline_copy, tmp_path, tiny_tokenizer):
+    """``dvc exp run -S data=...`` on the shipped task's config, every stage process audited; no
+    quantized variant and no MLflow (the baseline and the chat run test those)."""
+    project = baseline_copy
+    data, sources = with_local_sources(project, task)
+    overrides = [f"data={data}", *tiny_overrides(task), "train.max_steps=10", "quantize.variants=[]",
+                 "tracking.enabled=false"]
+    result = run(project, "dvc", "exp", "run", *[arg for o in overrides for arg in ("-S", o)],
+                 env=audited_env(tmp_path / "reads"))
+    assert set(ran_stages(result)) == {"fetch", "prepare", "format", "train", "evaluate@base", "evaluate@trained",
+                                       "quantize", "benchmark", "report"}  # base: cached
+    assert undeclared_reads(project, tmp_path / "reads", *sources) == {}
+    staged = (task, project, {"evaluate": result})
+    prepared_prompts_with_references_split_without_overlap(staged)
+    formatted_with_loss_on_every_assistant_turn_and_its_end_of_turn_token_only(staged, tiny_tokenizer)
+    evaluated_by_generation_for_every_method_with_the_tasks_metrics(staged)
+    reported_with_the_tasks_own_headline(staged)
+    headline = HEADLINES[task]
+    trained = json.loads((project / "metrics/eval/trained.json").read_text())["prompting"]["zero_shot"]
+    assert trained["scoring"]["generate"]["examples"] == 4 and headline in trained["scoring"]["generate"]
+    assert "| trained | lora | zero_shot (" in (project / "metrics/report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_chat_task_is_prepared_formatted_evaluated_and_reported(tmp_path, tiny_model_dir, tiny_tokenizer):
+    """Its four stages as processes, each check below a function of its own, named for what it holds."""
+    root = project(tmp_path, tiny_model_dir, "generation")
     outputs = {name: stage(root, name, *args) for name, args in
                (("prepare", ()), ("format", ()), ("evaluate", ("base",)), ("report", ()))}
-    staged = (task, root, outputs)
+    staged = ("generation", root, outputs)
     prepared_prompts_with_references_split_without_overlap(staged)
     formatted_with_loss_on_every_assistant_turn_and_its_end_of_turn_token_only(staged, tiny_tokenizer)
     evaluated_by_generation_for_every_method_with_the_tasks_metrics(staged)
@@ -179,7 +237,7 @@ def formatted_with_loss_on_every_assistant_turn_and_its_end_of_turn_token_only(s
 def evaluated_by_generation_for_every_method_with_the_tasks_metrics(staged):
     task, root, _ = staged
     summary = json.loads((root / "metrics/eval/base.json").read_text())
-    headline = {"math": "accuracy", "extractive_qa": "exact_match", "generation": "rougeL"}[task]
+    headline = HEADLINES[task]
     assert (summary["task"], summary["metrics"][0]) == (task, headline) and "labels" not in summary
     assert list(summary["prompting"]) == list(METHODS)
     for name, result in summary["prompting"].items():
@@ -208,11 +266,12 @@ def evaluated_by_generation_for_every_method_with_the_tasks_metrics(staged):
 
 def reported_with_the_tasks_own_headline(staged):
     task, root, outputs = staged
-    headline = {"math": "accuracy", "extractive_qa": "exact_match", "generation": "rougeL"}[task]
+    headline = HEADLINES[task]
     evaluated = json.loads((root / "metrics/eval.json").read_text())
     zero_shot = evaluated["base/zero_shot/generate"]
     assert zero_shot["metric"] == headline and f"{headline}_ci_low" in zero_shot
-    assert set(evaluated) == {f"base/{m}/generate" for m in METHODS}
+    trained = {"trained/zero_shot/generate"} if task in THROUGH_DVC else set()  # through DVC it trains too
+    assert set(evaluated) == {f"base/{m}/generate" for m in METHODS} | trained
     report = (root / "metrics/report.md").read_text()
     assert f"| scoring | {headline} [95% CI] | vs best (paired, Holm) |" in report
     test = "paired bootstrap" if task == "generation" else "McNemar exact"  # a mean, or a proportion
