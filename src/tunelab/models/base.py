@@ -52,9 +52,14 @@ def source_location(config: ModelConfig) -> tuple[str, dict]:
 
 def model_fingerprint(config: ModelConfig) -> dict:
     """What the base model is now, cheaply: the sha256 of the GGUF file or the local folder's
-    content (an in-place edit must rerun ``base``); a hub model is its id and revision."""
+    content (an in-place edit must rerun ``base``); a hub model is its id and revision. A packaged
+    GGUF is named by package and file, not by its path: that is wherever the environment is
+    installed, and a clone elsewhere would see a changed model in the committed models/origin.json."""
     if config.source == "hub":
         return {"source": "hub", "hub_id": config.hub_id, "revision": config.revision}
+    if config.source == "package_gguf":
+        return {"source": config.source, "package": config.package, "gguf_file": config.gguf_file,
+                "sha256": sha256_of(locate_package_file(config.package, config.gguf_file))}
     location, kwargs = source_location(config)
     path = Path(location) / kwargs["gguf_file"] if "gguf_file" in kwargs else Path(location)
     return {"source": config.source, "path": str(path),
