@@ -16,6 +16,7 @@ from conftest import REPO_ROOT
 from pipeline_project import audited_env, ran_stages, run, undeclared_reads
 
 from tunelab.config.compose import compose_conf
+from tunelab.io.atomic import write_jsonl
 
 METHODS = ("zero_shot", "few_shot", "role", "chain_of_thought", "self_consistency")
 HEADLINES = {"math": "accuracy", "extractive_qa": "exact_match", "generation": "rougeL"}
@@ -82,10 +83,10 @@ def project(root: Path, tiny_model_dir: Path, task: str) -> Path:
     provenance = {"file": raw_file}
     if task == "math":  # the GSM8K data file's train split is generated (data.train_source)
         (root / "data/raw/train").mkdir()
-        (root / "data/raw/train/generated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in generated_math_rows()))
+        write_jsonl(root / "data/raw/train/generated.jsonl", generated_math_rows())
         provenance["train"] = {"file": "generated.jsonl", "format": "jsonl"}
         (root / "data/raw/extra/harder").mkdir(parents=True)
-        (root / "data/raw/extra/harder/harder.jsonl").write_text("".join(json.dumps(r) + "\n" for r in harder_math_rows()))
+        write_jsonl(root / "data/raw/extra/harder/harder.jsonl", harder_math_rows())
         provenance["extra"] = {"harder": {"file": "harder.jsonl"}}
     (root / "data/raw/source.json").write_text(json.dumps(provenance))
     shutil.copytree(tiny_model_dir, root / "models/base")
@@ -125,7 +126,7 @@ def with_local_sources(repo: Path, task: str) -> tuple[str, list[str]]:
     config = yaml.safe_load((repo / f"conf/data/{data}.yaml").read_text())
     if task == "math":
         for name, make in MATH_FILES.items():
-            (repo / name).write_text("".join(json.dumps(r) + "\n" for r in make()))
+            write_jsonl(repo / name, make())
         config["data"]["source"] = {"kind": "local_file", "path": "test.jsonl"}
         config["data"]["train_source"] = {"kind": "local_file", "path": "generated.jsonl"}
         files = list(MATH_FILES)
