@@ -18,18 +18,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tree's code: see tunelab.stage
 
 from tunelab.config.load import read_params, to_section
-from tunelab.config.schema import DataConfig, EvalConfig, PromptConfig
+from tunelab.config.schema import DataConfig, EvalConfig, PromptConfig, PromptingConfig
 from tunelab.errors import TunelabError
 from tunelab.evaluation.evaluator import EvalSettings, Scorer
 from tunelab.evaluation.plots import confusion_figure, write_confusion_csv
-from tunelab.evaluation.prompting import method_template, pick_demonstrations
+from tunelab.evaluation.prompt_search import winner_prompting
+from tunelab.evaluation.prompting import method_template
 from tunelab.evaluation.tasks import TASKS, Task
 from tunelab.io.atomic import atomic_dir, write_jsonl
 from tunelab.io.jsonl import read_jsonl
 from tunelab.layout import BASE, LAYOUT, TRAINED
 from tunelab.models.loading import continues_a_cache, load_variant
 from tunelab.prompts.formatting import load_tokenizer
-from tunelab.records import QuantizeRecord, read_optional
+from tunelab.records import PromptSearchRecord, QuantizeRecord, read_optional, read_record
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
 
@@ -56,6 +57,25 @@ def extra_test_rows(settings: EvalConfig, required: tuple[str, ...]) -> dict[str
         raise TunelabError(f"{LAYOUT.extra_test}: no rows of eval.extra_test_sets.{empty[0]}; run the prepare stage "
                            "(dvc exp run) after adding a set")
     return sets
+
+
+def resolved(prompting: PromptingConfig, training: PromptConfig, task: Task) -> tuple[PromptConfig, PromptingConfig, dict]:
+    """The template and prompting a method scores with (for ``optimized``, the search's winner on
+    val), and how it was prompted, for the report."""
+    searched = prompting.method == "optimized"
+    if searched:
+        search = read_record(PromptSearchRecord, LAYOUT.prompt_search, "search_prompt")
+        if search.winner is None:
+            raise TunelabError(f"{LAYOUT.prompt_search}: no winner ({search.skipped}); rerun the search_prompt stage")
+        template, prompting = winner_prompting(search.winner, prompting)
+    else:
+        template = method_template(training, prompting, task)
+    described = {"method": "optimized" if searched else prompting.method,
+                 "template": search.winner["name"] if searched else template.name,
+                 "shots": prompting.shots, "samples": prompting.samples,
+                 **({"selection": prompting.selection} if prompting.shots else {}),
+                 **({"calibrate": True} if prompting.calibrate else {})}
+    return template, prompting, described
 
 
 def main() -> None:
@@ -86,13 +106,11 @@ def main() -> None:
         with atomic_dir(predictions_dir) as predictions_tmp, atomic_dir(confusion_dir) as confusion_tmp:
             results, extra_results = {}, {}
             for name in prompting_names(variant, settings):
-                prompting = settings.prompting[name]
-                template = method_template(training_prompt, prompting, task)
-                shots = pick_demonstrations(train, labels, prompting.shots, settings.seed) if prompting.shots else []
+                template, prompting, described = resolved(settings.prompting[name], training_prompt, task)
 
                 def score(rows: list[dict], test_set: str | None = None):
                     where = f"{variant}/{name}" + (f"@{test_set}" if test_set else "")
-                    return scorer.score(rows_to_score(rows, settings.limit, prompting.limit), template, shots, prompting,
+                    return scorer.score(rows_to_score(rows, settings.limit, prompting.limit), template, prompting, train,
                                         where)
 
                 result = score(test)
@@ -100,8 +118,7 @@ def main() -> None:
                 for scoring, report in result.metrics.items():
                     write_plot_data(confusion_tmp / f"{name}-{scoring}.csv", result.predictions, scoring, labels)
                     log_scoring(run, variant, name, scoring, report, task, labels)
-                results[name] = {"method": prompting.method, "template": template.name, "shots": prompting.shots,
-                                 "samples": prompting.samples, "scoring": result.metrics}
+                results[name] = {**described, "scoring": result.metrics}
                 for test_set, rows in extra_sets.items():
                     scored = score(rows, test_set)
                     folder = predictions_tmp / LAYOUT.extra_predictions(variant, test_set).relative_to(predictions_dir)

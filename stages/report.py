@@ -20,7 +20,7 @@ from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import EvalConfig
 from tunelab.io.atomic import write_csv, write_json, write_text
 from tunelab.layout import BASE, LAYOUT, TRAINED
-from tunelab.records import BaseRecord, BenchRecord, QuantizeRecord, TrainRecord, read_optional
+from tunelab.records import BaseRecord, BenchRecord, PromptSearchRecord, QuantizeRecord, TrainRecord, read_optional
 from tunelab.reporting.plots import save_tradeoff_figures
 from tunelab.reporting.significance import compare_with_best, row_scores
 from tunelab.reporting.tables import (
@@ -34,6 +34,7 @@ from tunelab.reporting.tables import (
     pipeline_summary,
     recommendation,
     row_key,
+    search_table,
     skipped_lines,
     table_metrics,
     tradeoff_rows,
@@ -125,6 +126,8 @@ def main() -> None:
         text += "\nNot evaluated here:\n\n" + "\n".join(skipped) + "\n" if skipped else ""
         text += figures_section(figures)
         text += "\n## Against the best, row by row\n\n" + comparisons_table(rows, compared) if compared else ""
+        search = read_optional(PromptSearchRecord, LAYOUT.prompt_search, "search_prompt")
+        text += "\n## Prompt search on val\n\n" + search_table(search) if search and search.winner else ""
         text += "\n## Scores in detail\n\n" + markdown_table(rows, table_metrics(files))
         text += deployment_section(rows, headline, bench)
         write_text(LAYOUT.report, text)

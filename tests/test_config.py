@@ -250,7 +250,7 @@ def test_templates_that_fit_the_labels_or_choose_per_row_pass():
 def test_the_sentiment_prompt_brings_its_sibling_templates_and_any_other_prompt_derives_them():
     methods = ("role", "chain_of_thought", "self_consistency")
     default = compose_conf(CONF)
-    assert list(default["eval"]["prompting"]) == ["zero_shot", "few_shot", *methods]  # the order eval/default.yaml gives
+    assert list(default["eval"]["prompting"]) == ["zero_shot", "few_shot", *methods, "optimized"]  # eval/default.yaml's order
     assert [default["eval"]["prompting"][m]["template"]["name"] for m in methods] == \
         ["sentiment_role", "sentiment_cot", "sentiment_cot"]
     other = compose_conf(CONF, ["prompt=sentiment_role"])  # a prompt file that chooses no siblings, as a user's own

@@ -162,7 +162,8 @@ def test_with_nothing_changed_only_the_check_stage_runs(baseline_copy):
 def test_a_conf_edit_reaches_the_stages_downstream_of_it_and_no_others(baseline_copy):
     project = baseline_copy
     replace_in(project / "conf/prompt/sentiment_instruction.yaml", "Answer with one word.", "Reply in one word.")
-    assert would_rerun(project) == ["format", "train", "evaluate@base", "evaluate@trained", *AFTER_TRAINING]
+    assert would_rerun(project) == ["format", "train", "search_prompt", "evaluate@base", "evaluate@trained",
+                                    *AFTER_TRAINING]
     run(project, "dvc", "exp", "run", "format")  # composes conf/ and runs up to the format stage
     assert "Reply in one word." in read_rows(project / "data/formatted/train.jsonl")[0]["prompt"]
 
@@ -182,7 +183,7 @@ def test_an_in_place_edit_of_the_local_data_file_reruns_everything_from_fetch(ba
     assert would_rerun(project) == []  # nothing can see the edit before the check stage fingerprints it
     run(project, "dvc", "repro", "check")
     assert would_rerun(project, "data.test_size=10") == [
-        "fetch", "prepare", "format", "train", "evaluate@base", "evaluate@trained", *AFTER_TRAINING]
+        "fetch", "prepare", "format", "train", "search_prompt", "evaluate@base", "evaluate@trained", *AFTER_TRAINING]
     run(project, "dvc", "exp", "run", "-S", "data.test_size=10", "format")
     assert len(read_rows(project / "data/formatted/test.jsonl")) == 10
     assert "Review 60: a sharp film." in (project / "data/raw/reviews.jsonl").read_text()
@@ -258,8 +259,9 @@ def test_a_generative_task_runs_through_every_stage_and_is_reported_by_its_own_h
     write_chats(project / TRAIN_CHATS, count=30)  # its first twelve are the chats above: the ten in val or test go
     write_chats(project / OTHER_CHATS, count=4, start=100)
     generative = run(project, "dvc", "exp", "run", *GENERATIVE_RUN, env=audited_env(tmp_path / "reads"))
-    assert set(ran_stages(generative)) == {"fetch", "prepare", "format", "train", "evaluate@base", "evaluate@trained",
-                                           "quantize", "evaluate_deployed@merged", "benchmark", "report"}  # base: cached
+    assert set(ran_stages(generative)) == {"fetch", "prepare", "format", "train", "search_prompt", "evaluate@base",
+                                           "evaluate@trained", "quantize", "evaluate_deployed@merged", "benchmark",
+                                           "report"}  # base: cached
     assert undeclared_reads(project, tmp_path / "reads", CHATS, TRAIN_CHATS, OTHER_CHATS) == {}
     stats = json.loads((project / "data/prepared/stats.json").read_text())
     assert stats["split_sizes"] == {"train": 20, "val": 4, "test": 6} and stats["unused_examples"] == 2

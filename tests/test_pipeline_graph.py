@@ -39,10 +39,12 @@ def test_each_params_section_is_read_only_by_the_stages_it_configures():
     assert readers(params, "strategy") == {"train", "report"}
     assert readers(params, "bench") == {"benchmark"}
     assert readers(params, "quantize") == {"quantize", "report"}
-    assert readers(params, "prompt") == {"format", "evaluate@base", "evaluate@trained", *DEPLOYED}
+    assert readers(params, "prompt") == {"format", "search_prompt", "evaluate@base", "evaluate@trained", *DEPLOYED}
     evaluating = {"evaluate@base", "evaluate@trained", *DEPLOYED, "report"}
-    assert readers(params, "eval") == {*evaluating, "check", "fetch", "prepare"}
-    assert readers(params, "eval.prompting") == evaluating
+    assert readers(params, "eval") == {*evaluating, "search_prompt", "check", "fetch", "prepare"}
+    assert readers(params, "eval.prompting") == {*evaluating, "search_prompt"}
+    assert readers(params, "eval.prompt_search") == {*evaluating, "search_prompt"}  # evaluate reads all of eval
+    assert readers(params, "eval.limit") == evaluating  # a test-row limit never reruns the search on val
     assert readers(params, "eval.extra_test_sets") == {*evaluating, "check", "fetch", "prepare"}  # fetched and prepared
     assert readers(params, "model") == {"check", "base"}
     assert readers(params, "data.source") == {"check", "fetch", "prepare"}  # prepare reads the whole data section
@@ -55,6 +57,14 @@ def test_training_reruns_the_trained_model_downstream_and_never_the_prompting_ba
     assert downstream(graph, "train") == after_training
     assert "evaluate@base" not in downstream(graph, "train")
     assert downstream(graph, "format") == {"train", *after_training}  # evaluate@base reads prepared data, not formatted
-    assert downstream(graph, "fetch") == {"prepare", "format", "train", "evaluate@base", *after_training}
+    assert downstream(graph, "fetch") == {"prepare", "format", "train", "search_prompt", "evaluate@base",
+                                          *after_training}
+    assert "search_prompt" not in downstream(graph, "train")
     assert downstream(graph, "quantize") == {*DEPLOYED, "benchmark", "report"}
     assert downstream(graph, "benchmark") == {"report"}
+
+
+def test_the_prompt_search_feeds_the_base_models_evaluation_and_the_report_only():
+    graph, _ = graph_and_params()
+    assert downstream(graph, "search_prompt") == {"evaluate@base", "report"}
+    assert set(networkx.descendants(graph, "search_prompt")) == {"check", "fetch", "prepare", "base"}  # val and train

@@ -34,6 +34,7 @@ class Layout:
         self.train_metrics = root / "metrics/train.json"
         self.train_curves = root / "metrics/train"
         self.quantize_metrics = root / "metrics/quantize.json"
+        self.prompt_search = root / "metrics/prompt_search.json"  # the search_prompt stage's table and winner
         self.bench_metrics = root / "metrics/bench.json"
         self.eval_dir = root / "metrics/eval"
         self.confusion_dir = root / "metrics/confusion"

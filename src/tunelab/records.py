@@ -55,6 +55,21 @@ class TrainRecord:
 
 
 @dataclass(frozen=True)
+class PromptSearchRecord:
+    """metrics/prompt_search.json (stage search_prompt): every candidate's val score, and the winner."""
+
+    skipped: Optional[str] = None
+    """Why nothing was searched (no optimized method in eval.prompting)."""
+    metric: Optional[str] = None
+    rows: Optional[int] = None
+    """Val rows each candidate was scored on."""
+    candidates: list[dict] = field(default_factory=list)
+    """name, template, shots, selection, calibrate, score, ci95, examples; in grid order."""
+    winner: Optional[dict] = None
+    """The candidate evaluate@base scores on test as ``optimized``."""
+
+
+@dataclass(frozen=True)
 class VariantOutcome:
     """One deployment method's outcome in the quantize stage."""
 

@@ -58,13 +58,21 @@ def check_prompting_fits_task(sections: dict) -> None:
                                "whose methods all generate)")
 
 
+def configured_templates(sections: dict) -> dict:
+    """Every template the config names, by its key: the training prompt, the prompting methods'
+    own, and those the prompt search tries."""
+    settings = sections["eval"]
+    templates = {"prompt": sections["prompt"]}
+    templates |= {f"eval.prompting.{name}.template": method.template
+                  for name, method in settings.prompting.items() if method.template is not None}
+    return templates | {f"eval.prompt_search.templates.{name}": template
+                        for name, template in settings.prompt_search.templates.items()}
+
+
 def check_templates_are_chats(sections: dict) -> None:
     """A generative example is a chat (maybe multi-turn), trained and prompted through the model's
     chat template, and it needs a target to learn."""
-    templates = {"prompt": sections["prompt"]}
-    templates |= {f"eval.prompting.{name}.template": method.template
-                  for name, method in sections["eval"].prompting.items() if method.template is not None}
-    for key, config in templates.items():
+    for key, config in configured_templates(sections).items():
         if not config.use_chat_template:
             raise TunelabError(f"config key {key}.use_chat_template: task {sections['data'].task} renders chats "
                                "through the model's chat template; set it to true")
@@ -78,10 +86,7 @@ def check_templates_answer_labels(sections: dict) -> None:
     prompting method's) names one choice per label of data.labels; refused here, before a stage
     trains for minutes and evaluation then finds the mismatch."""
     labels = sections["data"].labels
-    templates = {"prompt": sections["prompt"]}
-    templates |= {f"eval.prompting.{name}.template": method.template
-                  for name, method in sections["eval"].prompting.items() if method.template is not None}
-    for key, config in templates.items():
+    for key, config in configured_templates(sections).items():
         choices = PromptTemplate(config).static_choices()
         if choices is not None:  # None: they depend on the row, and are checked as each row is rendered
             hint = ("; write a conf/prompt file whose answer_choices name your labels and pick it with -S prompt=NAME"

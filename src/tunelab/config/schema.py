@@ -439,9 +439,11 @@ class TrainConfig:
         check_launcher("train.launcher", self.launcher)
 
 
-PROMPT_METHODS = ("zero_shot", "few_shot", "chain_of_thought", "self_consistency")
+PROMPT_METHODS = ("zero_shot", "few_shot", "chain_of_thought", "self_consistency", "optimized")
 SCORINGS = ("choice", "generate")
 GENERATIVE_METHODS = ("chain_of_thought", "self_consistency")
+SELECTIONS = ("balanced", "nearest")
+"""How few-shot demonstrations are chosen (tunelab.evaluation.demonstrations)."""
 
 
 @dataclass(frozen=True)
@@ -449,7 +451,8 @@ class PromptingConfig:
     """One way of prompting a model for the task, scored by the ``evaluate`` stage."""
 
     method: str
-    """zero_shot, few_shot (demonstrations from train), chain_of_thought, self_consistency."""
+    """zero_shot, few_shot (demonstrations from train), chain_of_thought, self_consistency, or
+    optimized: the prompting the search_prompt stage found best on val (eval.prompt_search)."""
     max_new_tokens: int
     """generate: tokens generated per answer (reasoning needs far more than a label)."""
     scoring: list[str]
@@ -460,7 +463,15 @@ class PromptingConfig:
     persona: Optional[str] = None
     """Role prompting: the system message a derived template gets; a given template keeps its own."""
     shots: int = 0
-    """few_shot: demonstrations drawn from train by eval.seed, balanced across labels."""
+    """few_shot: demonstrations from train, chosen as ``selection`` says."""
+    selection: str = "balanced"
+    """few_shot: balanced (drawn by eval.seed, balanced across labels, the same for every row) or
+    nearest (each row's own: the ``shots`` train rows nearest it by the prompted model's embedding)."""
+    pool: int = 400
+    """few_shot with selection=nearest: the first N train rows (a shuffle) searched for neighbours."""
+    calibrate: bool = False
+    """choice: contextual calibration: each choice's probability divided by the one the model gives it
+    for content-free inputs under the same prompt, which takes out a bias toward one answer."""
     samples: int = 1
     """self_consistency: sampled reasoning paths per row; the majority answer wins."""
     temperature: float = 0.7
@@ -484,14 +495,80 @@ class PromptingConfig:
                                "by generation only; set scoring: [generate]")
         if (self.method == "few_shot") != (self.shots > 0):
             raise TunelabError(f"{key}.shots: set shots > 0 exactly when method=few_shot")
+        require_choice(f"{key}.selection", self.selection, SELECTIONS)
+        if self.calibrate and "choice" not in self.scoring:
+            raise TunelabError(f"{key}.calibrate: calibration corrects answer-choice scores; add choice to scoring")
+        if self.method == "optimized" and len(self.scoring) != 1:
+            raise TunelabError(f"{key}.scoring: optimized is scored the way its search was, by one scoring "
+                               f"(choice or generate), not {self.scoring}")
         if (self.method == "self_consistency") != (self.samples > 1):
             raise TunelabError(f"{key}.samples: set samples > 1 exactly when method=self_consistency")
-        for name in ("max_new_tokens", "limit", "samples"):
+        for name in ("max_new_tokens", "limit", "samples", "pool"):
             require_range(f"{key}.{name}", getattr(self, name), low=1)
         require_range(f"{key}.shots", self.shots, low=0)
         require_range(f"{key}.temperature", self.temperature, low=0, low_open=True)
         require_range(f"{key}.top_k", self.top_k, low=0)
         require_range(f"{key}.top_p", self.top_p, low=0, high=1, low_open=True)
+
+
+@dataclass(frozen=True)
+class ProposerConfig:
+    """The prompt search's optional OPRO-style proposer: an OpenAI-compatible endpoint that writes
+    new instructions (the winning template's system message) from those tried and their val scores."""
+
+    base_url: str
+    """e.g. http://127.0.0.1:8000/v1 (``transformers serve MODEL``, vLLM, or a hosted API)."""
+    model: str
+    """The model name the endpoint serves."""
+    rounds: int = 1
+    """Propose, score on val, propose again with the new scores."""
+    proposals: int = 4
+    """Instructions asked for per round."""
+    temperature: float = 1.0
+    max_tokens: int = 96
+    api_key_env: str = "OPENAI_API_KEY"
+    """The environment variable holding the endpoint's key (a local server needs none)."""
+    timeout: float = 120.0
+    """Seconds a request may take."""
+
+    def __post_init__(self):
+        for name in ("rounds", "proposals", "max_tokens"):
+            require_range(f"eval.prompt_search.proposer.{name}", getattr(self, name), low=1)
+        require_range("eval.prompt_search.proposer.timeout", self.timeout, low=0, low_open=True)
+
+
+@dataclass(frozen=True)
+class PromptSearchConfig:
+    """The ``search_prompt`` stage: the prompting of the base model that scores best on val, which
+    the evaluate stage then scores once on test as the prompting method ``optimized``."""
+
+    shots: list[int]
+    """Demonstration counts tried."""
+    selection: list[str]
+    """How demonstrations are chosen, each tried (balanced, nearest; see PromptingConfig.selection)."""
+    calibrate: list[bool]
+    """With and without contextual calibration (choice scoring only)."""
+    rows: int
+    """Val rows each candidate is scored on (the first N; val is a shuffle)."""
+    templates: dict[str, PromptConfig]
+    """Templates searched besides the training prompt and those of eval.prompting's zero_shot and
+    few_shot methods (a conf/prompt file each: ``/prompt@eval.prompt_search.templates.NAME: NAME``)."""
+    candidates: Optional[int] = None
+    """At most this many candidates (a seeded sample of the grid, zero-shot kept); null: the whole grid."""
+    proposer: Optional[ProposerConfig] = None
+    """After the grid: new instructions from an OpenAI-compatible endpoint, tried with the winner's
+    settings (OPRO-style; evaluation/proposer.py); null: off."""
+
+    def __post_init__(self):
+        for name in ("shots", "selection", "calibrate"):
+            if not getattr(self, name):
+                raise TunelabError(f"eval.prompt_search.{name}: name at least one value to try")
+        for shots in self.shots:
+            require_range("eval.prompt_search.shots", shots, low=0)
+        for selection in self.selection:
+            require_choice("eval.prompt_search.selection", selection, SELECTIONS)
+        require_range("eval.prompt_search.rows", self.rows, low=1)
+        require_range("eval.prompt_search.candidates", self.candidates, low=1)
 
 
 EXTRA_SET_DATA_KEYS = ("format", "text_field", "label_field", "rating_field", "rating_margin", "id_field", "layout",
@@ -540,6 +617,8 @@ class EvalConfig:
     """Seed of the demonstrations, the sampling and the bootstrap."""
     extra_test_sets: dict[str, ExtraTestSetConfig]
     """Held-out sets scored besides the test split, by name; the report shows each as its own column."""
+    prompt_search: PromptSearchConfig
+    """What the search_prompt stage tries on val for the ``optimized`` prompting method."""
     headline: Optional[str] = None
     """The fine-tuned result the benchmark plots, the report and a sweep's runs table compare, as
     PROMPTING/SCORING (e.g. zero_shot/choice); null: the first of fine_tuned_prompting, first scoring."""
@@ -549,11 +628,16 @@ class EvalConfig:
             raise TunelabError("eval.prompting: name at least one prompting method")
         for name, prompting in self.prompting.items():
             prompting.check(f"eval.prompting.{name}")
+        if len([p for p in self.prompting.values() if p.method == "optimized"]) > 1:
+            raise TunelabError("eval.prompting: name one optimized method; the search finds one winner")
         if not self.fine_tuned_prompting:
             raise TunelabError("eval.fine_tuned_prompting: name at least one prompting method for the fine-tuned variants")
         unknown = [name for name in self.fine_tuned_prompting if name not in self.prompting]
         if unknown:
             raise TunelabError(f"eval.fine_tuned_prompting: {unknown} not in eval.prompting {list(self.prompting)}")
+        if searched := [name for name in self.fine_tuned_prompting if self.prompting[name].method == "optimized"]:
+            raise TunelabError(f"eval.fine_tuned_prompting: {searched[0]!r} is the base model's searched prompting; "
+                               "a fine-tuned variant is scored with the prompt it was trained on (zero_shot)")
         require_range("eval.batch_size", self.batch_size, low=1)
         require_range("eval.limit", self.limit, low=1)
         for name, extra in self.extra_test_sets.items():

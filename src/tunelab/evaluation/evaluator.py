@@ -20,11 +20,20 @@ from tqdm import tqdm
 from tunelab.config.schema import PromptConfig, PromptingConfig
 from tunelab.errors import TunelabError
 from tunelab.evaluation.batching import batches, pad_id
+from tunelab.evaluation.demonstrations import choose_demonstrations
 from tunelab.evaluation.generation import Sampling, generate, majority_vote
 from tunelab.evaluation.metrics import classification_report
 from tunelab.evaluation.parsing import parse_choice
 from tunelab.evaluation.prompting import ChatPrompt, EvalPrompt, build_chat_prompts, build_prompts
-from tunelab.evaluation.scoring import SharedPrefix, choice_logprobs, choice_logprobs_one_pass, common_prefix_length
+from tunelab.evaluation.scoring import (
+    CONTENT_FREE,
+    SharedPrefix,
+    calibrated,
+    choice_logprobs,
+    choice_logprobs_one_pass,
+    common_prefix_length,
+    content_free_bias,
+)
 from tunelab.evaluation.tasks import Task, score_generated
 from tunelab.prompts.chat import model_completion
 from tunelab.prompts.tokenization import tokenize_example
@@ -91,23 +100,30 @@ def after_prefix(rows: list[list[int]], prefix: SharedPrefix | None) -> list[lis
     return [row[len(prefix.ids):] for row in rows] if prefix else rows
 
 
-def score_by_choice(model, prompts: list[EvalPrompt], rows: list[list[int]], choices: list[list[int]], pad: int,
-                    prefix: SharedPrefix | None, labels: list[str], settings: EvalSettings,
-                    desc: str) -> tuple[list[dict], float]:
-    """Predicted label and per-choice log-probabilities per row."""
+def choice_scores(model, rows: list[list[int]], choices: list[list[int]], pad: int, prefix: SharedPrefix | None,
+                  settings: EvalSettings, desc: str | None) -> tuple[torch.Tensor, float]:
+    """Log-probabilities [rows, choices], and the seconds they took (a progress bar unless ``desc`` is None)."""
     started = time.perf_counter()
     scores = []
-    with tqdm(total=len(rows), desc=desc, unit="ex") as progress:
+    with tqdm(total=len(rows), desc=desc, unit="ex", disable=desc is None) as progress:
         for batch in batches(after_prefix(rows, prefix), settings.batch_size):
             if settings.continues_a_cache:
                 scores.append(choice_logprobs(model, batch, choices, pad, prefix, settings.length_normalize))
             else:
                 scores.append(choice_logprobs_one_pass(model, batch, choices, pad, settings.length_normalize))
             progress.update(len(batch))
-    seconds = time.perf_counter() - started
+    return torch.cat(scores), time.perf_counter() - started
+
+
+def score_by_choice(model, prompts: list[EvalPrompt], rows: list[list[int]], choices: list[list[int]], pad: int,
+                    prefix: SharedPrefix | None, labels: list[str], settings: EvalSettings, desc: str,
+                    bias: torch.Tensor | None = None) -> tuple[list[dict], float]:
+    """Predicted label and per-choice log-probabilities per row (the prediction calibrated by ``bias``, if given)."""
+    scores, seconds = choice_scores(model, rows, choices, pad, prefix, settings, desc)
+    decided = calibrated(scores, bias) if bias is not None else scores
     outputs = []
-    for prompt, row_scores in zip(prompts, torch.cat(scores).tolist()):
-        prediction = labels[max(range(len(labels)), key=row_scores.__getitem__)]
+    for prompt, row_scores, row_decided in zip(prompts, scores.tolist(), decided.tolist()):
+        prediction = labels[max(range(len(labels)), key=row_decided.__getitem__)]
         outputs.append({"prediction": prediction, "logprobs": dict(zip(prompt.choices, (round(s, 4) for s in row_scores))),
                         "score": float(prediction == prompt.label)})
     return outputs, seconds
@@ -182,8 +198,18 @@ def evaluate_generated(model, tokenizer, prompts: list[ChatPrompt], prompting: P
     return result
 
 
+def calibration_bias(model, tokenizer, content_free: list[EvalPrompt], choices: list[list[int]],
+                     add_special_tokens: bool, settings: EvalSettings) -> torch.Tensor:
+    """The choices' log-probabilities the content-free prompts average to (scoring.content_free_bias)."""
+    rows = [tokenizer(p.text, add_special_tokens=add_special_tokens)["input_ids"] for p in content_free]
+    scores, _ = choice_scores(model, rows, choices, pad_id(tokenizer), None, settings, desc=None)
+    return content_free_bias(scores)
+
+
 def evaluate_prompting(model, tokenizer, prompts: list[EvalPrompt], prompting: PromptingConfig, template: str,
-                      use_chat_template: bool, labels: list[str], settings: EvalSettings, name: str) -> PromptingResult:
+                       use_chat_template: bool, labels: list[str], settings: EvalSettings, name: str,
+                       content_free: list[EvalPrompt] = ()) -> PromptingResult:
+    """``content_free``: prompts without content (prompting.calibrate), whose answers calibrate choice scoring."""
     add_special_tokens = not use_chat_template  # a chat template writes its own special tokens
     needed = prompting.max_new_tokens if "generate" in prompting.scoring else 0
     rows = tokenize_prompts(prompts, tokenizer, add_special_tokens, needed, context_length(model), template)
@@ -192,9 +218,14 @@ def evaluate_prompting(model, tokenizer, prompts: list[EvalPrompt], prompting: P
     prefix, prefix_seconds = timed_shared_prefix(model, rows, settings)
     if "choice" in prompting.scoring:
         choices = choice_token_ids(prompts, tokenizer, use_chat_template)
+        bias = calibration_bias(model, tokenizer, list(content_free), choices, add_special_tokens, settings) \
+            if content_free else None
         outputs, seconds = score_by_choice(model, prompts, rows, choices, pad_id(tokenizer), prefix, labels, settings,
-                                           f"{name} choice")
+                                           f"{name} choice", bias)
         result.metrics["choice"] = scoring_metrics(prompts, outputs, labels, prefix_seconds + seconds, settings.seed)
+        if bias is not None:
+            result.metrics["choice"]["calibration_bias"] = dict(zip(prompts[0].choices,
+                                                                    (round(p, 4) for p in bias.exp().tolist())))
         for prediction, output in zip(result.predictions, outputs):
             prediction["choice"] = output
     if "generate" in prompting.scoring:
@@ -217,18 +248,27 @@ class Scorer:
     tokenizer: object
     settings: EvalSettings
 
-    def score(self, rows: list[dict], template: PromptConfig, shots: list[dict], prompting: PromptingConfig,
+    def score(self, rows: list[dict], template: PromptConfig, prompting: PromptingConfig, train: list[dict],
               name: str) -> PromptingResult:
-        """``rows`` read through ``template`` (after the ``shots`` demonstrations), as ``prompting`` says."""
+        """``rows`` read through ``template`` as ``prompting`` says, its demonstrations drawn from ``train``."""
         score = self.classification if self.labels else self.generation
-        return score(rows, template, shots, prompting, name)
+        return score(rows, template, prompting, train, name)
 
-    def classification(self, rows, template, shots, prompting, name) -> PromptingResult:
+    def demonstrations(self, prompting: PromptingConfig, template: PromptConfig, train: list[dict], rows: list[dict]):
+        return choose_demonstrations(prompting, template, train, rows, self.labels, self.settings.seed, self.model,
+                                     self.tokenizer, self.settings.batch_size)
+
+    def classification(self, rows, template, prompting, train, name) -> PromptingResult:
+        content_free = [{"id": f"content-free-{i}", "text": text, "label": self.labels[0]}
+                        for i, text in enumerate(CONTENT_FREE)] if prompting.calibrate else []
+        shots = self.demonstrations(prompting, template, train, rows + content_free)
         prompts = build_prompts(rows, template, self.labels, self.tokenizer, shots)
         return evaluate_prompting(self.model, self.tokenizer, prompts, prompting, template.name,
-                                  template.use_chat_template, self.labels, self.settings, name)
+                                  template.use_chat_template, self.labels, self.settings, name,
+                                  build_prompts(content_free, template, self.labels, self.tokenizer, shots))
 
-    def generation(self, rows, template, shots, prompting, name) -> PromptingResult:
+    def generation(self, rows, template, prompting, train, name) -> PromptingResult:
+        shots = self.demonstrations(prompting, template, train, rows)
         prompts = build_chat_prompts(rows, template, self.tokenizer, shots)
         return evaluate_generated(self.model, self.tokenizer, prompts, prompting, template.name, self.task,
                                   self.settings, name)

@@ -9,6 +9,7 @@ become an ``EvalPrompt`` (text, label, choices); the generative tasks' rows a ``
 """
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from tunelab.config.schema import GENERATIVE_METHODS, PromptConfig, PromptingConfig
@@ -17,6 +18,13 @@ from tunelab.evaluation.tasks import Task
 from tunelab.prompts.chat import Demonstration, model_prompt
 from tunelab.prompts.formatting import template_fields
 from tunelab.prompts.templates import SEPARATOR, PromptTemplate, check_choices_fit
+
+Demonstrations = Sequence[dict] | Callable[[dict], Sequence[dict]]
+"""The train rows shown before a row: the same for every row, or each row's own (a row → its rows)."""
+
+
+def demonstrations_of(shots: Demonstrations) -> Callable[[dict], Sequence[dict]]:
+    return shots if callable(shots) else lambda row: shots
 
 
 @dataclass(frozen=True)
@@ -96,31 +104,46 @@ def render_demonstrations(rows: list[dict], template: PromptTemplate, labels: li
     return demonstrations
 
 
+class RenderedDemonstrations:
+    """Each row's demonstrations rendered through the template, each distinct set once."""
+
+    def __init__(self, shots: Demonstrations, template: PromptTemplate, labels: list[str]):
+        self.rows_of, self.template, self.labels = demonstrations_of(shots), template, labels
+        self.rendered: dict[tuple, list[Demonstration]] = {}
+
+    def __call__(self, row: dict) -> list[Demonstration]:
+        rows = list(self.rows_of(row))
+        key = tuple(str(shot["id"]) for shot in rows)
+        if key not in self.rendered:
+            self.rendered[key] = render_demonstrations(rows, self.template, self.labels)
+        return self.rendered[key]
+
+
 def build_prompts(rows: list[dict], config: PromptConfig, labels: list[str], tokenizer,
-                  demonstration_rows: list[dict] = ()) -> list[EvalPrompt]:
+                  demonstration_rows: Demonstrations = ()) -> list[EvalPrompt]:
     """Render every test row; the choices must answer every label, or scoring means nothing."""
     if not config.answer_choices:
         check_choices_fit([], labels, f"prompt {config.name!r}")
     template = PromptTemplate(config)
-    demonstrations = render_demonstrations(list(demonstration_rows), template, labels)
+    demonstrations = RenderedDemonstrations(demonstration_rows, template, labels)
     prompts = []
     for row in rows:
         rendered = template.render(template_fields(row, labels), row=f"test {row['id']}")
         check_choices_fit(rendered.choices, labels, f"prompt {config.name!r}", on_row=f" on test row {row['id']}")
-        text = model_prompt(tokenizer, rendered.prompt, config.system, config.use_chat_template, demonstrations)
+        text = model_prompt(tokenizer, rendered.prompt, config.system, config.use_chat_template, demonstrations(row))
         prompts.append(EvalPrompt(id=str(row["id"]), label=row["label"], text=text, choices=rendered.choices))
     return prompts
 
 
 def build_chat_prompts(rows: list[dict], config: PromptConfig, tokenizer,
-                       demonstration_rows: list[dict] = ()) -> list[ChatPrompt]:
+                       demonstration_rows: Demonstrations = ()) -> list[ChatPrompt]:
     """Render every test row of a generative task: demonstrations, the row's earlier turns, its prompt."""
     template = PromptTemplate(config)
-    demonstrations = render_demonstrations(list(demonstration_rows), template, labels=[])
+    demonstrations = RenderedDemonstrations(demonstration_rows, template, labels=[])
     prompts = []
     for row in rows:
         rendered = template.render(row, row=f"test {row['id']}")
-        text = model_prompt(tokenizer, rendered.prompt, config.system, config.use_chat_template, demonstrations,
+        text = model_prompt(tokenizer, rendered.prompt, config.system, config.use_chat_template, demonstrations(row),
                             history=row.get("history", []))
         prompts.append(ChatPrompt(id=str(row["id"]), text=text, references=row["references"]))
     return prompts

@@ -25,6 +25,21 @@ import torch
 
 from tunelab.evaluation.batching import left_pad
 
+CONTENT_FREE = ("N/A", "", "[MASK]")
+"""Contextual calibration's content-free inputs (Zhao et al., 2021, "Calibrate before use"): what
+the model answers when there is nothing to judge is its bias under this prompt."""
+
+
+def content_free_bias(scores: torch.Tensor) -> torch.Tensor:
+    """[choices]: the log of each choice's probability (normalised over the choices) averaged
+    over the content-free inputs' ``scores`` [inputs, choices]."""
+    return torch.log_softmax(scores.float(), dim=1).exp().mean(0).log()
+
+
+def calibrated(scores: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Choice scores with the bias divided out of their probabilities: p(choice | row) / p(choice | content-free)."""
+    return scores - bias
+
 
 def common_prefix_length(sequences: list[list[int]]) -> int:
     """Length of the token prefix all sequences share, leaving each at least one own token."""

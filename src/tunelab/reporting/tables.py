@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tunelab.io.jsonl import parse_json_row
 from tunelab.layout import BASE, TRAINED
-from tunelab.records import BaseRecord, BenchRecord, QuantizeRecord, TrainRecord
+from tunelab.records import BaseRecord, BenchRecord, PromptSearchRecord, QuantizeRecord, TrainRecord
 
 SCORE = ("score", "score_ci_low", "score_ci_high")
 
@@ -200,6 +200,16 @@ def comparisons_table(rows: list[dict], compared: dict) -> str:
     return (f"Each row against the best, `{best}`, on the test rows both were scored on (Holm-adjusted across "
             f"the table; \"worse\" at p < 0.05).\n\n| row | rows | Δ {metric} | test | p | verdict |\n"
             "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+
+
+def search_table(search: PromptSearchRecord) -> str:
+    """The prompt search's candidates on val, best first (ties as the search broke them), the winner marked."""
+    ranked = sorted(enumerate(search.candidates), key=lambda item: (-item[1]["score"], item[1]["shots"], item[0]))
+    lines = [f"| {c['name']}{' (winner)' if c['name'] == search.winner['name'] else ''} "
+             f"| {with_interval(c['score'], *c['ci95'])} |" for _, c in ranked]
+    return (f"Every candidate of eval.prompt_search, scored on the first {search.rows} val rows (never test); the "
+            f"winner is the `optimized` row above, scored once on test.\n\n| candidate (template, demonstrations, "
+            f"calibration) | val {search.metric} [95% CI] |\n|---|---|\n" + "\n".join(lines) + "\n")
 
 
 def markdown_table(rows: list[dict], metrics: list[str]) -> str:

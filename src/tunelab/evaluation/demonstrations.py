@@ -1,0 +1,63 @@
+"""Which solved train examples a few-shot prompt shows before each row.
+
+- balanced: one seeded set for every row, as balanced across labels as the count allows
+  (prompting.pick_demonstrations); every prompt then shares them, and the scorer runs them once;
+- nearest: each row's own, the train rows most like it (Liu et al., 2022, "What makes good
+  in-context examples for GPT-3?"). Likeness is the cosine of the prompted model's own mean-pooled
+  last hidden states over each rendered prompt, so no second model is needed; the nearest
+  demonstration comes last, next to the row.
+
+Hand-written: no library picks in-context examples for a causal LM from its own hidden states
+(sentence-transformers would add a second model and its weights to fetch).
+"""
+
+from collections.abc import Sequence
+
+import torch
+
+from tunelab.config.schema import PromptConfig, PromptingConfig
+from tunelab.evaluation.batching import batches, left_pad, pad_id
+from tunelab.evaluation.prompting import Demonstrations, pick_demonstrations
+from tunelab.prompts.formatting import template_fields
+from tunelab.prompts.templates import PromptTemplate
+
+
+@torch.no_grad()
+def embed(model, tokenizer, texts: list[str], batch_size: int) -> torch.Tensor:
+    """Unit vectors [texts, hidden]: each text's last hidden states, averaged over its tokens."""
+    vectors = []
+    for batch in batches(texts, batch_size):
+        ids, mask = left_pad([tokenizer(text)["input_ids"] for text in batch], pad_id(tokenizer))
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        output = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                       position_ids=positions.to(model.device), output_hidden_states=True, logits_to_keep=1)
+        hidden = output.hidden_states[-1].float().cpu()
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        vectors.append(torch.nn.functional.normalize(pooled, dim=-1))
+    return torch.cat(vectors)
+
+
+def nearest(query: torch.Tensor, pool: torch.Tensor, count: int) -> list[list[int]]:
+    """Per query vector, the indices of its ``count`` most similar pool vectors, the most similar last."""
+    similar = (query @ pool.T).topk(min(count, pool.shape[0]), dim=1).indices
+    return [list(reversed(row)) for row in similar.tolist()]
+
+
+def rendered_inputs(rows: Sequence[dict], template: PromptConfig, labels: list[str]) -> list[str]:
+    """What each row asks, as the template renders it (no chat template, no target)."""
+    renderer = PromptTemplate(template)
+    return [renderer.render(template_fields(row, labels) if labels else row, row=str(row["id"])).prompt for row in rows]
+
+
+def choose_demonstrations(prompting: PromptingConfig, template: PromptConfig, train: list[dict], rows: list[dict],
+                          labels: list[str], seed: int, model, tokenizer, batch_size: int) -> Demonstrations:
+    """The demonstrations ``prompting`` asks for, for each of ``rows``."""
+    if not prompting.shots:
+        return ()
+    if prompting.selection == "balanced":
+        return pick_demonstrations(train, labels, prompting.shots, seed)
+    pool = train[: prompting.pool]
+    vectors = embed(model, tokenizer, rendered_inputs(pool + rows, template, labels), batch_size)
+    picks = nearest(vectors[len(pool):], vectors[: len(pool)], prompting.shots)
+    by_id = {str(row["id"]): [pool[i] for i in picked] for row, picked in zip(rows, picks)}
+    return lambda row: by_id[str(row["id"])]
