@@ -18,7 +18,7 @@ from pipeline_project import audited_env, ran_stages, run, undeclared_reads
 from tunelab.config.compose import compose_conf
 from tunelab.io.atomic import write_jsonl
 
-METHODS = ("zero_shot", "few_shot", "role", "chain_of_thought", "self_consistency")
+METHODS = ("zero_shot", "few_shot", "role", "chain_of_thought", "self_consistency", "optimized")
 HEADLINES = {"math": "accuracy", "extractive_qa": "exact_match", "generation": "rougeL"}
 
 
@@ -169,7 +169,7 @@ def test_a_chat_task_is_prepared_formatted_evaluated_and_reported(tmp_path, tiny
     """Its four stages as processes, each check below a function of its own, named for what it holds."""
     root = project(tmp_path, tiny_model_dir, "generation")
     outputs = {name: stage(root, name, *args) for name, args in
-               (("prepare", ()), ("format", ()), ("evaluate", ("base",)), ("report", ()))}
+               (("prepare", ()), ("format", ()), ("search_prompt", ()), ("evaluate", ("base",)), ("report", ()))}
     staged = ("generation", root, outputs)
     prepared_prompts_with_references_split_without_overlap(staged)
     formatted_with_loss_on_every_assistant_turn_and_its_end_of_turn_token_only(staged, tiny_tokenizer)

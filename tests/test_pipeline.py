@@ -232,7 +232,7 @@ GENERATIVE_RUN = ["-S", "data=local_chat", "-S", f"data.source.path={CHATS}", "-
                   "-S",
                   "data.val_size=4", "-S", "eval.limit=4", "-S", "eval.prompting.self_consistency.samples=2",
                   "-S", "quantize.variants=[merged]",
-                  *[arg for m in ("zero_shot", "few_shot", "role", "chain_of_thought", "self_consistency")
+                  *[arg for m in ("zero_shot", "few_shot", "role", "chain_of_thought", "self_consistency", "optimized")
                     for arg in ("-S", f"eval.prompting.{m}.max_new_tokens=6")]]
 
 
@@ -273,7 +273,8 @@ def test_a_generative_task_runs_through_every_stage_and_is_reported_by_its_own_h
     trained = json.loads((project / "metrics/train.json").read_text())
     assert trained["val_loss_after"] < trained["val_loss_before"]  # it learns the chats
     evaluated = json.loads((project / "metrics/eval.json").read_text())
-    assert {f"base/{m}/generate" for m in ("zero_shot", "few_shot", "role", "chain_of_thought", "self_consistency")} \
+    assert {f"base/{m}/generate" for m in ("zero_shot", "few_shot", "role", "chain_of_thought", "self_consistency",
+                                           "optimized")} \
         | {"trained/zero_shot/generate", "merged/zero_shot/generate"} == set(evaluated)
     assert {figures["metric"] for figures in evaluated.values()} == {"rougeL"}
     assert evaluated["merged/zero_shot/generate"]["rougeL"] == evaluated["trained/zero_shot/generate"]["rougeL"]

@@ -129,3 +129,12 @@ def test_a_calibrated_scoring_predicts_the_likeliest_choice_once_the_content_fre
     plain = scorer.score(rows, TEMPLATE, dataclasses.replace(prompting, calibrate=False), TRAIN, "plain")
     assert [p["choice"]["logprobs"] for p in plain.predictions] == [p["choice"]["logprobs"] for p in result.predictions]
     assert "calibration_bias" not in plain.metrics["choice"]
+
+
+def test_the_proposers_meta_prompt_shows_the_template_and_every_instruction_worst_first():
+    from tunelab.evaluation.proposer import meta_prompt
+
+    text = meta_prompt("Review: {{ text }}", [("You are a critic.", 0.81), ("", 0.62), ("Be brief.", 0.9)], "accuracy")
+    assert "Review: {{ text }}" in text
+    assert text.index("(none)\naccuracy: 0.620") < text.index("You are a critic.\naccuracy: 0.810") \
+        < text.index("Be brief.\naccuracy: 0.900")
