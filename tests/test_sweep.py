@@ -281,3 +281,17 @@ def test_the_mlflow_ui_shows_the_sweeps_runs_and_their_accuracy(swept, mlflow_se
         driver.quit()
     if os.environ.get("TUNELAB_UPDATE_SCREENSHOTS"):
         shutil.copy(tmp_path / "mlflow-sweep.png", REPO_ROOT / "docs" / "mlflow-sweep.png")
+
+
+def test_an_experiment_missing_from_one_queue_status_is_not_taken_for_failed():
+    """`dvc queue status` can miss a task for a poll while a worker picks it up; only one that stays
+    gone (removed or killed) is recorded as failed."""
+    from tunelab.sweeps.queue import wait
+
+    polls = iter([{"a": "Queued", "b": "Queued"}, {"a": "Success"}, {"b": "Running"}, {"b": "Success"}])
+    ended: list[tuple[str, str]] = []
+    assert wait(["a", "b"], lambda name, status: ended.append((name, status)), poll_seconds=0,
+                statuses=lambda: next(polls)) == {"a": "Success", "b": "Success"}
+    assert ended == [("a", "Success"), ("b", "Success")]
+    gone = iter([{"a": "Running"}, {}, {}, {}])
+    assert wait(["a"], lambda *_: None, poll_seconds=0, statuses=lambda: next(gone)) == {"a": "Failed"}

@@ -88,17 +88,25 @@ def queue_status() -> dict[str, str]:
     return statuses
 
 
-def wait(names: list[str], on_done: Callable[[str, str], None], poll_seconds: float = 10.0) -> dict[str, str]:
+MISSING_POLLS = 3
+"""Polls in a row an experiment must be absent from ``dvc queue status`` to count as removed: the
+status can miss a task for one poll while a worker picks it up."""
+
+
+def wait(names: list[str], on_done: Callable[[str, str], None], poll_seconds: float = 10.0,
+         statuses: Callable[[], dict[str, str]] = queue_status) -> dict[str, str]:
     """Poll the queue until every experiment in ``names`` ended; ``on_done(name, status)`` as each does."""
     finished: dict[str, str] = {}
+    missing = dict.fromkeys(names, 0)
     while len(finished) < len(names):
-        statuses = queue_status()
+        current = statuses()
         for name in names:
-            status = statuses.get(name)
+            status = current.get(name)
+            missing[name] = missing[name] + 1 if status is None else 0
             if name not in finished and status in DONE:
                 finished[name] = status
                 on_done(name, status)
-            elif status is None and name not in finished:
+            elif name not in finished and missing[name] >= MISSING_POLLS:
                 finished[name] = "Failed"
                 on_done(name, "Failed")  # removed from the queue (dvc queue remove/kill)
         if len(finished) < len(names):
