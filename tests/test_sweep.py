@@ -295,3 +295,15 @@ def test_an_experiment_missing_from_one_queue_status_is_not_taken_for_failed():
     assert ended == [("a", "Success"), ("b", "Success")]
     gone = iter([{"a": "Running"}, {}, {}, {}])
     assert wait(["a"], lambda *_: None, poll_seconds=0, statuses=lambda: next(gone)) == {"a": "Failed"}
+
+
+def test_a_run_made_before_the_newer_eval_keys_still_has_its_headline():
+    """Its params are what its commit composed: no eval.prompt_search, no eval.extra_test_sets."""
+    from configs import composed
+
+    from tunelab.sweeps.summary import SweepRun
+
+    old_eval = {k: v for k, v in composed()["eval"].items() if k not in ("prompt_search", "extra_test_sets")}
+    old_eval["prompting"] = {k: v for k, v in old_eval["prompting"].items() if k != "optimized"}
+    run_params = {"eval": {**old_eval, "headline": "zero_shot/generate"}}
+    assert SweepRun("s-1", [], "Success", run_params, {}, {}, None).headline == ("zero_shot", "generate")

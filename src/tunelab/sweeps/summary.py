@@ -27,6 +27,13 @@ BASE_PREDICTIONS = str(LAYOUT.eval_outputs(BASE)[1])
 PARAMS = "params.yaml"
 
 
+EVAL_KEYS_ADDED_SINCE = {
+    "extra_test_sets": {},
+    "prompt_search": {"shots": [0], "selection": ["balanced"], "calibrate": [False], "rows": 1, "templates": {}},
+}
+"""eval keys that older runs' params lack, with values that change nothing of what they ran."""
+
+
 @dataclass(frozen=True)
 class SweepRun:
     """One experiment of the sweep, as DVC recorded it."""
@@ -42,8 +49,8 @@ class SweepRun:
     @property
     def headline(self) -> tuple[str, str]:
         """(prompting method, scoring) of the run's headline figure: its eval.headline. A run made
-        before eval.extra_test_sets existed has none (its params are what its commit composed)."""
-        return to_section(EvalConfig, "eval", {"extra_test_sets": {}, **self.params.get("eval", {})}).headline_result()
+        before a key of eval existed lacks it (its params are what its commit composed)."""
+        return to_section(EvalConfig, "eval", {**EVAL_KEYS_ADDED_SINCE, **self.params.get("eval", {})}).headline_result()
 
 
 def experiments(show: list[dict], names: set[str]) -> dict[str, dict]:
