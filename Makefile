@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python` and `dvc` from the venv without it being activated.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run repro sweep test test-fast bench-train bench-eval crosscheck ui clean-runs
+.PHONY: setup run repro sweep test test-fast bench-train bench-eval crosscheck serve ui clean-runs
 
 setup: $(STAMP)
 
@@ -75,6 +75,11 @@ bench-eval: setup
 # tunelab's choice scoring against lm-evaluation-harness, row by row (needs a finished `make run`).
 crosscheck: setup
 	python bench/lm_eval_crosscheck.py
+
+# An OpenAI-compatible server of a deployed variant (after make run): make serve VARIANT=merged
+VARIANT ?= merged
+serve: setup
+	tunelab serve $(VARIANT)
 
 # Browse the runs: http://127.0.0.1:5000
 ui: setup

@@ -20,7 +20,15 @@ from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import EvalConfig
 from tunelab.io.atomic import write_csv, write_json, write_text
 from tunelab.layout import BASE, LAYOUT, TRAINED
-from tunelab.records import BaseRecord, BenchRecord, PromptSearchRecord, QuantizeRecord, TrainRecord, read_optional
+from tunelab.records import (
+    BaseRecord,
+    BenchRecord,
+    PromptSearchRecord,
+    QuantizeRecord,
+    ServeRecord,
+    TrainRecord,
+    read_optional,
+)
 from tunelab.reporting.plots import save_tradeoff_figures
 from tunelab.reporting.significance import compare_with_best, row_scores
 from tunelab.reporting.tables import (
@@ -35,6 +43,7 @@ from tunelab.reporting.tables import (
     recommendation,
     row_key,
     search_table,
+    serve_table,
     skipped_lines,
     table_metrics,
     tradeoff_rows,
@@ -76,6 +85,16 @@ def deployment_section(rows: list[dict], headline: tuple[str, str], bench: Bench
             f"{bench.settings['new_tokens']} new tokens per sequence, median of {bench.settings['repeats']}; "
             f"{headline_metric(rows)} of {'/'.join(headline)}, Δ against the unquantized trained model.\n\n"
             + deployment_table(bench.variants, rows, headline))
+
+
+def serving_section(serve: ServeRecord | None, bench: BenchRecord | None) -> str:
+    if serve is None:
+        return ""
+    if serve.skipped:
+        return f"\n## Served under load\n\nNot measured: {serve.skipped}.\n"
+    figure = LAYOUT.serve_plots / "load_test.png"
+    return ("\n## Served under load\n\n" + serve_table(serve, bench)
+            + f"\n![load test]({figure.relative_to(LAYOUT.report.parent)})\n")
 
 
 def paired_comparisons(rows: list[dict], seed: int) -> dict:
@@ -130,6 +149,7 @@ def main() -> None:
         text += "\n## Prompt search on val\n\n" + search_table(search) if search and search.winner else ""
         text += "\n## Scores in detail\n\n" + markdown_table(rows, table_metrics(files))
         text += deployment_section(rows, headline, bench)
+        text += serving_section(read_optional(ServeRecord, LAYOUT.serve_metrics, "load_test"), bench)
         write_text(LAYOUT.report, text)
         for path in (LAYOUT.report, LAYOUT.eval_summary, VARIANTS_CSV, TRADEOFFS_CSV, *figures):
             run.log_artifact(path, "report" if path.parent == LAYOUT.figures else None)

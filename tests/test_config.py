@@ -32,7 +32,7 @@ def group_options() -> list[str]:
 
 def test_every_group_option_is_covered():
     groups = {option.split("=")[0] for option in group_options()}
-    assert groups == {"model", "data", "prompt", "strategy", "tracking", "eval", "quantize", "bench"}
+    assert groups == {"model", "data", "prompt", "strategy", "tracking", "eval", "quantize", "bench", "serve"}
     # every registered strategy has its conf file, and every strategy conf file names a registered one
     strategy_files = {option for option in group_options() if option.startswith("strategy=")}
     assert strategy_files == {f"strategy={name}" for name in STRATEGIES.names()}

@@ -151,7 +151,7 @@ def test_a_generative_task_runs_end_to_end_through_dvc(task, baseline_copy, tmp_
     result = run(project, "dvc", "exp", "run", *[arg for o in overrides for arg in ("-S", o)],
                  env=audited_env(tmp_path / "reads"))
     assert set(ran_stages(result)) == {"fetch", "prepare", "format", "train", "search_prompt", "evaluate@base",
-                                       "evaluate@trained", "quantize", "benchmark", "report"}  # base: cached
+                                       "evaluate@trained", "quantize", "benchmark", "load_test", "report"}  # base: cached
     assert undeclared_reads(project, tmp_path / "reads", *sources) == {}
     staged = (task, project, {"evaluate": result})
     prepared_prompts_with_references_split_without_overlap(staged)

@@ -261,7 +261,7 @@ def test_a_generative_task_runs_through_every_stage_and_is_reported_by_its_own_h
     generative = run(project, "dvc", "exp", "run", *GENERATIVE_RUN, env=audited_env(tmp_path / "reads"))
     assert set(ran_stages(generative)) == {"fetch", "prepare", "format", "train", "search_prompt", "evaluate@base",
                                            "evaluate@trained", "quantize", "evaluate_deployed@merged", "benchmark",
-                                           "report"}  # base: cached
+                                           "load_test", "report"}  # base: cached
     assert undeclared_reads(project, tmp_path / "reads", CHATS, TRAIN_CHATS, OTHER_CHATS) == {}
     stats = json.loads((project / "data/prepared/stats.json").read_text())
     assert stats["split_sizes"] == {"train": 20, "val": 4, "test": 6} and stats["unused_examples"] == 2

@@ -39,7 +39,10 @@ def test_each_params_section_is_read_only_by_the_stages_it_configures():
     assert readers(params, "strategy") == {"train", "report"}
     assert readers(params, "bench") == {"benchmark"}
     assert readers(params, "quantize") == {"quantize", "report"}
-    assert readers(params, "prompt") == {"format", "search_prompt", "evaluate@base", "evaluate@trained", *DEPLOYED}
+    assert readers(params, "serve") == {"load_test"}  # the report reads its metrics file, not its settings
+    # the load test sends the test prompts as the task renders them
+    assert readers(params, "prompt") == {"format", "search_prompt", "evaluate@base", "evaluate@trained", *DEPLOYED,
+                                         "load_test"}
     evaluating = {"evaluate@base", "evaluate@trained", *DEPLOYED, "report"}
     assert readers(params, "eval") == {*evaluating, "search_prompt", "check", "fetch", "prepare"}
     assert readers(params, "eval.prompting") == {*evaluating, "search_prompt"}
@@ -53,14 +56,14 @@ def test_each_params_section_is_read_only_by_the_stages_it_configures():
 
 def test_training_reruns_the_trained_model_downstream_and_never_the_prompting_baselines():
     graph, _ = graph_and_params()
-    after_training = {"evaluate@trained", "quantize", *DEPLOYED, "benchmark", "report"}
+    after_training = {"evaluate@trained", "quantize", *DEPLOYED, "benchmark", "load_test", "report"}
     assert downstream(graph, "train") == after_training
     assert "evaluate@base" not in downstream(graph, "train")
     assert downstream(graph, "format") == {"train", *after_training}  # evaluate@base reads prepared data, not formatted
     assert downstream(graph, "fetch") == {"prepare", "format", "train", "search_prompt", "evaluate@base",
                                           *after_training}
     assert "search_prompt" not in downstream(graph, "train")
-    assert downstream(graph, "quantize") == {*DEPLOYED, "benchmark", "report"}
+    assert downstream(graph, "quantize") == {*DEPLOYED, "benchmark", "load_test", "report"}
     assert downstream(graph, "benchmark") == {"report"}
 
 

@@ -4,6 +4,7 @@
     tunelab -m strategy=lora,ia3 train.learning_rate=1e-4,3e-4 --jobs 2
     tunelab -m 'train.seed=range(0,3)' --queue-only    # queue now, `dvc queue start -j 2` later
     tunelab --report NAME                               # the sweep's report, after --queue-only
+    tunelab serve [VARIANT] [overrides]                 # an OpenAI-compatible server of a deployed variant
 
 A sweep is not a second pipeline: each combination is a queued DVC experiment (cached stages
 skip, results land in `dvc exp show`), nested under one MLflow parent run named after the sweep.
@@ -164,8 +165,33 @@ def multirun(args: argparse.Namespace, command: str) -> int:
     return 0 if all(status == "Success" for status in statuses.values()) else 1
 
 
+def serve(argv: list[str]) -> None:
+    """``tunelab serve [VARIANT] [overrides]``: this process becomes the engine's server (so Ctrl-C and
+    SIGTERM reach the engine itself), on conf/serve's host and port."""
+    import os
+
+    from tunelab.config.schema import ServeConfig
+    from tunelab.serving.engines import child_env, choose
+
+    variant = [f"serve.variant={argv[0]}"] if argv and "=" not in argv[0] else []
+    overrides = [*variant, *argv[len(variant):]]
+    settings = to_section(ServeConfig, "serve", compose_conf(overrides=overrides).get("serve"))
+    engine, served = choose(settings)
+    print(f"tunelab serve: {served.name} ({served.folder}) on {engine.name} at http://{settings.host}:{settings.port}/v1\n"
+          f"  OpenAI(base_url=\"http://{settings.host}:{settings.port}/v1\", api_key=\"-\").chat.completions.create("
+          f"model=\"{served.name}\", messages=[...]); Ctrl-C stops it", flush=True)
+    command = engine.command(served, settings)
+    os.execvpe(command[0], command, child_env())
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        try:
+            serve(argv[1:])
+        except TunelabError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(USER_ERROR_EXIT_CODE)
     args = parse_args(argv)
     command = "tunelab " + shlex.join(argv)
     try:

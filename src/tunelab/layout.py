@@ -36,6 +36,8 @@ class Layout:
         self.quantize_metrics = root / "metrics/quantize.json"
         self.prompt_search = root / "metrics/prompt_search.json"  # the search_prompt stage's table and winner
         self.bench_metrics = root / "metrics/bench.json"
+        self.serve_metrics = root / "metrics/serve.json"  # the load_test stage's levels (or why it was skipped)
+        self.serve_plots = root / "metrics/serve"  # its tokens/s by concurrency: load_test.csv, load_test.png
         self.eval_dir = root / "metrics/eval"
         self.confusion_dir = root / "metrics/confusion"
         self.eval_summary = root / "metrics/eval.json"

@@ -110,3 +110,17 @@ class BenchRecord:
     environment: dict
     settings: dict
     variants: dict[str, dict]
+
+
+@dataclass(frozen=True)
+class ServeRecord:
+    """metrics/serve.json (stage load_test): the served variant under load, or why it was not measured."""
+
+    skipped: Optional[str] = None
+    variant: Optional[str] = None
+    engine: Optional[str] = None
+    settings: dict = field(default_factory=dict)
+    workloads: dict[str, list[dict]] = field(default_factory=dict)
+    """workload (task, decode) -> one result per concurrency level (tunelab.serving.load_test.LevelResult)."""
+    batching_gain: dict[str, Optional[float]] = field(default_factory=dict)
+    """workload -> tokens/s at the highest concurrency over the lowest."""

@@ -690,6 +690,51 @@ class BenchConfig:
             raise TunelabError("bench: batch_sizes >= 1, new_tokens >= 2 and repeats >= 1 are required")
 
 
+@dataclass(frozen=True)
+class LoadTestConfig:
+    """The ``load_test`` stage: the official openai client against the served variant on loopback."""
+
+    enabled: bool
+    """Off by default (it starts a server and keeps both cores busy for minutes); on, the stage
+    serves ``serve.variant`` and measures it, off it records that it was skipped."""
+    concurrency: list[int]
+    """Requests in flight at each level; the batching gain is the highest level over the lowest."""
+    requests: int
+    """Requests per level and workload (the test split's first prompts, cycled)."""
+    max_tokens: int
+    """Tokens each request may generate."""
+    decode_instruction: str
+    """The ``decode`` workload sends this and each test row's text (a generative task's: its rendered
+    prompt), so answers run to ``max_tokens``; the ``task`` workload sends the prompts as the task
+    does (a classifier answers in a token or two)."""
+    deadline_seconds: float
+    """A level still running after this is stopped; its unfinished requests count as errors."""
+
+    def __post_init__(self):
+        if not self.concurrency or min(self.concurrency) < 1 or self.requests < 1 or self.max_tokens < 1:
+            raise TunelabError("serve.load_test: concurrency >= 1, requests >= 1 and max_tokens >= 1 are required")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """``tunelab serve`` and the ``load_test`` stage: a deployed variant behind an OpenAI-compatible API."""
+
+    variant: str
+    """A folder the quantize stage made (models/deploy/VARIANT), or trained (vLLM: a LoRA adapter);
+    an engine refuses one it cannot load, saying why."""
+    engine: str
+    """A registered engine (tunelab.serving.engines): vllm on a CUDA GPU where it is installed,
+    transformers (transformers serve's handlers, continuous batching) everywhere; auto: the first that applies."""
+    host: str
+    port: int
+    max_concurrency: int
+    """Requests the server holds at once; one more gets a 503 (vLLM: its max_num_seqs)."""
+    load_test: LoadTestConfig
+
+    def __post_init__(self):
+        if not 0 < self.port < 65536 or self.max_concurrency < 1:
+            raise TunelabError(f"serve: port {self.port} must be 1-65535 and max_concurrency >= 1")
+
 RENAMED = {
     "eval.strategies": "eval.prompting",
     "eval.fine_tuned_strategies": "eval.fine_tuned_prompting",
@@ -700,6 +745,6 @@ the new key ("strategy" is the fine-tuning method only; prompting methods are "p
 SECTIONS = {
     "model": ModelConfig, "data": DataConfig, "prompt": PromptConfig, "format": FormatConfig,
     "strategy": StrategyConfig, "train": TrainConfig, "tracking": TrackingConfig, "eval": EvalConfig,
-    "quantize": QuantizeConfig, "bench": BenchConfig,
+    "quantize": QuantizeConfig, "bench": BenchConfig, "serve": ServeConfig,
 }
 """Every section of params.yaml and its dataclass: what ``tunelab.validation.validate_config`` checks in one go."""

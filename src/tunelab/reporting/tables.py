@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tunelab.io.jsonl import parse_json_row
 from tunelab.layout import BASE, TRAINED
-from tunelab.records import BaseRecord, BenchRecord, PromptSearchRecord, QuantizeRecord, TrainRecord
+from tunelab.records import BaseRecord, BenchRecord, PromptSearchRecord, QuantizeRecord, ServeRecord, TrainRecord
 
 SCORE = ("score", "score_ci_low", "score_ci_high")
 
@@ -211,6 +211,24 @@ def search_table(search: PromptSearchRecord) -> str:
             f"winner is the `optimized` row above, scored once on test.\n\n| candidate (template, demonstrations, "
             f"calibration) | val {search.metric} [95% CI] |\n|---|---|\n" + "\n".join(lines) + "\n")
 
+
+
+def serve_table(serve: ServeRecord, bench: BenchRecord | None) -> str:
+    """The load test's levels per workload, beside the in-process benchmark's tokens/s of the same
+    variant at the same batch size (bench: EOS ignored, prompts batched at once)."""
+    in_process = (bench.variants.get(serve.variant) or {}).get("tokens_per_second", {}) if bench else {}
+    header = ("| workload | in flight | tokens/s | in-process tokens/s (batch) | TTFT p50 / p95, ms "
+              "| latency p50 / p95, ms | completed | errors |\n|---|---|---|---|---|---|---|---|\n")
+    lines = [f"| {workload} | {level['concurrency']} | {level['tokens_per_second']:.1f} "
+             f"| {cell(in_process.get(str(level['concurrency'])), '{:.1f}')} "
+             f"| {cell(level['ttft_p50_ms'])} / {cell(level['ttft_p95_ms'])} "
+             f"| {cell(level['latency_p50_ms'])} / {cell(level['latency_p95_ms'])} "
+             f"| {level['completed']}/{level['requests']} | {level['errors']} |"
+             for workload, levels in serve.workloads.items() for level in levels]
+    gains = ", ".join(f"{workload} {cell(gain, '{:.2f}')}×" for workload, gain in serve.batching_gain.items())
+    return (f"`{serve.variant}` on {serve.engine}, streamed chat completions through the openai client on loopback, "
+            f"{serve.settings['load_test']['max_tokens']} tokens at most each. Batching gain (tokens/s at the most "
+            f"requests in flight over one): {gains}.\n\n" + header + "\n".join(lines) + "\n")
 
 def markdown_table(rows: list[dict], metrics: list[str]) -> str:
     """Every scored row with each of the task's ``metrics`` (the headline first, with intervals)."""

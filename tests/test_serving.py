@@ -1,0 +1,306 @@
+"""tunelab serve and the load test: a real engine (transformers serve's handlers, continuous
+batching) serving the tiny model on loopback, asked through the official openai client."""
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import openai
+import pytest
+import yaml
+from configs import conf_section
+from pipeline_project import run
+
+from tunelab.errors import TunelabError
+from tunelab.evaluation.generation import generate
+from tunelab.layout import Layout
+from tunelab.prompts.chat import model_prompt
+from tunelab.serving.app import context_error
+from tunelab.serving.engines import ENGINES, Served, Server, child_env, choose, transformers_command
+from tunelab.serving.load_test import batching_gain, load_test, served_chats
+
+NAME = "tunelab-tiny"
+QUESTION = "Review 3: a sharp film. Is it positive or negative?"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def serve_settings(**changes):
+    return conf_section("serve", port=free_port(), **changes)
+
+
+@pytest.fixture(scope="module")
+def served_model_dir(tmp_path_factory) -> Path:
+    """The tiny model with its weights ×20: the random model's greedy answer is a run of newlines,
+    this one's a varied string, so two greedy answers that agree say something."""
+    import torch
+    from tiny_model import build_model, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if "norm" not in name:
+                weight.mul_(20)
+    folder = tmp_path_factory.mktemp("served-model")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, served_model_dir):
+    settings = serve_settings()
+    base_url = f"http://127.0.0.1:{settings.port}/v1"
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    with Server(transformers_command(Served(NAME, served_model_dir), settings), base_url, log) as live:
+        yield live
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server.base_url, api_key="-", max_retries=0, timeout=60)
+
+
+def chat(client, content: str = QUESTION, **options) -> str:
+    answer = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": content}],
+                                            temperature=0.0, **options)
+    return answer.choices[0].message.content
+
+
+def post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_models_lists_the_served_model_under_its_name(client):
+    listed = client.models.list().data
+    assert [model.id for model in listed] == [NAME]
+
+
+def test_a_served_greedy_answer_is_the_evaluators_greedy_answer_for_the_same_prompt(client, served_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(served_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(served_model_dir).eval()
+    ids = tokenizer(model_prompt(tokenizer, QUESTION, None, True), add_special_tokens=False)["input_ids"]
+    [[expected]] = generate(model, tokenizer, [ids], max_new_tokens=12)
+    assert chat(client, max_tokens=12) == expected
+    assert len(set(expected)) > 3  # a real answer to compare, not a run of one character
+
+
+def test_a_streamed_answer_is_the_same_answer_in_pieces(client):
+    # 8 tokens: the random model's later ones are byte fragments, which a stream holds back at its end
+    stream = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": QUESTION}],
+                                            temperature=0.0, max_tokens=8, stream=True)
+    pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+    assert len([p for p in pieces if p]) > 1
+    assert "".join(pieces) == chat(client, max_tokens=8)
+
+
+def test_completions_answer_a_plain_prompt(client):
+    answer = client.completions.create(model=NAME, prompt="Review 1: a dull film.", max_tokens=6, temperature=0.0)
+    assert answer.choices[0].text and answer.usage.completion_tokens == 6
+
+
+def test_malformed_json_is_a_400_saying_where_and_the_next_request_is_served(server, client):
+    status, body = post(f"{server.base_url}/chat/completions", b'{"model": "tunelab-tiny", "messages": [')
+    assert (status, body["error"]["type"]) == (400, "BadRequestError")
+    assert body["error"]["message"].startswith("invalid request body: JSON decode error (Expecting value)")
+    status, body = post(f"{server.base_url}/chat/completions", b'{"model": "tunelab-tiny", "temperature": 0}')
+    assert (status, body["error"]["message"]) == (400, "messages: required, a list of {role, content} turns")
+    status, body = post(f"{server.base_url}/completions", b'{"model": "tunelab-tiny", "prompt": ["a", "b"]}')
+    assert (status, body["error"]["message"]) == (400, "prompt: required, a string")
+    assert chat(client, max_tokens=4)
+
+
+def test_an_unknown_model_is_a_404_naming_the_served_one(client):
+    with pytest.raises(openai.NotFoundError, match="not served here; this server serves 'tunelab-tiny'"):
+        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+    assert chat(client, max_tokens=4)
+
+
+def test_a_prompt_longer_than_the_context_is_a_400_naming_both_lengths(client):
+    with pytest.raises(openai.BadRequestError, match=r"maximum context length is 512 tokens; the prompt has \d+"):
+        chat(client, "film " * 600, max_tokens=4)
+    with pytest.raises(openai.BadRequestError, match="max_tokens asks for 500 more"):
+        chat(client, max_tokens=500)
+    assert chat(client, max_tokens=4)
+
+
+def test_context_rule_counts_the_tokens_asked_for():
+    assert context_error(100, 400, 512) is None
+    assert context_error(100, None, 512) is None
+    assert "the prompt has 600" in context_error(600, None, 512)
+    assert "max_tokens asks for 500 more" in context_error(100, 500, 512)
+
+
+def test_a_client_that_disconnects_mid_stream_leaves_the_server_serving(server, client):
+    stream = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": QUESTION}],
+                                            max_tokens=200, stream=True)
+    assert next(iter(stream)).choices[0].delta.role == "assistant"
+    stream.close()  # gone after the first chunk, 200 tokens early
+    assert server.healthy()
+    assert chat(client, max_tokens=4)
+
+
+def test_the_load_test_counts_every_request_and_the_servers_tokens(server):
+    chats = [[{"role": "user", "content": f"Review {i}: a film."}] for i in range(3)]
+    levels = asyncio.run(load_test(server.base_url, NAME, chats, [1, 2], requests=4, max_tokens=5, deadline_seconds=120))
+    assert [level["concurrency"] for level in levels] == [1, 2]
+    for level in levels:
+        assert (level["completed"], level["errors"], level["error_messages"]) == (4, 0, [])
+        assert level["tokens_per_second"] > 0
+        assert level["ttft_p50_ms"] <= level["latency_p50_ms"] <= level["latency_p95_ms"]
+    assert batching_gain(levels) == round(levels[1]["tokens_per_second"] / levels[0]["tokens_per_second"], 2)
+
+
+def test_the_load_test_reports_errors_instead_of_stopping(server):
+    [level] = asyncio.run(load_test(server.base_url, "no-such-model", [[{"role": "user", "content": "hi"}]], [2],
+                                    requests=3, max_tokens=2, deadline_seconds=60))
+    assert (level["completed"], level["errors"]) == (0, 3)
+    assert level["error_messages"] == ["NotFoundError: Error code: 404 - model 'no-such-model' is not served here; "
+                                       "this server serves 'tunelab-tiny' (GET /v1/models)"]
+
+
+def test_load_test_prompts_are_the_task_prompts_and_the_decode_ones_ask_for_text():
+    prompt = conf_section("prompt")
+    labels = conf_section("data").labels
+    rows = [{"id": "7", "text": "A sharp film.", "label": labels[0]}]
+    [task] = served_chats(rows, prompt, labels)
+    assert task[-1]["role"] == "user" and "A sharp film." in task[-1]["content"]
+    assert task[-1]["content"] != "A sharp film."  # the template's question around it
+    [decode] = served_chats(rows, prompt, labels, "Write about this.\n\n")
+    assert decode == [{"role": "user", "content": "Write about this.\n\nA sharp film."}]
+
+
+def test_engines_say_why_they_cannot_serve_a_variant(tmp_path):
+    import torch
+
+    layout = Layout(tmp_path)
+    folder = layout.deploy / "int8_dynamic"
+    folder.mkdir(parents=True)
+    (folder / "tunelab_deploy.json").write_text(json.dumps({"method": "int8_dynamic", "loader": "int8_dynamic"}))
+    with pytest.raises(TunelabError, match="int8_dynamic is a int8_dynamic folder only tunelab's loader rebuilds"):
+        choose(serve_settings(variant="int8_dynamic"), layout)
+    with pytest.raises(TunelabError, match=r"'nf4' is not in .*deploy/; the quantize stage makes"):
+        choose(serve_settings(variant="nf4"), layout)
+    merged = layout.deploy / "merged"
+    (merged / "model").mkdir(parents=True)
+    (merged / "tunelab_deploy.json").write_text(json.dumps({"method": "merged", "loader": "float"}))
+    engine, served = choose(serve_settings(variant="merged"), layout)
+    assert (engine.name, served) == ("vllm" if ENGINES["vllm"].unavailable(served) is None else "transformers",
+                                     Served("tunelab-merged", merged / "model"))
+    if not torch.cuda.is_available():
+        with pytest.raises(TunelabError, match="serve.engine=vllm: vLLM needs a CUDA GPU and this machine has none"):
+            choose(serve_settings(variant="merged", engine="vllm"), layout)
+    with pytest.raises(TunelabError, match=r"serve.engine: unknown value 'tgi'; expected one of \['vllm', 'transformers'\]"):
+        choose(serve_settings(variant="merged", engine="tgi"), layout)
+    trained = layout.trained_model
+    trained.mkdir(parents=True)
+    (trained / "tunelab_strategy.json").write_text(json.dumps({"strategy": "lora", "adapter": True,
+                                                                "prompt_learning": False}))
+    with pytest.raises(TunelabError, match="transformers serve cannot load a PEFT adapter: serve merged"):
+        choose(serve_settings(variant="trained", engine="transformers"), layout)
+
+
+def test_vllm_is_asked_for_prefix_caching_and_the_adapter_as_a_lora_module(tmp_path):
+    settings = serve_settings()
+    command = ENGINES["vllm"].command(Served("tunelab-trained", tmp_path / "base", tmp_path / "trained"), settings)
+    assert command[:3] == ["vllm", "serve", str(tmp_path / "base")]
+    assert "--enable-prefix-caching" in command
+    assert command[-3:] == ["--enable-lora", "--lora-modules", f"tunelab-trained={tmp_path / 'trained'}"]
+
+
+def start_cli_server(repo: Path, port: int) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen([str(Path(sys.executable).parent / "tunelab"), "serve", "merged", f"serve.port={port}"],
+                               cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env())
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            return process, url
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(f"tunelab serve did not start: {process.stdout.read()[-2000:]}")
+            time.sleep(1)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_tunelab_serve_answers_the_openai_client_and_stops_cleanly(baseline_copy, stop):
+    port = free_port()
+    process, url = start_cli_server(baseline_copy, port)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0, timeout=60)
+    assert [model.id for model in client.models.list().data] == ["tunelab-merged"]
+    assert chat_named(client, "tunelab-merged")
+    process.send_signal(stop)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert output.splitlines()[-1] == "tunelab-merged: stopped; requests in flight were finished first"
+    assert output.splitlines()[0].startswith(f"tunelab serve: tunelab-merged (models/deploy/merged/model) on "
+                                             f"transformers at http://127.0.0.1:{port}/v1")
+    assert "Traceback" not in output
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/health", timeout=2)
+
+
+def chat_named(client, name: str) -> str:
+    answer = client.chat.completions.create(model=name, messages=[{"role": "user", "content": QUESTION}],
+                                            max_tokens=4, temperature=0.0)
+    return answer.choices[0].message.content
+
+
+def test_tunelab_serve_refuses_a_variant_it_cannot_load_in_one_line(baseline_copy):
+    result = subprocess.run([str(Path(sys.executable).parent / "tunelab"), "serve", "int8_dynamic"], cwd=baseline_copy,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: serve.variant: int8_dynamic is a int8_dynamic folder only tunelab's loader rebuilds: serve merged, "
+        "the same weights in float32"]
+
+
+@pytest.mark.reruns_stages
+def test_the_load_test_stage_measures_the_served_variant_and_the_report_shows_it(baseline_copy):
+    port = free_port()
+    result = run(baseline_copy, "dvc", "exp", "run", "-S", "serve.load_test.enabled=true", "-S", f"serve.port={port}",
+                 "-S", "serve.load_test.requests=3", "-S", "serve.load_test.max_tokens=4",
+                 "-S", "serve.load_test.concurrency=[1,2]")
+    assert "Running stage 'load_test'" in result.stdout and "Running stage 'train'" not in result.stdout
+    serve = json.loads((baseline_copy / "metrics/serve.json").read_text())
+    assert (serve["variant"], serve["engine"], list(serve["workloads"])) == ("merged", "transformers", ["task", "decode"])
+    for levels in serve["workloads"].values():
+        assert [(level["concurrency"], level["completed"], level["errors"]) for level in levels] == [(1, 3, 0), (2, 3, 0)]
+    plotted = (baseline_copy / "metrics/serve/load_test.csv").read_text().splitlines()
+    assert plotted[0] == "workload,concurrency,tokens_per_second,ttft_p50_ms,latency_p50_ms,latency_p95_ms,errors"
+    assert len(plotted) == 5 and (baseline_copy / "metrics/serve/load_test.png").stat().st_size > 0
+    report = (baseline_copy / "metrics/report.md").read_text()
+    assert "## Served under load\n\n`merged` on transformers" in report
+    assert "| decode | 2 |" in report and "![load test](serve/load_test.png)" in report
+    params = yaml.safe_load((baseline_copy / "params.yaml").read_text())
+    assert params["serve"]["load_test"]["enabled"] is True
+
+
+def test_the_load_test_is_off_by_default_and_says_so(baseline):
+    serve = json.loads((baseline.repo / "metrics/serve.json").read_text())
+    assert serve["skipped"] == "serve.load_test.enabled is false (dvc exp run -S serve.load_test.enabled=true runs it)"
+    assert (baseline.repo / "metrics/serve/load_test.csv").read_text().splitlines() == [
+        "workload,concurrency,tokens_per_second,ttft_p50_ms,latency_p50_ms,latency_p95_ms,errors"]
+    assert "## Served under load\n\nNot measured: serve.load_test.enabled is false" in (
+        baseline.repo / "metrics/report.md").read_text()
