@@ -49,7 +49,7 @@ def main() -> None:
                 print(f"quantize: {method}: skipped: {reason}")
                 continue
             started = time.perf_counter()
-            make_variant(method, merged_dir, trained, out / method, tokenizer, settings.int8_dynamic_keep_float)
+            make_variant(method, merged_dir, trained, out / method, tokenizer, settings)
             made = outcomes[method] = VariantOutcome("made", seconds=round(time.perf_counter() - started, 1),
                                                      size_mb=folder_size_mb(out / method))
             print(f"quantize: {method}: {made.size_mb} MB in {made.seconds} s")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from configs import conf_section
 from training_helpers import strategy_from_conf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -20,7 +21,8 @@ from tunelab.models.loading import int8_dynamic, load_trained, merged_model
 from tunelab.training.strategies import save_trained
 
 PROBE = [[1, 5, 9, 20, 33, 7, 12, 40]]
-KEEP_FLOAT = ["down_proj", "lm_head"]
+SETTINGS = conf_section("quantize")
+KEEP_FLOAT = SETTINGS.int8_dynamic_keep_float
 FRESH_PROCESS = """
 import sys, torch
 from tunelab.models.loading import load_deployed
@@ -94,7 +96,7 @@ def in_memory(method: str, merged_dir: Path):
 # the GGUF exports: llama.cpp's converter knows BPE tokenizers by the hash of their output, and the tiny model's is
 # made in the fixture (the GGUF tests below give their model a sentencepiece tokenizer)
 ROUND_TRIP = [m for m in METHODS.names() if unavailable_reason(m, "lora", cuda=torch.cuda.is_available()) is None
-              and METHODS[m].loader != "gguf"]
+              and METHODS[m].loader != "gguf" and not m.startswith("wanda")]  # wanda: its own tests below
 TOLERANCE = {"nf4": 0.05}  # the others reload exactly
 
 
@@ -103,7 +105,7 @@ def test_variant_round_trip_in_a_fresh_process(lora_setup, method):
     tolerance = TOLERANCE.get(method, 0.0)
     base_dir, trained, merged_dir, root = lora_setup
     folder = root / method
-    make_variant(method, merged_dir, trained, folder, AutoTokenizer.from_pretrained(base_dir), KEEP_FLOAT)
+    make_variant(method, merged_dir, trained, folder, AutoTokenizer.from_pretrained(base_dir), SETTINGS)
     expected = outputs(in_memory(method, merged_dir).eval())
     reloaded = fresh_process_outputs(folder, root)
     assert (reloaded["logits"] - expected["logits"]).abs().max().item() <= tolerance + 1e-6
@@ -119,7 +121,8 @@ def test_prompt_tuning_keeps_its_adapter_beside_the_quantized_base(tiny_model_di
     trained = trained_folder(tiny_model_dir, tmp_path / "trained", "prompt_tuning")
     merged_dir = tmp_path / "merged"
     merged_model(trained, tiny_model_dir).save_pretrained(merged_dir)
-    make_variant(method, merged_dir, trained, tmp_path / "pt", AutoTokenizer.from_pretrained(tiny_model_dir), KEEP_FLOAT)
+    make_variant(method, merged_dir, trained, tmp_path / "pt", AutoTokenizer.from_pretrained(tiny_model_dir),
+                 SETTINGS)
     assert (tmp_path / "pt/adapter/adapter_config.json").is_file()
     expected = load_trained(trained, tiny_model_dir).eval()
     if method == "int8_dynamic":  # PEFT cannot load onto quantized modules: found by a sweep
@@ -190,3 +193,75 @@ def test_a_gguf_export_by_llama_cpps_converter_reloads_close_to_the_float_model(
 def test_a_gguf_export_of_prompt_tuning_says_why_not():
     assert "virtual tokens cannot be merged" in unavailable_reason("gguf_q8_0", "prompt_tuning", cuda=False)
     assert unavailable_reason("gguf_q8_0", "lora", cuda=False) is None
+
+
+@pytest.fixture(scope="module")
+def calibration(lora_setup) -> dict:
+    """A recipe's calibration: formatted train rows (token ids), as the quantize stage points Wanda to."""
+    import json
+
+    _, _, _, root = lora_setup
+    torch.manual_seed(1)
+    rows = [{"input_ids": torch.randint(3, 300, (24,)).tolist()} for _ in range(6)]
+    path = root / "train.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return {"file": str(path), "rows": 4}
+
+
+def input_norms(model, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    """Each Linear's input channels' summed squared activations over the rows: Wanda's ‖X‖² (torchao's), computed here."""
+    norms, hooks = {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head"):
+            def observe(module, inputs, output, name=name):
+                x = inputs[0].detach().reshape(-1, inputs[0].shape[-1])
+                norms[name] = norms.get(name, 0) + (x ** 2).sum(dim=0)
+            hooks.append(module.register_forward_hook(observe))
+    with torch.no_grad():
+        for ids in rows:
+            model(input_ids=torch.tensor([ids]))
+    for hook in hooks:
+        hook.remove()
+    return norms
+
+
+def test_wanda_zeroes_the_weights_with_the_least_weight_times_activation(lora_setup, calibration):
+    from tunelab.deploy.pruning import calibration_rows, wanda_export
+
+    _, _, merged_dir, root = lora_setup
+    wanda_export(None)(merged_dir, root / "wanda", {"sparsity": 0.3, "calibration": calibration})
+    dense = AutoModelForCausalLM.from_pretrained(merged_dir)
+    pruned_model = AutoModelForCausalLM.from_pretrained(root / "wanda")
+    pruned = dict(pruned_model.named_parameters())
+    norms = input_norms(dense, calibration_rows({"calibration": calibration}))
+    assert len(norms) == 14  # 7 Linears in each of the 2 decoder layers
+    for name, norm in norms.items():
+        weight, kept = dense.get_submodule(name).weight.detach(), pruned[f"{name}.weight"].detach() != 0
+        assert kept.float().mean().item() == pytest.approx(0.7, abs=1 / weight.numel())
+        metric = weight.abs() * norm
+        assert metric[kept].min() >= metric[~kept].max() - 1e-6  # the kept ones outrank every pruned one
+        assert torch.equal(pruned[f"{name}.weight"][kept], weight[kept])  # and are not changed
+    magnitude_kept = dense.model.layers[0].mlp.down_proj.weight.abs() >= dense.model.layers[0].mlp.down_proj.weight.abs(
+    ).flatten().kthvalue(int(0.3 * 64 * 128)).values
+    assert not torch.equal(magnitude_kept, pruned["model.layers.0.mlp.down_proj.weight"] != 0)  # activations mattered
+    assert torch.equal(pruned_model.lm_head.weight, dense.lm_head.weight)  # the head (tied embeddings) is whole
+
+
+def test_wanda_2_4_keeps_two_of_every_four_consecutive_input_weights(lora_setup, calibration):
+    from tunelab.deploy.pruning import SEMI_STRUCTURED_BLOCK, wanda_export
+
+    _, _, merged_dir, root = lora_setup
+    wanda_export(SEMI_STRUCTURED_BLOCK)(merged_dir, root / "wanda_2_4", {"sparsity": 0.5, "calibration": calibration})
+    pruned = AutoModelForCausalLM.from_pretrained(root / "wanda_2_4")
+    for layer in pruned.model.layers:
+        for weight in (layer.self_attn.q_proj.weight, layer.mlp.up_proj.weight, layer.mlp.down_proj.weight):
+            groups = (weight.detach() != 0).reshape(weight.shape[0], -1, 4).sum(dim=-1)
+            assert torch.equal(groups, torch.full_like(groups, 2))
+
+
+def test_wanda_records_its_sparsity_and_calibration_and_refuses_prompt_learning():
+    assert METHODS["wanda"].options(SETTINGS) == {"sparsity": SETTINGS.wanda_sparsity, "calibration": {
+        "file": "data/formatted/train.jsonl", "rows": SETTINGS.wanda_calibration_rows}}
+    assert METHODS["wanda_2_4"].options(SETTINGS)["sparsity"] == 0.5
+    assert unavailable_reason("wanda", "lora", cuda=False) is None
+    assert "virtual tokens cannot be merged" in unavailable_reason("wanda_2_4", "prefix_tuning", cuda=False)

@@ -39,7 +39,8 @@ def toy_parts(tmp_path):
     (conf / "strategy/norms.yaml").write_text("# @package _global_\n# dvc exp run -S strategy=norms\nstrategy:\n  name: norms\n"
                                               "train:\n  learning_rate: 1.0e-2\n")
     (conf / "quantize/with_bf16_cpu.yaml").write_text(
-        "# dvc exp run -S quantize=with_bf16_cpu\nvariants: [merged, bf16_cpu]\nint8_dynamic_keep_float: [lm_head]\n")
+        "# dvc exp run -S quantize=with_bf16_cpu\nvariants: [merged, bf16_cpu]\nint8_dynamic_keep_float: [lm_head]\n"
+        "wanda_sparsity: 0.5\nwanda_calibration_rows: 8\n")
     yield compose_conf(conf, ["strategy=norms", "quantize=with_bf16_cpu"])
     STRATEGIES.unregister("norms")
     METHODS.unregister("bf16_cpu")
@@ -72,7 +73,8 @@ def test_a_new_deployment_method_is_one_registry_entry_and_one_conf_file(toy_par
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     save_trained(trainable_model(tiny_model_dir, config), tokenizer, config, tmp_path / "trained")
     merged_model(tmp_path / "trained", tiny_model_dir).save_pretrained(tmp_path / "merged")
-    make_variant("bf16_cpu", tmp_path / "merged", tmp_path / "trained", tmp_path / "bf16_cpu", tokenizer)
+    make_variant("bf16_cpu", tmp_path / "merged", tmp_path / "trained", tmp_path / "bf16_cpu", tokenizer,
+                 to_section(QuantizeConfig, "quantize", toy_parts["quantize"]))
     model = load_deployed(tmp_path / "bf16_cpu")  # a fresh process would load it the same way: by its recipe
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
 

@@ -10,6 +10,7 @@ model, how a fresh process loads it, and why it does not apply here.
 | qat               | strategy=qat only: the QAT-trained weights, converted   | fp32 weights + scheme; converted on load |
 | bf16, fp16        | casts, made on a CUDA GPU only                          | safetensors                      |
 | gguf_q8_0, gguf_f16 | llama.cpp's converter (tunelab.deploy.gguf)            | model.gguf + Modelfile (Ollama)  |
+| wanda, wanda_2_4  | Wanda pruning, unstructured or 2:4 (tunelab.deploy.pruning) | fp32 safetensors, zeros dense  |
 
 PEFT prompt/prefix tuning cannot be merged: their variants quantize the base and keep the
 adapter beside it (``adapter/``), applied on load. Each folder has ``tunelab_deploy.json``
@@ -24,7 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from tunelab.config.schema import QuantizeConfig
 from tunelab.deploy.gguf import GGUF_FILE, gguf_export
+from tunelab.deploy.pruning import SEMI_STRUCTURED_BLOCK, wanda_export
+from tunelab.layout import LAYOUT
 from tunelab.models.loading import (
     DEPLOY_FILE,
     INT8_DYNAMIC_WEIGHTS,
@@ -41,6 +45,10 @@ def _always(strategy: str, cuda: bool) -> Optional[str]:
     return None
 
 
+def _no_options(settings: QuantizeConfig) -> dict:
+    return {}
+
+
 @dataclass(frozen=True)
 class DeployMethod:
     name: str
@@ -50,8 +58,8 @@ class DeployMethod:
     """How a fresh process loads it: a key of tunelab.models.loading.LOADERS (written to its recipe)."""
     unavailable: Callable[[str, bool], Optional[str]] = _always
     """(trained strategy, cuda present) -> why it does not apply here, or None."""
-    keeps_float_layers: bool = False
-    """It reads quantize.int8_dynamic_keep_float (recorded in its recipe)."""
+    options: Callable[[QuantizeConfig], dict] = _no_options
+    """The settings of conf/quantize it reads, as entries of its recipe (so they are recorded beside it)."""
 
     def __post_init__(self):
         if self.loader not in LOADERS:
@@ -117,6 +125,28 @@ def needs_bitsandbytes(method: str) -> Callable:
     return unavailable
 
 
+def keep_float(settings: QuantizeConfig) -> dict:
+    return {"keep_float": list(settings.int8_dynamic_keep_float)}
+
+
+def wanda_options(sparsity: Optional[float] = None) -> Callable[[QuantizeConfig], dict]:
+    """quantize.wanda_sparsity (or a fixed one: 2:4 is 50%) and its calibration rows."""
+
+    def options(settings: QuantizeConfig) -> dict:
+        return {"sparsity": sparsity if sparsity is not None else settings.wanda_sparsity,
+                "calibration": {"file": str(LAYOUT.split(LAYOUT.formatted, "train")),
+                                "rows": settings.wanda_calibration_rows}}
+
+    return options
+
+
+def calibrated_on_merged(strategy: str, cuda: bool) -> Optional[str]:
+    if strategy in ("prompt_tuning", "prefix_tuning"):
+        return (f"Wanda calibrates on the merged model's activations, and {strategy}'s virtual tokens cannot be "
+                "merged into it")
+    return None
+
+
 def not_after_prompt_learning(strategy: str, cuda: bool) -> Optional[str]:
     if strategy in ("prompt_tuning", "prefix_tuning"):
         return (f"a GGUF file holds one model, and {strategy}'s virtual tokens cannot be merged into it: "
@@ -131,7 +161,7 @@ def only_after_qat(strategy: str, cuda: bool) -> Optional[str]:
 
 
 METHODS.register(DeployMethod("merged", copy_merged, "float"))
-METHODS.register(DeployMethod("int8_dynamic", make_int8_dynamic, "int8_dynamic", keeps_float_layers=True))
+METHODS.register(DeployMethod("int8_dynamic", make_int8_dynamic, "int8_dynamic", options=keep_float))
 METHODS.register(DeployMethod("nf4", quantize_weights, "quantized", needs_bitsandbytes("nf4")))
 METHODS.register(DeployMethod("int8", quantize_weights, "quantized", needs_bitsandbytes("int8")))
 METHODS.register(DeployMethod("int8_weight_only", quantize_weights, "quantized"))
@@ -141,6 +171,9 @@ METHODS.register(DeployMethod("bf16", cast("bfloat16"), "cast", needs_cuda("bf16
 METHODS.register(DeployMethod("fp16", cast("float16"), "cast", needs_cuda("fp16")))
 METHODS.register(DeployMethod("gguf_q8_0", gguf_export("q8_0"), "gguf", not_after_prompt_learning))
 METHODS.register(DeployMethod("gguf_f16", gguf_export("f16"), "gguf", not_after_prompt_learning))
+METHODS.register(DeployMethod("wanda", wanda_export(None), "float", calibrated_on_merged, options=wanda_options()))
+METHODS.register(DeployMethod("wanda_2_4", wanda_export(SEMI_STRUCTURED_BLOCK), "float", calibrated_on_merged,
+                              options=wanda_options(0.5)))
 
 
 def unavailable_reason(method: str, strategy: str, cuda: bool) -> Optional[str]:
@@ -149,13 +182,12 @@ def unavailable_reason(method: str, strategy: str, cuda: bool) -> Optional[str]:
 
 
 def make_variant(method: str, merged_dir: Path, trained_dir: Path, folder: Path, tokenizer,
-                 keep_float: list[str] = ()) -> None:
+                 settings: QuantizeConfig) -> None:
     """Write one variant into ``folder`` (model/, adapter/ for prompt learning, the recipe)."""
     deploy = METHODS[method]
     trained = trained_recipe(trained_dir)
     recipe = {"method": method, "loader": deploy.loader, "strategy": trained["strategy"],
-              **({"qat": trained["qat"]} if "qat" in trained else {}),
-              **({"keep_float": list(keep_float)} if deploy.keeps_float_layers else {}),
+              **({"qat": trained["qat"]} if "qat" in trained else {}), **deploy.options(settings),
               **({"gguf_file": GGUF_FILE} if deploy.loader == "gguf" else {})}
     deploy.make(merged_dir, folder / "model", recipe)
     tokenizer.save_pretrained(folder / "model")

@@ -151,8 +151,10 @@ def save_load_test_plots(results: dict[str, list[dict]], folder: Path) -> list[P
         concurrency = [level["concurrency"] for level in levels]
         speed.plot(concurrency, [level["tokens_per_second"] for level in levels], "o-", label=workload)
         latency.plot(concurrency, [level["latency_p50_ms"] for level in levels], "o-", label=workload)
+    levels = sorted({level["concurrency"] for runs in results.values() for level in runs})
     for axes, label in ((speed, "generated tokens/s"), (latency, "latency p50, ms")):
         axes.set_xscale("log", base=2)
+        axes.set_xticks(levels, [str(level) for level in levels])
         axes.set_xlabel("requests in flight")
         axes.set_ylabel(label)
         axes.grid(alpha=0.3)
