@@ -229,12 +229,14 @@ def test_vllm_is_asked_for_prefix_caching_and_the_adapter_as_a_lora_module(tmp_p
 
 def start_cli_server(repo: Path, port: int) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen([str(Path(sys.executable).parent / "tunelab"), "serve", "merged", f"serve.port={port}"],
-                               cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env())
+                               cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env(),
+                               start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while True:
         try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                assert json.loads(answer.read())["pid"] == process.pid  # this server, not another on the port
             return process, url
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:

@@ -20,6 +20,7 @@ lifespan frees the model and the batching worker and says so; the exit status is
 
 import argparse
 import json
+import os
 import sys
 import uuid
 from contextlib import asynccontextmanager
@@ -115,7 +116,7 @@ def build_app(folder: Path, name: str, continuous_batching: bool = True):
     def health():
         if not state.is_cb_alive():
             return openai_error(503, "the continuous batching worker died; restart the server")
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok", "pid": os.getpid()})  # which process answers (tunelab.serving.engines.Server)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request, body: dict):

@@ -14,6 +14,7 @@ Ctrl-C, SIGTERM and a crash are the engine's to handle), started by :class:`Serv
 """
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -144,7 +145,9 @@ class Server:
     def __enter__(self) -> "Server":
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("w") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=child_env())
+            # a session of its own: a signal to the caller's process group (a test runner's, a shell's) is not for it
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=child_env(),
+                                            start_new_session=True)
         deadline = time.monotonic() + self.start_timeout
         while not self.healthy():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -156,10 +159,16 @@ class Server:
         return self
 
     def healthy(self) -> bool:
+        """/health answers 200, from this server: another process on the port (one that bound it first)
+        is not it. tunelab's app says its pid; vLLM's /health has no body, and its exit is caught instead."""
+        if self.process is not None and self.process.poll() is not None:
+            return False
         try:
             with urllib.request.urlopen(self.base_url.removesuffix("/v1") + "/health", timeout=2) as answer:
-                return answer.status == 200
-        except OSError:
+                body = answer.read()
+                pid = json.loads(body).get("pid") if body.startswith(b"{") else None
+                return answer.status == 200 and pid in (None, self.process.pid if self.process else None)
+        except (OSError, ValueError):
             return False
 
     def stop(self) -> int | None:
