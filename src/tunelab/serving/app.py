@@ -60,6 +60,19 @@ def invalid_request(error) -> str:
     return f"invalid request body: {first['msg']}" + (f" ({detail})" if detail else "") + (f" at {where}" if where else "")
 
 
+CPU_KV_CACHE_SHARE = 0.2
+"""Of the free memory, what continuous batching's paged KV cache may take on a CPU. Its default takes
+most of it (14.6 GB of a 24 GB host for a 1 MB model), and then the OOM killer takes the server;
+vLLM's CPU backend reserves 4 GiB by default, about this share here."""
+
+
+def kv_cache_config():
+    import torch
+    from transformers import ContinuousBatchingConfig
+
+    return None if torch.cuda.is_available() else ContinuousBatchingConfig(max_memory_percent=CPU_KV_CACHE_SHARE)
+
+
 def build_app(folder: Path, name: str, continuous_batching: bool = True):
     """The app serving ``folder`` as ``name`` (the model name clients send; /v1/models lists it)."""
     from fastapi import FastAPI, HTTPException, Request
@@ -74,7 +87,7 @@ def build_app(folder: Path, name: str, continuous_batching: bool = True):
     pinned = str(folder)
     manager = ModelManager(device="auto", dtype="auto", continuous_batching=continuous_batching,
                            force_model=pinned)  # loads it now: a broken folder fails before the port opens
-    state = GenerationState(continuous_batching=continuous_batching)
+    state = GenerationState(continuous_batching=continuous_batching, cb_config=kv_cache_config())
     chat = ChatCompletionHandler(model_manager=manager, generation_state=state)
     completion = CompletionHandler(model_manager=manager, generation_state=state)
     model, tokenizer = manager.load_model_and_processor(manager.process_model_name(pinned))
