@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,7 +22,7 @@ from tunelab.evaluation.generation import generate
 from tunelab.layout import Layout
 from tunelab.prompts.chat import model_prompt
 from tunelab.serving.app import context_error
-from tunelab.serving.engines import ENGINES, Served, Server, child_env, choose, transformers_command
+from tunelab.serving.engines import ENGINES, Served, Server, choose, transformers_command
 from tunelab.serving.load_test import batching_gain, load_test, served_chats
 
 NAME = "tunelab-tiny"
@@ -227,40 +226,23 @@ def test_vllm_is_asked_for_prefix_caching_and_the_adapter_as_a_lora_module(tmp_p
     assert command[-3:] == ["--enable-lora", "--lora-modules", f"tunelab-trained={tmp_path / 'trained'}"]
 
 
-def start_cli_server(repo: Path, port: int) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([str(Path(sys.executable).parent / "tunelab"), "serve", "merged", f"serve.port={port}"],
-                               cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env(),
-                               start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                assert json.loads(answer.read())["pid"] == process.pid  # this server, not another on the port
-            return process, url
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise AssertionError(f"tunelab serve did not start: {process.stdout.read()[-2000:]}")
-            time.sleep(1)
-
-
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
-def test_tunelab_serve_answers_the_openai_client_and_stops_cleanly(baseline_copy, stop):
+def test_tunelab_serve_answers_the_openai_client_and_stops_cleanly(baseline_copy, tmp_path, stop):
     port = free_port()
-    process, url = start_cli_server(baseline_copy, port)
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0, timeout=60)
-    assert [model.id for model in client.models.list().data] == ["tunelab-merged"]
-    assert chat_named(client, "tunelab-merged")
-    process.send_signal(stop)
-    output, _ = process.communicate(timeout=60)
-    assert process.returncode == 0, output
-    assert output.splitlines()[-1] == "tunelab-merged: stopped; requests in flight were finished first"
+    command = [str(Path(sys.executable).parent / "tunelab"), "serve", "merged", f"serve.port={port}"]
+    with Server(command, f"http://127.0.0.1:{port}/v1", tmp_path / "serve.log", cwd=baseline_copy) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="-", max_retries=0, timeout=60)
+        assert [model.id for model in client.models.list().data] == ["tunelab-merged"]
+        assert chat_named(client, "tunelab-merged")
+        server.process.send_signal(stop)
+        assert server.process.wait(timeout=60) == 0
+    output = (tmp_path / "serve.log").read_text()
     assert output.splitlines()[0].startswith(f"tunelab serve: tunelab-merged (models/deploy/merged/model) on "
                                              f"transformers at http://127.0.0.1:{port}/v1")
+    assert output.splitlines()[-1] == "tunelab-merged: stopped; requests in flight were finished first"
     assert "Traceback" not in output
     with pytest.raises(OSError):
-        urllib.request.urlopen(f"{url}/health", timeout=2)
+        urllib.request.urlopen(f"{server.base_url.removesuffix('/v1')}/health", timeout=2)
 
 
 def chat_named(client, name: str) -> str:

@@ -186,15 +186,11 @@ def serve(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["serve"]:
-        try:
-            serve(argv[1:])
-        except TunelabError as error:
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(USER_ERROR_EXIT_CODE)
-    args = parse_args(argv)
-    command = "tunelab " + shlex.join(argv)
     try:
+        if argv[:1] == ["serve"]:
+            serve(argv[1:])  # does not return: the process becomes the server
+        args = parse_args(argv)
+        command = "tunelab " + shlex.join(argv)
         if args.report:
             report(args.report)
             code = 0

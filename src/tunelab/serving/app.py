@@ -73,7 +73,7 @@ def kv_cache_config():
     return None if torch.cuda.is_available() else ContinuousBatchingConfig(max_memory_percent=CPU_KV_CACHE_SHARE)
 
 
-def build_app(folder: Path, name: str, continuous_batching: bool = True):
+def build_app(folder: Path, name: str):
     """The app serving ``folder`` as ``name`` (the model name clients send; /v1/models lists it)."""
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
@@ -85,12 +85,12 @@ def build_app(folder: Path, name: str, continuous_batching: bool = True):
     from transformers.cli.serving.utils import GenerationState
 
     pinned = str(folder)
-    manager = ModelManager(device="auto", dtype="auto", continuous_batching=continuous_batching,
+    manager = ModelManager(device="auto", dtype="auto", continuous_batching=True,
                            force_model=pinned)  # loads it now: a broken folder fails before the port opens
-    state = GenerationState(continuous_batching=continuous_batching, cb_config=kv_cache_config())
+    state = GenerationState(continuous_batching=True, cb_config=kv_cache_config())
     chat = ChatCompletionHandler(model_manager=manager, generation_state=state)
     completion = CompletionHandler(model_manager=manager, generation_state=state)
-    model, tokenizer = manager.load_model_and_processor(manager.process_model_name(pinned))
+    model, tokenizer = manager.load_model_and_processor(manager.process_model_name(pinned))  # the one loaded above
     context = model.config.max_position_embeddings
 
     @asynccontextmanager
@@ -136,6 +136,7 @@ def build_app(folder: Path, name: str, continuous_batching: bool = True):
         pin(body)
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             raise HTTPException(status_code=400, detail="messages: required, a list of {role, content} turns")
+        # the handler tokenizes the chat again: counting it here is the price of refusing it before generating
         messages = chat.get_processor_inputs_from_messages(body["messages"], manager.get_model_modality(model))
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
         fits(len(ids["input_ids"]), body)
@@ -158,14 +159,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--no-continuous-batching", action="store_true")
     parser.add_argument("--max-concurrency", type=int, default=None, help="requests in flight; more get a 503")
     args = parser.parse_args(argv)
     if not (args.folder / "config.json").is_file():
         raise TunelabError(f"{args.folder}: not a model folder (no config.json)")
     import uvicorn
 
-    app = build_app(args.folder, args.name, not args.no_continuous_batching)
+    app = build_app(args.folder, args.name)
     print(json.dumps({"serving": args.name, "url": f"http://{args.host}:{args.port}/v1"}), flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", limit_concurrency=args.max_concurrency)

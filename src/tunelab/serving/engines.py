@@ -43,26 +43,26 @@ class Served:
     adapter: Optional[Path] = None
 
 
-def served_folder(variant: str, layout: Layout = LAYOUT) -> tuple[Served | None, str]:
-    """The variant as an engine would load it, or None and why not."""
+def served_folder(variant: str, layout: Layout = LAYOUT) -> Served:
+    """The variant as an engine loads it; one that no engine loads is refused, saying what to serve."""
     from tunelab.models.loading import deploy_recipe, trained_recipe
 
     name = f"tunelab-{variant}"
     if variant == TRAINED:
         recipe = trained_recipe(layout.trained_model)
         if recipe["adapter"] and not recipe["prompt_learning"]:
-            return Served(name, layout.base_model, layout.trained_model), "a LoRA adapter over the base"
-        return None, f"trained ({recipe['strategy']}) is not a LoRA-style adapter: serve merged"
+            return Served(name, layout.base_model, layout.trained_model)
+        raise TunelabError(f"serve.variant: trained ({recipe['strategy']}) is not a LoRA-style adapter: serve merged")
     folder = layout.model(variant)
     if not folder.is_dir():
         raise TunelabError(f"serve.variant: {variant!r} is not in {layout.deploy}/; the quantize stage makes "
                            "quantize.variants (run `make run` first, or add it to quantize.variants)")
-    recipe = deploy_recipe(folder)
-    if recipe["loader"] not in FOLDER_LOADERS or (folder / "adapter").exists():
-        return None, (f"{variant} is a {recipe['loader']} folder only tunelab's loader rebuilds"
-                      f"{' (with its prompt-learning adapter)' if (folder / 'adapter').exists() else ''}: "
-                      "serve merged, the same weights in float32")
-    return Served(name, folder / "model"), "a Hugging Face model folder"
+    recipe, adapter = deploy_recipe(folder), (folder / "adapter").exists()
+    if recipe["loader"] not in FOLDER_LOADERS or adapter:
+        raise TunelabError(f"serve.variant: {variant} is a {recipe['loader']} folder only tunelab's loader rebuilds"
+                           f"{' (with its prompt-learning adapter)' if adapter else ''}: "
+                           "serve merged, the same weights in float32")
+    return Served(name, folder / "model")
 
 
 @dataclass(frozen=True)
@@ -112,9 +112,7 @@ ENGINES.register(Engine("transformers", transformers_command, transformers_unava
 
 def choose(settings: ServeConfig, layout: Layout = LAYOUT) -> tuple[Engine, Served]:
     """The engine and what it serves; an engine that cannot, or a variant no engine loads, is one line."""
-    served, what = served_folder(settings.variant, layout)
-    if served is None:
-        raise TunelabError(f"serve.variant: {what}")
+    served = served_folder(settings.variant, layout)
     if settings.engine != "auto":
         engine = ENGINES[settings.engine]
         if reason := engine.unavailable(served):
@@ -138,8 +136,9 @@ def child_env() -> dict:
 class Server:
     """A server process on loopback, up (``/health`` answers) inside the ``with``, stopped by SIGTERM after."""
 
-    def __init__(self, command: list[str], base_url: str, log: Path, start_timeout: float = 300.0):
+    def __init__(self, command: list[str], base_url: str, log: Path, start_timeout: float = 300.0, cwd: Path | None = None):
         self.command, self.base_url, self.log, self.start_timeout = command, base_url.rstrip("/"), log, start_timeout
+        self.cwd = cwd
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "Server":
@@ -147,7 +146,7 @@ class Server:
         with self.log.open("w") as log:
             # a session of its own: a signal to the caller's process group (a test runner's, a shell's) is not for it
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=child_env(),
-                                            start_new_session=True)
+                                            start_new_session=True, cwd=self.cwd)
         deadline = time.monotonic() + self.start_timeout
         while not self.healthy():
             if self.process.poll() is not None or time.monotonic() > deadline:
