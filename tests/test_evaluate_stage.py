@@ -137,8 +137,8 @@ def proposer_server(tmp_path, tiny_model_dir):
     """A real OpenAI-compatible server (`transformers serve`) on loopback, serving the tiny model
     with sampling on (its greedy answer is a run of newlines); yields (base_url, model)."""
     import socket
-    import time
-    import urllib.request
+
+    from tunelab.serving.engines import Server
 
     model = tmp_path / "proposer-model"
     shutil.copytree(tiny_model_dir, model)
@@ -147,24 +147,10 @@ def proposer_server(tmp_path, tiny_model_dir):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen([str(Path(sys.executable).parent / "transformers"), "serve", "--host", "127.0.0.1",
-                               "--port", str(port), "--log-level", "warning"], cwd=tmp_path, stdout=log,
-                              stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"transformers serve did not start: {(tmp_path / 'serve.log').read_text()[-2000:]}")
-            time.sleep(1)
-    yield f"{url}/v1", str(model)
-    server.terminate()
-    server.wait(timeout=30)
-    log.close()
+    command = [str(Path(sys.executable).parent / "transformers"), "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--log-level", "warning"]
+    with Server(command, f"http://127.0.0.1:{port}/v1", tmp_path / "serve.log", start_timeout=120, cwd=tmp_path):
+        yield f"http://127.0.0.1:{port}/v1", str(model)
 
 
 def with_search(workdir: Path, **search) -> None:
