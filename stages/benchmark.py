@@ -5,7 +5,9 @@
 
 Per variant: size on disk, load time, peak memory, time to first token and per-token latency
 p50/p95 at batch 1, throughput (tokens/s) at each bench.batch_sizes with the KV cache, on the
-first test prompts; one warm-up, bench.repeats timed runs, medians. With the environment's
+first test prompts; one warm-up, bench.repeats timed runs, medians. A GGUF variant is also
+measured natively on llama.cpp where llama-cpp-python is installed (``llama_cpp``, batch 1;
+tunelab.benchmarking.native_gguf), else the record says how to install it. With the environment's
 fingerprint, in metrics/bench.json. Cost only: the report joins it to each variant's accuracy.
 """
 
@@ -28,7 +30,7 @@ from tunelab.errors import TunelabError
 from tunelab.evaluation.batching import pad_id
 from tunelab.io.files import folder_size_mb
 from tunelab.io.jsonl import read_jsonl
-from tunelab.layout import LAYOUT, TRAINED
+from tunelab.layout import BASE, LAYOUT, TRAINED
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.records import QuantizeRecord, read_record
 from tunelab.stage import run_stage
@@ -41,7 +43,7 @@ def measure(variant: str, settings: BenchConfig) -> dict:
     """In this process: load the variant, then time it (the stage runs this once per fresh process)."""
     from tunelab.benchmarking.inference import device_of, latency, left_padded, run_generation, throughput
     from tunelab.benchmarking.memory import peak_gpu_mb, peak_rss_mb
-    from tunelab.models.loading import load_variant, trained_recipe
+    from tunelab.models.loading import deploy_recipe, load_variant, trained_recipe
 
     tokenizer = load_tokenizer(LAYOUT.base_model)
     test = read_jsonl(LAYOUT.split(LAYOUT.formatted, "test"), required=("input_ids", "prompt_length"))
@@ -54,11 +56,26 @@ def measure(variant: str, settings: BenchConfig) -> dict:
     size = folder_size_mb(LAYOUT.model(variant))
     if variant == TRAINED and trained_recipe(LAYOUT.trained_model)["adapter"]:
         size += folder_size_mb(LAYOUT.base_model)  # what you ship: the adapter and the base it applies to
-    return {"size_mb": round(size, 1), "load_seconds": round(load_seconds, 2),
-            **latency(model, prompts[0], settings.new_tokens, settings.repeats, pad),
-            "tokens_per_second": throughput(model, prompts, settings.batch_sizes, settings.new_tokens,
-                                            settings.repeats, pad),
-            "peak_rss_mb": peak_rss_mb(), **({"peak_gpu_mb": gpu} if (gpu := peak_gpu_mb()) is not None else {})}
+    measured = {"size_mb": round(size, 1), "load_seconds": round(load_seconds, 2),
+                **latency(model, prompts[0], settings.new_tokens, settings.repeats, pad),
+                "tokens_per_second": throughput(model, prompts, settings.batch_sizes, settings.new_tokens,
+                                                settings.repeats, pad),
+                "peak_rss_mb": peak_rss_mb(), **({"peak_gpu_mb": gpu} if (gpu := peak_gpu_mb()) is not None else {})}
+    if variant not in (BASE, TRAINED) and (recipe := deploy_recipe(LAYOUT.model(variant)))["loader"] == "gguf":
+        del model  # llama.cpp loads its own copy
+        measured["llama_cpp"] = on_llama_cpp(LAYOUT.model(variant) / "model" / recipe["gguf_file"], prompts[0], settings)
+    return measured
+
+
+def on_llama_cpp(gguf: Path, prompt: list[int], settings: BenchConfig) -> dict:
+    """The GGUF file natively, where llama-cpp-python is installed; else why not."""
+    import torch
+
+    from tunelab.benchmarking.native_gguf import measure_native, unavailable
+
+    if reason := unavailable():
+        return {"skipped": reason}
+    return measure_native(gguf, prompt, settings.new_tokens, settings.repeats, torch.get_num_threads())
 
 
 def made_variants() -> list[str]:
@@ -89,9 +106,15 @@ def measure_each(folder: Path, variants: list[str]) -> None:
 def measure_into(variant: str, settings: BenchConfig, out: Path) -> None:
     r = measure(variant, settings)
     out.write_text(json.dumps(r))
-    print(f"benchmark: {variant}: {r['size_mb']} MB, load {r['load_seconds']} s, TTFT {r['ttft_ms']} ms, "
-          f"token p50/p95 {r['token_latency_ms']['p50']}/{r['token_latency_ms']['p95']} ms, "
-          f"tokens/s by batch {r['tokens_per_second']}", flush=True)
+    print(f"benchmark: {variant}: {r['size_mb']} MB, {cost_line(r)}", flush=True)
+    if native := r.get("llama_cpp"):
+        print(f"benchmark: {variant} on llama.cpp: {native['skipped'] if 'skipped' in native else cost_line(native)}",
+              flush=True)
+
+
+def cost_line(r: dict) -> str:
+    return (f"load {r['load_seconds']} s, TTFT {r['ttft_ms']} ms, token p50/p95 {r['token_latency_ms']['p50']}/"
+            f"{r['token_latency_ms']['p95']} ms, tokens/s by batch {r['tokens_per_second']}")
 
 
 def measure_in_fresh_processes(variants: list[str]) -> dict[str, dict]:

@@ -29,6 +29,7 @@ from tunelab.records import (
     TrainRecord,
     read_optional,
 )
+from tunelab.reporting.agreement import MERGED, agreement, agreement_table
 from tunelab.reporting.plots import save_tradeoff_figures
 from tunelab.reporting.significance import compare_with_best, row_scores
 from tunelab.reporting.tables import (
@@ -39,6 +40,7 @@ from tunelab.reporting.tables import (
     headline_metric,
     markdown_table,
     metrics_by_key,
+    native_skipped_lines,
     pipeline_summary,
     recommendation,
     row_key,
@@ -81,10 +83,26 @@ def deployment_section(rows: list[dict], headline: tuple[str, str], bench: Bench
         return ""
     env = bench.environment
     where = env.get("gpu") or f"{env['cpu']}, {env['torch_threads']} threads"
+    native = native_skipped_lines(bench.variants)
     return (f"\n## Deployable variants\n\nMeasured on {where}, torch {env['torch']}; batch 1 latency, "
             f"{bench.settings['new_tokens']} new tokens per sequence, median of {bench.settings['repeats']}; "
             f"{headline_metric(rows)} of {'/'.join(headline)}, Δ against the unquantized trained model.\n\n"
-            + deployment_table(bench.variants, rows, headline))
+            + deployment_table(bench.variants, rows, headline) + ("\n" + "\n".join(native) + "\n" if native else "")
+            + agreement_section(rows, headline[0]))
+
+
+def agreement_section(rows: list[dict], prompting: str) -> str:
+    """Each evaluated variant against the merged float model (or the trained one), row by row."""
+    evaluated = list(dict.fromkeys(r["variant"] for r in rows if r["prompting"] == prompting))
+    reference = MERGED if MERGED in evaluated else TRAINED
+    compared = [name for name in evaluated if name not in (BASE, reference)]
+    if reference not in evaluated or not compared:
+        return ""
+    predictions = {name: LAYOUT.eval_outputs(name)[1] / f"{prompting}.jsonl" for name in (reference, *compared)}
+    agreements = {name: agreement(predictions[reference], predictions[name]) for name in compared}
+    return (f"\n### Row by row against {reference}\n\nThe same {prompting} test rows: how often each variant "
+            f"predicts what {reference} predicts, and how far its answer choices' log-probabilities moved.\n\n"
+            + agreement_table(agreements, reference))
 
 
 def serving_section(serve: ServeRecord | None, bench: BenchRecord | None) -> str:

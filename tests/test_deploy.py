@@ -6,6 +6,7 @@ memory; bitsandbytes NF4 repacks its 4-bit weights for the CPU on load, so its l
 held to 0.05 (the tiny model's logits are of order 1) and not to identical tokens.
 """
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -265,3 +266,35 @@ def test_wanda_records_its_sparsity_and_calibration_and_refuses_prompt_learning(
     assert METHODS["wanda_2_4"].options(SETTINGS)["sparsity"] == 0.5
     assert unavailable_reason("wanda", "lora", cuda=False) is None
     assert "virtual tokens cannot be merged" in unavailable_reason("wanda_2_4", "prefix_tuning", cuda=False)
+
+
+@pytest.mark.slow
+def test_a_gguf_runs_natively_on_llama_cpp_and_decodes_what_transformers_decodes_from_it(tmp_path):
+    """Where llama-cpp-python is installed (the optional extra): the benchmark's native decoding of an
+    f16 GGUF gives transformers' greedy tokens from the same file, and its costs are measured."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install -e '.[llama]')")
+    from tunelab.benchmarking.native_gguf import greedy_token_times, load, measure_native
+    from tunelab.models.loading import LOADERS
+
+    merged_dir = sentencepiece_llama(tmp_path / "merged")
+    with torch.no_grad():  # decisive logits, so f16 and fp32 kernels cannot flip a near-tie
+        for parameter in (model := AutoModelForCausalLM.from_pretrained(merged_dir)).parameters():
+            parameter.mul_(4)
+    model.save_pretrained(merged_dir)
+    recipe = {"method": "gguf_f16", "loader": "gguf", "strategy": "lora", "gguf_file": "model.gguf"}
+    METHODS["gguf_f16"].make(merged_dir, tmp_path / "gguf_f16" / "model", recipe)
+    gguf = tmp_path / "gguf_f16" / "model" / "model.gguf"
+    expected = outputs(LOADERS["gguf"](tmp_path / "gguf_f16", recipe).eval())["tokens"][0, len(PROBE[0]):].tolist()
+    tokens, _, times = greedy_token_times(load(gguf, 32, threads=1), PROBE[0], 6)
+    assert tokens == expected and len(times) == 6
+    costs = measure_native(gguf, PROBE[0], new_tokens=5, repeats=2, threads=1)
+    assert costs["token_latency_ms"]["samples"] == 2 * 4 and costs["tokens_per_second"]["1"] > 0
+    assert costs["ttft_ms"] > 0 and costs["engine"].startswith("llama.cpp (llama-cpp-python 0.3.36)")
+
+
+def test_without_llama_cpp_the_benchmark_says_how_to_install_it():
+    from tunelab.benchmarking.native_gguf import unavailable
+
+    if importlib.util.find_spec("llama_cpp") is not None:
+        pytest.skip("llama-cpp-python is installed here: the native test above runs instead")
+    assert unavailable().startswith("llama-cpp-python is not installed: pip install -e '.[llama]'")

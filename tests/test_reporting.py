@@ -155,3 +155,42 @@ def test_the_recommendation_is_the_cheapest_row_not_significantly_worse_than_the
         "**Recommendation: `merged/zero_shot/choice`**")
     assert recommendation([costed("trained", 0.9, 50, 523, 400, "best"), few]).startswith(
         "**Recommendation: `trained/zero_shot/choice`**")
+
+
+def test_a_gguf_measured_on_llama_cpp_gets_its_own_cost_row_and_an_unmeasured_one_says_how():
+    from tunelab.reporting.tables import native_skipped_lines
+
+    costs = {"size_mb": 141.5, "load_seconds": 20.1, "ttft_ms": 80.0, "token_latency_ms": {"p50": 45.0, "p95": 50.0},
+             "tokens_per_second": {"1": 20.0, "4": 60.0}, "peak_rss_mb": 1900}
+    native = {"load_seconds": 0.3, "ttft_ms": 12.5, "token_latency_ms": {"p50": 9.1, "p95": 9.9},
+              "tokens_per_second": {"1": 105.2}}
+    measured = {"gguf_q8_0": {**costs, "llama_cpp": native},
+                "gguf_f16": {**costs, "llama_cpp": {"skipped": "llama-cpp-python is not installed: pip install"}}}
+    table = deployment_table(measured, [row("trained", accuracy=0.9), row("gguf_q8_0", accuracy=0.85)],
+                             ("zero_shot", "choice")).splitlines()
+    assert table[2] == "| gguf_q8_0 | 141.5 | 20.1 | 80.0 | 45.0 / 50.0 | 20.0 | 60.0 | 1900 | 0.850 [0.800, 0.900] | -0.050 |"
+    assert table[3] == "| gguf_q8_0 on llama.cpp | 141.5 | 0.3 | 12.5 | 9.1 / 9.9 | 105.2 |  |  |  |  |"
+    assert table[4].startswith("| gguf_f16 |") and len(table) == 5
+    assert native_skipped_lines(measured) == [
+        "- gguf_f16 on llama.cpp: not measured: llama-cpp-python is not installed: pip install"]
+
+
+def test_agreement_counts_the_rows_predicted_alike_and_how_far_the_choice_logprobs_moved(tmp_path):
+    from tunelab.reporting.agreement import agreement, agreement_table
+
+    def predictions(name: str, rows: list[tuple]) -> object:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"id": i, "choice": {"prediction": p, "logprobs": {"a": la, "b": lb}},
+                                            "generate": {"prediction": g}}) + "\n" for i, p, la, lb, g in rows))
+        return path
+
+    reference = predictions("merged", [(1, "a", -0.1, -2.0, "a"), (2, "b", -3.0, -0.2, "b"),
+                                       (3, "a", -0.5, -1.0, "a"), (9, "a", -0.1, -2.0, "a")])
+    variant = predictions("gguf", [(1, "a", -0.1, -2.5, "a"), (2, "a", -0.6, -0.9, "b"), (3, "a", -0.5, -1.0, "b")])
+    result = agreement(reference, variant)
+    # rows 1-3 are shared; |Δ|: row 1 (0, 0.5), row 2 (2.4, 0.7), row 3 (0, 0)
+    assert result["rows"] == 3
+    assert result["choice"]["same_prediction"] == 2 / 3 and result["generate"]["same_prediction"] == 2 / 3
+    assert abs(result["choice"]["mean_abs_logprob_delta"] - 3.6 / 6) < 1e-9
+    assert abs(result["choice"]["max_abs_logprob_delta"] - 2.4) < 1e-9
+    assert agreement_table({"gguf": result}, "merged").splitlines()[2] == "| gguf | 3 | 66.7% | 0.6000 / 2.4000 | 66.7% |"

@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
-LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "torchao", "accelerate")
+LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "torchao", "accelerate", "llama-cpp-python")
 
 
 def cpu_model() -> str:

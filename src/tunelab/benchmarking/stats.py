@@ -23,3 +23,8 @@ def step_latencies(timestamps: list[float]) -> list[float]:
 
 def tokens_per_second(sequences: int, new_tokens: int, seconds: float) -> float:
     return sequences * new_tokens / seconds
+
+
+def summary_ms(seconds: list[float]) -> dict:
+    """``summary`` of timings in seconds, in milliseconds (two decimals)."""
+    return {k: round(v * 1000, 2) if k != "samples" else v for k, v in summary(seconds).items()}

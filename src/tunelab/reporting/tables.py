@@ -269,7 +269,8 @@ def tradeoff_rows(rows: list[dict], headline: tuple[str, str]) -> list[dict]:
 
 def deployment_table(measured: dict[str, dict], rows: list[dict], headline: tuple[str, str], reference: str = TRAINED) -> str:
     """Cost of each benchmarked variant (metrics/bench.json's ``variants``) beside its headline
-    score and the change against ``reference``."""
+    score and the change against ``reference``; a GGUF measured natively gets a row of its own
+    (its score is the file's, read through transformers, so it is not repeated there)."""
     scores = headline_rows(rows, headline)
     reference_score = scores.get(reference, {}).get("score")
     metric = headline_metric(rows)
@@ -282,11 +283,23 @@ def deployment_table(measured: dict[str, dict], rows: list[dict], headline: tupl
         scored = scores.get(name)
         score = score_cell(scored) if scored else ""
         delta = f"{scored['score'] - reference_score:+.3f}" if scored and reference_score is not None else ""
-        speeds = " | ".join(f"{v['tokens_per_second'].get(size, '')}" for size in sizes)
-        lines.append(f"| {name} | {v['size_mb']} | {v['load_seconds']} | {v['ttft_ms']} | "
-                     f"{v['token_latency_ms']['p50']} / {v['token_latency_ms']['p95']} | {speeds} | "
-                     f"{v.get('peak_rss_mb', '')} | {score} | {delta} |")
+        lines.append(cost_row(name, v, sizes, [v.get("peak_rss_mb", ""), score, delta]))
+        if "load_seconds" in (native := v.get("llama_cpp", {})):
+            lines.append(cost_row(f"{name} on llama.cpp", {"size_mb": v["size_mb"], **native}, sizes, ["", "", ""]))
     return header + "\n".join(lines) + "\n"
+
+
+def cost_row(name: str, v: dict, sizes: list[str], rest: list) -> str:
+    cells = [name, v["size_mb"], v["load_seconds"], v["ttft_ms"],
+             f"{v['token_latency_ms']['p50']} / {v['token_latency_ms']['p95']}",
+             *(v["tokens_per_second"].get(size, "") for size in sizes), *rest]
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def native_skipped_lines(measured: dict[str, dict]) -> list[str]:
+    """A line per GGUF variant that llama.cpp could not measure here, with how to make it."""
+    return [f"- {name} on llama.cpp: not measured: {v['llama_cpp']['skipped']}"
+            for name, v in measured.items() if "skipped" in v.get("llama_cpp", {})]
 
 
 COSTS = ("token_latency_p50_ms", "size_mb", "train_seconds")
