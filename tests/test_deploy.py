@@ -298,3 +298,13 @@ def test_without_llama_cpp_the_benchmark_says_how_to_install_it():
     if importlib.util.find_spec("llama_cpp") is not None:
         pytest.skip("llama-cpp-python is installed here: the native test above runs instead")
     assert unavailable().startswith("llama-cpp-python is not installed: pip install -e '.[llama]'")
+
+
+def test_a_llama_cpp_that_dies_of_an_illegal_instruction_costs_its_figure_with_how_to_rebuild():
+    import signal
+
+    from tunelab.benchmarking.native_gguf import WITHOUT_AMX, death
+
+    assert death(signal.SIGILL).startswith("llama.cpp died of SIGILL: its build uses an instruction this machine refuses")
+    assert death(signal.SIGILL).endswith(WITHOUT_AMX) and "-DGGML_NATIVE=OFF" in WITHOUT_AMX
+    assert death(signal.SIGSEGV) == "llama.cpp died of SIGSEGV"
