@@ -158,6 +158,26 @@ def test_a_client_that_disconnects_mid_stream_leaves_the_server_serving(server, 
     assert chat(client, max_tokens=4)
 
 
+def test_requests_past_serve_max_concurrency_get_a_503_saying_so_and_later_ones_are_served(served_model_dir, tmp_path):
+    """Two streams in flight on a server limited to two: a third request is refused, in OpenAI's error
+    shape (the openai client retries a 503 by default; this one is told not to), and served after."""
+    settings = serve_settings(max_concurrency=2)
+    base_url = f"http://127.0.0.1:{settings.port}/v1"
+    with Server(transformers_command(Served(NAME, served_model_dir), settings), base_url, tmp_path / "server.log") as live:
+        client = openai.OpenAI(base_url=live.base_url, api_key="-", max_retries=0, timeout=60)
+        streams = [client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": QUESTION}],
+                                                  max_tokens=200, stream=True) for _ in range(2)]
+        for stream in streams:
+            assert next(iter(stream)).choices[0].delta.role == "assistant"  # both in flight
+        with pytest.raises(openai.APIStatusError) as refused:
+            chat(client, max_tokens=2)
+        assert refused.value.status_code == 503
+        assert "2 requests in flight (serve.max_concurrency)" in refused.value.message
+        for stream in streams:
+            stream.close()  # the server sees each leave at its next chunk: a client that retries is served
+        assert chat(client.with_options(max_retries=5), max_tokens=2)
+
+
 def test_the_load_test_counts_every_request_and_the_servers_tokens(server):
     chats = [[{"role": "user", "content": f"Review {i}: a film."}] for i in range(3)]
     levels = asyncio.run(load_test(server.base_url, NAME, chats, [1, 2], requests=4, max_tokens=5, deadline_seconds=120))

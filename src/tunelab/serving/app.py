@@ -12,7 +12,8 @@ transformers serve does not do it for a pinned local model:
 - a prompt longer than the model's context is generated from anyway (positions past the
   trained ones: a minute of garbage); here it is a 400 naming both lengths, as vLLM does;
 - errors in OpenAI's shape (``{"error": {"message": ...}}``), which the openai client shows: a
-  malformed body is a 400 saying where, another model name a 404 naming the served one.
+  malformed body is a 400 saying where, another model name a 404 naming the served one;
+- a generation request past ``--max-concurrency`` in flight is a 503 saying so (``InFlightLimit``).
 
 Uvicorn runs the app: Ctrl-C and SIGTERM stop accepting, finish what is in flight, then the
 lifespan frees the model and the batching worker and says so; the exit status is then 0.
@@ -73,8 +74,37 @@ def kv_cache_config():
     return None if torch.cuda.is_available() else ContinuousBatchingConfig(max_memory_percent=CPU_KV_CACHE_SHARE)
 
 
-def build_app(folder: Path, name: str):
-    """The app serving ``folder`` as ``name`` (the model name clients send; /v1/models lists it)."""
+GENERATION_ROUTES = ("/v1/chat/completions", "/v1/completions")
+
+
+class InFlightLimit:
+    """ASGI middleware: a generation request past ``limit`` in flight gets an OpenAI-shaped 503.
+
+    Hand-written because uvicorn's ``limit_concurrency`` counts open connections, idle keep-alive
+    ones and the refused request's own included, and answers in plain text, which the openai
+    client shows as "Service Unavailable". A streamed answer is in flight until its last chunk
+    is sent or its client leaves: that is when the inner app returns."""
+
+    def __init__(self, app, limit: int | None):
+        self.app, self.limit, self.in_flight = app, limit, 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] not in GENERATION_ROUTES or self.limit is None:
+            return await self.app(scope, receive, send)
+        if self.in_flight >= self.limit:
+            refusal = openai_error(503, f"the server has {self.in_flight} requests in flight (serve.max_concurrency); "
+                                        "retry when one has finished")
+            return await refusal(scope, receive, send)
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+def build_app(folder: Path, name: str, max_concurrency: int | None = None):
+    """The app serving ``folder`` as ``name`` (the model name clients send; /v1/models lists it),
+    at most ``max_concurrency`` generation requests at a time."""
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -103,6 +133,7 @@ def build_app(folder: Path, name: str):
 
     app = FastAPI(lifespan=lifespan)
     app.state.stopped = False
+    app.add_middleware(InFlightLimit, limit=max_concurrency)
     app.add_exception_handler(StarletteHTTPException, lambda request, error: openai_error(error.status_code, str(error.detail)))
     app.add_exception_handler(RequestValidationError, lambda request, error: openai_error(400, invalid_request(error)))
     app.add_exception_handler(Exception, lambda request, error: openai_error(500, f"{type(error).__name__}: {error}"))
@@ -159,16 +190,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--max-concurrency", type=int, default=None, help="requests in flight; more get a 503")
+    parser.add_argument("--max-concurrency", type=int, default=None, help="generation requests in flight; more get a 503")
     args = parser.parse_args(argv)
     if not (args.folder / "config.json").is_file():
         raise TunelabError(f"{args.folder}: not a model folder (no config.json)")
     import uvicorn
 
-    app = build_app(args.folder, args.name)
+    app = build_app(args.folder, args.name, args.max_concurrency)
     print(json.dumps({"serving": args.name, "url": f"http://{args.host}:{args.port}/v1"}), flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", limit_concurrency=args.max_concurrency)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     except (KeyboardInterrupt, SystemExit):  # uvicorn re-raises the signal it shut down on
         pass
     sys.exit(0 if app.state.stopped else FAILURE_EXIT_CODE)
