@@ -194,3 +194,14 @@ def test_agreement_counts_the_rows_predicted_alike_and_how_far_the_choice_logpro
     assert abs(result["choice"]["mean_abs_logprob_delta"] - 3.6 / 6) < 1e-9
     assert abs(result["choice"]["max_abs_logprob_delta"] - 2.4) < 1e-9
     assert agreement_table({"gguf": result}, "merged").splitlines()[2] == "| gguf | 3 | 66.7% | 0.6000 / 2.4000 | 66.7% |"
+
+
+def test_agreement_reads_a_generative_tasks_answers(tmp_path):
+    """A generative task's rows name what was read as ``answer`` (no choices, no ``prediction``)."""
+    from tunelab.reporting.agreement import agreement
+
+    for name, answers in (("merged", ["4", "7", None]), ("gguf", ["4", "8", None])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(
+            json.dumps({"id": i, "generate": {"texts": [f"... {a}"], "answer": a, "score": 1.0}}) + "\n"
+            for i, a in enumerate(answers)))
+    assert agreement(tmp_path / "merged.jsonl", tmp_path / "gguf.jsonl") == {"rows": 3, "generate": {"same_prediction": 2 / 3}}

@@ -27,13 +27,18 @@ def agreement(reference: Path, variant: Path) -> dict:
                  if scoring in theirs[key] and scoring in mine[key]]
         if not pairs:
             continue
-        figures = {"same_prediction": statistics.fmean(a["prediction"] == b["prediction"] for a, b in pairs)}
+        figures = {"same_prediction": statistics.fmean(answer(a) == answer(b) for a, b in pairs)}
         deltas = [abs(a["logprobs"][choice] - b["logprobs"][choice])
                   for a, b in pairs if "logprobs" in a and "logprobs" in b for choice in a["logprobs"]]
         if deltas:
             figures |= {"mean_abs_logprob_delta": statistics.fmean(deltas), "max_abs_logprob_delta": max(deltas)}
         result[scoring] = figures
     return result
+
+
+def answer(output: dict):
+    """What a scoring read from the model: a label (``prediction``), or a generative task's ``answer``."""
+    return output["prediction"] if "prediction" in output else output["answer"]
 
 
 def agreement_table(agreements: dict[str, dict], reference: str) -> str:
