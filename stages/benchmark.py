@@ -41,8 +41,11 @@ PROMPTS = 16  # the first test prompts, cycled to fill larger batches
 
 def measure(variant: str, settings: BenchConfig) -> dict:
     """In this process: load the variant, then time it (the stage runs this once per fresh process)."""
+    import torch
+
     from tunelab.benchmarking.inference import device_of, latency, left_padded, run_generation, throughput
     from tunelab.benchmarking.memory import peak_gpu_mb, peak_rss_mb
+    from tunelab.benchmarking.native_gguf import measure_native
     from tunelab.models.loading import deploy_recipe, load_variant, trained_recipe
 
     tokenizer = load_tokenizer(LAYOUT.base_model)
@@ -63,19 +66,9 @@ def measure(variant: str, settings: BenchConfig) -> dict:
                 "peak_rss_mb": peak_rss_mb(), **({"peak_gpu_mb": gpu} if (gpu := peak_gpu_mb()) is not None else {})}
     if variant not in (BASE, TRAINED) and (recipe := deploy_recipe(LAYOUT.model(variant)))["loader"] == "gguf":
         del model  # llama.cpp loads its own copy
-        measured["llama_cpp"] = on_llama_cpp(LAYOUT.model(variant) / "model" / recipe["gguf_file"], prompts[0], settings)
+        measured["llama_cpp"] = measure_native(LAYOUT.model(variant) / "model" / recipe["gguf_file"], prompts[0],
+                                               settings.new_tokens, settings.repeats, torch.get_num_threads())
     return measured
-
-
-def on_llama_cpp(gguf: Path, prompt: list[int], settings: BenchConfig) -> dict:
-    """The GGUF file natively, where llama-cpp-python is installed; else why not."""
-    import torch
-
-    from tunelab.benchmarking.native_gguf import measure_native, unavailable
-
-    if reason := unavailable():
-        return {"skipped": reason}
-    return measure_native(gguf, prompt, settings.new_tokens, settings.repeats, torch.get_num_threads())
 
 
 def made_variants() -> list[str]:

@@ -29,7 +29,7 @@ from tunelab.records import (
     TrainRecord,
     read_optional,
 )
-from tunelab.reporting.agreement import MERGED, agreement, agreement_table
+from tunelab.reporting.agreement import MERGED, agreement, agreement_table, by_id
 from tunelab.reporting.plots import save_tradeoff_figures
 from tunelab.reporting.significance import compare_with_best, row_scores
 from tunelab.reporting.tables import (
@@ -98,7 +98,7 @@ def agreement_section(rows: list[dict], prompting: str) -> str:
     compared = [name for name in evaluated if name not in (BASE, reference)]
     if reference not in evaluated or not compared:
         return ""
-    predictions = {name: LAYOUT.eval_outputs(name)[1] / f"{prompting}.jsonl" for name in (reference, *compared)}
+    predictions = {name: by_id(LAYOUT.eval_outputs(name)[1] / f"{prompting}.jsonl") for name in (reference, *compared)}
     agreements = {name: agreement(predictions[reference], predictions[name]) for name in compared}
     return (f"\n### Row by row against {reference}\n\nThe same {prompting} test rows: how often each variant "
             f"predicts what {reference} predicts, and how far its answer choices' log-probabilities moved.\n\n"

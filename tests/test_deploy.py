@@ -292,12 +292,14 @@ def test_a_gguf_runs_natively_on_llama_cpp_and_decodes_what_transformers_decodes
     assert costs["ttft_ms"] > 0 and costs["engine"].startswith("llama.cpp (llama-cpp-python 0.3.36)")
 
 
-def test_without_llama_cpp_the_benchmark_says_how_to_install_it():
-    from tunelab.benchmarking.native_gguf import unavailable
+def test_without_llama_cpp_the_benchmark_says_how_to_install_it(tmp_path):
+    from tunelab.benchmarking.native_gguf import measure_native
 
     if importlib.util.find_spec("llama_cpp") is not None:
         pytest.skip("llama-cpp-python is installed here: the native test above runs instead")
-    assert unavailable().startswith("llama-cpp-python is not installed: pip install -e '.[llama]'")
+    skipped = measure_native(tmp_path / "model.gguf", [1, 2, 3], new_tokens=4, repeats=1, threads=1)
+    assert list(skipped) == ["skipped"]
+    assert skipped["skipped"].startswith("llama-cpp-python is not installed: pip install -e '.[llama]'")
 
 
 def test_a_llama_cpp_that_dies_of_an_illegal_instruction_costs_its_figure_with_how_to_rebuild():

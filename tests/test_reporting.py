@@ -176,7 +176,7 @@ def test_a_gguf_measured_on_llama_cpp_gets_its_own_cost_row_and_an_unmeasured_on
 
 
 def test_agreement_counts_the_rows_predicted_alike_and_how_far_the_choice_logprobs_moved(tmp_path):
-    from tunelab.reporting.agreement import agreement, agreement_table
+    from tunelab.reporting.agreement import agreement, agreement_table, by_id
 
     def predictions(name: str, rows: list[tuple]) -> object:
         path = tmp_path / f"{name}.jsonl"
@@ -187,7 +187,7 @@ def test_agreement_counts_the_rows_predicted_alike_and_how_far_the_choice_logpro
     reference = predictions("merged", [(1, "a", -0.1, -2.0, "a"), (2, "b", -3.0, -0.2, "b"),
                                        (3, "a", -0.5, -1.0, "a"), (9, "a", -0.1, -2.0, "a")])
     variant = predictions("gguf", [(1, "a", -0.1, -2.5, "a"), (2, "a", -0.6, -0.9, "b"), (3, "a", -0.5, -1.0, "b")])
-    result = agreement(reference, variant)
+    result = agreement(by_id(reference), by_id(variant))
     # rows 1-3 are shared; |Δ|: row 1 (0, 0.5), row 2 (2.4, 0.7), row 3 (0, 0)
     assert result["rows"] == 3
     assert result["choice"]["same_prediction"] == 2 / 3 and result["generate"]["same_prediction"] == 2 / 3
@@ -198,10 +198,11 @@ def test_agreement_counts_the_rows_predicted_alike_and_how_far_the_choice_logpro
 
 def test_agreement_reads_a_generative_tasks_answers(tmp_path):
     """A generative task's rows name what was read as ``answer`` (no choices, no ``prediction``)."""
-    from tunelab.reporting.agreement import agreement
+    from tunelab.reporting.agreement import agreement, by_id
 
     for name, answers in (("merged", ["4", "7", None]), ("gguf", ["4", "8", None])):
         (tmp_path / f"{name}.jsonl").write_text("".join(
             json.dumps({"id": i, "generate": {"texts": [f"... {a}"], "answer": a, "score": 1.0}}) + "\n"
             for i, a in enumerate(answers)))
-    assert agreement(tmp_path / "merged.jsonl", tmp_path / "gguf.jsonl") == {"rows": 3, "generate": {"same_prediction": 2 / 3}}
+    assert agreement(by_id(tmp_path / "merged.jsonl"), by_id(tmp_path / "gguf.jsonl")) == {
+        "rows": 3, "generate": {"same_prediction": 2 / 3}}

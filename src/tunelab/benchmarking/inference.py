@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from tunelab.benchmarking.stats import step_latencies, summary_ms, tokens_per_second
+from tunelab.benchmarking.stats import latency_ms, step_latencies, tokens_per_second
 from tunelab.evaluation.batching import left_pad
 
 
@@ -63,8 +63,7 @@ def latency(model, prompt: list[int], new_tokens: int, repeats: int, pad_id: int
         run_generation(model, inputs, new_tokens, pad_id, streamer=clock)
         first.append(clock.times[1] - started)  # times[0]: the prompt handed to the streamer
         gaps += step_latencies(clock.times[1:])
-    return {"ttft_ms": round(statistics.median(first) * 1000, 2),
-            "token_latency_ms": summary_ms(gaps)}
+    return latency_ms(first, gaps)
 
 
 def throughput(model, prompts: list[list[int]], batch_sizes: list[int], new_tokens: int, repeats: int,

@@ -23,7 +23,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Optional
 
-from tunelab.benchmarking.stats import step_latencies, summary_ms, tokens_per_second
+from tunelab.benchmarking.stats import latency_ms, step_latencies, tokens_per_second
 from tunelab.errors import TunelabError
 
 INSTALL = "pip install -e '.[llama]' (it compiles llama.cpp, a few minutes on 2 cores)"
@@ -74,12 +74,15 @@ def costs(gguf: Path, prompt: list[int], new_tokens: int, repeats: int, threads:
         gaps += step_latencies(times)
         speeds.append(tokens_per_second(1, new_tokens, times[-1] - begun))
     return {"engine": f"llama.cpp (llama-cpp-python {version('llama-cpp-python')})", "threads": threads,
-            "load_seconds": round(load_seconds, 2), "ttft_ms": round(statistics.median(first) * 1000, 2),
-            "token_latency_ms": summary_ms(gaps), "tokens_per_second": {"1": round(statistics.median(speeds), 2)}}
+            "load_seconds": round(load_seconds, 2), **latency_ms(first, gaps),
+            "tokens_per_second": {"1": round(statistics.median(speeds), 2)}}
 
 
 def measure_native(gguf: Path, prompt: list[int], new_tokens: int, repeats: int, threads: int) -> dict:
-    """``costs`` in a fresh interpreter; ``{"skipped": why}`` where llama.cpp died there."""
+    """``costs`` in a fresh interpreter; ``{"skipped": why}`` where llama-cpp-python is not installed or
+    llama.cpp died there."""
+    if reason := unavailable():
+        return {"skipped": reason}
     source = str(Path(__file__).resolve().parents[2])  # this tree's tunelab, as the stage imports it
     request = {"gguf": str(gguf), "prompt": prompt, "new_tokens": new_tokens, "repeats": repeats, "threads": threads}
     result = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {source!r}); "

@@ -28,3 +28,8 @@ def tokens_per_second(sequences: int, new_tokens: int, seconds: float) -> float:
 def summary_ms(seconds: list[float]) -> dict:
     """``summary`` of timings in seconds, in milliseconds (two decimals)."""
     return {k: round(v * 1000, 2) if k != "samples" else v for k, v in summary(seconds).items()}
+
+
+def latency_ms(first_token_seconds: list[float], gaps: list[float]) -> dict:
+    """The batch-1 latency record: median time to first token, and the per-token gaps' summary."""
+    return {"ttft_ms": round(float(np.median(first_token_seconds)) * 1000, 2), "token_latency_ms": summary_ms(gaps)}

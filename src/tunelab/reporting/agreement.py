@@ -16,10 +16,13 @@ MERGED = "merged"
 """The float variant every other deployment method is made from (tunelab.deploy.methods): the reference."""
 
 
-def agreement(reference: Path, variant: Path) -> dict:
-    """The two prediction files' agreement on the rows both hold."""
-    theirs = {str(row["id"]): row for row in read_jsonl(reference, required=("id",))}
-    mine = {str(row["id"]): row for row in read_jsonl(variant, required=("id",))}
+def by_id(predictions: Path) -> dict[str, dict]:
+    """An evaluate stage's predictions file, each row under its id."""
+    return {str(row["id"]): row for row in read_jsonl(predictions, required=("id",))}
+
+
+def agreement(theirs: dict[str, dict], mine: dict[str, dict]) -> dict:
+    """Two variants' predictions (``by_id``) compared on the rows both hold."""
     shared = [key for key in mine if key in theirs]
     result = {"rows": len(shared)}
     for scoring in ("choice", "generate"):

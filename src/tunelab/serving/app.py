@@ -85,11 +85,11 @@ class InFlightLimit:
     client shows as "Service Unavailable". A streamed answer is in flight until its last chunk
     is sent or its client leaves: that is when the inner app returns."""
 
-    def __init__(self, app, limit: int | None):
+    def __init__(self, app, limit: int):
         self.app, self.limit, self.in_flight = app, limit, 0
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] not in GENERATION_ROUTES or self.limit is None:
+        if scope["type"] != "http" or scope["path"] not in GENERATION_ROUTES:
             return await self.app(scope, receive, send)
         if self.in_flight >= self.limit:
             refusal = openai_error(503, f"the server has {self.in_flight} requests in flight (serve.max_concurrency); "
@@ -133,7 +133,8 @@ def build_app(folder: Path, name: str, max_concurrency: int | None = None):
 
     app = FastAPI(lifespan=lifespan)
     app.state.stopped = False
-    app.add_middleware(InFlightLimit, limit=max_concurrency)
+    if max_concurrency is not None:
+        app.add_middleware(InFlightLimit, limit=max_concurrency)
     app.add_exception_handler(StarletteHTTPException, lambda request, error: openai_error(error.status_code, str(error.detail)))
     app.add_exception_handler(RequestValidationError, lambda request, error: openai_error(400, invalid_request(error)))
     app.add_exception_handler(Exception, lambda request, error: openai_error(500, f"{type(error).__name__}: {error}"))
