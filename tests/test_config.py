@@ -259,12 +259,13 @@ def test_the_sentiment_prompt_brings_its_sibling_templates_and_any_other_prompt_
 
 
 def test_each_shipped_task_chooses_its_prompt_eval_and_quantize_and_a_command_line_choice_wins():
-    for data, task, prompt, zero_shot_tokens in (("gsm8k", "math", "gsm8k", 192), ("squad_v1", "extractive_qa", "squad", 24),
-                                                 ("alpaca_demo", "generation", "instruction", 96)):
+    for data, task, prompt, zero_shot_tokens, steps in (("gsm8k", "math", "gsm8k", 192, 40),
+                                                        ("squad_v1", "extractive_qa", "squad", 24, 40),
+                                                        ("alpaca_demo", "generation", "instruction", 96, 50)):
         composed = compose_conf(CONF, [f"data={data}"])
         assert (composed["data"]["task"], composed["prompt"]["name"]) == (task, prompt)
         assert composed["eval"]["prompting"]["zero_shot"]["max_new_tokens"] == zero_shot_tokens
-        assert composed["quantize"]["variants"] == ["merged", "int8_dynamic"] and composed["train"]["max_steps"] == 50
+        assert composed["quantize"]["variants"] == ["merged", "int8_dynamic"] and composed["train"]["max_steps"] == steps
         assert {tuple(m["scoring"]) for m in composed["eval"]["prompting"].values()} == {("generate",)}
         validate_config(composed)
     assert compose_conf(CONF, ["data=gsm8k", "prompt=squad"])["prompt"]["name"] == "squad"
