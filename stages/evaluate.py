@@ -27,7 +27,7 @@ from tunelab.evaluation.prompting import method_template
 from tunelab.evaluation.tasks import TASKS, Task
 from tunelab.io.atomic import atomic_dir, write_jsonl
 from tunelab.io.jsonl import read_jsonl
-from tunelab.layout import BASE, LAYOUT, TRAINED
+from tunelab.layout import ALIGNED, BASE, LAYOUT, SKIPPED, TRAINED
 from tunelab.models.loading import continues_a_cache, load_variant
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.records import PromptSearchRecord, QuantizeRecord, read_optional, read_record
@@ -88,11 +88,10 @@ def main() -> None:
     data = to_section(DataConfig, "data", params.get("data"))
     task, labels = TASKS[data.task], data.labels
     required = ("id", "text", "label") if data.classifies else ("id", "references")
-    deployed = variant not in (BASE, TRAINED)
+    deployed = variant not in (BASE, TRAINED, ALIGNED)
     stage = "evaluate_deployed" if deployed else "evaluate"  # its name in dvc.yaml
     with stage_run(f"{stage}@{variant}", params, sections=("eval", "prompt")) as run:
-        quantized = read_optional(QuantizeRecord, LAYOUT.quantize_metrics, "quantize") if deployed else None
-        if quantized and (reason := quantized.skipped_reason(variant)):
+        if reason := skipped_reason(variant, deployed):
             write_skipped(run, variant, reason)
             run.set_tag("tunelab.skipped", reason)
             return
@@ -134,11 +133,22 @@ def main() -> None:
         run.log_artifacts(predictions_dir, "predictions")
 
 
+def skipped_reason(variant: str, deployed: bool) -> str | None:
+    """Why a variant was not made (the quantize stage skipped it, or align=none: the align stage's
+    models/aligned says so), or None."""
+    if deployed:
+        quantized = read_optional(QuantizeRecord, LAYOUT.quantize_metrics, "quantize")
+        return quantized.skipped_reason(variant) if quantized else None
+    if variant == ALIGNED and (note := LAYOUT.aligned_model / SKIPPED).is_file():
+        return note.read_text().strip()
+    return None
+
+
 def write_skipped(run, variant: str, reason: str) -> None:
-    """A variant the quantize stage skipped still gets its outputs, saying why, for the report."""
+    """A variant that was not made still gets its outputs, saying why, for the report."""
     metrics_file, predictions_dir, confusion_dir = LAYOUT.eval_outputs(variant)
     with atomic_dir(predictions_dir) as temp:
-        (temp / "SKIPPED.txt").write_text(reason + "\n")
+        (temp / SKIPPED).write_text(reason + "\n")
     with atomic_dir(confusion_dir) as temp:
         # a plot with no rows: DVC can neither plot nor restore (in a queued experiment) an empty folder
         (temp / "skipped.csv").write_text("actual,predicted\n")

@@ -19,8 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tre
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import EvalConfig
 from tunelab.io.atomic import write_csv, write_json, write_text
-from tunelab.layout import BASE, LAYOUT, TRAINED
+from tunelab.layout import ALIGNED, BASE, LAYOUT, TRAINED
 from tunelab.records import (
+    AlignRecord,
     BaseRecord,
     BenchRecord,
     PromptSearchRecord,
@@ -72,8 +73,8 @@ PLOTTED = ("metric", "score", "score_ci_low", "score_ci_high", "train_seconds", 
 
 
 def eval_files(params: dict) -> list[Path]:
-    """base, trained, then the quantized variants in conf/quantize's order."""
-    order = [BASE, TRAINED, *params.get("quantize", {}).get("variants", [])]
+    """base, trained, aligned, then the quantized variants in conf/quantize's order."""
+    order = [BASE, TRAINED, ALIGNED, *params.get("quantize", {}).get("variants", [])]
     files = [LAYOUT.eval_outputs(name)[0] for name in order]
     return [path for path in files if path.is_file()]
 
@@ -145,7 +146,8 @@ def main() -> None:
     bench = read_optional(BenchRecord, LAYOUT.bench_metrics, "benchmark")
     rows = with_costs(eval_rows(files), read_optional(BaseRecord, LAYOUT.base_metrics, "base"),
                       read_optional(TrainRecord, LAYOUT.train_metrics, "train"),
-                      read_optional(QuantizeRecord, LAYOUT.quantize_metrics, "quantize"), bench)
+                      read_optional(QuantizeRecord, LAYOUT.quantize_metrics, "quantize"), bench,
+                      read_optional(AlignRecord, LAYOUT.align_metrics, "align"))
     compared = paired_comparisons(rows, settings.seed)
     rows = with_frontier(with_comparisons(rows, compared))
     with stage_run("report", params, sections=()) as run:

@@ -86,7 +86,7 @@ def main() -> None:
         tokenizer = AutoTokenizer.from_pretrained(LAYOUT.base_model)
         model = trainable_model(LAYOUT.base_model, strategy, train.gradient_checkpointing)
         telemetry = TrainingTelemetry(run, flops_per_token(model), measure_matmul_peak())
-        checkpoints = checkpoint_dir(strategy, train, inputs, LAYOUT.base_model)
+        checkpoints = checkpoint_dir((strategy, train), inputs, LAYOUT.base_model)
         callbacks = [telemetry, ProfileSteps(train.profile_steps, TRACE)]
         trainer = build_trainer(model, tokenizer, train, train_rows, val_rows, checkpoints, callbacks)
         val_loss_before = trainer.evaluate()["eval_loss"]

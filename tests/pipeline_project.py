@@ -19,7 +19,8 @@ from conftest import REPO_ROOT
 
 PROJECT_FILES = ["dvc.yaml", ".dvcignore", "conf", "stages", "src/tunelab"]
 DEPLOYED = ["evaluate_deployed@merged", "evaluate_deployed@int8_dynamic", "evaluate_deployed@qat"]
-AFTER_TRAINING = ["quantize", *DEPLOYED, "benchmark", "load_test", "report"]
+ALIGNMENT = ["preferences", "align", "evaluate@aligned"]  # align=none: each records that it was skipped
+AFTER_TRAINING = [*ALIGNMENT, "quantize", *DEPLOYED, "benchmark", "load_test", "report"]
 STAGES = ["base", "fetch", "prepare", "format", "train", "search_prompt", "evaluate@base", "evaluate@trained",
           *AFTER_TRAINING]
 HEADLINE = "few_shot/choice"

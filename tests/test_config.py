@@ -6,6 +6,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
+from tunelab.alignment.methods import ALIGN_METHODS
 from tunelab.config.compose import check_params_current, compose_conf, first_difference
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import SECTIONS, DataConfig, EvalConfig, TrainConfig
@@ -32,10 +33,12 @@ def group_options() -> list[str]:
 
 def test_every_group_option_is_covered():
     groups = {option.split("=")[0] for option in group_options()}
-    assert groups == {"model", "data", "prompt", "strategy", "tracking", "eval", "quantize", "bench", "serve"}
-    # every registered strategy has its conf file, and every strategy conf file names a registered one
+    assert groups == {"model", "data", "prompt", "strategy", "tracking", "eval", "quantize", "bench", "serve", "align"}
+    # every registered strategy (and alignment method) has its conf file, and every such file names a registered one
     strategy_files = {option for option in group_options() if option.startswith("strategy=")}
     assert strategy_files == {f"strategy={name}" for name in STRATEGIES.names()}
+    align_files = {option for option in group_options() if option.startswith("align=")}
+    assert align_files == {f"align={name}" for name in ALIGN_METHODS.names()}
 
 
 @pytest.mark.parametrize("option", group_options())
@@ -207,7 +210,7 @@ def test_the_headline_defaults_to_the_first_fine_tuned_prompting_and_its_first_s
 def test_an_unknown_top_level_section_is_refused(tmp_path):
     composed = compose_conf(CONF)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({**composed, "traning": {"max_steps": 10}}))
-    with pytest.raises(TunelabError, match=r"params.yaml: unknown section 'traning'; the sections are \['bench', 'data'"):
+    with pytest.raises(TunelabError, match=r"params.yaml: unknown section 'traning'; the sections are \['align', 'bench', 'data'"):
         read_params(tmp_path / "params.yaml", check_current=False)
     with pytest.raises(TunelabError, match=r"config: unknown section 'traning'"):
         validate_config({**composed, "traning": {}})

@@ -25,6 +25,8 @@ def test_the_known_noise_is_dropped_and_other_messages_of_the_same_loggers_are_k
         warnings.simplefilter("always")  # (pytest's own config ignores FutureWarning)
         quiet_known_noise()  # catch_warnings restores the filters after: set them inside
         warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
+        warnings.warn("`gradient_checkpointing` is deprecated and will be removed in v6. Use `activation_checkpointing` "
+                      "instead.", FutureWarning)
         warnings.warn("TypedStorage is deprecated. It will be removed in the future and UntypedStorage will be the "
                       "only storage class.", UserWarning)
         warnings.warn("something else is deprecated", FutureWarning)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO_ROOT
-from pipeline_project import audited_env, ran_stages, run, undeclared_reads
+from pipeline_project import ALIGNMENT, audited_env, ran_stages, run, undeclared_reads
 
 from tunelab.config.compose import compose_conf
 from tunelab.io.atomic import write_jsonl
@@ -151,7 +151,8 @@ def test_a_generative_task_runs_end_to_end_through_dvc(task, baseline_copy, tmp_
     result = run(project, "dvc", "exp", "run", *[arg for o in overrides for arg in ("-S", o)],
                  env=audited_env(tmp_path / "reads"))
     assert set(ran_stages(result)) == {"fetch", "prepare", "format", "train", "search_prompt", "evaluate@base",
-                                       "evaluate@trained", "quantize", "benchmark", "load_test", "report"}  # base: cached
+                                       "evaluate@trained", *ALIGNMENT, "quantize", "benchmark", "load_test",
+                                       "report"}  # base: cached
     assert undeclared_reads(project, tmp_path / "reads", *sources) == {}
     staged = (task, project, {"evaluate": result})
     prepared_prompts_with_references_split_without_overlap(staged)

@@ -17,6 +17,7 @@ import yaml
 from conftest import REPO_ROOT
 from pipeline_project import (
     AFTER_TRAINING,
+    ALIGNMENT,
     DATA,
     HEADLINE,
     STAGES,
@@ -91,6 +92,7 @@ def test_every_variant_is_scored_quantized_benchmarked_and_reported(baseline):
     assert bench["environment"]["torch"] == version("torch")
     report_text = (project / "metrics/report.md").read_text()
     assert "- `qat`: skipped — qat converts QAT-trained weights" in report_text
+    assert "- `aligned`: skipped — align=none (dvc exp run -S align=dpo, or kto, orpo, grpo, rloo" in report_text
     assert "| int8_dynamic |" in report_text.split("## Deployable variants")[1]
     assert "| trained | zero_shot | choice |" in report_text
     assert "| trained | lora | zero_shot (sentiment_instruction) | none | choice |" in report_text  # with its costs
@@ -260,8 +262,8 @@ def test_a_generative_task_runs_through_every_stage_and_is_reported_by_its_own_h
     write_chats(project / OTHER_CHATS, count=4, start=100)
     generative = run(project, "dvc", "exp", "run", *GENERATIVE_RUN, env=audited_env(tmp_path / "reads"))
     assert set(ran_stages(generative)) == {"fetch", "prepare", "format", "train", "search_prompt", "evaluate@base",
-                                           "evaluate@trained", "quantize", "evaluate_deployed@merged", "benchmark",
-                                           "load_test", "report"}  # base: cached
+                                           "evaluate@trained", *ALIGNMENT, "quantize", "evaluate_deployed@merged",
+                                           "benchmark", "load_test", "report"}  # base: cached
     assert undeclared_reads(project, tmp_path / "reads", CHATS, TRAIN_CHATS, OTHER_CHATS) == {}
     stats = json.loads((project / "data/prepared/stats.json").read_text())
     assert stats["split_sizes"] == {"train": 20, "val": 4, "test": 6} and stats["unused_examples"] == 2

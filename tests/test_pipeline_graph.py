@@ -41,9 +41,9 @@ def test_each_params_section_is_read_only_by_the_stages_it_configures():
     assert readers(params, "quantize") == {"quantize", "report"}
     assert readers(params, "serve") == {"load_test"}  # the report reads its metrics file, not its settings
     # the load test sends the test prompts as the task renders them
-    assert readers(params, "prompt") == {"format", "search_prompt", "evaluate@base", "evaluate@trained", *DEPLOYED,
-                                         "load_test"}
-    evaluating = {"evaluate@base", "evaluate@trained", *DEPLOYED, "report"}
+    assert readers(params, "prompt") == {"format", "search_prompt", "evaluate@base", "evaluate@trained",
+                                         "evaluate@aligned", *DEPLOYED, "load_test"}
+    evaluating = {"evaluate@base", "evaluate@trained", "evaluate@aligned", *DEPLOYED, "report"}
     assert readers(params, "eval") == {*evaluating, "search_prompt", "check", "fetch", "prepare"}
     assert readers(params, "eval.prompting") == {*evaluating, "search_prompt"}
     assert readers(params, "eval.prompt_search") == {*evaluating, "search_prompt"}  # evaluate reads all of eval
@@ -52,11 +52,15 @@ def test_each_params_section_is_read_only_by_the_stages_it_configures():
     assert readers(params, "model") == {"check", "base"}
     assert readers(params, "data.source") == {"check", "fetch", "prepare"}  # prepare reads the whole data section
     assert readers(params, "data.train_source") == {"check", "fetch", "prepare"}
+    # align=none → dpo reruns the pairs and the alignment, nothing of the pipeline before them
+    assert readers(params, "align") == {"preferences", "align"}
+    assert readers(params, "align.learning_rate") == {"align"}  # another learning rate never samples pairs again
 
 
 def test_training_reruns_the_trained_model_downstream_and_never_the_prompting_baselines():
     graph, _ = graph_and_params()
-    after_training = {"evaluate@trained", "quantize", *DEPLOYED, "benchmark", "load_test", "report"}
+    after_training = {"evaluate@trained", "preferences", "align", "evaluate@aligned", "quantize", *DEPLOYED, "benchmark",
+                      "load_test", "report"}
     assert downstream(graph, "train") == after_training
     assert "evaluate@base" not in downstream(graph, "train")
     assert downstream(graph, "format") == {"train", *after_training}  # evaluate@base reads prepared data, not formatted
@@ -65,6 +69,8 @@ def test_training_reruns_the_trained_model_downstream_and_never_the_prompting_ba
     assert "search_prompt" not in downstream(graph, "train")
     assert downstream(graph, "quantize") == {*DEPLOYED, "benchmark", "load_test", "report"}
     assert downstream(graph, "benchmark") == {"report"}
+    assert downstream(graph, "align") == {"evaluate@aligned", "report"}
+    assert downstream(graph, "preferences") == {"align", "evaluate@aligned", "report"}
 
 
 def test_the_prompt_search_feeds_the_base_models_evaluation_and_the_report_only():

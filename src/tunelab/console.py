@@ -24,6 +24,9 @@ KNOWN_WARNING_NOISE = [
     # (category, message pattern, why it is harmless)
     (FutureWarning, r"`is_gradient_checkpointing` is deprecated",
      "transformers' own Trainer still calls the name it deprecates"),
+    (FutureWarning, r"`gradient_checkpointing` is deprecated and will be removed in v6",
+     "TRL 1.16's configs declare the old name (defaulting it on), so tunelab must set that one to turn it off; "
+     "transformers maps it to activation_checkpointing"),
     (UserWarning, r"TypedStorage is deprecated",
      "torch.load(weights_only=True) of the int8_dynamic variant's state dict (torch.ao's packed int8 weights) "
      "rebuilds them through torch's own deprecated storage class; nothing for a user to change"),

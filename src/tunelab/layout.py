@@ -7,7 +7,8 @@ root instead of changing directory.
 
 from pathlib import Path
 
-BASE, TRAINED = "base", "trained"  # the two variants that are not quantize-stage folders
+BASE, TRAINED, ALIGNED = "base", "trained", "aligned"  # the variants that are not quantize-stage folders
+SKIPPED = "SKIPPED.txt"  # in an output folder of a stage that had nothing to make: why
 
 
 class Layout:
@@ -26,6 +27,9 @@ class Layout:
         # models
         self.base_model = root / "models/base"
         self.trained_model = root / "models/trained"
+        self.aligned_model = root / "models/aligned"  # the align stage's: the SFT model after DPO, GRPO, ...
+        self.preferences = root / "data/preferences/pairs.jsonl"  # the preferences stage's pairs (align.preferences)
+        self.preference_stats = root / "data/preferences/stats.json"  # how they were built, what was skipped
         self.deploy = root / "models/deploy"
         self.checkpoints = root / "checkpoints"  # resume state: not a DVC output
         # metrics
@@ -33,6 +37,8 @@ class Layout:
         self.base_metrics = root / "metrics/base.json"
         self.train_metrics = root / "metrics/train.json"
         self.train_curves = root / "metrics/train"
+        self.align_metrics = root / "metrics/align.json"
+        self.align_curves = root / "metrics/align"  # per-step loss, reward margins or mean reward (DVC plots)
         self.quantize_metrics = root / "metrics/quantize.json"
         self.prompt_search = root / "metrics/prompt_search.json"  # the search_prompt stage's table and winner
         self.bench_metrics = root / "metrics/bench.json"
@@ -57,8 +63,9 @@ class Layout:
         return self.predictions / variant / "extra" / test_set
 
     def model(self, variant: str) -> Path:
-        """base, trained, or a quantize-stage variant's folder."""
-        return {BASE: self.base_model, TRAINED: self.trained_model}.get(variant, self.deploy / variant)
+        """base, trained, aligned, or a quantize-stage variant's folder."""
+        own = {BASE: self.base_model, TRAINED: self.trained_model, ALIGNED: self.aligned_model}
+        return own.get(variant, self.deploy / variant)
 
     def eval_outputs(self, variant: str) -> tuple[Path, Path, Path]:
         """The evaluate stage's metrics file, predictions folder and confusion-plot folder of a variant."""

@@ -124,3 +124,14 @@ class ServeRecord:
     """workload (task, decode) -> one result per concurrency level (tunelab.serving.load_test.LevelResult)."""
     batching_gain: dict[str, Optional[float]] = field(default_factory=dict)
     """workload -> tokens/s at the highest concurrency over the lowest."""
+
+
+@dataclass(frozen=True)
+class AlignRecord:
+    """metrics/align.json (stage align): the alignment phase on the SFT model, or why it did not run."""
+
+    method: str
+    skipped: Optional[str] = None
+    train_seconds: Optional[float] = None
+    """Seconds of the alignment phase alone (the SFT model's own are metrics/train.json's)."""
+    steps: Optional[int] = None

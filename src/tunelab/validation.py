@@ -1,5 +1,6 @@
 """The whole configuration checked before any stage works: every section's types and ranges,
-every name a registry must know (raw data format, layout, task, strategy, deployment methods),
+every name a registry must know (raw data format, layout, task, strategy, deployment methods,
+alignment method and rewards),
 and that the prompting methods and templates fit the task. The check stage runs it.
 
 Kept out of tunelab.config, which every stage imports: a stage depends on the registries it
@@ -8,6 +9,8 @@ uses, not on all of them.
 
 from typing import Any
 
+from tunelab.alignment.methods import ALIGN_METHODS
+from tunelab.alignment.rewards import REWARDS
 from tunelab.config.load import check_known_sections, to_section
 from tunelab.config.schema import SECTIONS, DataConfig
 from tunelab.data.layouts import LAYOUTS
@@ -34,10 +37,20 @@ def validate_config(params: dict[str, Any]) -> None:
     for name in sections["quantize"].variants:
         METHODS[name]  # an unknown name is refused here, listing the registered ones
     check_prompting_fits_task(sections)
+    check_alignment(sections["align"])
     if data.classifies:
         check_templates_answer_labels(sections)
     else:
         check_templates_are_chats(sections)
+
+
+def check_alignment(align) -> None:
+    """The alignment method and each reward are registered ones, and the settings fit the method."""
+    method = ALIGN_METHODS[align.method]  # an unknown name is refused here, listing the registered ones
+    method.check(align)
+    if method.rewarded:
+        for name in align.rewards:
+            REWARDS[name]
 
 
 def check_reading(data: DataConfig) -> None:

@@ -20,8 +20,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tunelab.evaluation.answers import math_answer, normalize_span
-from tunelab.evaluation.text_metrics import extractive_qa_report, generation_report, math_report
+from tunelab.evaluation.answers import math_answer, normalize_span, span_f1
+from tunelab.evaluation.parsing import parse_choice
+from tunelab.evaluation.text_metrics import extractive_qa_report, generation_report, math_report, rouge_scores
 from tunelab.registry import Registry
 
 _ANSWER_MARKER = re.compile(r"^\s*(?:the\s+answer\s+is|answer\s*:)\s*", re.IGNORECASE)
@@ -46,6 +47,11 @@ class Task:
     reasoning: str = ""
     """What a derived chain-of-thought template asks after the prompt (Jinja, like a template): reason,
     then the marker ``read_answer`` looks for."""
+    score_answer: Callable[[str | None, list[str]], float] = lambda answer, references: float(answer in references)
+    """One answer (as :func:`answer_of` reads it) against its references → a score in [0, 1]: the
+    alignment phase's correctness reward and its test of a sampled answer (tunelab.alignment).
+    Where the headline is all-or-nothing but a graded score exists (SQuAD's token F1), the graded one:
+    a group of sampled answers that all score the same teaches GRPO nothing."""
 
 
 TASKS: Registry[Task] = Registry("data.task")
@@ -72,16 +78,31 @@ CLASSIFICATION_REASONING = ('Think it through in one or two short sentences, the
 
 TASKS.register(Task("classification", "accuracy", ("choice", "generate"), table_metrics=("accuracy", "macro_f1"),
                     reasoning=CLASSIFICATION_REASONING))
+def rouge_l(answer: str | None, references: list[str]) -> float:
+    return rouge_scores([references], [answer or ""])["rougeL"][0]
+
+
+def same_number(answer: str | None, references: list[str]) -> float:
+    return float(answer is not None and answer == math_answer(references[0]))
+
+
 TASKS.register(Task("generation", "rougeL", ("generate",), free_text_answer, report=generation_report,
-                    table_metrics=("rougeL", "rouge1", "chrf", "output_words_mean"),
+                    table_metrics=("rougeL", "rouge1", "chrf", "output_words_mean"), score_answer=rouge_l,
                     reasoning='First plan your reply in one or two short sentences, then write it after a line "Answer:".'))
 TASKS.register(Task("extractive_qa", "exact_match", ("generate",), span_answer, normalize_span, extractive_qa_report,
                     table_metrics=("exact_match", "f1", "output_words_mean"),
+                    score_answer=lambda answer, references: span_f1(references, answer or ""),
                     reasoning='Think it through in one or two short sentences, then end with a line "Answer: <the '
                               'shortest span of the passage that answers the question>".'))
 TASKS.register(Task("math", "accuracy", ("generate",), math_answer, lambda answer: answer, math_report,
-                    table_metrics=("accuracy", "output_words_mean"),
+                    table_metrics=("accuracy", "output_words_mean"), score_answer=same_number,
                     reasoning='Think step by step, then end with a line "Answer: <the final number>".'))
+
+
+def answer_of(task: Task, text: str, choices: list[str]) -> str | None:
+    """The answer one generated text gives: the choice it names where the row has answer choices
+    (classification), else what the task's reader finds; None when it gives none."""
+    return parse_choice(text, choices) if choices else task.read_answer(text)
 
 
 def vote(answers: list[str | None], key: Callable[[str], str]) -> tuple[str | None, float]:

@@ -6,6 +6,7 @@ trained model, and each deployed variant as a fresh process loads it.
 | base           | models/base             | float32: the prompting baselines                            |
 | trained        | models/trained          | by its recipe (tunelab_strategy.json): adapter on the base, |
 |                |                         | or its own weights (QAT's converted on load)                |
+| aligned        | models/aligned          | the same way: the align stage saves merged float32 weights  |
 | any other name | models/deploy/<name>    | by its recipe (tunelab_deploy.json): the loader its         |
 |                |                         | deployment method names (tunelab.deploy.methods)            |
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 from tunelab.errors import TunelabError
-from tunelab.layout import BASE, LAYOUT, TRAINED, Layout
+from tunelab.layout import ALIGNED, BASE, LAYOUT, TRAINED, Layout
 from tunelab.models.base import source_location
 
 if TYPE_CHECKING:
@@ -241,8 +242,8 @@ def load_variant(name: str, layout: Layout = LAYOUT):
     """The variant's model in eval mode, on the GPU where there is one."""
     if name == BASE:
         return on_device(load_base(layout.base_model)).eval()
-    if name == TRAINED:
-        return on_device(load_trained(layout.trained_model, layout.base_model)).eval()
+    if name in (TRAINED, ALIGNED):
+        return on_device(load_trained(layout.model(name), layout.base_model)).eval()
     if layout.model(name).is_dir():
         return load_deployed(layout.model(name))
     raise TunelabError(f"unknown model variant {name!r}: not base, trained, or a folder in {layout.deploy}/ "

@@ -9,8 +9,16 @@ with its interval, which the tables, plots and sweeps compare whatever the task.
 from pathlib import Path
 
 from tunelab.io.jsonl import parse_json_row
-from tunelab.layout import BASE, TRAINED
-from tunelab.records import BaseRecord, BenchRecord, PromptSearchRecord, QuantizeRecord, ServeRecord, TrainRecord
+from tunelab.layout import ALIGNED, BASE, TRAINED
+from tunelab.records import (
+    AlignRecord,
+    BaseRecord,
+    BenchRecord,
+    PromptSearchRecord,
+    QuantizeRecord,
+    ServeRecord,
+    TrainRecord,
+)
 
 SCORE = ("score", "score_ci_low", "score_ci_high")
 
@@ -106,12 +114,13 @@ def pipeline_summary(by_key: dict, headline: tuple[str, str]) -> dict[str, float
 
 
 def with_costs(rows: list[dict], base: BaseRecord | None, train: TrainRecord | None, quantize: QuantizeRecord | None,
-               bench: BenchRecord | None) -> list[dict]:
+               bench: BenchRecord | None, align: AlignRecord | None = None) -> list[dict]:
     """Each row with what its variant cost: adaptation, quantization, train time, speed, size.
 
     The one place accuracy meets cost. Train time is what it took to make the variant from the
     base model: nothing for prompting, training for the trained model, training plus
-    quantization for a deployable variant. Speed and latency are the benchmark's (batch 1); the
+    quantization for a deployable variant, training plus alignment for the aligned model. Speed and
+    latency are the benchmark's (batch 1); the
     base model is not benchmarked. A record is None where its stage did not run.
     """
     made = quantize.variants if quantize else {}
@@ -123,11 +132,15 @@ def with_costs(rows: list[dict], base: BaseRecord | None, train: TrainRecord | N
         seconds = 0.0 if variant == BASE else (train.train_seconds if train else None)
         if variant in made and seconds is not None:
             seconds = round(seconds + (made[variant].seconds or 0.0), 1)
+        adaptation = "none (prompting)" if variant == BASE else (train.strategy if train else "?")
+        if variant == ALIGNED and align is not None:
+            seconds = round(seconds + align.train_seconds, 1) if seconds is not None and align.train_seconds else None
+            adaptation += f" + {align.method}"
         size = speed.get("size_mb", made[variant].size_mb if variant in made else None)
         costed.append({
             **row,
-            "adaptation": "none (prompting)" if variant == BASE else (train.strategy if train else "?"),
-            "quantization": "none" if variant in (BASE, TRAINED) else variant,
+            "adaptation": adaptation,
+            "quantization": "none" if variant in (BASE, TRAINED, ALIGNED) else variant,
             "train_seconds": seconds,
             "tokens_per_second": speed.get("tokens_per_second", {}).get("1"),
             "token_latency_p50_ms": speed.get("token_latency_ms", {}).get("p50"),

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from tunelab.config.schema import StrategyConfig, TrainConfig
 from tunelab.io.atomic import write_json
 from tunelab.io.files import folder_sha256
 from tunelab.layout import LAYOUT
@@ -23,14 +22,15 @@ COMPLETE = "tunelab-complete.json"  # written into a checkpoint once the Trainer
 CHECKPOINT_STEP = re.compile(r"^checkpoint-(\d+)$")
 
 
-def checkpoint_dir(strategy: StrategyConfig, train: TrainConfig, inputs: list[Path], base: Path) -> Path:
-    """Where this exact run keeps its checkpoints: a resumed run must match config, data and the
-    base model's content (a changed base must never resume onto weights trained on the old one)."""
-    digest = hashlib.sha256(json.dumps([repr(strategy), repr(train)]).encode())
+def checkpoint_dir(settings: tuple, inputs: list[Path], model: Path, stage: str = "train") -> Path:
+    """Where this exact run of ``stage`` keeps its checkpoints: a resumed run must match its config
+    sections, data and the starting model's content (a changed base must never resume onto weights
+    trained on the old one)."""
+    digest = hashlib.sha256(json.dumps([repr(section) for section in settings]).encode())
     for path in inputs:
         digest.update(path.read_bytes())
-    digest.update(folder_sha256(base).encode())
-    return LAYOUT.checkpoints / f"train-{digest.hexdigest()[:12]}"
+    digest.update(folder_sha256(model).encode())
+    return LAYOUT.checkpoints / f"{stage}-{digest.hexdigest()[:12]}"
 
 
 class MarkCompleteCheckpoints(TrainerCallback):

@@ -1,0 +1,122 @@
+"""The rows alignment learns from, out of the format stage's train rows, and the preference pairs.
+
+Every row is the exact text the SFT model read before its answer in training (``prompt``, chat
+template included), the answer it was trained to write (``answer``, with its end-of-turn token),
+and what the task scores an answer against (``references``, ``choices``). Pairs built from the
+task put that gold answer against the SFT model's own wrong sample (on-policy negatives: the
+mistakes this model makes, not someone else's); prompts the model always answered right are
+counted and skipped. Rows come from the train split only, and a pair whose prompt or id is a
+test row's is refused (:func:`check_no_test_rows`).
+"""
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+from tunelab.config.schema import PreferencesConfig
+from tunelab.errors import TunelabError
+from tunelab.evaluation.tasks import Task, answer_of
+from tunelab.io.jsonl import read_jsonl
+
+PAIR_FIELDS = ("prompt", "chosen", "rejected")
+SAMPLING_BATCH = 8  # prompts per generate call (each with its `samples` answers)
+
+
+def alignment_row(row: dict, tokenizer) -> dict:
+    """A formatted train row as alignment sees it. A chat (generative task) is the turns before its
+    last answer through the chat template; a classification row keeps the prompt it was trained on."""
+    if "messages" in row:
+        prompt = tokenizer.apply_chat_template(row["messages"][:-1], tokenize=False, add_generation_prompt=True)
+        return {"id": row["id"], "prompt": prompt, "answer": row["target"] + tokenizer.eos_token,
+                "target": row["target"], "references": row["references"], "choices": []}
+    return {"id": row["id"], "prompt": row["prompt"], "answer": row["completion"], "target": row["target"],
+            "references": [row["target"]], "choices": row["choices"]}
+
+
+def alignment_rows(formatted_train: list[dict], tokenizer) -> list[dict]:
+    return [alignment_row(row, tokenizer) for row in formatted_train]
+
+
+def sampled_answers(model, tokenizer, rows: list[dict], settings: PreferencesConfig, seed: int) -> Iterator[list[str]]:
+    """``settings.samples`` answers per row from the model, seeded, batched."""
+    import torch
+
+    from tunelab.evaluation.generation import Sampling, generate
+
+    torch.manual_seed(seed)
+    sampling = Sampling(samples=settings.samples, temperature=settings.temperature, top_k=50)
+    for start in range(0, len(rows), SAMPLING_BATCH):
+        batch = rows[start:start + SAMPLING_BATCH]
+        ids = [tokenizer(row["prompt"])["input_ids"] for row in batch]
+        yield from generate(model, tokenizer, ids, settings.max_new_tokens, sampling)
+
+
+def pairs_from_samples(task: Task, row: dict, samples: list[str], settings: PreferencesConfig, eos: str) -> list[dict]:
+    """The gold answer against each distinct wrong sample (up to ``pairs_per_prompt``, first sampled first)."""
+    wrong = []
+    for text in samples:
+        score = task.score_answer(answer_of(task, text, row["choices"]), row["references"])
+        if score < settings.correct_at and text.strip() and text not in wrong:
+            wrong.append(text)
+    return [{"id": row["id"], "prompt": row["prompt"], "chosen": row["answer"], "rejected": text + eos}
+            for text in wrong[:settings.pairs_per_prompt]]
+
+
+def pairs_from_task(model, tokenizer, task: Task, rows: list[dict], settings: PreferencesConfig, seed: int,
+                    progress=lambda done: None) -> tuple[list[dict], dict]:
+    """On-policy pairs for the first ``settings.prompts`` rows, and counts of what was skipped."""
+    chosen_rows = rows[:settings.prompts]
+    pairs, always_right = [], 0
+    for done, (row, samples) in enumerate(zip(chosen_rows, sampled_answers(model, tokenizer, chosen_rows, settings, seed)),
+                                          start=1):
+        made = pairs_from_samples(task, row, samples, settings, tokenizer.eos_token)
+        always_right += not made
+        pairs += made
+        progress(done)
+    stats = {"source": "task", "prompts": len(chosen_rows), "samples_per_prompt": settings.samples, "pairs": len(pairs),
+             "prompts_always_right": always_right, "always_right_share": round(always_right / max(1, len(chosen_rows)), 4)}
+    return pairs, stats
+
+
+def pairs_from_file(path: Path, fields: dict[str, str]) -> tuple[list[dict], dict]:
+    """TRL's preference rows from a JSONL (prompt/chosen/rejected, each text or a list of chat turns),
+    renamed by ``fields`` (TRL's name → the file's)."""
+    names = {field: fields.get(field, field) for field in PAIR_FIELDS}
+    pairs = []
+    for number, row in enumerate(read_jsonl(path, required=tuple(names.values())), start=1):
+        pair = {field: row[name] for field, name in names.items()}
+        pair["id"] = str(row.get("id", f"{path.name}:{number}"))
+        pairs.append(pair)
+    return pairs, {"source": "file", "path": str(path), "pairs": len(pairs)}
+
+
+def check_pairs(pairs: list[dict], where: str) -> None:
+    """A pair that teaches nothing or cannot be trained is refused, naming its row."""
+    if not pairs:
+        raise TunelabError(f"{where}: no preference pairs (the SFT model answered every sampled prompt right, or the "
+                           "file is empty); raise align.preferences.prompts or .samples, or lower .correct_at")
+    for number, pair in enumerate(pairs, start=1):
+        for field in PAIR_FIELDS:
+            if not pair[field]:
+                raise TunelabError(f"{where}:{number}: empty {field!r}")
+        if pair["chosen"] == pair["rejected"]:
+            raise TunelabError(f"{where}:{number}: chosen equals rejected, so the pair prefers nothing")
+
+
+def check_no_test_rows(pairs: list[dict], test_rows: list[dict], tokenizer) -> None:
+    """No pair's id or prompt may be a test row's: the test split stays unseen by every training phase."""
+    test_ids = {str(row["id"]) for row in test_rows}
+    test_prompts = {alignment_row(row, tokenizer)["prompt"] for row in test_rows}
+    for pair in pairs:
+        if str(pair["id"]) in test_ids or (isinstance(pair["prompt"], str) and pair["prompt"] in test_prompts):
+            raise TunelabError(f"preference pair {pair['id']}: its prompt is a test row's; the test split must never "
+                               "be trained on")
+
+
+def unpaired(pairs: list[dict]) -> list[dict]:
+    """KTO's rows: each pair's chosen answer as desirable, its rejected one as not, shuffled (seeded)
+    so a batch holds both kinds."""
+    rows = [{"prompt": pair["prompt"], "completion": pair[key], "label": key == "chosen"}
+            for pair in pairs for key in ("chosen", "rejected")]
+    random.Random(0).shuffle(rows)
+    return rows
