@@ -36,7 +36,7 @@ def _no_options(config: "AlignConfig") -> dict:
 class AlignMethod:
     name: str
     data: str
-    """PAIRS, UNPAIRED or PROMPTS (None for ``none``)."""
+    """PAIRS, UNPAIRED or PROMPTS ("" for ``none``, which learns nothing)."""
     trainer: Callable[[], tuple[type, type]] | None
     """() -> (TRL trainer class, its config class), imported when called (TRL is heavy)."""
     options: Callable[["AlignConfig"], dict] = _no_options

@@ -4,8 +4,8 @@
 |---------|---------------------------------------------------------------------------------------|---------|
 | correct | the task's own score of the answer (Task.score_answer: the label, the number, SQuAD's  | [0, 1]  |
 |         | token F1, ROUGE-L)                                                                    |         |
-| format  | an answer can be read at all (a choice named, a number stated), and half again for    | [0, 1]  |
-|         | stating it after the answer marker ("Answer:") the task's reasoning asks for          |         |
+| format  | 2/3 when an answer can be read at all (a choice named, a number stated), 1 when it    | [0, 1]  |
+|         | also stands on a line after the answer marker ("Answer:") the task's reasoning asks for|         |
 | length  | minus the share of the token budget the completion used                               | [-1, 0] |
 
 Partial credit matters: GRPO learns from the differences within a group of sampled answers, so
@@ -49,8 +49,9 @@ def correct(task: Task, completion: Completion, row: dict) -> float:
 
 
 def well_formed(task: Task, completion: Completion, row: dict) -> float:
-    readable = answer_of(task, completion.text, row["choices"]) is not None
-    return (2 * readable + (readable and bool(_MARKER.search(completion.text)))) / 3
+    if answer_of(task, completion.text, row["choices"]) is None:
+        return 0.0
+    return 1.0 if _MARKER.search(completion.text) else 2 / 3
 
 
 def length(task: Task, completion: Completion, row: dict) -> float:
