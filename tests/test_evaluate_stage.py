@@ -115,7 +115,7 @@ def test_a_template_without_answer_choices_stops_the_stage_and_writes_nothing(wo
 def test_unknown_variant_and_missing_trained_model_are_named(workdir):
     unknown = run_stage(workdir, str(REPO_ROOT / "stages/evaluate.py"), "int3")
     assert unknown.returncode == 2
-    assert "unknown model variant 'int3': not base, trained, or a folder in models/deploy/" in unknown.stderr
+    assert "unknown model variant 'int3': not base, trained, aligned, or a folder in models/deploy/" in unknown.stderr
     missing = run_stage(workdir, str(REPO_ROOT / "stages/evaluate.py"), "trained")
     assert missing.returncode == 2 and "models/trained: no tunelab_strategy.json; run the train stage first" in missing.stderr
 

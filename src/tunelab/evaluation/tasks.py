@@ -76,8 +76,6 @@ CLASSIFICATION_REASONING = ('Think it through in one or two short sentences, the
                             '<choice> being one of: {{ answer_choices | join(", ") }}.')
 """Classification's chain-of-thought instruction; evaluation/parsing.py reads the marker."""
 
-TASKS.register(Task("classification", "accuracy", ("choice", "generate"), table_metrics=("accuracy", "macro_f1"),
-                    reasoning=CLASSIFICATION_REASONING))
 def rouge_l(answer: str | None, references: list[str]) -> float:
     return rouge_scores([references], [answer or ""])["rougeL"][0]
 
@@ -86,6 +84,8 @@ def same_number(answer: str | None, references: list[str]) -> float:
     return float(answer is not None and answer == math_answer(references[0]))
 
 
+TASKS.register(Task("classification", "accuracy", ("choice", "generate"), table_metrics=("accuracy", "macro_f1"),
+                    reasoning=CLASSIFICATION_REASONING))
 TASKS.register(Task("generation", "rougeL", ("generate",), free_text_answer, report=generation_report,
                     table_metrics=("rougeL", "rouge1", "chrf", "output_words_mean"), score_answer=rouge_l,
                     reasoning='First plan your reply in one or two short sentences, then write it after a line "Answer:".'))

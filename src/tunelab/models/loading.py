@@ -246,7 +246,7 @@ def load_variant(name: str, layout: Layout = LAYOUT):
         return on_device(load_trained(layout.model(name), layout.base_model)).eval()
     if layout.model(name).is_dir():
         return load_deployed(layout.model(name))
-    raise TunelabError(f"unknown model variant {name!r}: not base, trained, or a folder in {layout.deploy}/ "
+    raise TunelabError(f"unknown model variant {name!r}: not base, trained, aligned, or a folder in {layout.deploy}/ "
                        "(the quantize stage makes those)")
 
 

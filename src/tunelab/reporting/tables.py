@@ -134,7 +134,8 @@ def with_costs(rows: list[dict], base: BaseRecord | None, train: TrainRecord | N
             seconds = round(seconds + (made[variant].seconds or 0.0), 1)
         adaptation = "none (prompting)" if variant == BASE else (train.strategy if train else "?")
         if variant == ALIGNED and align is not None:
-            seconds = round(seconds + align.train_seconds, 1) if seconds is not None and align.train_seconds else None
+            known = seconds is not None and align.train_seconds is not None
+            seconds = round(seconds + align.train_seconds, 1) if known else None
             adaptation += f" + {align.method}"
         size = speed.get("size_mb", made[variant].size_mb if variant in made else None)
         costed.append({
