@@ -1,4 +1,4 @@
-"""Adding a fine-tuning strategy or a deployment method: one registry entry plus one conf file.
+"""Adding a fine-tuning strategy, a deployment method, an alignment method or a reward: one registry entry plus one conf file.
 
 Each test registers a toy part the way its module would (the entry is all the code a new part
 needs), writes its conf file into a copy of conf/, and shows every place that lists strategies
@@ -84,3 +84,42 @@ def test_an_unregistered_name_is_refused_naming_the_registered_ones(toy_parts):
         validate_config({**toy_parts, "strategy": {"name": "dpo"}})
     with pytest.raises(TunelabError, match=r"config key quantize.variants: unknown value 'gguf'; .*'bf16_cpu'\]"):
         validate_config({**toy_parts, "quantize": {**toy_parts["quantize"], "variants": ["gguf"]}})
+
+
+def test_a_new_reward_and_a_new_alignment_method_are_one_registry_entry_each_and_one_conf_file(tiny_model_dir,
+                                                                                               tmp_path):
+    """A brevity reward (rewards.py) and a GRPO variant with its own defaults (methods.py), selected by one
+    conf/align file: the check stage accepts both, and the trainer is built with the new reward."""
+    from tunelab.alignment.methods import ALIGN_METHODS, PROMPTS, AlignMethod, sampling_options
+    from tunelab.alignment.preferences import alignment_rows
+    from tunelab.alignment.rewards import REWARDS, Reward
+    from tunelab.alignment.run import build_align_trainer
+    from tunelab.config.schema import AlignConfig
+    from tunelab.evaluation.tasks import TASKS
+
+    def grpo():
+        from trl import GRPOConfig, GRPOTrainer
+
+        return GRPOTrainer, GRPOConfig
+
+    REWARDS.register(Reward("brevity", lambda task, completion, row: 1.0 / (1 + len(completion.text.split()))))
+    ALIGN_METHODS.register(AlignMethod("grpo_dr", PROMPTS, grpo,
+                                       lambda config: {**sampling_options(config), "loss_type": "dr_grpo"}, ("loss",)))
+    try:
+        conf = shutil.copytree(REPO_ROOT / "conf", tmp_path / "conf")
+        (conf / "align/grpo_dr.yaml").write_text("# dvc exp run -S align=grpo_dr\ndefaults:\n  - none\n  - _self_\n"
+                                                 "method: grpo_dr\nrewards:\n  correct: 1.0\n  brevity: 0.5\n")
+        composed = compose_conf(conf, ["align=grpo_dr", "align.max_steps=1", "align.max_completion_length=4"])
+        validate_config(composed)
+        align = to_section(AlignConfig, "align", composed["align"])
+        tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+        from transformers import AutoModelForCausalLM
+
+        trainer = build_align_trainer(ALIGN_METHODS["grpo_dr"], align, AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                                      tokenizer, TASKS["classification"], [],
+                                      alignment_rows(formatted_rows(tokenizer), tokenizer), tmp_path / "out", [])
+        assert [f.__name__ for f in trainer.reward_funcs] == ["correct", "brevity"]
+        assert trainer.args.loss_type == "dr_grpo" and list(trainer.args.reward_weights) == [1.0, 0.5]
+    finally:
+        REWARDS.unregister("brevity")
+        ALIGN_METHODS.unregister("grpo_dr")
