@@ -55,6 +55,19 @@ def test_the_sweep_tables_hold_the_baselines_once_and_each_runs_headline_result(
     assert table[2] == "| s-1 | train.seed=1 | trained | 0.500 [0.500, 0.900] | 12 | 30.5 | — | 1.5 |"
 
 
+def test_baselines_that_differ_per_run_name_their_prompting_method():
+    """Runs on other data each have their own baselines; each row then says which method it is."""
+    runs = [sweep_run(name, [f"data={name}"], {"base/zero_shot/generate": FIGURES,
+                                              "base/few_shot/generate": {**FIGURES, "accuracy": 0.5}})
+            for name in ("squad", "gsm8k")]
+    for run, lock in zip(runs, ("h1", "h2")):
+        run.outputs["data/predictions/base"] = lock
+    baselines, _ = table_rows(runs)
+    table = markdown(baselines, with_run=True).splitlines()
+    assert table[2].startswith("| squad | data=squad | base · zero_shot/generate | 0.750 [0.500, 0.900] |")
+    assert table[5].startswith("| gsm8k | data=gsm8k | base · few_shot/generate | 0.500 [0.500, 0.900] |")
+
+
 def test_a_generative_sweep_compares_its_tasks_headline():
     rouge = {"metric": "rougeL", "rougeL": 0.31, "rougeL_ci_low": 0.25, "rougeL_ci_high": 0.37, "train_seconds": 9.0}
     baselines, adapted = table_rows([sweep_run("g-1", ["train.seed=1"], {"base/zero_shot/generate": {**rouge, "rougeL": 0.1},

@@ -113,7 +113,9 @@ def markdown(rows: list[dict], with_run: bool) -> str:
     for r in rows:
         first = f"| {r['run']} | {r['overrides']} " if with_run else f"| {r['prompting']} | {r['scoring']} "
         score = score_cell(r) if metric != "score" else f"{r['metric']} {score_cell(r)}"
-        lines.append(first + f"| {r['variant']} | {score} | {cell(r.get('train_seconds'), '{:.0f}')} "
+        # the baselines of runs on other data share one table: each row names its prompting method
+        variant = f"{r['variant']} · {r['prompting']}/{r['scoring']}" if with_run and r["variant"] == BASE else r["variant"]
+        lines.append(first + f"| {variant} | {score} | {cell(r.get('train_seconds'), '{:.0f}')} "
                      f"| {cell(r.get('tokens_per_second'))} | {cell(r.get('token_latency_p50_ms'))} "
                      f"| {cell(r.get('size_mb'))} |")
     return header + "\n".join(lines) + "\n"
