@@ -88,8 +88,9 @@ def main() -> None:
         set_seed(align.seed)
         tokenizer = load_tokenizer(LAYOUT.base_model)
         train_file = LAYOUT.split(LAYOUT.formatted, "train")
-        rows = alignment_rows(read_jsonl(train_file), tokenizer)
+        # what the method learns from: the preferences stage's pairs, or the train prompts to sample
         pairs = read_jsonl(LAYOUT.preferences) if method.uses_pairs else []
+        rows = alignment_rows(read_jsonl(train_file), tokenizer) if method.rewarded else []
         model = merged_model(LAYOUT.trained_model, LAYOUT.base_model)
         checkpoints = checkpoint_dir((align,), [train_file, LAYOUT.preferences], LAYOUT.trained_model, stage="align")
         telemetry = AlignTelemetry(run, method.curves)

@@ -9,7 +9,6 @@ counted and skipped. Rows come from the train split only, and a pair whose promp
 test row's is refused (:func:`check_no_test_rows`).
 """
 
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,9 +113,7 @@ def check_no_test_rows(pairs: list[dict], test_rows: list[dict], tokenizer) -> N
 
 
 def unpaired(pairs: list[dict]) -> list[dict]:
-    """KTO's rows: each pair's chosen answer as desirable, its rejected one as not, shuffled (seeded)
-    so a batch holds both kinds."""
-    rows = [{"prompt": pair["prompt"], "completion": pair[key], "label": key == "chosen"}
+    """KTO's rows: each pair's chosen answer as desirable, its rejected one as not (the Trainer's
+    sampler, seeded by align.seed, mixes them into batches)."""
+    return [{"prompt": pair["prompt"], "completion": pair[key], "label": key == "chosen"}
             for pair in pairs for key in ("chosen", "rejected")]
-    random.Random(0).shuffle(rows)
-    return rows
