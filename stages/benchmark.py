@@ -1,6 +1,6 @@
 """Stage benchmark: what each deployable variant costs to serve, each in a fresh process.
 
-    dvc exp run                                      # every variant the quantize stage made, plus trained
+    dvc exp run                                      # every variant the quantize stage made, plus trained (and aligned)
     python stages/benchmark.py --measure out/ merged int8_dynamic   # what the stage runs: out/VARIANT.json
 
 Per variant: size on disk, load time, peak memory, time to first token and per-token latency
@@ -30,7 +30,7 @@ from tunelab.errors import TunelabError
 from tunelab.evaluation.batching import pad_id
 from tunelab.io.files import folder_size_mb
 from tunelab.io.jsonl import read_jsonl
-from tunelab.layout import BASE, LAYOUT, TRAINED
+from tunelab.layout import ALIGNED, BASE, LAYOUT, TRAINED
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.records import QuantizeRecord, read_record
 from tunelab.stage import run_stage
@@ -64,7 +64,7 @@ def measure(variant: str, settings: BenchConfig) -> dict:
                 "tokens_per_second": throughput(model, prompts, settings.batch_sizes, settings.new_tokens,
                                                 settings.repeats, pad),
                 "peak_rss_mb": peak_rss_mb(), **({"peak_gpu_mb": gpu} if (gpu := peak_gpu_mb()) is not None else {})}
-    if variant not in (BASE, TRAINED) and (recipe := deploy_recipe(LAYOUT.model(variant)))["loader"] == "gguf":
+    if variant not in (BASE, TRAINED, ALIGNED) and (recipe := deploy_recipe(LAYOUT.model(variant)))["loader"] == "gguf":
         del model  # llama.cpp loads its own copy
         measured["llama_cpp"] = measure_native(LAYOUT.model(variant) / "model" / recipe["gguf_file"], prompts[0],
                                                settings.new_tokens, settings.repeats, torch.get_num_threads())
@@ -72,7 +72,9 @@ def measure(variant: str, settings: BenchConfig) -> dict:
 
 
 def made_variants() -> list[str]:
-    return [TRAINED, *read_record(QuantizeRecord, LAYOUT.quantize_metrics, "quantize").made()]
+    """The trained model, the aligned one where alignment ran (the variants are made from it), the variants."""
+    made = read_record(QuantizeRecord, LAYOUT.quantize_metrics, "quantize")
+    return [TRAINED, *([ALIGNED] if made.source == ALIGNED else []), *made.made()]
 
 
 def measure_each(folder: Path, variants: list[str]) -> None:

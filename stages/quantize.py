@@ -1,11 +1,13 @@
-"""Stage quantize: the trained model in every deployable form listed in conf/quantize.
+"""Stage quantize: the last training phase's model in every deployable form listed in conf/quantize.
 
     dvc exp run                                                   # merged, int8_dynamic, nf4
     dvc exp run -S 'quantize.variants=[merged,int8_dynamic,nf4,int8,int8_weight_only]'
 
-The adapter is merged into the base first (LoRA, IA3, QLoRA; prompt/prefix tuning keep their
-adapter beside a quantized base). A variant that does not apply here (bf16 on a CPU, qat for
-a LoRA model) is skipped with its reason in metrics/quantize.json and the report.
+That model is the aligned one where the align stage made one (align=dpo, grpo, ...), else the
+trained one; metrics/quantize.json says which (``source``). An adapter is merged into the base
+first (LoRA, IA3, QLoRA; prompt/prefix tuning keep theirs beside a quantized base). A variant
+that does not apply here (bf16 on a CPU, qat for a LoRA model) is skipped with its reason in
+metrics/quantize.json and the report.
 """
 
 import shutil
@@ -33,15 +35,17 @@ from tunelab.tracking.mlflow_run import stage_run
 def main() -> None:
     params = read_params()
     settings = to_section(QuantizeConfig, "quantize", params.get("quantize"))
-    trained = LAYOUT.trained_model
-    strategy = trained_recipe(trained)["strategy"]
+    source = LAYOUT.deployable()
+    source_dir = LAYOUT.model(source)
+    strategy = trained_recipe(source_dir)["strategy"]
     tokenizer = load_tokenizer(LAYOUT.base_model)
     cuda = torch.cuda.is_available()
     skipped = {method: unavailable_reason(method, strategy, cuda) for method in settings.variants}  # names checked first
     outcomes = {}
     with stage_run("quantize", params, sections=("quantize",)) as run, atomic_dir(LAYOUT.deploy) as out:
         merged_dir = out / ".merged"
-        merged_model(trained, LAYOUT.base_model).save_pretrained(merged_dir)
+        print(f"quantize: from the {source} model ({strategy})")
+        merged_model(source_dir, LAYOUT.base_model).save_pretrained(merged_dir)
         tokenizer.save_pretrained(merged_dir)  # a whole HF folder: what converters (GGUF) read
         for method in settings.variants:
             if reason := skipped[method]:
@@ -49,13 +53,13 @@ def main() -> None:
                 print(f"quantize: {method}: skipped: {reason}")
                 continue
             started = time.perf_counter()
-            make_variant(method, merged_dir, trained, out / method, tokenizer, settings)
+            make_variant(method, merged_dir, source_dir, out / method, tokenizer, settings)
             made = outcomes[method] = VariantOutcome("made", seconds=round(time.perf_counter() - started, 1),
                                                      size_mb=folder_size_mb(out / method))
             print(f"quantize: {method}: {made.size_mb} MB in {made.seconds} s")
             run.log_metrics({f"{method}.size_mb": made.size_mb})
         shutil.rmtree(merged_dir)
-        run.write_metrics(LAYOUT.quantize_metrics, QuantizeRecord(strategy, outcomes).to_json())
+        run.write_metrics(LAYOUT.quantize_metrics, QuantizeRecord(strategy, outcomes, source).to_json())
         run.log_artifact(LAYOUT.quantize_metrics)
 
 

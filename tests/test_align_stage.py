@@ -13,8 +13,9 @@ import pytest
 import torch
 import yaml
 from conftest import REPO_ROOT
-from pipeline_project import audited_env, ran_stages, undeclared_reads, would_rerun
+from pipeline_project import AFTER_TRAINING, audited_env, ran_stages, undeclared_reads, would_rerun
 from pipeline_project import run as run_in
+from safetensors.torch import load_file
 from training_helpers import formatted_rows
 from transformers import AutoTokenizer
 
@@ -134,15 +135,16 @@ def test_align_none_skips_without_a_model_and_bad_settings_stop_before_any_work(
 
 @pytest.mark.slow
 def test_dpo_through_dvc_reruns_only_the_alignment_and_the_report_shows_sft_and_sft_plus_dpo(baseline_copy, tmp_path):
-    """`dvc exp run -S align=dpo` on a copy of the baseline: the pairs, the alignment, its evaluation and the
-    report run, every stage process audited; nothing before them reruns."""
+    """`dvc exp run -S align=dpo` on a copy of the baseline: the pairs, the alignment, its evaluation, the
+    deployable variants made again from the aligned model, their benchmark and the report run, every stage
+    process audited; nothing before them reruns."""
     project = baseline_copy
     overrides = ["align=dpo", "align.max_steps=4", "align.max_length=64", "align.preferences.prompts=8",
                  "align.preferences.samples=3", "align.preferences.max_new_tokens=3"]
-    assert would_rerun(project, *overrides) == ["preferences", "align", "evaluate@aligned", "report"]
+    assert would_rerun(project, *overrides) == AFTER_TRAINING
     result = run_in(project, "dvc", "exp", "run", *[arg for o in overrides for arg in ("-S", o)],
                  env=audited_env(tmp_path / "reads"))
-    assert ran_stages(result) == ["preferences", "align", "evaluate@aligned", "report"]
+    assert ran_stages(result) == AFTER_TRAINING
     assert undeclared_reads(project, tmp_path / "reads") == {}
     test_ids = {row["id"] for row in read_jsonl(project / "data/prepared/test.jsonl")}
     assert not {pair["id"] for pair in read_jsonl(project / "data/preferences/pairs.jsonl")} & test_ids
@@ -155,3 +157,15 @@ def test_dpo_through_dvc_reruns_only_the_alignment_and_the_report_shows_sft_and_
     report = (project / "metrics/report.md").read_text()
     assert "| aligned | lora + dpo | zero_shot (sentiment_instruction) | none | choice |" in report
     assert "`aligned`: skipped" not in report
+    # the deployable variants are the aligned model's: merged holds its weights exactly, costs include alignment
+    assert json.loads((project / "metrics/quantize.json").read_text())["source"] == ALIGNED
+    merged, aligned_weights = (load_file(project / folder / "model.safetensors")
+                               for folder in ("models/deploy/merged/model", "models/aligned"))
+    assert merged.keys() == aligned_weights.keys()
+    assert all(torch.equal(merged[name], aligned_weights[name]) for name in merged)
+    assert "| merged | lora + dpo | zero_shot (sentiment_instruction) | merged | choice |" in report
+    quantize_seconds = json.loads((project / "metrics/quantize.json").read_text())["variants"]["merged"]["seconds"]
+    assert evaluated["merged/zero_shot/choice"]["train_seconds"] == pytest.approx(
+        aligned["train_seconds"] + quantize_seconds, abs=0.1)
+    assert {TRAINED, ALIGNED, "merged", "int8_dynamic"} <= set(
+        json.loads((project / "metrics/bench.json").read_text())["variants"])

@@ -142,7 +142,7 @@ def test_records_name_the_stage_that_writes_them(tmp_path):
 
 
 def test_the_quantize_record_says_what_was_made_and_why_the_rest_was_skipped(tmp_path):
-    written = {"strategy": "lora", "variants": {"merged": {"status": "made", "seconds": 1.0, "size_mb": 2.0},
+    written = {"strategy": "lora", "source": "trained", "variants": {"merged": {"status": "made", "seconds": 1.0, "size_mb": 2.0},
                                                 "qat": {"status": "skipped", "reason": "applies to strategy=qat"}}}
     (tmp_path / "quantize.json").write_text(json.dumps(written))
     record = read_record(QuantizeRecord, tmp_path / "quantize.json", "quantize")
@@ -150,6 +150,9 @@ def test_the_quantize_record_says_what_was_made_and_why_the_rest_was_skipped(tmp
     assert (record.skipped_reason("qat"), record.skipped_reason("merged"), record.skipped_reason("nf4")) == (
         "applies to strategy=qat", None, None)
     assert record.to_json() == written  # what the benchmark, evaluate and report stages read back
+    del written["source"]  # a record from before alignment: its variants were the trained model's
+    (tmp_path / "quantize.json").write_text(json.dumps(written))
+    assert read_record(QuantizeRecord, tmp_path / "quantize.json", "quantize").source == "trained"
 
 
 # --- the CLI ---------------------------------------------------------------------------------

@@ -67,6 +67,11 @@ class Layout:
         own = {BASE: self.base_model, TRAINED: self.trained_model, ALIGNED: self.aligned_model}
         return own.get(variant, self.deploy / variant)
 
+    def deployable(self) -> str:
+        """The variant the quantize stage deploys and the benchmark measures beside it: the last
+        training phase's model, the aligned one where the align stage made one (no SKIPPED note)."""
+        return ALIGNED if (self.aligned_model / "config.json").is_file() else TRAINED
+
     def eval_outputs(self, variant: str) -> tuple[Path, Path, Path]:
         """The evaluate stage's metrics file, predictions folder and confusion-plot folder of a variant."""
         return self.eval_dir / f"{variant}.json", self.predictions / variant, self.confusion_dir / variant

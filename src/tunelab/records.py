@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional, TypeVar
 
 from tunelab.errors import TunelabError
+from tunelab.layout import TRAINED
 
 Record = TypeVar("Record")
 
@@ -85,13 +86,16 @@ class QuantizeRecord:
 
     strategy: str
     variants: dict[str, VariantOutcome] = field(default_factory=dict)
+    source: str = TRAINED
+    """The model the variants were made from: trained, or aligned where the align stage ran."""
 
     @classmethod
     def from_json(cls, data: dict) -> "QuantizeRecord":
-        return cls(data["strategy"], {name: _known_fields(VariantOutcome, entry) for name, entry in data["variants"].items()})
+        return cls(data["strategy"], {name: _known_fields(VariantOutcome, entry) for name, entry in data["variants"].items()},
+                   data.get("source", TRAINED))  # records from before alignment existed: the trained model's
 
     def to_json(self) -> dict:
-        return {"strategy": self.strategy, "variants": {
+        return {"strategy": self.strategy, "source": self.source, "variants": {
             name: {k: v for k, v in dataclasses.asdict(outcome).items() if v is not None}
             for name, outcome in self.variants.items()}}
 

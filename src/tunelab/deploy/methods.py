@@ -181,16 +181,17 @@ def unavailable_reason(method: str, strategy: str, cuda: bool) -> Optional[str]:
     return METHODS[method].unavailable(strategy, cuda)
 
 
-def make_variant(method: str, merged_dir: Path, trained_dir: Path, folder: Path, tokenizer,
+def make_variant(method: str, merged_dir: Path, source_dir: Path, folder: Path, tokenizer,
                  settings: QuantizeConfig) -> None:
-    """Write one variant into ``folder`` (model/, adapter/ for prompt learning, the recipe)."""
+    """Write one variant into ``folder`` (model/, adapter/ for prompt learning, the recipe), from the
+    model in ``source_dir`` (trained or aligned) merged into ``merged_dir``."""
     deploy = METHODS[method]
-    trained = trained_recipe(trained_dir)
+    trained = trained_recipe(source_dir)
     recipe = {"method": method, "loader": deploy.loader, "strategy": trained["strategy"],
               **({"qat": trained["qat"]} if "qat" in trained else {}), **deploy.options(settings),
               **({"gguf_file": GGUF_FILE} if deploy.loader == "gguf" else {})}
     deploy.make(merged_dir, folder / "model", recipe)
     tokenizer.save_pretrained(folder / "model")
     if trained["prompt_learning"]:
-        shutil.copytree(trained_dir, folder / "adapter", ignore=shutil.ignore_patterns("tokenizer*", "*.jinja"))
+        shutil.copytree(source_dir, folder / "adapter", ignore=shutil.ignore_patterns("tokenizer*", "*.jinja"))
     (folder / DEPLOY_FILE).write_text(json.dumps(recipe, indent=2) + "\n")

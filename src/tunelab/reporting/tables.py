@@ -119,11 +119,12 @@ def with_costs(rows: list[dict], base: BaseRecord | None, train: TrainRecord | N
 
     The one place accuracy meets cost. Train time is what it took to make the variant from the
     base model: nothing for prompting, training for the trained model, training plus
-    quantization for a deployable variant, training plus alignment for the aligned model. Speed and
-    latency are the benchmark's (batch 1); the
+    quantization for a deployable variant, training plus alignment for the aligned model and the
+    variants made from it (quantize.source). Speed and latency are the benchmark's (batch 1); the
     base model is not benchmarked. A record is None where its stage did not run.
     """
     made = quantize.variants if quantize else {}
+    from_aligned = quantize is not None and quantize.source == ALIGNED
     measured = bench.variants if bench else {}
     costed = []
     for row in rows:
@@ -133,7 +134,7 @@ def with_costs(rows: list[dict], base: BaseRecord | None, train: TrainRecord | N
         if variant in made and seconds is not None:
             seconds = round(seconds + (made[variant].seconds or 0.0), 1)
         adaptation = "none (prompting)" if variant == BASE else (train.strategy if train else "?")
-        if variant == ALIGNED and align is not None:
+        if (variant == ALIGNED or (variant in made and from_aligned)) and align is not None:
             known = seconds is not None and align.train_seconds is not None
             seconds = round(seconds + align.train_seconds, 1) if known else None
             adaptation += f" + {align.method}"
