@@ -8,10 +8,11 @@ launcher with shell characters, a learning rate of 0, an unknown section) stops 
 before a shell runs a command built from it or a stage starts heavy work.
 
 Fingerprints: DVC sees only what dvc.yaml names, and params name a local data file
-(data.source.path) or a model folder (model.path) outside the repository, so an in-place edit
-there would leave fetch and base cached on the old bytes. This stage hashes them (a pinned sdist
-is its pin; a packaged GGUF its file) into data/origin.json and models/origin.json, which fetch
-and base depend on: changed bytes rerun them; unchanged bytes write the same files, and every
+(data.source.path), a model folder (model.path) or a preference file (align.preferences.path)
+outside the repository, so an in-place edit there would leave fetch, base or preferences cached
+on the old bytes. This stage hashes them (a pinned sdist is its pin; a packaged GGUF its file)
+into data/origin.json, models/origin.json and data/preferences/origin.json, which those stages
+depend on: changed bytes rerun them; unchanged bytes write the same files, and every
 later stage stays cached. It logs no MLflow run: it decides nothing and would add a run to
 every invocation.
 """
@@ -21,8 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tree's code: see tunelab.stage
 
+from tunelab.alignment.preferences import preference_fingerprint
 from tunelab.config.load import read_extra_test_sets, read_params, to_section
-from tunelab.config.schema import ModelConfig, SourceConfig
+from tunelab.config.schema import AlignConfig, ModelConfig, SourceConfig
 from tunelab.data.sources import source_fingerprint
 from tunelab.io.atomic import write_json
 from tunelab.layout import LAYOUT
@@ -44,6 +46,7 @@ def main() -> None:
         origin["extra"] = {name: source_fingerprint(extra.source) for name, extra in extra_sets.items()}
     write_json(LAYOUT.data_origin, origin)
     write_json(LAYOUT.model_origin, model_fingerprint(model))
+    write_json(LAYOUT.preference_origin, preference_fingerprint(to_section(AlignConfig, "align", params["align"]).preferences))
     print(f"check: config valid; data source and base model fingerprinted in {LAYOUT.data_origin}, {LAYOUT.model_origin}")
 
 

@@ -3,12 +3,15 @@
     dvc exp run -S align=dpo                                    # pairs built from the task (the default source)
     dvc exp run -S align=dpo -S align.preferences.samples=8     # more samples per prompt, more pairs
     dvc exp run -S align=dpo -S align.preferences.source=file -S align.preferences.path=$PWD/pairs.jsonl
+    dvc exp run -S align=kto -S align.preferences.source=file -S align.preferences.path=$PWD/rated.jsonl  # unpaired
 
 From the task: for the first ``align.preferences.prompts`` formatted train rows, the SFT model
 samples ``samples`` answers (seeded); chosen is the gold answer, rejected a sample the task scores
 wrong, and prompts the model always answered right are counted and skipped. Its own cached output,
-so changing DPO's beta does not sample again. No pair may come from a test row (checked). Other
-alignment methods need no pairs: the stage records that it was skipped.
+so changing DPO's beta does not sample again. From a file: TRL's pairs (prompt/chosen/rejected), or
+for KTO its unpaired rows (prompt/completion/label); the check stage fingerprints the file, so
+edited bytes rerun this stage. No row may come from a test row (checked). Other alignment methods
+need no pairs: the stage records that it was skipped.
 """
 
 import sys
@@ -16,16 +19,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tree's code: see tunelab.stage
 
-from tunelab.alignment.methods import ALIGN_METHODS
+from tunelab.alignment.methods import ALIGN_METHODS, PAIRS
 from tunelab.alignment.preferences import (
     alignment_rows,
     check_no_test_rows,
-    check_pairs,
-    pairs_from_file,
+    check_preference_rows,
+    is_unpaired,
     pairs_from_task,
+    rows_from_file,
 )
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import AlignConfig, DataConfig
+from tunelab.errors import TunelabError
 from tunelab.evaluation.tasks import TASKS
 from tunelab.io.atomic import write_jsonl
 from tunelab.io.files import sha256_of
@@ -40,8 +45,8 @@ def build_pairs(align: AlignConfig, data: DataConfig, tokenizer) -> tuple[list[d
     settings = align.preferences
     if settings.source == "file":
         path = Path(settings.path)
-        pairs, stats = pairs_from_file(path, settings.fields)
-        return pairs, {**stats, "sha256": sha256_of(path)}
+        rows, stats = rows_from_file(path, settings.fields)
+        return rows, {**stats, "sha256": sha256_of(path)}
     from tqdm import tqdm
 
     from tunelab.models.loading import load_variant
@@ -67,7 +72,10 @@ def main() -> None:
             return
         tokenizer = load_tokenizer(LAYOUT.base_model)
         pairs, stats = build_pairs(align, data, tokenizer)
-        check_pairs(pairs, str(LAYOUT.preferences))
+        if method.data == PAIRS and is_unpaired(pairs):
+            raise TunelabError(f"align.method={align.method} learns from pairs (prompt, chosen, rejected); "
+                               f"{align.preferences.path} holds unpaired rows (prompt, completion, label): use align=kto")
+        check_preference_rows(pairs, str(align.preferences.path or LAYOUT.preferences))
         check_no_test_rows(pairs, read_jsonl(LAYOUT.split(LAYOUT.formatted, "test")), tokenizer)
         write_jsonl(LAYOUT.preferences, pairs)
         run.write_metrics(LAYOUT.preference_stats, stats)

@@ -4,6 +4,7 @@ reference stays the SFT model)."""
 
 import math
 import os
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,10 +16,12 @@ from tunelab.alignment.methods import ALIGN_METHODS, NONE, PROMPTS
 from tunelab.alignment.preferences import (
     alignment_rows,
     check_no_test_rows,
-    check_pairs,
-    pairs_from_file,
+    check_preference_rows,
+    is_unpaired,
     pairs_from_samples,
     pairs_from_task,
+    preference_fingerprint,
+    rows_from_file,
     unpaired,
 )
 from tunelab.alignment.rewards import REWARDS, Completion, Reward, check_rewards, reward_functions
@@ -27,6 +30,7 @@ from tunelab.config.compose import compose_conf
 from tunelab.errors import TunelabError
 from tunelab.evaluation.tasks import TASKS
 from tunelab.io.atomic import write_jsonl
+from tunelab.io.files import sha256_of
 from tunelab.validation import validate_config
 
 CLASSIFY = {"references": ["positive"], "choices": ["negative", "positive"]}
@@ -125,11 +129,11 @@ def test_kto_sees_each_pair_as_a_desirable_and_an_undesirable_answer():
 
 def test_pairs_that_teach_nothing_or_come_from_test_rows_are_refused(tiny_tokenizer, tmp_path):
     good = {"id": "1", "prompt": "p", "chosen": "a", "rejected": "b"}
-    check_pairs([good], "pairs.jsonl")
+    check_preference_rows([good], "pairs.jsonl")
     with pytest.raises(TunelabError, match=r"pairs.jsonl:2: chosen equals rejected"):
-        check_pairs([good, {**good, "rejected": "a"}], "pairs.jsonl")
+        check_preference_rows([good, {**good, "rejected": "a"}], "pairs.jsonl")
     with pytest.raises(TunelabError, match=r"pairs.jsonl: no preference pairs"):
-        check_pairs([], "pairs.jsonl")
+        check_preference_rows([], "pairs.jsonl")
     rows = formatted_rows(tiny_tokenizer)
     train, test = rows[:6], rows[6:]
     pairs = [{"id": f"x{i}", "prompt": r["prompt"], "chosen": "a", "rejected": "b"} for i, r in enumerate(train)]
@@ -139,11 +143,48 @@ def test_pairs_that_teach_nothing_or_come_from_test_rows_are_refused(tiny_tokeni
         check_no_test_rows([*pairs, leaked], test, tiny_tokenizer)
     path = tmp_path / "pairs.jsonl"
     write_jsonl(path, [{"prompt": "p", "better": "a", "rejected": "b"}])
-    assert pairs_from_file(path, {"chosen": "better"})[0] == [{"prompt": "p", "chosen": "a", "rejected": "b",
+    assert rows_from_file(path, {"chosen": "better"})[0] == [{"prompt": "p", "chosen": "a", "rejected": "b",
                                                              "id": "pairs.jsonl:1"}]
     write_jsonl(path, [{"prompt": "p", "better": "a", "rejected": "b"}, {"prompt": "q", "rejected": "b"}])
     with pytest.raises(TunelabError, match=r"pairs.jsonl:2: missing field 'better'"):
-        pairs_from_file(path, {"chosen": "better"})
+        rows_from_file(path, {"chosen": "better"})
+    write_jsonl(path, [{"question": "p", "answer": "a"}])
+    with pytest.raises(TunelabError, match=r"pairs.jsonl:1: neither a pair \(prompt, chosen, rejected\) nor an "
+                                           r"unpaired row \(prompt, completion, label\)"):
+        rows_from_file(path, {})
+
+
+def test_kto_reads_a_file_of_unpaired_rows_as_they_are_and_refuses_rows_it_cannot_weigh(tmp_path):
+    path = tmp_path / "rated.jsonl"
+    write_jsonl(path, [{"prompt": "p", "answer": "good", "label": True, "id": 7},
+                       {"prompt": "q", "answer": "bad", "label": False}])
+    rows, stats = rows_from_file(path, {"completion": "answer"})
+    assert rows == [{"prompt": "p", "completion": "good", "label": True, "id": "7"},
+                    {"prompt": "q", "completion": "bad", "label": False, "id": "rated.jsonl:2"}]
+    assert stats == {"source": "file", "path": str(path), "unpaired": 2} and is_unpaired(rows)
+    check_preference_rows(rows, "rated.jsonl")
+    assert unpaired(rows) == [{"prompt": "p", "completion": "good", "label": True},
+                              {"prompt": "q", "completion": "bad", "label": False}], "taken as they are, not split"
+    with pytest.raises(TunelabError, match=r"rated.jsonl:2: label must be true \(desirable\) or false, not 'no'"):
+        check_preference_rows([rows[0], {**rows[1], "label": "no"}], "rated.jsonl")
+    with pytest.raises(TunelabError, match=r"rated.jsonl:2: empty 'completion'"):
+        check_preference_rows([rows[0], {**rows[1], "completion": ""}], "rated.jsonl")
+    with pytest.raises(TunelabError, match=r"rated.jsonl: every row is labelled True; KTO needs desirable and undesirable"):
+        check_preference_rows([rows[0], {**rows[1], "label": True}], "rated.jsonl")
+
+
+def test_a_preference_file_is_fingerprinted_so_editing_it_reruns_the_preferences_stage(tmp_path):
+    settings = conf_section("align", ("align=dpo",)).preferences
+    assert preference_fingerprint(settings) == {"source": "task"}
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(path, [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    from_file = replace(settings, source="file", path=str(path))
+    before = preference_fingerprint(from_file)
+    assert before == {"source": "file", "path": str(path), "sha256": sha256_of(path)}
+    write_jsonl(path, [{"prompt": "p", "chosen": "a", "rejected": "c"}])
+    assert preference_fingerprint(from_file)["sha256"] != before["sha256"]
+    with pytest.raises(TunelabError, match=r"align.preferences.path: no file at .*missing.jsonl"):
+        preference_fingerprint(replace(settings, source="file", path=str(tmp_path / "missing.jsonl")))
 
 
 # --- the trainers, on the tiny model ---------------------------------------------------------
@@ -207,6 +248,20 @@ def test_each_method_trains_only_its_new_adapter_against_the_frozen_sft_model(na
         assert "reward" in trainer.state.log_history[0] and "frac_reward_zero_std" in trainer.state.log_history[0]
     else:
         assert "rewards/margins" in trainer.state.log_history[0]
+
+
+def test_kto_trains_on_a_files_unpaired_rows(sft_model, tmp_path):
+    """Rows labelled desirable or not (a file's, not split from pairs), of unequal counts as real ratings are."""
+    model, tokenizer = sft_model
+    rows = alignment_rows(formatted_rows(tokenizer), tokenizer)
+    rated = [{"id": r["id"], "prompt": r["prompt"], "completion": r["answer"], "label": i % 3 != 0}
+             for i, r in enumerate(rows)]
+    trainer = build_align_trainer(ALIGN_METHODS["kto"], tiny_align("kto", max_steps=2), model, tokenizer,
+                                  TASKS["classification"], rated, [], tmp_path, [])
+    assert len(trainer.train_dataset) == len(rated), "each row once: unpaired rows are not split again"
+    trainer.train()
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    assert trainer.state.global_step == 2 and losses and all(math.isfinite(loss) for loss in losses)
 
 
 def test_pairs_from_the_task_sample_the_sft_model_and_count_the_prompts_it_always_gets_right(sft_model):

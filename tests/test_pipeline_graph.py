@@ -52,8 +52,9 @@ def test_each_params_section_is_read_only_by_the_stages_it_configures():
     assert readers(params, "model") == {"check", "base"}
     assert readers(params, "data.source") == {"check", "fetch", "prepare"}  # prepare reads the whole data section
     assert readers(params, "data.train_source") == {"check", "fetch", "prepare"}
-    # align=none → dpo reruns the pairs and the alignment, nothing of the pipeline before them
-    assert readers(params, "align") == {"preferences", "align"}
+    # align=none → dpo reruns the pairs and the alignment, nothing of the pipeline before them (check runs every
+    # time anyway: it fingerprints a preference file)
+    assert readers(params, "align") == {"check", "preferences", "align"}
     assert readers(params, "align.learning_rate") == {"align"}  # another learning rate never samples pairs again
 
 
@@ -69,8 +70,11 @@ def test_training_reruns_the_trained_model_downstream_and_never_the_prompting_ba
     assert "search_prompt" not in downstream(graph, "train")
     assert downstream(graph, "quantize") == {*DEPLOYED, "benchmark", "load_test", "report"}
     assert downstream(graph, "benchmark") == {"report"}
-    assert downstream(graph, "align") == {"evaluate@aligned", "report"}
-    assert downstream(graph, "preferences") == {"align", "evaluate@aligned", "report"}
+    # the deployable variants are the aligned model's where alignment ran
+    assert downstream(graph, "align") == {"evaluate@aligned", "quantize", *DEPLOYED, "benchmark", "load_test", "report"}
+    assert downstream(graph, "preferences") == {"align", *downstream(graph, "align")}
+    # an edited preference file outside the repository reruns the pairs: check's fingerprint is their dependency
+    assert graph.has_edge("preferences", "check")
 
 
 def test_the_prompt_search_feeds_the_base_models_evaluation_and_the_report_only():

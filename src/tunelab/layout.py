@@ -30,6 +30,7 @@ class Layout:
         self.aligned_model = root / "models/aligned"  # the align stage's: the SFT model after DPO, GRPO, ...
         self.preferences = root / "data/preferences/pairs.jsonl"  # the preferences stage's pairs (align.preferences)
         self.preference_stats = root / "data/preferences/stats.json"  # how they were built, what was skipped
+        self.preference_origin = root / "data/preferences/origin.json"  # check's fingerprint of a preference file
         self.deploy = root / "models/deploy"
         self.checkpoints = root / "checkpoints"  # resume state: not a DVC output
         # metrics

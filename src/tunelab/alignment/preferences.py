@@ -6,7 +6,8 @@ and what the task scores an answer against (``references``, ``choices``). Pairs 
 task put that gold answer against the SFT model's own wrong sample (on-policy negatives: the
 mistakes this model makes, not someone else's); prompts the model always answered right are
 counted and skipped. Rows come from the train split only, and a pair whose prompt or id is a
-test row's is refused (:func:`check_no_test_rows`).
+test row's is refused (:func:`check_no_test_rows`). A file (align.preferences.source=file) gives
+pairs, or KTO's unpaired rows: an answer labelled desirable or not.
 """
 
 from collections.abc import Iterator
@@ -15,9 +16,11 @@ from pathlib import Path
 from tunelab.config.schema import PreferencesConfig
 from tunelab.errors import TunelabError
 from tunelab.evaluation.tasks import Task, answer_of
+from tunelab.io.files import sha256_of
 from tunelab.io.jsonl import read_jsonl
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
+UNPAIRED_FIELDS = ("prompt", "completion", "label")  # KTO's: label true where the answer is desirable
 SAMPLING_BATCH = 8  # prompts per generate call (each with its `samples` answers)
 
 
@@ -77,29 +80,60 @@ def pairs_from_task(model, tokenizer, task: Task, rows: list[dict], settings: Pr
     return pairs, stats
 
 
-def pairs_from_file(path: Path, fields: dict[str, str]) -> tuple[list[dict], dict]:
-    """TRL's preference rows from a JSONL (prompt/chosen/rejected, each text or a list of chat turns),
-    renamed by ``fields`` (TRL's name → the file's)."""
-    names = {field: fields.get(field, field) for field in PAIR_FIELDS}
-    pairs = []
+def preference_fingerprint(settings: PreferencesConfig) -> dict:
+    """What the preferences stage will read, for the check stage to write where that stage depends on
+    it: a file outside the repository is invisible to DVC, so its sha256 reruns the stage when it changes."""
+    if settings.source != "file":
+        return {"source": settings.source}
+    path = Path(settings.path)
+    if not path.is_file():
+        raise TunelabError(f"align.preferences.path: no file at {path}")
+    return {"source": "file", "path": str(path.resolve()), "sha256": sha256_of(path)}
+
+
+def is_unpaired(rows: list[dict]) -> bool:
+    """KTO's unpaired rows (an answer marked desirable or not), not pairs."""
+    return bool(rows) and "label" in rows[0]
+
+
+def rows_from_file(path: Path, fields: dict[str, str]) -> tuple[list[dict], dict]:
+    """TRL's preference rows from a JSONL, renamed by ``fields`` (TRL's name → the file's): pairs
+    (prompt/chosen/rejected) or, for KTO, unpaired rows (prompt/completion/label); the first row's
+    fields say which. Text or lists of chat turns."""
+    first = next(iter(read_jsonl(path)), {})
+    kinds = {"pairs": PAIR_FIELDS, "unpaired": UNPAIRED_FIELDS}
+    kind = next((kind for kind, names in kinds.items() if all(fields.get(f, f) in first for f in names)), None)
+    if kind is None:
+        raise TunelabError(f"{path}:1: neither a pair ({', '.join(PAIR_FIELDS)}) nor an unpaired row "
+                           f"({', '.join(UNPAIRED_FIELDS)}); name the file's fields with align.preferences.fields")
+    names = {field: fields.get(field, field) for field in kinds[kind]}
+    rows = []
     for number, row in enumerate(read_jsonl(path, required=tuple(names.values())), start=1):
-        pair = {field: row[name] for field, name in names.items()}
-        pair["id"] = str(row.get("id", f"{path.name}:{number}"))
-        pairs.append(pair)
-    return pairs, {"source": "file", "path": str(path), "pairs": len(pairs)}
+        renamed = {field: row[name] for field, name in names.items()}
+        renamed["id"] = str(row.get("id", f"{path.name}:{number}"))
+        rows.append(renamed)
+    return rows, {"source": "file", "path": str(path), kind: len(rows)}
 
 
-def check_pairs(pairs: list[dict], where: str) -> None:
-    """A pair that teaches nothing or cannot be trained is refused, naming its row."""
-    if not pairs:
+def check_preference_rows(rows: list[dict], where: str) -> None:
+    """A pair that teaches nothing or cannot be trained is refused, naming its row; so is an unpaired
+    row without a true/false label, and unpaired rows of one label only (KTO weighs the two)."""
+    if not rows:
         raise TunelabError(f"{where}: no preference pairs (the SFT model answered every sampled prompt right, or the "
                            "file is empty); raise align.preferences.prompts or .samples, or lower .correct_at")
-    for number, pair in enumerate(pairs, start=1):
-        for field in PAIR_FIELDS:
-            if not pair[field]:
+    unpaired_rows = is_unpaired(rows)
+    texts = ("prompt", "completion") if unpaired_rows else PAIR_FIELDS
+    for number, row in enumerate(rows, start=1):
+        for field in texts:
+            if not row[field]:
                 raise TunelabError(f"{where}:{number}: empty {field!r}")
-        if pair["chosen"] == pair["rejected"]:
+        if unpaired_rows and not isinstance(row["label"], bool):
+            raise TunelabError(f"{where}:{number}: label must be true (desirable) or false, not {row['label']!r}")
+        if not unpaired_rows and row["chosen"] == row["rejected"]:
             raise TunelabError(f"{where}:{number}: chosen equals rejected, so the pair prefers nothing")
+    if unpaired_rows and len({row["label"] for row in rows}) < 2:
+        raise TunelabError(f"{where}: every row is labelled {rows[0]['label']}; KTO needs desirable and undesirable "
+                           "answers")
 
 
 def check_no_test_rows(pairs: list[dict], test_rows: list[dict], tokenizer) -> None:
@@ -112,8 +146,10 @@ def check_no_test_rows(pairs: list[dict], test_rows: list[dict], tokenizer) -> N
                                "be trained on")
 
 
-def unpaired(pairs: list[dict]) -> list[dict]:
-    """KTO's rows: each pair's chosen answer as desirable, its rejected one as not (the Trainer's
-    sampler, seeded by align.seed, mixes them into batches)."""
+def unpaired(rows: list[dict]) -> list[dict]:
+    """KTO's rows: a file's unpaired rows as they are, or each pair's chosen answer as desirable and its
+    rejected one as not (the Trainer's sampler, seeded by align.seed, mixes them into batches)."""
+    if is_unpaired(rows):
+        return [{field: row[field] for field in UNPAIRED_FIELDS} for row in rows]
     return [{"prompt": pair["prompt"], "completion": pair[key], "label": key == "chosen"}
-            for pair in pairs for key in ("chosen", "rejected")]
+            for pair in rows for key in ("chosen", "rejected")]

@@ -59,7 +59,7 @@ def method_dataset(method: AlignMethod, pairs: list[dict], rows: list[dict]):
     if method.data == PAIRS:
         return Dataset.from_list([{field: pair[field] for field in ("prompt", "chosen", "rejected")} for pair in pairs])
     if method.data == UNPAIRED:
-        return Dataset.from_list(unpaired(pairs))
+        return Dataset.from_list(unpaired(pairs))  # a file's unpaired rows, or the pairs split
     assert method.data == PROMPTS, method.data
     return Dataset.from_list([{"prompt": row["prompt"], "references": row["references"], "choices": row["choices"]}
                               for row in rows])
