@@ -37,8 +37,8 @@ def test_contextual_calibration_flips_a_prediction_that_the_prompts_bias_explain
     assert calibrated(row, torch.log(torch.tensor([0.5, 0.5]))).argmax(1).item() == 0  # no bias: no change
 
 
-def test_the_default_grid_searches_both_templates_every_shot_count_both_selections_and_calibration():
-    settings, optimized, training = search_inputs()
+def test_the_grid_searches_both_templates_every_shot_count_both_selections_and_calibration():
+    settings, optimized, training = search_inputs("eval.prompt_search.candidates=null")
     templates = searched_templates(training, settings, CLASSIFY)
     assert [t.name for t in templates] == ["sentiment_instruction", "sentiment_role"]
     grid = candidate_grid(templates, settings, optimized)
@@ -48,6 +48,10 @@ def test_the_default_grid_searches_both_templates_every_shot_count_both_selectio
     assert {c.prompting.selection for c in grid if c.prompting.shots} == {"balanced", "nearest"}
     assert len({c.name for c in grid}) == len(grid)
     assert grid[0].name == "sentiment_instruction, 0 shots" and grid[-1].name == "sentiment_role, 8 nearest, calibrated"
+    # the default budget (sized for 2 CPU cores): 12 of the 36, each template's plain zero-shot prompt among them
+    settings, _, _ = search_inputs()
+    sampled = {c.name for c in candidate_grid(templates, settings, optimized)}
+    assert len(sampled) == 12 and {"sentiment_instruction, 0 shots", "sentiment_role, 0 shots"} <= sampled
 
 
 def test_a_budget_samples_the_grid_by_seed_and_keeps_every_zero_shot_candidate():
