@@ -115,6 +115,16 @@ def test_nearest_demonstrations_come_from_the_models_own_embedding(tiny):
     few = choose_demonstrations(dataclasses.replace(prompting, pool=2), TEMPLATE, TRAIN, rows, LABELS, 0, model,
                                 tokenizer, batch_size=4)
     assert {shot["id"] for row in rows for shot in few(row)} <= {"t0", "t1"}  # only the pool is searched
+    # the search asks again with other counts: the same pool and rows are embedded once, to the same picks
+    embedded = {}
+    for count in (3, 1, 2):
+        again = choose_demonstrations(dataclasses.replace(prompting, shots=count), TEMPLATE, TRAIN, rows, LABELS, 0,
+                                      model, tokenizer, batch_size=4, embedded=embedded)
+        assert [[s["id"] for s in again(row)] for row in rows] == [[s["id"] for s in shots(row)][-count:] for row in rows]
+    assert len(embedded) == 1
+    choose_demonstrations(dataclasses.replace(prompting, pool=2), TEMPLATE, TRAIN, rows, LABELS, 0, model, tokenizer,
+                          batch_size=4, embedded=embedded)
+    assert len(embedded) == 2, "another pool is other texts: embedded anew"
 
 
 def test_a_calibrated_scoring_predicts_the_likeliest_choice_once_the_content_free_bias_is_divided_out(tiny):

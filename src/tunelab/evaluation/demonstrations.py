@@ -50,14 +50,21 @@ def rendered_inputs(rows: Sequence[dict], template: PromptConfig, labels: list[s
 
 
 def choose_demonstrations(prompting: PromptingConfig, template: PromptConfig, train: list[dict], rows: list[dict],
-                          labels: list[str], seed: int, model, tokenizer, batch_size: int) -> Demonstrations:
-    """The demonstrations ``prompting`` asks for, for each of ``rows``."""
+                          labels: list[str], seed: int, model, tokenizer, batch_size: int,
+                          embedded: dict | None = None) -> Demonstrations:
+    """The demonstrations ``prompting`` asks for, for each of ``rows``. ``embedded``: the vectors of
+    texts embedded before, by the whole list (the prompt search asks for the same pool and rows with
+    1, 2, 4 and 8 demonstrations; the same batches give bitwise the same vectors)."""
     if not prompting.shots:
         return ()
     if prompting.selection == "balanced":
         return pick_demonstrations(train, labels, prompting.shots, seed)
     pool = train[: prompting.pool]
-    vectors = embed(model, tokenizer, rendered_inputs(pool + rows, template, labels), batch_size)
+    texts = tuple(rendered_inputs(pool + rows, template, labels))
+    embedded = {} if embedded is None else embedded
+    if texts not in embedded:
+        embedded[texts] = embed(model, tokenizer, list(texts), batch_size)
+    vectors = embedded[texts]
     picks = nearest(vectors[len(pool):], vectors[: len(pool)], prompting.shots)
     by_id = {str(row["id"]): [pool[i] for i in picked] for row, picked in zip(rows, picks)}
     return lambda row: by_id[str(row["id"])]

@@ -247,6 +247,8 @@ class Scorer:
     model: object
     tokenizer: object
     settings: EvalSettings
+    embedded: dict = field(default_factory=dict, repr=False, compare=False)
+    """Nearest-demonstration vectors already computed with this model (tunelab.evaluation.demonstrations)."""
 
     def score(self, rows: list[dict], template: PromptConfig, prompting: PromptingConfig, train: list[dict],
               name: str) -> PromptingResult:
@@ -256,7 +258,7 @@ class Scorer:
 
     def demonstrations(self, prompting: PromptingConfig, template: PromptConfig, train: list[dict], rows: list[dict]):
         return choose_demonstrations(prompting, template, train, rows, self.labels, self.settings.seed, self.model,
-                                     self.tokenizer, self.settings.batch_size)
+                                     self.tokenizer, self.settings.batch_size, self.embedded)
 
     def classification(self, rows, template, prompting, train, name) -> PromptingResult:
         content_free = [{"id": f"content-free-{i}", "text": text, "label": self.labels[0]}
