@@ -145,6 +145,29 @@ def test_a_calibrated_scoring_predicts_the_likeliest_choice_once_the_content_fre
     assert "calibration_bias" not in plain.metrics["choice"]
 
 
+def test_the_searchs_winner_when_it_is_the_zero_shot_prompt_reuses_its_scores_instead_of_running_the_model_again(tiny):
+    model, tokenizer = tiny
+    settings, optimized, _ = search_inputs()
+    zero_shot = settings.prompting["zero_shot"]
+    assert zero_shot.scoring == ["choice", "generate"]
+    scorer = Scorer(CLASSIFY, LABELS, model, tokenizer, EvalSettings(batch_size=4, length_normalize=False, seed=0))
+    rows = [{"id": f"r{i}", "text": text, "label": LABELS[i % 2]} for i, text in enumerate(["awful", "great fun", "dull"])]
+    first = scorer.score(rows, TEMPLATE, zero_shot, TRAIN, "base/zero_shot")
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        winner = {"template": dataclasses.asdict(TEMPLATE), "shots": 0, "selection": None, "calibrate": False}
+        template, prompting = winner_prompting(winner, optimized)
+        again = scorer.score(rows, template, prompting, TRAIN, "base/optimized")
+        assert not calls, "the same prompts: nothing runs the model again"
+        assert again.metrics == {"choice": first.metrics["choice"]}
+        assert again.predictions == [{k: v for k, v in p.items() if k != "generate"} for p in first.predictions]
+        other = scorer.score(rows[:2], template, prompting, TRAIN, "base/optimized")  # other rows: scored
+        assert calls and other.metrics["choice"]["examples"] == 2
+    finally:
+        hook.remove()
+
+
 def test_the_proposers_meta_prompt_shows_the_template_and_every_instruction_worst_first():
     from tunelab.evaluation.proposer import meta_prompt
 

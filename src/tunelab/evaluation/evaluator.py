@@ -12,7 +12,7 @@ against the references (tasks.score_generated), with the same batching and share
 """
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from tqdm import tqdm
@@ -57,6 +57,12 @@ class PromptingResult:
     predictions: list[dict]
     metrics: dict = field(default_factory=dict)
     """Per scoring: the task's report plus speed (and unparseable share for generate)."""
+
+    def only(self, scorings: list[str]) -> "PromptingResult":
+        """The same result as scored with ``scorings`` alone (each prediction keeps its own ones)."""
+        dropped = set(self.metrics) - set(scorings)
+        return PromptingResult([{k: v for k, v in row.items() if k not in dropped} for row in self.predictions],
+                               {scoring: self.metrics[scoring] for scoring in scorings})
 
 
 def context_length(model) -> int | None:
@@ -249,12 +255,22 @@ class Scorer:
     settings: EvalSettings
     embedded: dict = field(default_factory=dict, repr=False, compare=False)
     """Nearest-demonstration vectors already computed with this model (tunelab.evaluation.demonstrations)."""
+    scored: dict = field(default_factory=dict, repr=False, compare=False)
+    """Results already computed with this model, by rows, template and prompting (scorings aside)."""
 
     def score(self, rows: list[dict], template: PromptConfig, prompting: PromptingConfig, train: list[dict],
               name: str) -> PromptingResult:
-        """``rows`` read through ``template`` as ``prompting`` says, its demonstrations drawn from ``train``."""
+        """``rows`` read through ``template`` as ``prompting`` says, its demonstrations drawn from ``train``.
+        Prompts scored before are not scored again: the prompt search's winner is often the plain
+        zero-shot prompt, and scoring is deterministic (sampling is seeded per call)."""
+        key = repr(([str(row["id"]) for row in rows], template, replace(prompting, scoring=[])))
+        earlier = self.scored.get(key)
+        if earlier is not None and set(prompting.scoring) <= set(earlier.metrics):
+            print(f"evaluate: {name}: the same prompts as scored before ({', '.join(prompting.scoring)}): reused")
+            return earlier.only(prompting.scoring)
         score = self.classification if self.labels else self.generation
-        return score(rows, template, prompting, train, name)
+        result = self.scored[key] = score(rows, template, prompting, train, name)
+        return result
 
     def demonstrations(self, prompting: PromptingConfig, template: PromptConfig, train: list[dict], rows: list[dict]):
         return choose_demonstrations(prompting, template, train, rows, self.labels, self.settings.seed, self.model,
