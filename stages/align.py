@@ -58,8 +58,10 @@ def write_curves(log_history: list[dict], curves: tuple[str, ...]) -> None:
 
 def save_aligned(model, tokenizer, sft_strategy: str, method: str) -> None:
     """Merged float32 weights, loaded like a fully fine-tuned model (tunelab.models.loading)."""
+    from tunelab.training.strategies import with_kv_cache
+
     with atomic_dir(LAYOUT.aligned_model) as folder:
-        model.save_pretrained(folder, safe_serialization=True)
+        with_kv_cache(model).save_pretrained(folder, safe_serialization=True)  # TRL's Trainer turned it off
         tokenizer.save_pretrained(folder)
         recipe = {"strategy": f"{sft_strategy}+{method}", "adapter": False, "prompt_learning": False,
                   "aligned_with": method}

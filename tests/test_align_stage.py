@@ -88,6 +88,8 @@ def test_dpo_learns_from_the_sft_models_own_wrong_answers_and_saves_a_model_eval
     layout = Layout(aligned)
     model, sft = load_variant(ALIGNED, layout), load_variant(TRAINED, layout)
     assert json.loads((aligned / "models/aligned" / STRATEGY_FILE).read_text())["strategy"] == "full+dpo"
+    assert json.loads((aligned / "models/aligned/config.json").read_text())["use_cache"] is True, \
+        "TRL's Trainer turns the KV cache off; the deployed model generates with it"
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         assert not torch.allclose(model(ids).logits, sft(ids).logits, atol=1e-4), "alignment changed nothing"

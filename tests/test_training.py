@@ -1,6 +1,7 @@
 """Every strategy trains the tiny model: loss falls, exactly the intended parameters change,
 the trainable count is the strategy's formula, and the saved artifact reloads the same."""
 
+import json
 import math
 import subprocess
 import sys
@@ -78,6 +79,8 @@ def test_strategy_trains_exactly_its_parameters_and_reloads(name, tiny_model_dir
     assert not any(s.endswith((".bin", ".pt", ".pth")) for s in saved)
     full_weights = name in ("full", "qat")
     assert ("model.safetensors" if full_weights else "adapter_model.safetensors") in saved
+    if full_weights:  # the Trainer turns the KV cache off; the saved model generates with it
+        assert json.loads((tmp_path / "trained/config.json").read_text())["use_cache"] is True
     script = (
         "import sys, torch; from pathlib import Path; from transformers import AutoTokenizer\n"
         "from tunelab.models.loading import load_trained\n"

@@ -218,11 +218,21 @@ def sort_adapter_module_lists(config_file: Path) -> None:
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
+def with_kv_cache(model):
+    """The model's config as inference wants it. The Trainer sets ``config.use_cache`` from its
+    arguments (False: a training step caches nothing), and saved full weights would keep it: an
+    int8_dynamic variant rebuilt from that config then took 3.0 s for 16 tokens of a SQuAD prompt
+    (0.46 s with the cache) and answered nonsense."""
+    if getattr(model, "config", None) is not None:
+        model.config.use_cache = True
+    return model
+
+
 def save_trained(model, tokenizer, config: "StrategyConfig", folder: Path) -> None:
     """safetensors only: the adapter for PEFT strategies, the full weights otherwise."""
     strategy = STRATEGIES[config.name]
     strategy.before_save(model)
-    model.save_pretrained(folder, safe_serialization=True)
+    with_kv_cache(model).save_pretrained(folder, safe_serialization=True)
     sort_adapter_module_lists(folder / ADAPTER_CONFIG)
     tokenizer.save_pretrained(folder)
     recipe = {"strategy": strategy.name, "adapter": strategy.saves_adapter, "prompt_learning": strategy.prompt_learning,
