@@ -52,9 +52,9 @@ def test_each_params_section_is_read_only_by_the_stages_it_configures():
     assert readers(params, "model") == {"check", "base"}
     assert readers(params, "data.source") == {"check", "fetch", "prepare"}  # prepare reads the whole data section
     assert readers(params, "data.train_source") == {"check", "fetch", "prepare"}
-    # align=none → dpo reruns the pairs and the alignment, nothing of the pipeline before them (check runs every
-    # time anyway: it fingerprints a preference file)
-    assert readers(params, "align") == {"check", "preferences", "align"}
+    # align=none → dpo reruns the pairs and the alignment, nothing of the pipeline before them (the check stage
+    # fingerprints a preference file, and is no reader of align: a changed path reaches it through params.yaml)
+    assert readers(params, "align") == {"preferences", "align"}
     assert readers(params, "align.learning_rate") == {"align"}  # another learning rate never samples pairs again
 
 
