@@ -30,7 +30,10 @@ def experiment_tags() -> dict[str, str]:
 def _lock_stages(lock_file: Path) -> dict:
     if not lock_file.is_file():
         return {}
-    return (yaml.safe_load(lock_file.read_text()) or {}).get("stages", {})
+    # libyaml's loader where PyYAML has it: dvc.lock is read by every tracked stage, and the pure-Python
+    # loader spent ~0.15 s of each stage's start on it (0.02 s with libyaml)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return (yaml.load(lock_file.read_text(), Loader=loader) or {}).get("stages", {})
 
 
 def _output_hashes(stages: dict) -> dict[str, str]:
