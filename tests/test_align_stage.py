@@ -142,7 +142,8 @@ def test_dpo_through_dvc_reruns_only_the_alignment_and_the_report_shows_sft_and_
     process audited; nothing before them reruns."""
     project = baseline_copy
     overrides = ["align=dpo", "align.max_steps=4", "align.max_length=64", "align.preferences.prompts=8",
-                 "align.preferences.samples=3", "align.preferences.max_new_tokens=3"]
+                 "align.preferences.samples=3", "align.preferences.max_new_tokens=3",
+                 "tracking.enabled=false"]  # no stage reads it; the baseline and the chat run test the tracking
     assert would_rerun(project, *overrides) == AFTER_TRAINING
     result = run_in(project, "dvc", "exp", "run", *[arg for o in overrides for arg in ("-S", o)],
                  env=audited_env(tmp_path / "reads"))

@@ -186,7 +186,7 @@ def test_an_in_place_edit_of_the_local_data_file_reruns_everything_from_fetch(ba
     run(project, "dvc", "repro", "check")
     assert would_rerun(project, "data.test_size=10") == [
         "fetch", "prepare", "format", "train", "search_prompt", "evaluate@base", "evaluate@trained", *AFTER_TRAINING]
-    run(project, "dvc", "exp", "run", "-S", "data.test_size=10", "format")
+    run(project, "dvc", "exp", "run", "-S", "data.test_size=10", "-S", "tracking.enabled=false", "format")
     assert len(read_rows(project / "data/formatted/test.jsonl")) == 10
     assert "Review 60: a sharp film." in (project / "data/raw/reviews.jsonl").read_text()
 
