@@ -33,6 +33,22 @@ def test_the_known_noise_is_dropped_and_other_messages_of_the_same_loggers_are_k
     assert [str(w.message) for w in caught] == ["something else is deprecated"]
 
 
+def test_mlflows_narration_of_its_sampler_and_store_is_dropped_and_its_other_messages_are_kept(caplog):
+    quiet_known_noise()
+    monitor, store = (logging.getLogger(name) for name in ("mlflow.system_metrics.system_metrics_monitor",
+                                                             "mlflow.store.db.utils"))
+    with caplog.at_level(logging.INFO):
+        for message in ("Started monitoring system metrics.", "Stopping system metrics monitoring...",
+                        "Successfully terminated system metrics monitoring!",
+                        "Skip logging GPU metrics. Set logger level to DEBUG for more details."):
+            monitor.info(message)
+        store.info("Creating initial MLflow database tables...")
+        store.info("Updating database tables")
+        monitor.warning("Failed to log system metrics: disk full")
+        store.warning("database is locked")
+    assert [r.getMessage() for r in caplog.records] == ["Failed to log system metrics: disk full", "database is locked"]
+
+
 def test_importing_torchao_and_bitsandbytes_in_a_stage_process_prints_nothing():
     code = ("from tunelab.console import quiet_known_noise; quiet_known_noise()\n"
             "import torchao, bitsandbytes\nfrom torchao.quantization import quantize_\n")

@@ -19,6 +19,11 @@ KNOWN_LOG_NOISE = [
      "4-bit kernel, which is what runs on every other CPU; there is no hub here and nothing to install"),
     ("torch.utils._pytree", r".* is an Enum subclass and is now natively supported by torch.compile",
      "torchao registers its Enums the way torch 2.13 deprecates; nothing changes for the user"),
+    ("mlflow.system_metrics.system_metrics_monitor", r"(Started|Stopping|Successfully terminated) .*monitoring|"
+     r"Skip logging GPU metrics", "MLflow narrates its system-metrics sampler starting and stopping around every "
+     "train and align stage; the samples themselves are in the run"),
+    ("mlflow.store.db.utils", r"(Creating initial MLflow database tables|Updating database tables)",
+     "MLflow announces that it made its sqlite store, on the first stage of a new project"),
 ]
 KNOWN_WARNING_NOISE = [
     # (category, message pattern, why it is harmless)

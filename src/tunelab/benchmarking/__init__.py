@@ -1,0 +1,1 @@
+"""What a variant costs to serve: latency, throughput, memory, the environment."""

@@ -1,0 +1,1 @@
+"""The typed config sections, composed from conf/ and validated."""

@@ -1,0 +1,1 @@
+"""Data sources, readers, layouts, cleaning and the split."""

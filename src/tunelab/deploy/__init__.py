@@ -1,0 +1,1 @@
+"""The deployment methods: quantized, pruned and exported variants of the trained model."""

@@ -1,0 +1,1 @@
+"""Scoring models on the frozen test split: tasks, prompting methods, the prompt search."""

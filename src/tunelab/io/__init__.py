@@ -1,0 +1,1 @@
+"""Atomic writes, JSONL and files."""

@@ -1,0 +1,1 @@
+"""Loading every model variant, and the base model from its source."""

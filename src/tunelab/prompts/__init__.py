@@ -1,0 +1,1 @@
+"""Prompt templates, chat templates and tokenization with the loss mask."""

@@ -1,0 +1,1 @@
+"""MLflow runs per stage and the lineage they carry."""

@@ -1,0 +1,1 @@
+"""The fine-tuning strategies and the train stage's trainer, callbacks and checkpoints."""
