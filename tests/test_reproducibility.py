@@ -25,12 +25,16 @@ def without_measurements(value):
 
 
 def results(project) -> tuple[dict, dict]:
-    """(hash of every cached output, every metrics file without its wall-clock figures)."""
+    """(hash of every cached output, every metrics file without its wall-clock figures and tracking
+    status: those in metrics/ and the stages' own under data/, e.g. data/prepared/stats.json)."""
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    outputs = [out["path"] for entry in lock.values() for out in entry.get("outs", [])]
     cached = {out["path"]: out["md5"] for entry in lock.values() for out in entry.get("outs", [])
-              if out["path"].startswith(("data/", "models/"))}
+              if out["path"].startswith(("data/", "models/")) and not out["path"].endswith(".json")}
+    files = [*sorted((project / "metrics").rglob("*.json")),
+             *(project / path for path in outputs if path.startswith("data/") and path.endswith(".json"))]
     metrics = {str(path.relative_to(project)): without_measurements(json.loads(path.read_text()))
-               for path in sorted((project / "metrics").rglob("*.json")) if path.name != "bench.json"}
+               for path in files if path.name != "bench.json"}
     return cached, metrics
 
 
@@ -47,7 +51,7 @@ def test_the_same_config_and_seed_reproduce_every_output_bitwise(baseline, basel
     project = baseline_copy
     first_outputs, first_metrics = results(baseline.repo)
     assert {"models/trained", "models/deploy", "data/formatted/train.jsonl", "data/predictions/trained"} <= set(first_outputs)
-    assert "metrics/eval/trained.json" in first_metrics and "metrics/train.json" in first_metrics
+    assert {"metrics/eval/trained.json", "metrics/train.json", "data/prepared/stats.json"} <= set(first_metrics)
 
     # every stage again, each in a new process (untracked: see the module's docstring)
     rerun = run(project, "dvc", "exp", "run", "--force", "-S", "tracking.enabled=false")
