@@ -135,6 +135,20 @@ def test_align_none_skips_without_a_model_and_bad_settings_stop_before_any_work(
     assert not (bad / "models/aligned").exists()
 
 
+def test_dpo_refuses_a_file_of_unpaired_rows_naming_kto_before_loading_a_model(tiny_model_dir, tmp_path):
+    rated = tmp_path / "rated.jsonl"
+    write_jsonl(rated, [{"prompt": "p", "completion": "good", "label": True}])
+    root = align_project(tmp_path / "project", tiny_model_dir)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["align"]["preferences"].update({"source": "file", "path": str(rated)})
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    refused = run(root, "preferences", check=False)
+    assert refused.returncode != 0
+    assert (f"error: align.method=dpo learns from pairs (prompt, chosen, rejected); {rated} holds unpaired rows "
+            "(prompt, completion, label): use align=kto") in refused.stderr
+    assert not (root / "data/preferences/pairs.jsonl").exists()
+
+
 @pytest.mark.slow
 def test_dpo_through_dvc_reruns_only_the_alignment_and_the_report_shows_sft_and_sft_plus_dpo(baseline_copy, tmp_path):
     """`dvc exp run -S align=dpo` on a copy of the baseline: the pairs, the alignment, its evaluation, the

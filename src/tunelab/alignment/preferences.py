@@ -10,6 +10,7 @@ test row's is refused (:func:`check_no_test_rows`). A file (align.preferences.so
 pairs, or KTO's unpaired rows: an answer labelled desirable or not.
 """
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,7 +101,8 @@ def rows_from_file(path: Path, fields: dict[str, str]) -> tuple[list[dict], dict
     """TRL's preference rows from a JSONL, renamed by ``fields`` (TRL's name → the file's): pairs
     (prompt/chosen/rejected) or, for KTO, unpaired rows (prompt/completion/label); the first row's
     fields say which. Text or lists of chat turns."""
-    first = next(iter(read_jsonl(path)), {})
+    with path.open() as handle:  # its first row only: read_jsonl below reads the whole file once
+        first = json.loads(handle.readline() or "{}")
     kinds = {"pairs": PAIR_FIELDS, "unpaired": UNPAIRED_FIELDS}
     kind = next((kind for kind, names in kinds.items() if all(fields.get(f, f) in first for f in names)), None)
     if kind is None:
