@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tre
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import DataConfig, EvalConfig, PromptConfig, PromptingConfig
 from tunelab.errors import TunelabError
-from tunelab.evaluation.evaluator import EvalSettings, Scorer
 from tunelab.evaluation.plots import confusion_figure, write_confusion_csv
 from tunelab.evaluation.prompt_search import winner_prompting
 from tunelab.evaluation.prompting import method_template
@@ -95,6 +94,10 @@ def main() -> None:
             write_skipped(run, variant, reason)
             run.set_tag("tunelab.skipped", reason)
             return
+        # imported here, not at the top: the scorer imports torch (~2 s of a stage's start), which a
+        # skipped variant (align=none, a quantization that does not apply) never needs
+        from tunelab.evaluation.evaluator import EvalSettings, Scorer
+
         test = read_jsonl(LAYOUT.split(LAYOUT.prepared, "test"), required=required)
         train = read_jsonl(LAYOUT.split(LAYOUT.prepared, "train"), required=required)
         extra_sets = extra_test_rows(settings, required)

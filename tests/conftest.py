@@ -24,19 +24,23 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def pytest_collection_modifyitems(items) -> None:
     """The order that keeps parallel workers busy: first one test that needs the pipeline baseline
     (its worker makes the baseline while the others run every test that needs none), then the
-    tests that need none, then the rest of the baseline's tests, those that rerun stages first
-    (a long test last would leave the other workers idle). Otherwise in file order (stable sort)."""
-    def needs_baseline(item) -> bool:
-        return "baseline" in item.fixturenames
+    tests that need none, then the rest of the baseline's tests: first the one that makes the
+    sweep and those that rerun stages (a long test last would leave the other workers idle), then
+    the others, and last the sweep's other readers (taken early, a second worker would sit idle
+    until the first has made the sweep). Otherwise in file order (stable sort)."""
+    def first_needing(fixture: str):
+        return next((item for item in items if fixture in item.fixturenames), None)
 
-    first = next((item for item in items if needs_baseline(item)), None)
+    first, first_swept = first_needing("baseline"), first_needing("swept")
 
     def rank(item) -> int:
         if item is first:
             return 0
-        if not needs_baseline(item):
+        if "baseline" not in item.fixturenames:
             return 1
-        return 2 if "swept" in item.fixturenames or item.get_closest_marker("reruns_stages") else 3
+        if item is first_swept or item.get_closest_marker("reruns_stages"):
+            return 2
+        return 4 if "swept" in item.fixturenames else 3
 
     items.sort(key=rank)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, made_once
 from pipeline_project import AFTER_TRAINING, audited_env, ran_stages, undeclared_reads, would_rerun
 from pipeline_project import run as run_in
 from safetensors.torch import load_file
@@ -60,12 +60,15 @@ def metrics(root: Path) -> dict:
     return json.loads((root / "metrics/align.json").read_text())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def aligned(tiny_model_dir, tmp_path_factory) -> Path:
-    root = align_project(tmp_path_factory.mktemp("align") / "dpo", tiny_model_dir)
-    run(root, "preferences")
-    run(root, "align")
-    return root
+    """The tiny DPO alignment, made once for the session by whichever worker asks first."""
+    def align(folder: Path) -> None:
+        root = align_project(folder / "dpo", tiny_model_dir)
+        run(root, "preferences")
+        run(root, "align")
+
+    return made_once(tmp_path_factory, "aligned", align) / "dpo"
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, made_once
 from safetensors.torch import load_file
 from training_helpers import formatted_rows
 from transformers import AutoTokenizer
@@ -130,11 +130,13 @@ def run_with_fault(root: Path, pattern: str, action: str) -> subprocess.Complete
                           text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def uninterrupted(tiny_model_dir, tmp_path_factory) -> Path:
-    root = train_project(tmp_path_factory.mktemp("train") / "uninterrupted", tiny_model_dir, **SHORT)
-    run_stage(root)
-    return root
+    """The short training run the interrupted ones must end like, made once for the session."""
+    def train(folder: Path) -> None:
+        run_stage(train_project(folder / "uninterrupted", tiny_model_dir, **SHORT))
+
+    return made_once(tmp_path_factory, "uninterrupted", train) / "uninterrupted"
 
 
 def assert_same_end(resumed: Path, uninterrupted: Path) -> None:

@@ -10,7 +10,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm
 
 CONFIDENCE = 0.95
 
@@ -23,6 +22,10 @@ class Interval:
 
 def wilson_interval(successes: int, total: int, confidence: float = CONFIDENCE) -> Interval:
     """Wilson score interval of a proportion successes/total."""
+    # scipy.stats here, not at the top: importing it costs ~1 s, and every stage that imports the task
+    # registry (check, preferences, align, ...) would pay it without computing an interval
+    from scipy.stats import norm
+
     if total == 0:
         return Interval(0.0, 1.0)
     z = norm.ppf(0.5 + confidence / 2)

@@ -27,13 +27,15 @@ def experiment_tags() -> dict[str, str]:
     return {tag: os.environ[variable] for variable, tag in names.items() if os.environ.get(variable)}
 
 
-def _lock_stages(lock_file: Path) -> dict:
-    if not lock_file.is_file():
-        return {}
-    # libyaml's loader where PyYAML has it: dvc.lock is read by every tracked stage, and the pure-Python
-    # loader spent ~0.15 s of each stage's start on it (0.02 s with libyaml)
+def _yaml(path: Path) -> dict:
+    # libyaml's loader where PyYAML has it: every tracked stage reads dvc.yaml and dvc.lock at its start,
+    # and the pure-Python loaders (PyYAML's, DVC's ruamel) spent seconds of each stage's start on them
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return (yaml.load(lock_file.read_text(), Loader=loader) or {}).get("stages", {})
+    return yaml.load(path.read_text(), Loader=loader) or {}
+
+
+def _lock_stages(lock_file: Path) -> dict:
+    return _yaml(lock_file).get("stages", {}) if lock_file.is_file() else {}
 
 
 def _output_hashes(stages: dict) -> dict[str, str]:
@@ -41,16 +43,23 @@ def _output_hashes(stages: dict) -> dict[str, str]:
 
 
 def stage_dependencies(stage: str) -> list[str]:
-    """The paths ``stage`` depends on as dvc.yaml declares them, read by DVC's own parser
-    (foreach, ${} interpolation); none outside a DVC repository or for an unknown stage."""
+    """The paths ``stage`` depends on as dvc.yaml declares them, resolved by DVC's own resolver
+    (foreach, ${} interpolation, params.yaml); none outside a DVC repository or for an unknown stage.
+
+    DVC's resolver on dvc.yaml alone: ``repo.stage.collect`` would also parse dvc.lock with DVC's
+    pure-Python YAML loader, ~1 s of every tracked stage's start for nothing used here.
+    """
     from dvc.exceptions import DvcException
+    from dvc.parsing import DataResolver
     from dvc.repo import Repo
 
     try:
         with Repo() as repo:
-            return [dep.def_path for found in repo.stage.collect(stage) for dep in found.deps]
-    except DvcException:
+            definition = _yaml(Path(repo.root_dir) / "dvc.yaml")
+            resolved = DataResolver(repo, repo.root_dir, definition).resolve_one(stage)
+    except (DvcException, FileNotFoundError):
         return []
+    return list(resolved[stage].get("deps", []))
 
 
 def stage_input_hashes(stage: str, lock_file: Path = LOCK_FILE) -> dict[str, str]:
