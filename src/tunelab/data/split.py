@@ -4,8 +4,6 @@ import random
 from collections import Counter
 from itertools import combinations
 
-from sklearn.model_selection import train_test_split
-
 from tunelab.config.schema import DataConfig
 from tunelab.data.cleaning import input_key
 from tunelab.errors import TunelabError
@@ -24,6 +22,10 @@ def split_examples(examples: list[dict], config: DataConfig) -> dict[str, list[d
 
 def _carve(examples: list[dict], size: int, seed: int, name: str, by_label: bool) -> tuple[list[dict], list[dict]]:
     """Take ``size`` examples out of ``examples``, keeping label proportions if ``by_label``."""
+    # imported here: scikit-learn costs ~1 s to import, and the stages that import this package for
+    # other things (format reads SPLITS) never split
+    from sklearn.model_selection import train_test_split
+
     if size > len(examples) - 1:
         raise TunelabError(f"data.{name}_size: {size} is more than the {len(examples)} examples left for it")
     try:
