@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python` and `dvc` from the venv without it being activated.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run repro sweep test test-fast bench-train bench-eval crosscheck serve ui clean-runs
+.PHONY: setup run repro sweep test test-fast bench-train bench-eval bench-startup crosscheck serve ui clean-runs
 
 setup: $(STAMP)
 
@@ -71,6 +71,10 @@ bench-train: setup
 # Few-shot evaluation with and without the shared-prefix KV cache (needs models/base and data/prepared).
 bench-eval: setup
 	python bench/eval_prefix_cache.py
+
+# What each stage process pays before its work: its imports, and opening its MLflow run.
+bench-startup: setup
+	python bench/stage_startup.py
 
 # tunelab's choice scoring against lm-evaluation-harness, row by row (needs a finished `make run`).
 crosscheck: setup

@@ -76,7 +76,8 @@ def main() -> None:
             for level in record.workloads[workload]:
                 run.log_metrics({f"{workload}.c{level['concurrency']}.tokens_per_second": level["tokens_per_second"],
                                  f"{workload}.c{level['concurrency']}.errors": level["errors"]})
-        run.write_metrics(LAYOUT.serve_metrics, dataclasses.asdict(record) | {"environment": fingerprint()})
+        measured_on = {} if record.skipped else {"environment": fingerprint()}  # skipped: nothing was measured
+        run.write_metrics(LAYOUT.serve_metrics, dataclasses.asdict(record) | measured_on)
         run.log_artifact(LAYOUT.serve_metrics)
 
 

@@ -25,9 +25,9 @@ def pytest_collection_modifyitems(items) -> None:
     """The order that keeps parallel workers busy: first one test that needs the pipeline baseline
     (its worker makes the baseline while the others run every test that needs none), then the
     tests that need none, then the rest of the baseline's tests: first the one that makes the
-    sweep and those that rerun stages (a long test last would leave the other workers idle), then
-    the others, and last the sweep's other readers (taken early, a second worker would sit idle
-    until the first has made the sweep). Otherwise in file order (stable sort)."""
+    sweep, then those that rerun stages (a long test last would leave the other workers idle),
+    then the others, and last the sweep's other readers (taken before the sweep is made, a worker
+    would sit idle until it is). Otherwise in file order (stable sort)."""
     def first_needing(fixture: str):
         return next((item for item in items if fixture in item.fixturenames), None)
 
@@ -38,9 +38,11 @@ def pytest_collection_modifyitems(items) -> None:
             return 0
         if "baseline" not in item.fixturenames:
             return 1
-        if item is first_swept or item.get_closest_marker("reruns_stages"):
+        if item is first_swept:
             return 2
-        return 4 if "swept" in item.fixturenames else 3
+        if item.get_closest_marker("reruns_stages"):
+            return 3
+        return 5 if "swept" in item.fixturenames else 4
 
     items.sort(key=rank)
 

@@ -4,8 +4,6 @@ import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
-import torch
-
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "torchao", "accelerate", "llama-cpp-python")
 
 
@@ -31,6 +29,8 @@ def library_versions() -> dict[str, str]:
 
 
 def gpu() -> dict:
+    import torch  # here, not at the top: ~2 s to import, and a skipped load test records no environment
+
     if not torch.cuda.is_available():
         return {}
     info = {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda}
@@ -45,5 +45,7 @@ def gpu() -> dict:
 
 
 def fingerprint() -> dict:
+    import torch
+
     return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "platform": platform.platform(), **library_versions(), **gpu()}
