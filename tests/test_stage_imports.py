@@ -23,16 +23,18 @@ print(" ".join(name for name in sys.argv[2:] if name in sys.modules))
 """
 
 
+def heavy_imports_at_the_top(stage: str) -> list[str]:
+    """The heavy libraries in sys.modules after running ``stages/STAGE.py``'s top level in a fresh interpreter."""
+    result = subprocess.run([sys.executable, "-c", PROBE, str(REPO_ROOT / "stages" / f"{stage}.py"), *HEAVY],
+                            capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    return result.stdout.split()
+
+
 @pytest.mark.parametrize("stage", LIGHT_AT_THE_TOP)
 def test_a_stages_top_level_imports_no_heavy_library(stage):
-    script = REPO_ROOT / "stages" / f"{stage}.py"
-    result = subprocess.run([sys.executable, "-c", PROBE, str(script), *HEAVY], capture_output=True, text=True,
-                            cwd=REPO_ROOT, check=True)
-    assert result.stdout.split() == [], f"stages/{stage}.py imports {result.stdout.strip()} at its top level"
+    assert heavy_imports_at_the_top(stage) == [], f"stages/{stage}.py imports them at its top level"
 
 
 def test_the_probe_sees_a_heavy_import():
     """The same probe on a stage that needs torch at its top level (it trains): it must report it."""
-    result = subprocess.run([sys.executable, "-c", PROBE, str(REPO_ROOT / "stages/train.py"), *HEAVY],
-                            capture_output=True, text=True, cwd=REPO_ROOT, check=True)
-    assert "torch" in result.stdout.split()
+    assert "torch" in heavy_imports_at_the_top("train")
