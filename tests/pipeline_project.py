@@ -98,7 +98,7 @@ def make_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
     replace_in(repo / "conf/config.yaml", "max_steps: 100", "max_steps: 20")
     replace_in(repo / "conf/config.yaml", "eval_steps: 25", "eval_steps: 10")
     replace_in(repo / "conf/eval/default.yaml", "max_new_tokens: 64", "max_new_tokens: 8")
-    replace_in(repo / "conf/quantize/default.yaml", "variants: [merged, int8_dynamic, nf4]",
+    replace_in(repo / "conf/quantize/default.yaml", "variants: [merged, int8_dynamic]",
                "variants: [merged, int8_dynamic, qat]")  # qat does not apply to LoRA: skipped, with its reason
     replace_in(repo / "conf/bench/default.yaml", "batch_sizes: [1, 4, 16]\nnew_tokens: 32\nrepeats: 2",
                "batch_sizes: [1, 4]\nnew_tokens: 4\nrepeats: 1")

@@ -261,7 +261,7 @@ def test_the_sentiment_prompt_brings_its_sibling_templates_and_any_other_prompt_
     validate_config(other)
 
 
-def test_each_shipped_task_chooses_its_prompt_eval_and_quantize_and_a_command_line_choice_wins():
+def test_each_shipped_task_chooses_its_prompt_and_eval_and_a_command_line_choice_wins():
     for data, task, prompt, zero_shot_tokens, steps in (("gsm8k", "math", "gsm8k", 192, 40),
                                                         ("squad_v1", "extractive_qa", "squad", 24, 40),
                                                         ("alpaca_demo", "generation", "instruction", 96, 50)):
@@ -272,7 +272,7 @@ def test_each_shipped_task_chooses_its_prompt_eval_and_quantize_and_a_command_li
         assert {tuple(m["scoring"]) for m in composed["eval"]["prompting"].values()} == {("generate",)}
         validate_config(composed)
     assert compose_conf(CONF, ["data=gsm8k", "prompt=squad"])["prompt"]["name"] == "squad"
-    assert compose_conf(CONF, ["data=gsm8k", "quantize=default"])["quantize"]["variants"][-1] == "nf4"
+    assert compose_conf(CONF, ["data=gsm8k", "quantize=with_nf4"])["quantize"]["variants"][-1] == "nf4"
     assert compose_conf(CONF, ["data=gsm8k", "train.max_steps=100"])["train"]["max_steps"] == 100
     assert to_section(DataConfig, "data", compose_conf(CONF)["data"]).task == "classification"  # the default, as it was
 

@@ -31,7 +31,8 @@ def workdir(tmp_path, tiny_model_dir) -> Path:
                                                "eval.prompting.self_consistency.max_new_tokens=6",
                                                "eval.prompting.self_consistency.samples=3",
                                                "eval.prompting.few_shot.shots=2", "eval.batch_size=4",
-                                               "eval.prompt_search.shots=[0,2]", "eval.prompt_search.rows=5"])
+                                               "eval.prompt_search.shots=[0,2]", "eval.prompt_search.rows=5",
+                                               "eval.prompt_search.candidates=null"])
     params["tracking"]["enabled"] = False
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     write_rows(tmp_path / "data/prepared/train.jsonl", 10)

@@ -30,7 +30,7 @@ def readers(params: dict[str, set[str]], key: str) -> set[str]:
             if any(k == key or k.startswith(key + ".") or key.startswith(k + ".") for k in keys)}
 
 
-DEPLOYED = {"evaluate_deployed@merged", "evaluate_deployed@int8_dynamic", "evaluate_deployed@nf4"}
+DEPLOYED = {"evaluate_deployed@merged", "evaluate_deployed@int8_dynamic"}
 
 
 def test_each_params_section_is_read_only_by_the_stages_it_configures():
