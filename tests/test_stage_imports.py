@@ -32,7 +32,8 @@ def heavy_imports_at_the_top(stage: str) -> list[str]:
 
 @pytest.mark.parametrize("stage", LIGHT_AT_THE_TOP)
 def test_a_stages_top_level_imports_no_heavy_library(stage):
-    assert heavy_imports_at_the_top(stage) == [], f"stages/{stage}.py imports them at its top level"
+    found = heavy_imports_at_the_top(stage)
+    assert found == [], f"stages/{stage}.py imports {' '.join(found)} at its top level"
 
 
 def test_the_probe_sees_a_heavy_import():
