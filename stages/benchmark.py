@@ -42,6 +42,7 @@ PROMPTS = 16  # the first test prompts, cycled to fill larger batches
 def measure(variant: str, settings: BenchConfig) -> dict:
     """In this process: load the variant, then time it (the stage runs this once per fresh process)."""
     import torch
+    from tqdm import tqdm
 
     from tunelab.benchmarking.inference import device_of, latency, left_padded, run_generation, throughput
     from tunelab.benchmarking.memory import peak_gpu_mb, peak_rss_mb
@@ -59,11 +60,14 @@ def measure(variant: str, settings: BenchConfig) -> dict:
     size = folder_size_mb(LAYOUT.model(variant))
     if variant == TRAINED and trained_recipe(LAYOUT.trained_model)["adapter"]:
         size += folder_size_mb(LAYOUT.base_model)  # what you ship: the adapter and the base it applies to
-    measured = {"size_mb": round(size, 1), "load_seconds": round(load_seconds, 2),
-                **latency(model, prompts[0], settings.new_tokens, settings.repeats, pad),
-                "tokens_per_second": throughput(model, prompts, settings.batch_sizes, settings.new_tokens,
-                                                settings.repeats, pad),
-                "peak_rss_mb": peak_rss_mb(), **({"peak_gpu_mb": gpu} if (gpu := peak_gpu_mb()) is not None else {})}
+    # on stdout: the stage reads its child's stderr for the error it may end with
+    with tqdm(total=settings.repeats * (1 + len(settings.batch_sizes)), desc=f"benchmark: {variant}", unit="run",
+              file=sys.stdout) as progress:
+        measured = {"size_mb": round(size, 1), "load_seconds": round(load_seconds, 2),
+                    **latency(model, prompts[0], settings.new_tokens, settings.repeats, pad, progress.update),
+                    "tokens_per_second": throughput(model, prompts, settings.batch_sizes, settings.new_tokens,
+                                                    settings.repeats, pad, progress.update),
+                    "peak_rss_mb": peak_rss_mb(), **({"peak_gpu_mb": gpu} if (gpu := peak_gpu_mb()) is not None else {})}
     if variant not in (BASE, TRAINED, ALIGNED) and (recipe := deploy_recipe(LAYOUT.model(variant)))["loader"] == "gguf":
         del model  # llama.cpp loads its own copy
         measured["llama_cpp"] = measure_native(LAYOUT.model(variant) / "model" / recipe["gguf_file"], prompts[0],

@@ -102,7 +102,7 @@ TRAIN = [{"id": f"t{i}", "text": text, "label": LABELS[i % 2]} for i, text in en
      "my dog chased the postman down the street", "tedious"])]
 
 
-def test_nearest_demonstrations_come_from_the_models_own_embedding(tiny):
+def test_nearest_demonstrations_come_from_the_models_own_embedding(tiny, capsys):
     """A row that repeats a train row's text has that row as its nearest, last, demonstration."""
     model, tokenizer = tiny
     _, optimized, _ = search_inputs()
@@ -110,6 +110,9 @@ def test_nearest_demonstrations_come_from_the_models_own_embedding(tiny):
     rows = [{"id": "q0", "text": TRAIN[4]["text"], "label": "negative"},
             {"id": "q1", "text": TRAIN[1]["text"], "label": "positive"}]
     shots = choose_demonstrations(prompting, TEMPLATE, TRAIN, rows, LABELS, 0, model, tokenizer, batch_size=4)
+    # the pool and the rows, embedded under a progress bar (a minute of the default run)
+    progress = capsys.readouterr().err
+    assert "embedding for nearest demonstrations: 100%|" in progress and "| 8/8 [" in progress
     assert [[shot["id"] for shot in shots(row)][-1] for row in rows] == ["t4", "t1"]
     assert all(len(shots(row)) == 3 for row in rows)
     few = choose_demonstrations(dataclasses.replace(prompting, pool=2), TEMPLATE, TRAIN, rows, LABELS, 0, model,

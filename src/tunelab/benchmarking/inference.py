@@ -8,6 +8,7 @@ from ``torch.cuda.max_memory_allocated`` (tunelab.benchmarking.memory). Generati
 
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -53,8 +54,10 @@ def run_generation(model, inputs: dict, new_tokens: int, pad_id: int, streamer=N
     return time.perf_counter() - started
 
 
-def latency(model, prompt: list[int], new_tokens: int, repeats: int, pad_id: int) -> dict:
-    """Batch 1: time to first token, and the gaps between later tokens, over all repeats."""
+def latency(model, prompt: list[int], new_tokens: int, repeats: int, pad_id: int,
+            timed: Callable[[], object] = lambda: None) -> dict:
+    """Batch 1: time to first token, and the gaps between later tokens, over all repeats
+    (``timed`` is called after each run, outside its timing: a progress bar's update)."""
     inputs = left_padded([prompt], pad_id, device_of(model))
     first, gaps = [], []
     for _ in range(repeats):
@@ -63,16 +66,22 @@ def latency(model, prompt: list[int], new_tokens: int, repeats: int, pad_id: int
         run_generation(model, inputs, new_tokens, pad_id, streamer=clock)
         first.append(clock.times[1] - started)  # times[0]: the prompt handed to the streamer
         gaps += step_latencies(clock.times[1:])
+        timed()
     return latency_ms(first, gaps)
 
 
 def throughput(model, prompts: list[list[int]], batch_sizes: list[int], new_tokens: int, repeats: int,
-               pad_id: int) -> dict[str, float]:
-    """Tokens/s generated at each batch size (median of the repeats), prompts cycled to fill a batch."""
+               pad_id: int, timed: Callable[[], object] = lambda: None) -> dict[str, float]:
+    """Tokens/s generated at each batch size (median of the repeats), prompts cycled to fill a batch
+    (``timed`` as for latency)."""
     result = {}
     for size in batch_sizes:
         batch = [prompts[i % len(prompts)] for i in range(size)]
         inputs = left_padded(batch, pad_id, device_of(model))
-        seconds = statistics.median(run_generation(model, inputs, new_tokens, pad_id) for _ in range(repeats))
+        runs = []
+        for _ in range(repeats):
+            runs.append(run_generation(model, inputs, new_tokens, pad_id))
+            timed()
+        seconds = statistics.median(runs)
         result[str(size)] = round(tokens_per_second(size, new_tokens, seconds), 2)
     return result

@@ -14,6 +14,7 @@ Hand-written: no library picks in-context examples for a causal LM from its own 
 from collections.abc import Sequence
 
 import torch
+from tqdm import tqdm
 
 from tunelab.config.schema import PromptConfig, PromptingConfig
 from tunelab.evaluation.batching import batches, left_pad, pad_id
@@ -24,16 +25,19 @@ from tunelab.prompts.templates import PromptTemplate
 
 @torch.no_grad()
 def embed(model, tokenizer, texts: list[str], batch_size: int) -> torch.Tensor:
-    """Unit vectors [texts, hidden]: each text's last hidden states, averaged over its tokens."""
+    """Unit vectors [texts, hidden]: each text's last hidden states, averaged over its tokens
+    (a progress bar: the pool and the rows take a minute of a default run on 2 cores)."""
     vectors = []
-    for batch in batches(texts, batch_size):
-        ids, mask = left_pad([tokenizer(text)["input_ids"] for text in batch], pad_id(tokenizer))
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
-        output = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                       position_ids=positions.to(model.device), output_hidden_states=True, logits_to_keep=1)
-        hidden = output.hidden_states[-1].float().cpu()
-        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-        vectors.append(torch.nn.functional.normalize(pooled, dim=-1))
+    with tqdm(total=len(texts), desc="embedding for nearest demonstrations", unit="ex") as progress:
+        for batch in batches(texts, batch_size):
+            ids, mask = left_pad([tokenizer(text)["input_ids"] for text in batch], pad_id(tokenizer))
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            output = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                           position_ids=positions.to(model.device), output_hidden_states=True, logits_to_keep=1)
+            hidden = output.hidden_states[-1].float().cpu()
+            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            vectors.append(torch.nn.functional.normalize(pooled, dim=-1))
+            progress.update(len(batch))
     return torch.cat(vectors)
 
 
