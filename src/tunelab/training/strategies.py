@@ -99,8 +99,16 @@ def check_lora(model, config: "StrategyConfig") -> None:
 
 
 def adapt_qlora(model, config: "StrategyConfig", base_dir: Path, gradient_checkpointing: bool):
+    from bitsandbytes.nn import Linear4bit
     from peft import get_peft_model, prepare_model_for_kbit_training
 
+    # On CPUs with AVX-512 BF16, a 4-bit layer's first no-grad forward (the evaluation before
+    # training) repacks its weights for an inference kernel that has no backward, and they stay
+    # repacked: training then silently loses the gradient through every frozen layer. A model
+    # that trains keeps bitsandbytes' trainable layout (its own switch, set per layer).
+    for layer in model.modules():
+        if isinstance(layer, Linear4bit):
+            layer.support_avx512bf16_for_cpu = False
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     return get_peft_model(model, lora_config(config, base_dir))
 
