@@ -162,8 +162,6 @@ def test_qlora_learns_after_an_evaluation_with_the_gradients_it_had_before_it(ti
     bitsandbytes repacks 4-bit weights for its inference kernel on the first no-grad forward, and
     that kernel has no backward: training after it lost the gradient through every frozen 4-bit
     layer (torch warned "silently incorrect behavior"). Elsewhere the two passes agree anyway."""
-    from training_helpers import strategy_from_conf
-
     ids = torch.tensor([[1, 5, 9, 13, 17, 21, 25, 29]])
 
     def gradients(evaluate_first: bool) -> dict[str, torch.Tensor]:
