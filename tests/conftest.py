@@ -1,6 +1,9 @@
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -69,6 +72,32 @@ def made_once(tmp_path_factory, name: str, make) -> Path:
                 raise
             made.touch()
     return folder
+
+
+WARM = Path(__file__).parent / "warm"
+COLD_ENV = "TUNELAB_TEST_COLD"  # set to 1 to run every stage in a fresh interpreter, as DVC does outside the suite
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_stage_runner(tmp_path_factory):
+    """This worker's warm stage runner (tests/warm/server.py): every stage run that the suite starts
+    from here on, through DVC or directly, is forked from a process that has the libraries imported,
+    unless its environment differs in what those imports read. Its log (each run, warm or cold and
+    why) is kept as warm-runner.log in the worker's pytest temporary folder."""
+    if os.environ.get(COLD_ENV) == "1":
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="tunelab-warm-"))  # short: a socket's path has at most 107 bytes
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WARM), os.environ.get("PYTHONPATH")]))
+    os.environ["TUNELAB_WARM_RUNNER"] = str(folder / "socket")
+    with open(folder / "warm.log", "w") as log:
+        server = subprocess.Popen([sys.executable, str(WARM / "server.py"), str(folder / "socket")],
+                                  env=dict(os.environ), stdout=log, stderr=log, start_new_session=True)
+    yield folder
+    server.send_signal(signal.SIGTERM)
+    server.wait()
+    shutil.copy(folder / "warm.log", tmp_path_factory.getbasetemp() / "warm-runner.log")
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,151 @@
+"""The suite's warm stage runner (tests/warm/) runs a stage as a fresh interpreter would.
+
+Every stage run the suite starts goes through it, so what it changes must be nothing a stage can
+see: argv, sys.path, working directory, environment, streams, exit code and the signal that ends
+it are the caller's; a caller killed outright takes its stage with it; an environment that differs
+in what the preloaded libraries read at import runs cold.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import COLD_ENV
+
+PROBE = """
+import json, os, sys
+preloaded = "torch" in sys.modules  # before anything here imports it
+line = sys.stdin.readline()
+print("to stderr: " + line.strip(), file=sys.stderr)
+if sys.argv[1] == "report":
+    print(json.dumps({"argv": sys.argv, "path": sys.path, "cwd": os.getcwd(), "env": dict(os.environ),
+                      "preloaded": preloaded, "parent": os.getppid(), "name": __name__}))
+elif sys.argv[1] == "exit":
+    sys.exit(int(sys.argv[2]))
+elif sys.argv[1] == "raise":
+    raise ValueError("from the probe")
+elif sys.argv[1] == "sleep":
+    open("pid", "w").write(str(os.getpid()))
+    import time
+    time.sleep(600)
+"""
+
+
+@pytest.fixture
+def runner(warm_stage_runner) -> Path:
+    """The session's runner, once its imports are done."""
+    if warm_stage_runner is None:
+        pytest.skip(f"{COLD_ENV}=1: no warm stage runner this session")
+    socket = warm_stage_runner / "socket"
+    for _ in range(1200):
+        if socket.exists():
+            return socket
+        time.sleep(0.25)
+    raise AssertionError(f"the warm stage runner did not start:\n{(warm_stage_runner / 'warm.log').read_text()}")
+
+
+@pytest.fixture
+def probe(tmp_path) -> Path:
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages/probe.py").write_text(PROBE)
+    return tmp_path
+
+
+def start(project: Path, *args: str, cold: bool = False, **env: str) -> subprocess.Popen:
+    environment = {**os.environ, **env}
+    if cold:
+        del environment["TUNELAB_WARM_RUNNER"]
+    return subprocess.Popen([sys.executable, "stages/probe.py", *args], cwd=project, env=environment, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def run(project: Path, *args: str, cold: bool = False, **env: str) -> subprocess.CompletedProcess:
+    process = start(project, *args, cold=cold, **env)
+    stdout, stderr = process.communicate("a line on stdin\n", timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def report(project: Path, cold: bool = False, **env: str) -> dict:
+    result = run(project, "report", cold=cold, **env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "to stderr: a line on stdin\n"
+    return json.loads(result.stdout)
+
+
+def test_a_warm_stage_sees_what_a_cold_one_sees_but_starts_with_the_libraries_imported(runner, probe):
+    cold, warm = report(probe, cold=True), report(probe, MLFLOW_TRACKING_URI="sqlite:///elsewhere.db")
+    assert not cold["preloaded"] and warm["preloaded"], (runner.parent / "warm.log").read_text()[-2000:]
+    assert cold["parent"] == os.getpid() and warm["parent"] != os.getpid()  # forked by the runner
+    assert warm["env"]["MLFLOW_TRACKING_URI"] == "sqlite:///elsewhere.db"
+    del warm["env"]["MLFLOW_TRACKING_URI"], warm["env"]["TUNELAB_WARM_RUNNER"]  # the cold one ran without it
+    # what the preloaded imports set (torch: TORCHINDUCTOR_CACHE_DIR), as they would in a stage that imports them
+    cold["env"].update(json.loads(Path(f"{runner}.set_by_imports.json").read_text()))
+    for seen in (cold, warm):
+        del seen["preloaded"], seen["parent"]
+    assert warm == cold
+    assert cold["name"] == "__main__" and cold["argv"] == ["stages/probe.py", "report"]
+
+
+@pytest.mark.parametrize("variable", ["HF_HOME", "OMP_NUM_THREADS", "PYTHONPATH"])
+def test_a_stage_whose_environment_differs_in_what_the_imports_read_runs_cold(runner, probe, variable):
+    assert not report(probe, **{variable: os.environ.get(variable, "") + "-differs"})["preloaded"]
+
+
+def test_a_stage_exits_as_it_would_cold(runner, probe):
+    assert run(probe, "exit", "3").returncode == 3
+    failed = run(probe, "raise")
+    assert failed.returncode == 1 and failed.stderr.strip().endswith("ValueError: from the probe")
+
+
+def test_sigterm_to_the_caller_reaches_the_stage_and_ends_both_by_it(runner, probe):
+    process = start(probe, "sleep")
+    pid = wait_for_pid(probe, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == -signal.SIGTERM
+    assert gone(pid)
+
+
+def test_sigint_to_the_caller_interrupts_the_stage(runner, probe):
+    """Ctrl-C: the stage gets its KeyboardInterrupt (and unwinds, as tunelab's stages do) and both end.
+    Its exit status is 1, as it is for any cold stage that imports peft: one of the preloaded libraries'
+    exit handlers clears CPython's note that it should end by SIGINT (a cold probe importing nothing
+    would end by SIGINT; every tunelab stage that trains, aligns or loads an adapter imports peft)."""
+    process = start(probe, "sleep")
+    pid = wait_for_pid(probe, process)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 1
+    assert process.stderr.read().strip().endswith("KeyboardInterrupt")
+    assert gone(pid)
+
+
+def test_a_caller_killed_outright_takes_its_stage_with_it(runner, probe):
+    process = start(probe, "sleep")
+    pid = wait_for_pid(probe, process)
+    process.kill()
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    assert gone(pid)
+
+
+def wait_for_pid(project: Path, process: subprocess.Popen) -> int:
+    process.stdin.write("go\n")
+    process.stdin.flush()
+    for _ in range(600):
+        if (project / "pid").exists() and (text := (project / "pid").read_text()):
+            return int(text)
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.1)
+    raise AssertionError("the probe did not start")
+
+
+def gone(pid: int, timeout: float = 10) -> bool:
+    """The process ended and was reaped by its parent (the runner), within ``timeout`` seconds."""
+    for _ in range(int(timeout / 0.05)):
+        if not Path(f"/proc/{pid}").exists():
+            return True
+        time.sleep(0.05)
+    return False

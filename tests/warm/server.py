@@ -1,0 +1,159 @@
+"""The suite's warm stage runner: one process per test worker that has imported the libraries the
+stages import (torch, transformers, peft, TRL, MLflow, datasets) and forks a child per stage run.
+
+    python tests/warm/server.py SOCKET        # started by tests/conftest.py, one per pytest worker
+
+Why: most of the suite's stage runs are tiny models doing 1-4 s of work after 5-13 s of library
+imports; a stage forked from here starts with those imports done. What it changes for the stage is
+only where its interpreter comes from: it runs its own script, from the start (``runpy``), with
+the caller's argv, sys.path, working directory, environment and stdin/stdout/stderr (passed as file
+descriptors), and the caller exits as the stage does (its exit code, or the signal that ended it).
+tunelab itself is not preloaded: each project has its own copy of src/, which the stage imports.
+
+The client is tests/warm/sitecustomize.py, in every Python process the suite starts (PYTHONPATH).
+A stage whose environment differs from this server's in anything the preloaded libraries may have
+read at import (ALLOWED_TO_DIFFER says what may differ) runs cold, as it would without the suite:
+the audited and fault-injection runs, DDP workers, a test's own HF_* or OMP_* settings. A caller
+killed outright (SIGKILL) takes its stage with it: its connection closes and the stage is killed.
+
+Hand-written because no library does it: multiprocessing's forkserver runs pickled functions, not
+a script with a caller's file descriptors, environment and exit status.
+"""
+
+import gc
+import json
+import os
+import runpy
+import select
+import signal
+import socket
+import sys
+from pathlib import Path
+
+# What may differ between this server's environment and a warm stage's. Checked with a recording
+# os.environ around the preload (2026-12-03, the pinned versions): none of these is read at import
+# except by fsspec's, tqdm's and networkx's scans of the whole environment for their own prefixes,
+# and COLUMNS/LINES by accelerate's interactive `accelerate config` menu (shutil.get_terminal_size).
+# DVC's and the test harness's per-run variables, and tunelab's own (tunelab is not preloaded).
+ALLOWED_PREFIXES = ("DVC_", "TUNELAB_", "GIT_AUTHOR_", "GIT_COMMITTER_", "MLFLOW_SYSTEM_METRICS_")
+ALLOWED_NAMES = {"MLFLOW_TRACKING_URI", "PYTEST_CURRENT_TEST", "PATH", "PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES"}
+MAX_REQUEST = 1 << 20
+
+
+def allowed_to_differ(name: str) -> bool:
+    return name in ALLOWED_NAMES or name.startswith(ALLOWED_PREFIXES)
+
+
+def differing(env: dict, set_by_imports: dict, theirs: dict) -> list[str]:
+    """The variables that make a stage run cold: set differently here (before the imports) and there,
+    and not allowed to. A variable the imports set may be unset there, or set as they set it (a caller
+    that imported torch itself passes torch's TORCHINDUCTOR_CACHE_DIR on)."""
+    def same(name: str) -> bool:
+        if name in set_by_imports and theirs.get(name) in (None, set_by_imports[name]):
+            return True
+        return env.get(name) == theirs.get(name) or allowed_to_differ(name)
+
+    return sorted(name for name in env.keys() | theirs.keys() if not same(name))
+
+
+def preload() -> None:
+    """What the stages import (a stage's own first imports then cost nothing)."""
+    import datasets  # noqa: F401
+    import mlflow  # noqa: F401
+    import mlflow.tracking.fluent  # noqa: F401
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    import transformers.models.llama.modeling_llama  # noqa: F401
+    from transformers import Trainer  # noqa: F401
+    from trl import DPOTrainer  # noqa: F401
+
+
+def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def reply(conn: socket.socket, message: dict) -> None:
+    try:
+        conn.send(json.dumps(message).encode())
+    except OSError:  # the caller is gone
+        pass
+
+
+def serve(listener: socket.socket, env: dict, set_by_imports: dict) -> tuple[dict, list[int]]:
+    """Accept stage runs until one is forked; returns (the request, its file descriptors) in the child.
+    ``env``: this server's environment before its imports, which a warm stage's must match."""
+    running: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the caller's connection)
+    while True:
+        watched = [listener, *running, *(conn for _pid, conn in running.values())]
+        for ready in select.select(watched, [], [])[0]:
+            if ready is listener:
+                conn = listener.accept()[0]
+                message, fds, _flags, _address = socket.recv_fds(conn, MAX_REQUEST, 3)
+                request = json.loads(message)
+                if cold := differing(env, set_by_imports, request["env"]):
+                    log(f"cold {request['argv'][0]}: " + ", ".join(
+                        f"{name} {env.get(name)!r} here, {request['env'].get(name)!r} there" for name in cold))
+                    reply(conn, {"cold": cold})
+                    conn.close()
+                    for fd in fds:
+                        os.close(fd)
+                    continue
+                sys.stdout.flush()  # nothing of ours in the stage's streams
+                sys.stderr.flush()
+                pid = os.fork()
+                if pid == 0:
+                    listener.close()
+                    for pidfd, (_pid, other) in running.items():
+                        os.close(pidfd)
+                        other.close()
+                    conn.close()
+                    return request, fds
+                for fd in fds:
+                    os.close(fd)
+                log(f"warm {request['argv'][0]} (pid {pid})")
+                running[os.pidfd_open(pid)] = (pid, conn)
+                reply(conn, {"pid": pid})
+            elif isinstance(ready, int):  # a stage ended: its caller exits the same way
+                pid, conn = running.pop(ready)
+                os.close(ready)
+                status = os.waitpid(pid, 0)[1]
+                ended = {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"exit": os.WEXITSTATUS(status)}
+                reply(conn, ended)
+                conn.close()
+            else:  # a caller's connection closed while its stage runs: it was killed outright
+                pid = next(pid for pid, conn in running.values() if conn is ready)
+                log(f"caller of pid {pid} is gone: killing it")
+                os.kill(pid, signal.SIGKILL)
+
+
+def run_stage(request: dict, fds: list[int], set_by_imports: dict) -> None:
+    """In the forked child: become the caller's stage process, then run its script as ``python`` would.
+    ``set_by_imports``: what the preloaded imports set in the environment, as they would in a cold stage."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"], **set_by_imports)
+    sys.argv, sys.path[:] = request["argv"], request["path"]
+    sys.stdout.reconfigure(line_buffering=sys.stdout.isatty())  # as Python sets it at startup
+    runpy.run_path(sys.argv[0], run_name="__main__")
+
+
+def main() -> None:
+    address = sys.argv[1]
+    env = dict(os.environ)
+    preload()
+    set_by_imports = {name: value for name, value in os.environ.items() if env.get(name) != value}
+    gc.freeze()  # the imports' objects: a stage's collections skip them, so it does not copy their pages (Python's gc docs)
+    Path(f"{address}.set_by_imports.json").write_text(json.dumps(set_by_imports))  # for tests/test_warm_runner.py
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(f"{address}.tmp")
+    listener.listen(64)
+    os.rename(f"{address}.tmp", address)  # callers find the socket only once the imports are done
+    log(f"ready: {address}; the imports set {set_by_imports}")
+    run_stage(*serve(listener, env, set_by_imports), set_by_imports)
+
+
+if __name__ == "__main__":
+    main()
