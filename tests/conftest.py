@@ -14,9 +14,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # `make test` runs the suite on parallel pytest-xdist workers (README "Tests"). Each worker, and
 # every stage process its tests start, gets its share of the cores: oversubscribed OpenMP
 # threads (two torch processes × 2 threads on 2 cores) slow every process ~20×. Set before
-# anything imports torch.
+# anything imports torch, and only in a worker: xdist's controller loads this file too, and a
+# value set there would reach every worker as if the user had set it.
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // WORKERS)))
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // WORKERS)))
 sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny_model import build_tokenizer, save_tiny_model  # noqa: E402

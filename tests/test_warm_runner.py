@@ -149,3 +149,14 @@ def gone(pid: int, timeout: float = 10) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+@pytest.mark.skipif("PYTEST_XDIST_WORKER" not in os.environ, reason="only parallel workers share the cores")
+def test_a_worker_and_the_stages_it_starts_use_only_their_share_of_the_cores():
+    """xdist's controller loads conftest.py too: a thread count it set there reached every worker
+    unchanged (2 threads in each of 2 workers on 2 cores), oversubscribing every torch process."""
+    import torch
+
+    workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    assert torch.get_num_threads() * workers <= (os.cpu_count() or 1), (
+        f"{workers} workers × {torch.get_num_threads()} threads on {os.cpu_count()} cores (OMP_NUM_THREADS set outside?)")
