@@ -33,10 +33,13 @@ from pathlib import Path
 # What may differ between this server's environment and a warm stage's. Checked with a recording
 # os.environ around the preload (2026-12-03, the pinned versions): none of these is read at import
 # except by fsspec's, tqdm's and networkx's scans of the whole environment for their own prefixes,
-# and COLUMNS/LINES by accelerate's interactive `accelerate config` menu (shutil.get_terminal_size).
-# DVC's and the test harness's per-run variables, and tunelab's own (tunelab is not preloaded).
-ALLOWED_PREFIXES = ("DVC_", "TUNELAB_", "GIT_AUTHOR_", "GIT_COMMITTER_", "MLFLOW_SYSTEM_METRICS_")
-ALLOWED_NAMES = {"MLFLOW_TRACKING_URI", "PYTEST_CURRENT_TEST", "PATH", "PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES"}
+# COLUMNS/LINES by accelerate's interactive `accelerate config` menu (shutil.get_terminal_size), and
+# MLflow's telemetry session id, which MLflow sets when it is not set. The rest are DVC's, its queue
+# workers' (billiard's _MP_FORK_), the test harness's and tunelab's own (tunelab is not preloaded).
+ALLOWED_PREFIXES = ("DVC_", "TUNELAB_", "GIT_AUTHOR_", "GIT_COMMITTER_", "MLFLOW_SYSTEM_METRICS_",
+                    "MLFLOW_HTTP_REQUEST_", "_MP_FORK_")
+ALLOWED_NAMES = {"MLFLOW_TRACKING_URI", "_MLFLOW_TELEMETRY_SESSION_ID", "PYTEST_CURRENT_TEST", "PATH", "PWD",
+                 "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES"}
 MAX_REQUEST = 1 << 20
 
 
@@ -83,47 +86,57 @@ def serve(listener: socket.socket, env: dict, set_by_imports: dict) -> tuple[dic
     """Accept stage runs until one is forked; returns (the request, its file descriptors) in the child.
     ``env``: this server's environment before its imports, which a warm stage's must match."""
     running: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the caller's connection)
+    parent = os.pidfd_open(os.getppid())  # the pytest worker: killed outright, it cannot stop this server
     while True:
-        watched = [listener, *running, *(conn for _pid, conn in running.values())]
-        for ready in select.select(watched, [], [])[0]:
-            if ready is listener:
-                conn = listener.accept()[0]
-                message, fds, _flags, _address = socket.recv_fds(conn, MAX_REQUEST, 3)
-                request = json.loads(message)
-                if cold := differing(env, set_by_imports, request["env"]):
-                    log(f"cold {request['argv'][0]}: " + ", ".join(
-                        f"{name} {env.get(name)!r} here, {request['env'].get(name)!r} there" for name in cold))
-                    reply(conn, {"cold": cold})
-                    conn.close()
-                    for fd in fds:
-                        os.close(fd)
-                    continue
-                sys.stdout.flush()  # nothing of ours in the stage's streams
-                sys.stderr.flush()
-                pid = os.fork()
-                if pid == 0:
-                    listener.close()
-                    for pidfd, (_pid, other) in running.items():
-                        os.close(pidfd)
-                        other.close()
-                    conn.close()
-                    return request, fds
+        watched = [listener, parent, *running, *(conn for _pid, conn in running.values())]
+        ready = select.select(watched, [], [])[0][0]  # one at a time: each may end what another was about
+        if ready == parent:
+            log("the pytest worker is gone: stopping")
+            for pid, _conn in running.values():
+                os.kill(pid, signal.SIGKILL)
+            sys.exit(0)
+        elif ready is listener:
+            conn = listener.accept()[0]
+            message, fds, _flags, _address = socket.recv_fds(conn, MAX_REQUEST, 3)
+            request = json.loads(message)
+            if cold := differing(env, set_by_imports, request["env"]):
+                log(f"cold {request['argv'][0]}: " + ", ".join(
+                    f"{name} {env.get(name)!r} here, {request['env'].get(name)!r} there" for name in cold))
+                reply(conn, {"cold": cold})
+                conn.close()
                 for fd in fds:
                     os.close(fd)
-                log(f"warm {request['argv'][0]} (pid {pid})")
-                running[os.pidfd_open(pid)] = (pid, conn)
-                reply(conn, {"pid": pid})
-            elif isinstance(ready, int):  # a stage ended: its caller exits the same way
-                pid, conn = running.pop(ready)
-                os.close(ready)
-                status = os.waitpid(pid, 0)[1]
-                ended = {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"exit": os.WEXITSTATUS(status)}
-                reply(conn, ended)
+                continue
+            sys.stdout.flush()  # nothing of ours in the stage's streams
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                listener.close()
+                for pidfd, (_pid, other) in running.items():
+                    os.close(pidfd)
+                    other.close()
                 conn.close()
-            else:  # a caller's connection closed while its stage runs: it was killed outright
-                pid = next(pid for pid, conn in running.values() if conn is ready)
-                log(f"caller of pid {pid} is gone: killing it")
-                os.kill(pid, signal.SIGKILL)
+                os.close(parent)
+                return request, fds
+            for fd in fds:
+                os.close(fd)
+            log(f"warm {request['argv'][0]} (pid {pid})")
+            running[os.pidfd_open(pid)] = (pid, conn)
+            reply(conn, {"pid": pid})
+        elif isinstance(ready, int):  # a stage ended: its caller exits the same way
+            pid, conn = running.pop(ready)
+            os.close(ready)
+            status = os.waitpid(pid, 0)[1]
+            reply(conn, {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"exit": os.WEXITSTATUS(status)})
+            conn.close()
+        else:  # a caller's connection closed while its stage runs: it was killed outright, and so is its stage
+            pidfd = next(pidfd for pidfd, (_pid, conn) in running.items() if conn is ready)
+            pid, conn = running.pop(pidfd)
+            log(f"the caller of pid {pid} is gone: killing it")
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(pidfd)
+            conn.close()
 
 
 def run_stage(request: dict, fds: list[int], set_by_imports: dict) -> None:
