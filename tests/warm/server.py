@@ -35,9 +35,10 @@ from pathlib import Path
 # except by fsspec's, tqdm's and networkx's scans of the whole environment for their own prefixes,
 # COLUMNS/LINES by accelerate's interactive `accelerate config` menu (shutil.get_terminal_size), and
 # MLflow's telemetry session id, which MLflow sets when it is not set. The rest are DVC's, its queue
-# workers' (billiard's _MP_FORK_), the test harness's and tunelab's own (tunelab is not preloaded).
+# workers' (celery's CELERY_LOG_ and billiard's _MP_FORK_), the test harness's and tunelab's own
+# (tunelab is not preloaded).
 ALLOWED_PREFIXES = ("DVC_", "TUNELAB_", "GIT_AUTHOR_", "GIT_COMMITTER_", "MLFLOW_SYSTEM_METRICS_",
-                    "MLFLOW_HTTP_REQUEST_", "_MP_FORK_")
+                    "MLFLOW_HTTP_REQUEST_", "CELERY_LOG_", "_MP_FORK_")
 ALLOWED_NAMES = {"MLFLOW_TRACKING_URI", "_MLFLOW_TELEMETRY_SESSION_ID", "PYTEST_CURRENT_TEST", "PATH", "PWD",
                  "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES"}
 MAX_REQUEST = 1 << 20
