@@ -148,7 +148,7 @@ def run_stage(request: dict, fds: list[int], set_by_imports: dict) -> None:
         os.close(fd)
     os.chdir(request["cwd"])
     os.environ.clear()
-    os.environ.update(request["env"], **set_by_imports)
+    os.environ.update({**set_by_imports, **request["env"]})  # they set what was unset, and kept what was set
     sys.argv, sys.path[:] = request["argv"], request["path"]
     sys.stdout.reconfigure(line_buffering=sys.stdout.isatty())  # as Python sets it at startup
     runpy.run_path(sys.argv[0], run_name="__main__")
