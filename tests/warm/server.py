@@ -14,8 +14,8 @@ The client is tests/warm/sitecustomize.py, in every Python process the suite sta
 A stage whose environment differs from this server's in anything the preloaded libraries may have
 read at import (ALLOWED_PREFIXES and ALLOWED_NAMES say what may differ) runs cold, as it would
 without the suite: the audited and fault-injection runs, DDP workers, a test's own HF_* or OMP_*
-settings. A caller
-killed outright (SIGKILL) takes its stage with it: its connection closes and the stage is killed.
+settings. A caller killed outright (SIGKILL) takes its stage with it: its connection closes and the
+stage is killed.
 
 Hand-written because no library does it: multiprocessing's forkserver runs pickled functions, not
 a script with a caller's file descriptors, environment and exit status.
