@@ -26,8 +26,10 @@ if sys.argv[1] == "report":
     print(json.dumps({"argv": sys.argv, "path": sys.path, "cwd": os.getcwd(), "env": dict(os.environ),
                       "preloaded": preloaded, "parent": os.getppid(), "name": __name__}))
 elif sys.argv[1] == "exit":
+    print(preloaded, flush=True)
     sys.exit(int(sys.argv[2]))
 elif sys.argv[1] == "raise":
+    print(preloaded, flush=True)
     raise ValueError("from the probe")
 elif sys.argv[1] == "sleep":
     open("pid", "w").write(str(os.getpid()))
@@ -98,9 +100,11 @@ def test_a_stage_whose_environment_differs_in_what_the_imports_read_runs_cold(ru
 
 
 def test_a_stage_exits_as_it_would_cold(runner, probe):
-    assert run(probe, "exit", "3").returncode == 3
+    exited = run(probe, "exit", "3")
+    assert exited.returncode == 3 and exited.stdout == "True\n"  # it ran warm
     failed = run(probe, "raise")
     assert failed.returncode == 1 and failed.stderr.strip().endswith("ValueError: from the probe")
+    assert failed.stdout == "True\n"
 
 
 def test_sigterm_to_the_caller_reaches_the_stage_and_ends_both_by_it(runner, probe):
@@ -137,6 +141,7 @@ def wait_for_pid(project: Path, process: subprocess.Popen) -> int:
     process.stdin.flush()
     for _ in range(600):
         if (project / "pid").exists() and (text := (project / "pid").read_text()):
+            assert int(text) != process.pid, "the probe ran cold: the signal tests would prove nothing"
             return int(text)
         assert process.poll() is None, process.communicate()
         time.sleep(0.1)
