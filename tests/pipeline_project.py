@@ -115,7 +115,6 @@ def make_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
     return repo
 
 
-AUDIT = Path(__file__).parent / "audit"  # its sitecustomize records what each process reads
 NOT_RESULT_INPUTS = (".dvc", ".git", "src", "stages",  # code: tests/test_stage_dependencies.py checks it statically
                      "params.yaml",  # declared per key under params:
                      "dvc.yaml", "dvc.lock", ".dvcignore", ".gitignore",  # DVC's API, for the lineage tags
@@ -124,7 +123,7 @@ NOT_RESULT_INPUTS = (".dvc", ".git", "src", "stages",  # code: tests/test_stage_
 
 def audited_env(folder: Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
-    return {"TUNELAB_AUDIT_READS": str(folder), "PYTHONPATH": str(AUDIT)}
+    return {"TUNELAB_AUDIT_READS": str(folder)}  # tests/hooks/read_audit.py, in each process the suite starts
 
 
 def undeclared_reads(repo: Path, folder: Path, *data: str) -> dict[str, list[str]]:

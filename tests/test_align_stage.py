@@ -26,7 +26,7 @@ from tunelab.layout import ALIGNED, TRAINED, Layout
 from tunelab.models.loading import STRATEGY_FILE, load_variant
 
 STAGES = REPO_ROOT / "stages"
-FAULT = Path(__file__).parent / "audit" / "fault.py"
+FAULT = Path(__file__).parent / "hooks" / "fault.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 

@@ -120,7 +120,7 @@ def assert_same_adapter(first: Path, second: Path, atol: float) -> None:
         assert (tensor - other[name]).abs().max() <= atol, name
 
 
-FAULT = Path(__file__).parent / "audit" / "fault.py"
+FAULT = Path(__file__).parent / "hooks" / "fault.py"
 SHORT = {"max_steps": 30, "eval_steps": 10}  # a complete checkpoint at steps 10, 20 and 30 (the last)
 
 

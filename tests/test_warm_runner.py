@@ -1,13 +1,15 @@
-"""The suite's warm stage runner (tests/warm/) runs a stage as a fresh interpreter would.
+"""The suite's warm stage runner (tests/hooks/warm_*.py) runs a stage as a fresh interpreter would.
 
 Every stage run the suite starts goes through it, so what it changes must be nothing a stage can
 see: argv, sys.path, working directory, environment, streams, exit code and the signal that ends
 it are the caller's; a caller killed outright takes its stage with it; an environment that differs
-in what the preloaded libraries read at import runs cold.
+in what the preloaded libraries read at import runs cold; a warm stage's reads are audited as a cold
+one's (the dependency tests' evidence).
 """
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from conftest import COLD_ENV
+from pipeline_project import audited_env
+from pipeline_project import run as run_in
 
 PROBE = """
 import json, os, sys
@@ -134,6 +138,29 @@ def test_a_caller_killed_outright_takes_its_stage_with_it(runner, probe):
     process.kill()
     assert process.wait(timeout=60) == -signal.SIGKILL
     assert gone(pid)
+
+
+@pytest.mark.slow
+def test_a_warm_stage_records_the_reads_a_cold_one_records(runner, baseline_copy, tmp_path):
+    """The dependency tests find undeclared inputs from these records: a warm stage that missed a
+    read (one its preloaded libraries made at import, or made before the audit was installed) would
+    let them pass on less evidence than a cold one gives."""
+    for stage in (["stages/fetch.py"], ["stages/evaluate.py", "trained"]):
+        records = {}
+        for mode, env in (("cold", {"TUNELAB_WARM_RUNNER": ""}), ("warm", {})):
+            folder = tmp_path / f"{stage[-1]}-{mode}"
+            run_in(baseline_copy, "python", *stage, env={**audited_env(folder), **env})
+            # an atomic write's temporary folder is named by its process id: the same folder, cold or warm
+            records[mode] = {int(path.stem): json.loads(re.sub(r"\.tmp-\d+", ".tmp-PID", path.read_text()))
+                             for path in folder.glob("*.json")}
+        log = (runner.parent / "warm.log").read_text()
+        forked = {int(pid) for pid in re.findall(r"^warm stages/\S+ \(pid (\d+)\)$", log, re.M)}
+        assert records["warm"].keys() <= forked and not records["cold"].keys() & forked  # each ran as it says
+        cold, warm = (sorted(by_pid.values(), key=json.dumps) for by_pid in records.values())
+        assert any(path.startswith(("data/", "models/")) for record in cold for path in record["opened"]), cold
+        assert warm == cold, [{kind: {"cold only": sorted(set(c[kind]) - set(w[kind])),
+                                      "warm only": sorted(set(w[kind]) - set(c[kind]))} for kind in c}
+                              for c, w in zip(cold, warm)]
 
 
 def wait_for_pid(project: Path, process: subprocess.Popen) -> int:

@@ -1,4 +1,5 @@
-"""The warm stage runner's client (tests/warm/server.py): in every Python process the suite starts.
+"""The warm stage runner's client (warm_server.py), called by sitecustomize.py in every Python
+process the suite starts.
 
 With TUNELAB_WARM_RUNNER=<socket>, ``python stages/NAME.py ...`` (no interpreter options) hands its
 run to the server, which forks it from a process that has the libraries imported; this process
@@ -15,7 +16,7 @@ import sys
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def _is_stage_run() -> bool:
+def is_stage_run() -> bool:
     # python SCRIPT ARGS... with SCRIPT in a folder called stages, as tunelab.stage's code-origin check has it
     return (len(sys.orig_argv) >= 2 and sys.orig_argv[1] == sys.argv[0] and sys.argv[0].endswith(".py")
             and os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0]))) == "stages")
@@ -25,7 +26,8 @@ def _forward_to(pid: int):
     return lambda signum, _frame: os.kill(pid, signum)
 
 
-def _run_warm(address: str) -> None:
+def run_warm(address: str) -> None:
+    """Runs this process's stage in the runner and exits as it did; returns if it is to run cold, here."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
         try:
             conn.connect(address)
@@ -50,6 +52,3 @@ def _run_warm(address: str) -> None:
         os.kill(os.getpid(), ended["signal"])
     os._exit(ended.get("exit", 1))
 
-
-if (_address := os.environ.get("TUNELAB_WARM_RUNNER")) and _is_stage_run():
-    _run_warm(_address)

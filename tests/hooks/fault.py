@@ -1,6 +1,6 @@
 """Runs a script with a fault at a chosen moment: the first write whose path matches a pattern.
 
-    python tests/audit/fault.py PATTERN kill|disk-full SCRIPT [ARGS...]
+    python tests/hooks/fault.py PATTERN kill|disk-full SCRIPT [ARGS...]
 
 ``kill`` SIGKILLs the process as it is about to write (nothing in it can clean up: a power cut,
 the OOM killer); ``disk-full`` makes that write fail with ENOSPC, as a full disk would. Python's

@@ -1,7 +1,7 @@
 """The suite's warm stage runner: one process per test worker that has imported the libraries the
 stages import (torch, transformers, peft, TRL, MLflow, datasets) and forks a child per stage run.
 
-    python tests/warm/server.py SOCKET        # started by tests/conftest.py, one per pytest worker
+    python tests/hooks/warm_server.py SOCKET        # started by tests/conftest.py, one per pytest worker
 
 Why: most of the suite's stage runs are tiny models doing 1-4 s of work after 5-13 s of library
 imports; a stage forked from here starts with those imports done. What it changes for the stage is
@@ -10,12 +10,12 @@ the caller's argv, sys.path, working directory, environment and stdin/stdout/std
 descriptors), and the caller exits as the stage does (its exit code, or the signal that ended it).
 tunelab itself is not preloaded: each project has its own copy of src/, which the stage imports.
 
-The client is tests/warm/sitecustomize.py, in every Python process the suite starts (PYTHONPATH).
+The client is warm_client.py, called by sitecustomize.py in every Python process the suite starts
+(PYTHONPATH); a stage whose reads a test audits is audited here, in its child (read_audit.py).
 A stage whose environment differs from this server's in anything the preloaded libraries may have
 read at import (ALLOWED_PREFIXES and ALLOWED_NAMES say what may differ) runs cold, as it would
-without the suite: the audited and fault-injection runs, DDP workers, a test's own HF_* or OMP_*
-settings. A caller killed outright (SIGKILL) takes its stage with it: its connection closes and the
-stage is killed.
+without the suite: fault-injection runs, DDP workers, a test's own HF_* or OMP_* settings. A caller
+killed outright (SIGKILL) takes its stage with it: its connection closes and the stage is killed.
 
 Hand-written because no library does it: multiprocessing's forkserver runs pickled functions, not
 a script with a caller's file descriptors, environment and exit status.
@@ -30,6 +30,8 @@ import signal
 import socket
 import sys
 from pathlib import Path
+
+import read_audit
 
 # What may differ between this server's environment and a warm stage's. Checked with a recording
 # os.environ around the preload (2026-12-03, the pinned versions): none of these is read at import
@@ -152,6 +154,7 @@ def run_stage(request: dict, fds: list[int], set_by_imports: dict) -> None:
     os.environ.update({**set_by_imports, **request["env"]})  # they set what was unset, and kept what was set
     sys.argv, sys.path[:] = request["argv"], request["path"]
     sys.stdout.reconfigure(line_buffering=sys.stdout.isatty())  # as Python sets it at startup
+    read_audit.install_if_asked()  # as sitecustomize.py does in a cold stage
     runpy.run_path(sys.argv[0], run_name="__main__")
 
 
