@@ -144,23 +144,22 @@ def test_a_caller_killed_outright_takes_its_stage_with_it(runner, probe):
 def test_a_warm_stage_records_the_reads_a_cold_one_records(runner, baseline_copy, tmp_path):
     """The dependency tests find undeclared inputs from these records: a warm stage that missed a
     read (one its preloaded libraries made at import, or made before the audit was installed) would
-    let them pass on less evidence than a cold one gives."""
-    for stage in (["stages/fetch.py"], ["stages/evaluate.py", "trained"]):
-        records = {}
-        for mode, env in (("cold", {"TUNELAB_WARM_RUNNER": ""}), ("warm", {})):
-            folder = tmp_path / f"{stage[-1]}-{mode}"
-            run_in(baseline_copy, "python", *stage, env={**audited_env(folder), **env})
-            # an atomic write's temporary folder is named by its process id: the same folder, cold or warm
-            records[mode] = {int(path.stem): json.loads(re.sub(r"\.tmp-\d+", ".tmp-PID", path.read_text()))
-                             for path in folder.glob("*.json")}
-        log = (runner.parent / "warm.log").read_text()
-        forked = {int(pid) for pid in re.findall(r"^warm stages/\S+ \(pid (\d+)\)$", log, re.M)}
-        assert records["warm"].keys() <= forked and not records["cold"].keys() & forked  # each ran as it says
-        cold, warm = (sorted(by_pid.values(), key=json.dumps) for by_pid in records.values())
-        assert any(path.startswith(("data/", "models/")) for record in cold for path in record["opened"]), cold
-        assert warm == cold, [{kind: {"cold only": sorted(set(c[kind]) - set(w[kind])),
-                                      "warm only": sorted(set(w[kind]) - set(c[kind]))} for kind in c}
-                              for c, w in zip(cold, warm)]
+    let them pass on less evidence than a cold one gives. The stage: evaluating the trained model,
+    which loads the base model, the adapter, the tokenizer and the test rows."""
+    records = {}
+    for mode, env in (("cold", {"TUNELAB_WARM_RUNNER": ""}), ("warm", {})):
+        run_in(baseline_copy, "python", "stages/evaluate.py", "trained", env={**audited_env(tmp_path / mode), **env})
+        [records[mode]] = map(audit_record, (tmp_path / mode).glob("*.json"))
+    cold, warm = records["cold"], records["warm"]
+    assert warm.pop("preloaded") and not cold.pop("preloaded")  # each ran as it says
+    assert {"models/base/config.json", "models/trained/adapter_config.json", "data/prepared/test.jsonl"} <= set(cold["opened"])
+    assert warm == cold, {kind: {"cold only": sorted(set(cold[kind]) - set(warm[kind])),
+                                 "warm only": sorted(set(warm[kind]) - set(cold[kind]))} for kind in ("opened", "listed")}
+
+
+def audit_record(path: Path) -> dict:
+    # an atomic write's temporary folder is named by its process id: the same folder, cold or warm
+    return json.loads(re.sub(r"\.tmp-\d+", ".tmp-PID", path.read_text()))
 
 
 def wait_for_pid(project: Path, process: subprocess.Popen) -> int:

@@ -2,7 +2,8 @@
 
 With TUNELAB_AUDIT_READS=<folder>, every file or folder the process opens for reading under
 its working directory is written, at exit, to <folder>/<pid>.json with the process's argv
-(files opened and folders listed apart).
+(files opened and folders listed apart) and whether it was started by the warm stage runner
+(torch already imported: ``preloaded``).
 Python's audit hooks see every open (``open``, ``io.open_code``, ``os.open``) and listing.
 
 Installed by sitecustomize.py as a process starts, or by the warm stage runner in a stage it forks
@@ -24,6 +25,7 @@ def install_if_asked() -> None:
 
 def install(folder: str, root: str) -> None:
     reads: dict[str, set[str]] = {"opened": set(), "listed": set()}
+    preloaded = "torch" in sys.modules  # nothing a stage imports comes before this, cold
 
     def record(kind: str, path) -> None:
         if isinstance(path, bytes):
@@ -44,7 +46,8 @@ def install(folder: str, root: str) -> None:
 
     def save() -> None:
         with open(os.path.join(folder, f"{os.getpid()}.json"), "w") as handle:
-            json.dump({"argv": sys.argv, **{kind: sorted(paths) for kind, paths in reads.items()}}, handle)
+            json.dump({"argv": sys.argv, "preloaded": preloaded, **{kind: sorted(paths) for kind, paths in reads.items()}},
+                      handle)
 
     def save_at_the_end_of_a_forked_child() -> None:
         # multiprocessing's forked children end with os._exit, which skips atexit; they run its finalizers

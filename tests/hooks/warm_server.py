@@ -29,6 +29,7 @@ import select
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import read_audit
@@ -90,6 +91,7 @@ def serve(listener: socket.socket, env: dict, set_by_imports: dict) -> tuple[dic
     """Accept stage runs until one is forked; returns (the request, its file descriptors) in the child.
     ``env``: this server's environment before its imports, which a warm stage's must match."""
     running: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the caller's connection)
+    started: dict[int, float] = {}  # pid -> when it was forked, for the log
     parent = os.pidfd_open(os.getppid())  # the pytest worker: killed outright, it cannot stop this server
     while True:
         watched = [listener, parent, *running, *(conn for _pid, conn in running.values())]
@@ -125,18 +127,20 @@ def serve(listener: socket.socket, env: dict, set_by_imports: dict) -> tuple[dic
             for fd in fds:
                 os.close(fd)
             log(f"warm {request['argv'][0]} (pid {pid})")
-            running[os.pidfd_open(pid)] = (pid, conn)
+            running[os.pidfd_open(pid)], started[pid] = (pid, conn), time.monotonic()
             reply(conn, {"pid": pid})
         elif isinstance(ready, int):  # a stage ended: its caller exits the same way
             pid, conn = running.pop(ready)
             os.close(ready)
             status = os.waitpid(pid, 0)[1]
-            reply(conn, {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"exit": os.WEXITSTATUS(status)})
+            ended = {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"exit": os.WEXITSTATUS(status)}
+            log(f"ended pid {pid} after {time.monotonic() - started.pop(pid):.1f} s: {ended}")
+            reply(conn, ended)
             conn.close()
         else:  # a caller's connection closed while its stage runs: it was killed outright, and so is its stage
             pidfd = next(pidfd for pidfd, (_pid, conn) in running.items() if conn is ready)
             pid, conn = running.pop(pidfd)
-            log(f"the caller of pid {pid} is gone: killing it")
+            log(f"the caller of pid {pid} is gone after {time.monotonic() - started.pop(pid):.1f} s: killing it")
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             os.close(pidfd)
