@@ -98,9 +98,21 @@ def test_a_warm_stage_sees_what_a_cold_one_sees_but_starts_with_the_libraries_im
     assert cold["name"] == "__main__" and cold["argv"] == ["stages/probe.py", "report"]
 
 
-@pytest.mark.parametrize("variable", ["HF_HOME", "OMP_NUM_THREADS", "PYTHONPATH"])
+@pytest.mark.parametrize("variable", ["HF_HOME", "OMP_NUM_THREADS"])
 def test_a_stage_whose_environment_differs_in_what_the_imports_read_runs_cold(runner, probe, variable):
     assert not report(probe, **{variable: os.environ.get(variable, "") + "-differs"})["preloaded"]
+
+
+def test_a_stage_whose_path_finds_a_preloaded_library_elsewhere_runs_cold(runner, probe, tmp_path):
+    """PYTHONPATH may differ unless it, or the stage's own folder, holds a module named like one the
+    runner imported: cold, that module would be imported instead."""
+    for folder, module in (("helpers", "helper.py"), ("shadows", "peft.py")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / module).write_text("")
+    assert report(probe, PYTHONPATH=f"{tmp_path / 'helpers'}{os.pathsep}{os.environ['PYTHONPATH']}")["preloaded"]
+    assert not report(probe, PYTHONPATH=f"{tmp_path / 'shadows'}{os.pathsep}{os.environ['PYTHONPATH']}")["preloaded"]
+    (probe / "stages/torch.py").write_text("")
+    assert not report(probe)["preloaded"]
 
 
 def test_a_stage_exits_as_it_would_cold(runner, probe):

@@ -30,6 +30,7 @@ import signal
 import socket
 import sys
 import time
+from importlib.machinery import PathFinder
 from pathlib import Path
 
 import read_audit
@@ -43,8 +44,11 @@ import read_audit
 # (tunelab is not preloaded).
 ALLOWED_PREFIXES = ("DVC_", "TUNELAB_", "GIT_AUTHOR_", "GIT_COMMITTER_", "MLFLOW_SYSTEM_METRICS_",
                     "MLFLOW_HTTP_REQUEST_", "CELERY_LOG_", "_MP_FORK_")
+# PYTHONPATH is not read at import but makes sys.path, which the request carries: `shadowed` checks that
+# the caller's sys.path (its PYTHONPATH and the stage's own folder) finds every preloaded module where
+# this server found it.
 ALLOWED_NAMES = {"MLFLOW_TRACKING_URI", "_MLFLOW_TELEMETRY_SESSION_ID", "PYTEST_CURRENT_TEST", "PATH", "PWD",
-                 "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES"}
+                 "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "PYTHONPATH"}
 MAX_REQUEST = 1 << 20
 
 
@@ -62,6 +66,36 @@ def differing(env: dict, set_by_imports: dict, theirs: dict) -> list[str]:
         return env.get(name) == theirs.get(name) or allowed_to_differ(name)
 
     return sorted(name for name in env.keys() | theirs.keys() if not same(name))
+
+
+def shadowed(path: list[str]) -> list[str]:
+    """The modules this server imported that ``path`` (a caller's sys.path) would import from somewhere
+    else (its own folder or PYTHONPATH holding a module of the same name), or not at all. Top-level
+    names only: a package's submodules are found inside it."""
+    moved = []
+    for name, module in list(sys.modules.items()):
+        spec = getattr(module, "__spec__", None)
+        if "." in name or spec is None or spec.name != name or (mine := where(spec)) is None:
+            continue  # a submodule, an extension module's alias, or one found before sys.path is searched
+        if where(PathFinder.find_spec(name, path)) != mine:
+            moved.append(name)
+    return sorted(moved)
+
+
+def where(spec) -> str | list[str] | None:
+    """A module's file, or a namespace package's folders; None if it has neither (built in, frozen, made at run time)."""
+    if spec is None:
+        return None
+    if spec.has_location:
+        return spec.origin
+    return None if spec.submodule_search_locations is None else [str(folder) for folder in spec.submodule_search_locations]
+
+
+def why_cold(request: dict, env: dict, set_by_imports: dict) -> list[str]:
+    """Why a run must start cold, in its caller, rather than be forked from here (none: it may be)."""
+    return ([f"{name} {env.get(name)!r} here, {request['env'].get(name)!r} there"
+             for name in differing(env, set_by_imports, request["env"])]
+            + [f"{name} is imported from elsewhere on its sys.path" for name in shadowed(request["path"])])
 
 
 def preload() -> None:
@@ -105,9 +139,8 @@ def serve(listener: socket.socket, env: dict, set_by_imports: dict) -> tuple[dic
             conn = listener.accept()[0]
             message, fds, _flags, _address = socket.recv_fds(conn, MAX_REQUEST, 3)
             request = json.loads(message)
-            if cold := differing(env, set_by_imports, request["env"]):
-                log(f"cold {request['argv'][0]}: " + ", ".join(
-                    f"{name} {env.get(name)!r} here, {request['env'].get(name)!r} there" for name in cold))
+            if cold := why_cold(request, env, set_by_imports):
+                log(f"cold {request['argv'][0]}: " + ", ".join(cold))
                 reply(conn, {"cold": cold})
                 conn.close()
                 for fd in fds:
