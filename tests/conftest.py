@@ -84,8 +84,9 @@ COLD_ENV = "TUNELAB_TEST_COLD"  # set to 1 to run every stage in a fresh interpr
 def warm_stage_runner(tmp_path_factory):
     """This worker's warm stage runner (tests/hooks/warm_server.py): every stage run that the suite
     starts from here on, through DVC or directly, is forked from a process that has the libraries
-    imported, unless its environment differs in what those imports read. Its log (each run, warm or
-    cold and why) is kept as warm-runner.log in the worker's pytest temporary folder."""
+    imported, unless its environment differs in what those imports read or its sys.path would import
+    one of them from another file. Its log (each run, warm or cold and why, how long it ran) is kept
+    as warm-runner.log in the worker's pytest temporary folder."""
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HOOKS), os.environ.get("PYTHONPATH")]))
     if os.environ.get(COLD_ENV) == "1":
         yield None

@@ -51,4 +51,3 @@ def run_warm(address: str) -> None:
         signal.signal(ended["signal"], signal.SIG_DFL)
         os.kill(os.getpid(), ended["signal"])
     os._exit(ended.get("exit", 1))
-

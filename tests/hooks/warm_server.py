@@ -124,15 +124,14 @@ def reply(conn: socket.socket, message: dict) -> None:
 def serve(listener: socket.socket, env: dict, set_by_imports: dict) -> tuple[dict, list[int]]:
     """Accept stage runs until one is forked; returns (the request, its file descriptors) in the child.
     ``env``: this server's environment before its imports, which a warm stage's must match."""
-    running: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the caller's connection)
-    started: dict[int, float] = {}  # pid -> when it was forked, for the log
+    running: dict[int, tuple[int, socket.socket, float]] = {}  # pidfd -> (pid, the caller's connection, when forked)
     parent = os.pidfd_open(os.getppid())  # the pytest worker: killed outright, it cannot stop this server
     while True:
-        watched = [listener, parent, *running, *(conn for _pid, conn in running.values())]
+        watched = [listener, parent, *running, *(conn for _pid, conn, _forked in running.values())]
         ready = select.select(watched, [], [])[0][0]  # one at a time: each may end what another was about
         if ready == parent:
             log("the pytest worker is gone: stopping")
-            for pid, _conn in running.values():
+            for pid, _conn, _forked in running.values():
                 os.kill(pid, signal.SIGKILL)
             sys.exit(0)
         elif ready is listener:
@@ -151,7 +150,7 @@ def serve(listener: socket.socket, env: dict, set_by_imports: dict) -> tuple[dic
             pid = os.fork()
             if pid == 0:
                 listener.close()
-                for pidfd, (_pid, other) in running.items():
+                for pidfd, (_pid, other, _forked) in running.items():
                     os.close(pidfd)
                     other.close()
                 conn.close()
@@ -160,20 +159,20 @@ def serve(listener: socket.socket, env: dict, set_by_imports: dict) -> tuple[dic
             for fd in fds:
                 os.close(fd)
             log(f"warm {request['argv'][0]} (pid {pid})")
-            running[os.pidfd_open(pid)], started[pid] = (pid, conn), time.monotonic()
+            running[os.pidfd_open(pid)] = (pid, conn, time.monotonic())
             reply(conn, {"pid": pid})
         elif isinstance(ready, int):  # a stage ended: its caller exits the same way
-            pid, conn = running.pop(ready)
+            pid, conn, forked = running.pop(ready)
             os.close(ready)
             status = os.waitpid(pid, 0)[1]
             ended = {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"exit": os.WEXITSTATUS(status)}
-            log(f"ended pid {pid} after {time.monotonic() - started.pop(pid):.1f} s: {ended}")
+            log(f"ended pid {pid} after {time.monotonic() - forked:.1f} s: {ended}")
             reply(conn, ended)
             conn.close()
         else:  # a caller's connection closed while its stage runs: it was killed outright, and so is its stage
-            pidfd = next(pidfd for pidfd, (_pid, conn) in running.items() if conn is ready)
-            pid, conn = running.pop(pidfd)
-            log(f"the caller of pid {pid} is gone after {time.monotonic() - started.pop(pid):.1f} s: killing it")
+            pidfd = next(pidfd for pidfd, (_pid, conn, _forked) in running.items() if conn is ready)
+            pid, conn, forked = running.pop(pidfd)
+            log(f"the caller of pid {pid} is gone after {time.monotonic() - forked:.1f} s: killing it")
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             os.close(pidfd)
