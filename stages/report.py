@@ -7,8 +7,10 @@
 The headline metric is the task's (accuracy for classification and math, exact match for
 extractive QA, ROUGE-L for generation). Proportions (accuracy, exact match) carry Wilson 95%
 score intervals; means of per-example scores and macro-F1 percentile-bootstrap intervals.
-Every row is compared with the best one on the same test rows (McNemar's exact test for
-proportions, a paired bootstrap for means, Holm-adjusted across the table).
+Every row is compared with the best one on the same test rows (a paired interval of the
+difference: McNemar's exact conditional one for proportions, a paired bootstrap for means,
+Bonferroni-corrected across the table), and a cheaper row is recommended only when it is
+non-inferior within eval.recommend.margin (tunelab.reporting.significance).
 """
 
 import sys
@@ -44,6 +46,7 @@ from tunelab.reporting.tables import (
     native_skipped_lines,
     pipeline_summary,
     recommendation,
+    recommendation_tags,
     row_key,
     search_table,
     serve_table,
@@ -116,13 +119,14 @@ def serving_section(serve: ServeRecord | None, bench: BenchRecord | None) -> str
             + f"\n![load test]({figure.relative_to(LAYOUT.report.parent)})\n")
 
 
-def paired_comparisons(rows: list[dict], seed: int) -> dict:
+def paired_comparisons(rows: list[dict], settings: EvalConfig) -> dict:
     """Every row against the best, row by row, from the evaluate stages' predictions."""
     if len(rows) < 2:
         return {}
     scores = {row_key(r): row_scores(LAYOUT.eval_outputs(r["variant"])[1] / f"{r['prompting']}.jsonl", r["scoring"])
               for r in rows}
-    return compare_with_best(scores, proportions=rows[0]["ci_method"] == "wilson", seed=seed)
+    return compare_with_best(scores, proportions=rows[0]["ci_method"] == "wilson", margin=settings.recommend.margin,
+                             level=settings.recommend.level, seed=settings.seed)
 
 
 def extra_sets_line(extra_sets: list[str]) -> str:
@@ -148,7 +152,7 @@ def main() -> None:
                       read_optional(TrainRecord, LAYOUT.train_metrics, "train"),
                       read_optional(QuantizeRecord, LAYOUT.quantize_metrics, "quantize"), bench,
                       read_optional(AlignRecord, LAYOUT.align_metrics, "align"))
-    compared = paired_comparisons(rows, settings.seed)
+    compared = paired_comparisons(rows, settings)
     rows = with_frontier(with_comparisons(rows, compared))
     with stage_run("report", params, sections=()) as run:
         by_key = metrics_by_key(rows)
@@ -158,7 +162,7 @@ def main() -> None:
         figures = save_tradeoff_figures(rows, LAYOUT.figures, f"{params.get('strategy', {}).get('name', '?')}, "
                                                        f"lr {params.get('train', {}).get('learning_rate', '?')}")
         skipped = skipped_lines(files)
-        verdict = recommendation(rows) + frontier_line(rows)
+        verdict = recommendation(rows, settings.recommend.margin) + frontier_line(rows)
         extra_sets = list(settings.extra_test_sets)
         text = TITLE + (verdict + "\n" if verdict else "") + INTRO + extra_sets_line(extra_sets)
         text += variants_table(rows, extra_sets)
@@ -173,7 +177,8 @@ def main() -> None:
         write_text(LAYOUT.report, text)
         for path in (LAYOUT.report, LAYOUT.eval_summary, VARIANTS_CSV, TRADEOFFS_CSV, *figures):
             run.log_artifact(path, "report" if path.parent == LAYOUT.figures else None)
-        run.summarize_pipeline(pipeline_summary(by_key, headline), pipeline_output_hashes())
+        run.summarize_pipeline(pipeline_summary(by_key, headline),
+                               {**pipeline_output_hashes(), **recommendation_tags(rows, settings.recommend.margin)})
         print(text)
 
 

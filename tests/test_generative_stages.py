@@ -275,8 +275,8 @@ def reported_with_the_tasks_own_headline(staged):
     trained = {"trained/zero_shot/generate"} if task in THROUGH_DVC else set()  # through DVC it trains too
     assert set(evaluated) == {f"base/{m}/generate" for m in METHODS} | trained
     report = (root / "metrics/report.md").read_text()
-    assert f"| scoring | {headline} [95% CI] | vs best (paired, Holm) |" in report
-    test = "paired bootstrap" if task == "generation" else "McNemar exact"  # a mean, or a proportion
+    assert f"| scoring | {headline} [95% CI] | vs best: Δ [interval] |" in report
+    test = "paired bootstrap" if task == "generation" else "McNemar exact (conditional)"  # a mean, or a proportion
     assert f"| {test} |" in report.split("## Against the best, row by row")[1]
     for prediction in rows(root / "data/predictions/base/zero_shot.jsonl"):  # each row's headline, for the pairs
         assert 0 <= prediction["generate"]["score"] <= 1

@@ -55,6 +55,33 @@ def test_the_sweep_tables_hold_the_baselines_once_and_each_runs_headline_result(
     assert table[2] == "| s-1 | train.seed=1 | trained | 0.500 [0.500, 0.900] | 12 | 30.5 | — | 1.5 |"
 
 
+def test_the_sweep_recommends_across_its_runs_by_the_reports_rule():
+    from tunelab.sweeps.summary import recommendation_section
+
+    ids = [f"r{i}" for i in range(400)]
+    right = {"base": 300, "s-1": 360, "s-2": 359}  # s-2 one row short of s-1 on 400 rows: within 0.02
+    runs = [sweep_run(name, [f"train.seed={i}"], {"base/zero_shot/generate": {**FIGURES, "train_seconds": 0.0},
+                                                   "trained/zero_shot/generate": {**FIGURES, "token_latency_p50_ms": latency,
+                                                                                  "examples": 400}})
+            for i, (name, latency) in enumerate((("s-1", 20.0), ("s-2", 10.0)), start=1)]
+
+    def scores(row: dict) -> dict[str, float]:
+        correct = right["base" if row["variant"] == "base" else row["run"]]
+        return {i: float(n < correct) for n, i in enumerate(ids)}
+
+    baselines, adapted = table_rows(runs)
+    for row in baselines:
+        row["examples"] = 400
+    text, pick = recommendation_section(baselines + adapted, runs, scores)
+    assert (pick["run"], pick["variant"]) == ("s-2", "trained")  # faster, and shown non-inferior to s-1
+    assert "**`trained · train.seed=2`**" in text and "within a margin of 0.02" in text
+    assert "| base/zero_shot | 0.750 [0.500, 0.900] | worse (-0.150 [" in text  # prompting, shared by both runs
+    assert recommendation_section(baselines + adapted, runs, lambda row: (_ for _ in ()).throw(FileNotFoundError("x")))[
+        0].startswith("\n## Recommendation\n\nNone: a run's predictions could not be read (x)")
+    runs[1].outputs["data/prepared/test.jsonl"] = "other"
+    assert "different test splits" in recommendation_section(baselines + adapted, runs, scores)[0]
+
+
 def test_baselines_that_differ_per_run_name_their_prompting_method():
     """Runs on other data each have their own baselines; each row then says which method it is."""
     runs = [sweep_run(name, [f"data={name}"], {"base/zero_shot/generate": FIGURES,

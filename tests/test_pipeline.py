@@ -102,9 +102,9 @@ def test_every_variant_is_scored_quantized_benchmarked_and_reported(baseline):
     assert "![score vs train time](report/score_vs_train_time.png)" in report_text
     # every row against the best, row by row, and one sentence to act on first
     assert report_text.startswith("# tunelab report\n\n**Recommendation: `")
-    assert "## Against the best, row by row" in report_text and "| McNemar exact |" in report_text
+    assert "## Against the best, row by row" in report_text and "| McNemar exact (conditional) |" in report_text
     verdicts = [figures["vs_best"] for figures in evaluated.values()]
-    assert verdicts.count("best") == 1 and set(verdicts) <= {"best", "not significantly worse", "worse"}
+    assert verdicts.count("best") == 1 and set(verdicts) <= {"best", "non-inferior", "inconclusive", "worse"}
     assert (project / "metrics/report/score_vs_latency.png").stat().st_size > 10_000
     train_seconds = json.loads((project / "metrics/train.json").read_text())["train_seconds"]
     scored = evaluated["trained/zero_shot/choice"]

@@ -48,6 +48,7 @@ def test_each_params_section_is_read_only_by_the_stages_it_configures():
     assert readers(params, "eval.prompting") == {*evaluating, "search_prompt"}
     assert readers(params, "eval.prompt_search") == {*evaluating, "search_prompt"}  # evaluate reads all of eval
     assert readers(params, "eval.limit") == evaluating  # a test-row limit never reruns the search on val
+    assert readers(params, "eval.recommend") == {"report"}  # another margin rescores nothing
     assert readers(params, "eval.extra_test_sets") == {*evaluating, "check", "fetch", "prepare"}  # fetched and prepared
     assert readers(params, "model") == {"check", "base"}
     assert readers(params, "data.source") == {"check", "fetch", "prepare"}  # prepare reads the whole data section

@@ -154,6 +154,9 @@ def test_a_sweep_runs_every_combination_as_a_cached_dvc_experiment(swept, baseli
     report = (project / "sweeps" / SWEEP / "report.md").read_text()
     assert report.startswith(f"# Sweep {SWEEP}\n\n`tunelab -m {' '.join(GRID)} --jobs 2 --name {SWEEP}`\n\n{RUNS} runs;")
     assert "| grid-1 | strategy=ia3 train.learning_rate=0.0003 | trained |" in report
+    # one recommendation across the runs, paired on the test rows read from each experiment's predictions
+    assert "\n## Recommendation\n\n**`" in report and "within a margin of 0.02" in report
+    assert results["recommended"].split(":")[0] in names
     assert (project / "sweeps" / SWEEP / "score_vs_train_time.png").stat().st_size > 10_000
     assert "Stage executions: " in result.stdout
 
@@ -161,6 +164,8 @@ def test_a_sweep_runs_every_combination_as_a_cached_dvc_experiment(swept, baseli
 @pytest.mark.slow
 def test_a_sweep_is_one_mlflow_parent_run_over_a_run_per_combination(swept):
     import mlflow
+
+    from tunelab.reporting.tables import recommended, row_key, rows_of
 
     project, _ = swept
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
@@ -172,8 +177,8 @@ def test_a_sweep_is_one_mlflow_parent_run_over_a_run_per_combination(swept):
     assert {r.data.params["strategy.name"] for r in pipelines} == {"lora", "ia3"}
     executed = {r["name"]: r["stages"]["executed"]
                 for r in json.loads((project / "sweeps" / SWEEP / "results.json").read_text())["runs"]}
-    headline = {r["name"]: r["metrics"][f"trained/{HEADLINE}"]["accuracy"]
-                for r in json.loads((project / "sweeps" / SWEEP / "results.json").read_text())["runs"]}
+    metrics = {r["name"]: r["metrics"] for r in json.loads((project / "sweeps" / SWEEP / "results.json").read_text())["runs"]}
+    headline = {name: figures[f"trained/{HEADLINE}"]["accuracy"] for name, figures in metrics.items()}
     for pipeline in pipelines:
         assert pipeline.data.metrics["accuracy"] == headline[pipeline.info.run_name]  # its eval.headline, from DVC
         assert pipeline.data.tags["dvc.lock.models/trained"]  # lineage of the whole pipeline run
@@ -181,6 +186,8 @@ def test_a_sweep_is_one_mlflow_parent_run_over_a_run_per_combination(swept):
         assert len(stages) == executed[pipeline.info.run_name]  # one run per stage that ran
         if stages:
             assert {"train", "report"} <= {r.data.tags["tunelab.stage"] for r in stages}
+            # the report stage's recommendation, by the rule the report and the sweep share
+            assert pipeline.data.tags["tunelab.recommended"] == row_key(recommended(rows_of(metrics[pipeline.info.run_name])))
             assert "evaluate@base" not in {r.data.tags["tunelab.stage"] for r in stages}  # cached: never re-run
             assert {r.info.status for r in stages} == {"FINISHED"}
         else:  # the baseline's own configuration: every stage cached, its figures from dvc exp show
@@ -188,6 +195,8 @@ def test_a_sweep_is_one_mlflow_parent_run_over_a_run_per_combination(swept):
     assert 0 in executed.values()  # grid-2 is strategy=lora train.learning_rate=3e-4: the baseline
     artifacts = {a.path for a in client.list_artifacts(sweep.info.run_id, "sweep-report")}
     assert "sweep-report/report.md" in artifacts
+    recommended = json.loads((project / "sweeps" / SWEEP / "results.json").read_text())["recommended"]
+    assert sweep.data.tags["tunelab.recommended"] == recommended
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,15 @@ from tunelab.errors import TunelabError
 from tunelab.stage import USER_ERROR_EXIT_CODE
 from tunelab.sweeps import queue
 from tunelab.sweeps.overrides import check_runs, expand
-from tunelab.sweeps.summary import SweepRun, across_seeds, experiments, seed_metrics, table_rows, write_report
+from tunelab.sweeps.summary import (
+    SweepRun,
+    across_seeds,
+    experiment_scores,
+    experiments,
+    seed_metrics,
+    table_rows,
+    write_report,
+)
 from tunelab.tracking.lineage import git_commit
 
 SWEEPS = Path("sweeps")
@@ -118,6 +126,8 @@ def record_in_mlflow(name: str, folder: Path, runs: list[SweepRun]) -> None:
 
     client, experiment_id, run_id = tracked
     client.log_artifacts(run_id, str(folder), "sweep-report")
+    if recommended := json.loads((folder / "results.json").read_text()).get("recommended"):
+        client.set_tag(run_id, "tunelab.recommended", recommended)
     for key, value in seed_metrics(across_seeds(table_rows(runs)[1])).items():
         client.log_metric(run_id, key, value)
     for run in runs:
@@ -132,7 +142,7 @@ def report(name: str, statuses: dict[str, str] | None = None, wall_seconds: floa
         raise TunelabError(f"sweep {name}: no {folder / MANIFEST}; was it queued from this workspace?")
     manifest = json.loads((folder / MANIFEST).read_text())
     runs = collect(manifest["runs"], statuses or queue.queue_status(), manifest.get("baseline"))
-    path = write_report(folder, name, manifest["command"], runs, wall_seconds)
+    path = write_report(folder, name, manifest["command"], runs, wall_seconds, experiment_scores)
     record_in_mlflow(name, folder, runs)
     print(path.read_text())
     return path

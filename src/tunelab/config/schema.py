@@ -600,6 +600,22 @@ class ExtraTestSetConfig:
 
 
 @dataclass(frozen=True)
+class RecommendConfig:
+    """When the report may recommend a cheaper row than the best: non-inferiority within a margin
+    (reporting/significance.py says how the intervals are made and corrected)."""
+
+    margin: float
+    """How much worse than the best, on the headline metric (absolute: 0.02 is two accuracy points),
+    a cheaper row may be and still count as non-inferior."""
+    level: float
+    """One-sided error rate of the whole table's non-inferiority claims (Bonferroni-corrected per row)."""
+
+    def __post_init__(self):
+        require_range("eval.recommend.margin", self.margin, low=0)
+        require_range("eval.recommend.level", self.level, low=0, high=0.5, low_open=True, high_open=True)
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """The ``evaluate`` stage: every model variant × prompting method on the frozen test split."""
 
@@ -619,6 +635,8 @@ class EvalConfig:
     """Held-out sets scored besides the test split, by name; the report shows each as its own column."""
     prompt_search: PromptSearchConfig
     """What the search_prompt stage tries on val for the ``optimized`` prompting method."""
+    recommend: RecommendConfig
+    """The report's rule for recommending a row cheaper than the best."""
     headline: Optional[str] = None
     """The fine-tuned result the benchmark plots, the report and a sweep's runs table compare, as
     PROMPTING/SCORING (e.g. zero_shot/choice); null: the first of fine_tuned_prompting, first scoring."""

@@ -1,17 +1,28 @@
-"""Is a variant worse than the best one, on the same test rows? Paired tests, corrected for the table.
+"""Can a cheaper row replace the best one? Its paired difference from the best, and non-inferiority
+within a stated margin.
 
-Overlapping confidence intervals are a weak comparison: two variants scored on the same rows
-are compared row by row, which is far more sensitive.
+"Not significantly worse" is not a reason to ship: a failure to find a difference is no evidence
+that there is none, and the fewer test rows, the easier it is to find none. A cheaper row is
+recommended only when it is shown to be at most ``margin`` worse than the best: the lower end of
+the one-sided interval of its paired difference (row − best, on the test rows both were scored
+on) lies above −margin.
 
-- A proportion (accuracy, exact match: each row right or wrong) is compared with McNemar's exact
-  test, the two-sided binomial test of the rows on which the two disagree (scipy.stats.binomtest);
-  it is the test for two classifiers on one test set (Dietterich, 1998).
-- A mean of per-row scores (ROUGE-L, token F1) is compared with a paired bootstrap of the mean
-  difference (Koehn, 2004): rows are resampled, and the p-value is twice the share of resamples
-  on which the difference has the other sign.
-- Every variant is compared with the best, so the table makes many comparisons: Holm's
-  step-down correction keeps the chance of any false "worse" at 5%. It is four lines, and SciPy
-  has no Holm (statsmodels' multipletests does, but is not worth a dependency for them).
+- A proportion (accuracy, exact match: each row right or wrong) gets McNemar's exact conditional
+  interval: given the d rows on which the two disagree, the count the row alone gets right is
+  Binomial(d, π), the Clopper–Pearson interval of π (scipy.stats.binomtest) maps to the difference
+  (d/n)(2π − 1). With no row in disagreement the difference is 0 on these rows; the interval is
+  then ± the Clopper–Pearson upper bound of 0 disagreements in n, so no interval has zero width.
+- A mean of per-row scores (ROUGE-L, token F1) gets a paired percentile bootstrap of the mean
+  difference (Koehn, 2004; scipy.stats.bootstrap with paired=True).
+- Multiplicity: every row is compared with the best, and each comparison could yield a claim.
+  Bonferroni splits ``level`` over the m rows compared, so each one-sided bound holds at level/m
+  and all the table's claims hold together with probability ≥ 1 − level: the more rows, the
+  stricter each claim, never the looser. (Holm's step-down is more powerful for tests, but it gives
+  no intervals that agree with its verdicts; the report shows intervals.)
+
+Verdicts: **non-inferior** when the lower bound is above −margin; else **worse** when the upper
+bound is below 0 (shown to be worse, by an unknown amount); else **inconclusive**, never
+recommended.
 """
 
 from dataclasses import dataclass
@@ -21,37 +32,37 @@ import numpy as np
 
 from tunelab.io.jsonl import read_jsonl
 
-LEVEL = 0.05
+NON_INFERIOR, INCONCLUSIVE, WORSE, BEST = "non-inferior", "inconclusive", "worse", "best"
+RECOMMENDABLE = (BEST, NON_INFERIOR)
 
 
-def mcnemar_exact(first: list[float], second: list[float]) -> float:
-    """Two-sided exact McNemar p-value of two 0/1 score lists on the same rows."""
+def proportion_difference_interval(mine: list[float], best: list[float], confidence: float) -> tuple[float, float]:
+    """Two-sided ``confidence`` interval of mean(mine) − mean(best) for 0/1 scores on the same rows
+    (McNemar's exact conditional interval; the module's docstring says why and what it does at d = 0)."""
     from scipy.stats import binomtest
 
-    only_first = sum(a > b for a, b in zip(first, second, strict=True))
-    only_second = sum(b > a for a, b in zip(first, second))
-    disagree = only_first + only_second
-    return 1.0 if disagree == 0 else float(binomtest(only_first, disagree, 0.5).pvalue)
+    n = len(mine)
+    only_mine = sum(a > b for a, b in zip(mine, best, strict=True))
+    disagree = only_mine + sum(b > a for a, b in zip(mine, best))
+    if disagree == 0:
+        bound = binomtest(0, n).proportion_ci(confidence, method="exact").high
+        return -bound, bound
+    pi = binomtest(only_mine, disagree).proportion_ci(confidence, method="exact")
+    share = disagree / n
+    return share * (2 * pi.low - 1), share * (2 * pi.high - 1)
 
 
-def paired_bootstrap(first: list[float], second: list[float], resamples: int = 1000, seed: int = 0) -> float:
-    """Two-sided paired-bootstrap p-value of the mean difference of two score lists on the same rows."""
-    differences = np.asarray(first, dtype=float) - np.asarray(second, dtype=float)
-    if not differences.any():
-        return 1.0
-    rng = np.random.default_rng(seed)
-    means = differences[rng.integers(0, len(differences), (resamples, len(differences)))].mean(axis=1)
-    return float(min(1.0, 2 * min((means <= 0).mean(), (means >= 0).mean())))
+def mean_difference_interval(mine: list[float], best: list[float], confidence: float,
+                             seed: int = 0, resamples: int = 9999) -> tuple[float, float]:
+    """Two-sided ``confidence`` paired percentile-bootstrap interval of mean(mine) − mean(best)."""
+    from scipy.stats import bootstrap
 
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values, in the order given."""
-    order = sorted(range(len(p_values)), key=p_values.__getitem__)
-    adjusted, running = [0.0] * len(p_values), 0.0
-    for rank, index in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
-        adjusted[index] = running
-    return adjusted
+    differences = np.asarray(mine, dtype=float) - np.asarray(best, dtype=float)
+    if np.ptp(differences) == 0:  # every resample is the same mean: a bootstrap has nothing to vary
+        return float(differences[0]), float(differences[0])
+    interval = bootstrap((differences,), np.mean, confidence_level=confidence, n_resamples=resamples,
+                         method="percentile", random_state=seed).confidence_interval
+    return float(interval.low), float(interval.high)
 
 
 @dataclass(frozen=True)
@@ -62,37 +73,45 @@ class Comparison:
     """The test rows both were scored on."""
     difference: float
     """This row's mean score minus the best's, on those rows."""
+    low: float
+    high: float
+    """The difference's interval: each end a one-sided bound at ``level`` (Bonferroni-corrected)."""
+    level: float
+    """The one-sided error rate of each end, after the correction."""
+    margin: float
+    """How much worse than the best a non-inferior row may be (eval.recommend.margin)."""
     test: str
-    p_value: float
-    """Holm-adjusted across the table."""
 
     @property
     def verdict(self) -> str:
-        """Worse only when the difference is negative and significant (a limited row may beat the
-        best on its few rows)."""
-        return "worse" if self.p_value < LEVEL and self.difference < 0 else "not significantly worse"
+        if self.low > -self.margin:
+            return NON_INFERIOR
+        return WORSE if self.high < 0 else INCONCLUSIVE
 
 
-def compare_with_best(scores: dict[str, dict[str, float]], proportions: bool, seed: int = 0) -> dict[str, Comparison]:
+def compare_with_best(scores: dict[str, dict[str, float]], proportions: bool, margin: float, level: float,
+                      seed: int = 0) -> dict[str, Comparison]:
     """Each row (key → its per-test-row scores by row id) against the best one, on the rows both
     were scored on. The best is the highest mean among the rows scored on the most test rows
     (methods limited to a few rows, such as self-consistency, are compared on those).
-    ``proportions``: the scores are 0/1 (McNemar), else means (paired bootstrap)."""
+    ``proportions``: the scores are 0/1 (exact conditional interval), else means (paired bootstrap)."""
     widest = max(map(len, scores.values()))
     best = max((key for key, rows in scores.items() if len(rows) == widest),
                key=lambda key: np.mean(list(scores[key].values())))
-    raw = {}
+    each = level / max(1, len(scores) - 1)  # Bonferroni: the table's claims hold together at `level`
+    test = "McNemar exact (conditional)" if proportions else "paired bootstrap"
+    compared = {}
     for key, rows in scores.items():
         if key == best:
             continue
         common = sorted(rows.keys() & scores[best].keys())
         mine, theirs = [rows[i] for i in common], [scores[best][i] for i in common]
-        p = mcnemar_exact(mine, theirs) if proportions else paired_bootstrap(mine, theirs, seed=seed)
-        raw[key] = (len(common), float(np.mean(mine) - np.mean(theirs)), p)
-    adjusted = holm([p for _, _, p in raw.values()])
-    test = "McNemar exact" if proportions else "paired bootstrap"
-    return {key: Comparison(best, rows, difference, test, p)
-            for (key, (rows, difference, _)), p in zip(raw.items(), adjusted)}
+        confidence = 1 - 2 * each
+        low, high = (proportion_difference_interval(mine, theirs, confidence) if proportions
+                     else mean_difference_interval(mine, theirs, confidence, seed))
+        compared[key] = Comparison(best, len(common), float(np.mean(mine) - np.mean(theirs)), low, high, each, margin,
+                                   test)
+    return compared
 
 
 def row_scores(predictions: Path, scoring: str) -> dict[str, float]:

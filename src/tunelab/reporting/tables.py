@@ -19,6 +19,7 @@ from tunelab.records import (
     ServeRecord,
     TrainRecord,
 )
+from tunelab.reporting.significance import BEST, RECOMMENDABLE
 
 SCORE = ("score", "score_ci_low", "score_ci_high")
 
@@ -98,6 +99,12 @@ def metrics_by_key(rows: list[dict]) -> dict:
     return {row_key(r): {k: v for k, v in r.items() if k not in LABELS and v is not None} for r in rows}
 
 
+def rows_of(by_key: dict) -> list[dict]:
+    """metrics/eval.json back into rows (``metrics_by_key``'s inverse, less the labels it drops)."""
+    return [with_score({**dict(zip(("variant", "prompting", "scoring"), key.split("/"))), **figures})
+            for key, figures in by_key.items()]
+
+
 def pipeline_summary(by_key: dict, headline: tuple[str, str]) -> dict[str, float]:
     """The figures a pipeline's MLflow run carries, from metrics/eval.json: every row's headline
     metric, and the trained model's headline result (eval.headline) and train time under the
@@ -173,16 +180,27 @@ def headline_metric(rows: list[dict]) -> str:
     return metrics.pop() if len(metrics) == 1 else "score"
 
 
-def with_comparisons(rows: list[dict], compared: dict) -> list[dict]:
+def with_comparisons(rows: list[dict], compared: dict, key=row_key) -> list[dict]:
     """Each row with its paired comparison against the best row (reporting.significance):
-    ``vs_best`` (best, not significantly worse, worse) and the Holm-adjusted ``p_vs_best`` to three
-    significant figures (a p-value rounded to decimals would read 0)."""
+    ``vs_best`` (best, non-inferior, inconclusive, worse), the difference ``diff_vs_best`` and its
+    interval (``diff_vs_best_ci_low``/``_high``, each end a one-sided corrected bound)."""
     marked = []
     for r in rows:
-        comparison = compared.get(row_key(r))
-        verdict = comparison.verdict if comparison else ("best" if compared else None)
-        marked.append({**r, "vs_best": verdict, "p_vs_best": float(f"{comparison.p_value:.3g}") if comparison else None})
+        c = compared.get(key(r))
+        verdict = c.verdict if c else (BEST if compared else None)
+        figures = {"diff_vs_best": round(c.difference, 4), "diff_vs_best_ci_low": round(c.low, 4),
+                   "diff_vs_best_ci_high": round(c.high, 4)} if c else {}
+        earlier = {k: v for k, v in r.items() if not k.startswith("diff_vs_best")}  # a run's own report's, in a sweep
+        marked.append({**earlier, "vs_best": verdict, **figures})
     return marked
+
+
+def versus_cell(row: dict) -> str:
+    """non-inferior (−0.000 [−0.011, 0.011]): the verdict and the paired difference it rests on."""
+    if row.get("diff_vs_best") is None:
+        return cell(row.get("vs_best"))
+    return (f"{row['vs_best']} ({row['diff_vs_best']:+.3f} "
+            f"[{row['diff_vs_best_ci_low']:+.3f}, {row['diff_vs_best_ci_high']:+.3f}])")
 
 
 def variants_table(rows: list[dict], extra_sets: list[str] = ()) -> str:
@@ -190,16 +208,15 @@ def variants_table(rows: list[dict], extra_sets: list[str] = ()) -> str:
     its paired comparison with the best row; then its headline on each extra test set."""
     metric = headline_metric(rows)
     header = (f"| variant | adaptation | prompting (template) | quantization | scoring | {metric} [95% CI] "
-              "| vs best (paired, Holm) | train s | tokens/s | latency p50 ms | size MB |"
+              "| vs best: Δ [interval] | train s | tokens/s | latency p50 ms | size MB |"
               + "".join(f" {name}: {metric} [95% CI] |" for name in extra_sets) + "\n"
               + "|---" * (11 + len(extra_sets)) + "|\n")
     lines = []
     for r in rows:
         prompt = f"{r['prompting']} ({r['template']})" if r.get("template") else r["prompting"]
-        versus = cell(r.get("vs_best")) + (f" (p {r['p_vs_best']:.3g})" if r.get("p_vs_best") is not None else "")
         lines.append(f"| {r['variant']} | {r['adaptation']} | {prompt} | {r['quantization']} | {r['scoring']} "
-                     f"| {score_cell(r)} | {versus} | {cell(r['train_seconds'], '{:.0f}')} | {cell(r['tokens_per_second'])} "
-                     f"| {cell(r['token_latency_p50_ms'])} | {cell(r['size_mb'])} |"
+                     f"| {score_cell(r)} | {versus_cell(r)} | {cell(r['train_seconds'], '{:.0f}')} "
+                     f"| {cell(r['tokens_per_second'])} | {cell(r['token_latency_p50_ms'])} | {cell(r['size_mb'])} |"
                      + "".join(f" {extra_set_cell(r, name)} |" for name in extra_sets))
     return header + "\n".join(lines) + "\n"
 
@@ -208,12 +225,15 @@ def comparisons_table(rows: list[dict], compared: dict) -> str:
     """How each row compares with the best, on the test rows both were scored on."""
     if not compared:
         return ""
-    best = next(iter(compared.values())).best
+    first = next(iter(compared.values()))
     metric = headline_metric(rows)
-    lines = [f"| {key} | {c.rows} | {c.difference:+.3f} | {c.test} | {c.p_value:.3g} | {c.verdict} |"
+    lines = [f"| {key} | {c.rows} | {c.difference:+.3f} | [{c.low:+.3f}, {c.high:+.3f}] | {c.test} | {c.verdict} |"
              for key, c in compared.items()]
-    return (f"Each row against the best, `{best}`, on the test rows both were scored on (Holm-adjusted across "
-            f"the table; \"worse\" at p < 0.05).\n\n| row | rows | Δ {metric} | test | p | verdict |\n"
+    return (f"Each row against the best, `{first.best}`, on the test rows both were scored on. Each end of an "
+            f"interval is a one-sided bound at {first.level:.2%} ({len(compared)} rows compared, Bonferroni), so "
+            f"all the table's claims hold together at 95%. **non-inferior**: the lower end is above "
+            f"−{first.margin:g} (eval.recommend.margin); **worse**: the upper end is below 0; **inconclusive**: "
+            f"neither, never recommended.\n\n| row | rows | Δ {metric} | interval | test | verdict |\n"
             "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
 
 
@@ -353,23 +373,60 @@ def pareto_frontier(rows: list[dict]) -> set[str]:
     return {row_key(r) for r in costed if not any(dominates(other, r) for other in costed)}
 
 
-def recommendation(rows: list[dict]) -> str:
-    """One sentence a person can act on: the cheapest row not significantly worse than the best,
-    among those scored on all the test rows the best was scored on. Prompting needs no training,
-    so a prompting row that is not worse wins; else the fastest benchmarked variant, then the
-    smallest."""
-    best = next((r for r in rows if r.get("vs_best") == "best"), None)
+def recommended(rows: list[dict]) -> dict | None:
+    """The row to deploy: the cheapest row that is the best or non-inferior to it within the margin
+    (reporting.significance), among those scored on all the test rows the best was scored on.
+    Prompting needs no training, so a prompting row that qualifies wins; else the fastest
+    benchmarked variant, then the smallest. The report, the sweep report and the MLflow pipeline
+    run all ask this one function."""
+    best = next((r for r in rows if r.get("vs_best") == BEST), None)
     # only rows scored on every test row the best was (a method with a row limit is a sample, not a verdict)
-    fit = [r for r in rows if r.get("vs_best") in ("best", "not significantly worse")
+    fit = [r for r in rows if r.get("vs_best") in RECOMMENDABLE
            and r.get("examples", 0) >= best.get("examples", 0)] if best else []
     if not fit:
-        return ""
+        return None
     prompting = sorted((r for r in fit if r.get("train_seconds") == 0), key=lambda r: -r["score"])
-    costed = [r for r in fit if r.get("token_latency_p50_ms") is not None]
-    pick = (prompting or sorted(costed, key=lambda r: (r["token_latency_p50_ms"], r["size_mb"])) or fit)[0]
-    why = "the best" if pick is best else f"not significantly worse than the best (`{row_key(best)}`, {score_cell(best)})"
+    return (prompting or cheapest_first(fit) or fit)[0]
+
+
+def recommendation_tags(rows: list[dict], margin: float) -> dict[str, str]:
+    """The recommendation on a pipeline's MLflow run, where the runs table of a sweep shows it."""
+    pick = recommended(rows)
+    return {"tunelab.recommended": row_key(pick), "tunelab.recommend_rule":
+            f"cheapest row best or non-inferior to the best within {margin:g} (eval.recommend)"} if pick else {}
+
+
+def cheapest_first(rows: list[dict]) -> list[dict]:
+    """The benchmarked rows, fastest then smallest first."""
+    return sorted((r for r in rows if r.get("token_latency_p50_ms") is not None),
+                  key=lambda r: (r["token_latency_p50_ms"], r["size_mb"]))
+
+
+def cheaper_than(rows: list[dict], pick: dict) -> list[dict]:
+    """The rows the rule would have preferred to ``pick`` had they qualified: prompting rows (no
+    training) when ``pick`` was trained, and benchmarked rows faster (or as fast and smaller)."""
+    if pick.get("train_seconds") == 0:
+        return []
+    prompting = [r for r in rows if r.get("train_seconds") == 0]
+    if pick.get("token_latency_p50_ms") is None:
+        return prompting
+    cost = (pick["token_latency_p50_ms"], pick["size_mb"])
+    return prompting + [r for r in cheapest_first(rows) if (r["token_latency_p50_ms"], r["size_mb"]) < cost]
+
+
+def recommendation(rows: list[dict], margin: float) -> str:
+    """One sentence a person can act on (``recommended``), and why each cheaper row was not chosen."""
+    pick = recommended(rows)
+    if pick is None:
+        return ""
+    best = next(r for r in rows if r.get("vs_best") == BEST)
+    why = "the best" if pick is best else (
+        f"non-inferior to the best (`{row_key(best)}`, {score_cell(best)}) within a margin of {margin:g}: "
+        f"Δ {pick['diff_vs_best']:+.3f}, lower bound {pick['diff_vs_best_ci_low']:+.3f} > −{margin:g}")
     costs = [f"{pick['token_latency_p50_ms']} ms per token" if pick.get("token_latency_p50_ms") is not None else None,
              f"{pick['size_mb']} MB" if pick.get("size_mb") is not None else None,
              "no training" if pick.get("train_seconds") == 0 else f"{cell(pick.get('train_seconds'), '{:.0f}')} s to make"]
-    return (f"**Recommendation: `{row_key(pick)}`**: {pick['metric']} {score_cell(pick)}, {why}; "
+    text = (f"**Recommendation: `{row_key(pick)}`**: {pick['metric']} {score_cell(pick)}, {why}; "
             + ", ".join(c for c in costs if c) + ".\n")
+    cheaper = [f"`{row_key(r)}` {versus_cell(r)}" for r in cheaper_than(rows, pick) if r is not pick]
+    return text + (f"Cheaper, not recommended: {'; '.join(cheaper)}.\n" if cheaper else "")

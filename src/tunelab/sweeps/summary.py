@@ -7,19 +7,22 @@ eval.headline result). Runs of different tasks compare different headlines: the 
 which beside each figure.
 """
 
+import json
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from dvc.exceptions import DvcException
 
 from tunelab.config.load import to_section
-from tunelab.config.schema import EvalConfig
+from tunelab.config.schema import EvalConfig, RecommendConfig
 from tunelab.io.atomic import write_json, write_text
 from tunelab.layout import BASE, LAYOUT
 from tunelab.reporting.plots import save_tradeoff_figures
-from tunelab.reporting.tables import cell, headline_metric, score_cell, with_score
+from tunelab.reporting.significance import compare_with_best
+from tunelab.reporting.tables import cell, headline_metric, recommended, score_cell, versus_cell, with_comparisons, with_score
 from tunelab.sweeps.queue import DONE, StageCounts
 
 EVAL_METRICS = str(LAYOUT.eval_summary)
@@ -29,6 +32,7 @@ PARAMS = "params.yaml"
 
 EVAL_KEYS_ADDED_SINCE = {
     "extra_test_sets": {},
+    "recommend": {"margin": 0.02, "level": 0.05},
     "prompt_search": {"shots": [0], "selection": ["balanced"], "calibrate": [False], "rows": 1, "templates": {}},
 }
 """eval keys that older runs' params lack, with values that change nothing of what they ran."""
@@ -50,7 +54,12 @@ class SweepRun:
     def headline(self) -> tuple[str, str]:
         """(prompting method, scoring) of the run's headline figure: its eval.headline. A run made
         before a key of eval existed lacks it (its params are what its commit composed)."""
-        return to_section(EvalConfig, "eval", {**EVAL_KEYS_ADDED_SINCE, **self.params.get("eval", {})}).headline_result()
+        return self.eval_settings.headline_result()
+
+    @property
+    def eval_settings(self) -> EvalConfig:
+        """The run's eval section; keys added since an older run was made read as what it ran."""
+        return to_section(EvalConfig, "eval", {**EVAL_KEYS_ADDED_SINCE, **self.params.get("eval", {})})
 
 
 def experiments(show: list[dict], names: set[str]) -> dict[str, dict]:
@@ -169,6 +178,51 @@ def seed_metrics(aggregated: list[dict]) -> dict[str, float]:
     return figures
 
 
+TEST_SPLIT = str(LAYOUT.prepared / "test.jsonl")
+
+
+def sweep_key(row: dict) -> str:
+    return f"{row['run']}:{row['variant']}/{row['prompting']}/{row['scoring']}"
+
+
+def experiment_scores(row: dict) -> dict[str, float]:
+    """A sweep row's per-test-row scores, from its experiment's predictions in DVC's cache."""
+    import dvc.api
+
+    path = LAYOUT.eval_outputs(row["variant"])[1] / f"{row['prompting']}.jsonl"
+    with dvc.api.open(str(path), rev=row["run"]) as lines:
+        return {str(item["id"]): item[row["scoring"]]["score"] for item in map(json.loads, filter(str.strip, lines))}
+
+
+def recommendation_section(rows: list[dict], runs: list[SweepRun], read_scores) -> tuple[str, dict | None]:
+    """The sweep's one recommendation across its runs, by the report's own rule (tables.recommended):
+    every row against the best, paired on the test rows, non-inferior within the first run's
+    eval.recommend.margin. ``read_scores(row)`` gives a row's per-test-row scores (an experiment's
+    predictions). Runs scored on different test splits cannot be paired: then there is none.
+    Returns the section and the recommended row."""
+    finished = [run for run in runs if run.metrics]
+    if not rows or not finished:
+        return "", None
+    if len({run.outputs.get(TEST_SPLIT) for run in finished}) > 1:
+        return ("\n## Recommendation\n\nNone across runs: they were scored on different test splits (each run's own "
+                "metrics/report.md recommends within it).\n"), None
+    recommend: RecommendConfig = finished[0].eval_settings.recommend
+    try:
+        scores = {sweep_key(r): read_scores(r) for r in rows}
+    except (OSError, DvcException) as missing:
+        return (f"\n## Recommendation\n\nNone: a run's predictions could not be read ({missing}); `dvc exp pull` "
+                "the runs with their data, or read each run's own metrics/report.md.\n"), None
+    proportions = all(value in (0.0, 1.0) for rows_scores in scores.values() for value in rows_scores.values())
+    judged = with_comparisons(rows, compare_with_best(scores, proportions, recommend.margin, recommend.level), sweep_key)
+    if (pick := recommended(judged)) is None:
+        return "", None
+    lines = [f"| {r['label']} | {score_cell(r)} | {versus_cell(r)} |" for r in judged]
+    return (f"\n## Recommendation\n\n**`{pick['label']}`** ({pick['variant']}/{pick['prompting']}/{pick['scoring']} of "
+            f"{pick['run']}): the cheapest row that is the best or non-inferior to it within a margin of "
+            f"{recommend.margin:g} (eval.recommend; the pipeline report's rule).\n\n| row | {headline_metric(judged)} "
+            "[95% CI] | vs best: Δ [interval] |\n|---|---|---|\n" + "\n".join(lines) + "\n"), pick
+
+
 def baselines_section(baselines: list[dict]) -> str:
     if len({r["run"] for r in baselines}) > 1:  # the runs changed the data or the prompts: a set each
         return "\n## Prompting baselines (one set per run whose data or prompts differ)\n\n" + markdown(baselines, True)
@@ -186,9 +240,12 @@ def stages_line(runs: list[SweepRun]) -> str:
             f"({skipped} unchanged since the baseline, {restored} restored from DVC's run cache).\n")
 
 
-def write_report(folder: Path, sweep: str, command: str, runs: list[SweepRun], wall_seconds: float | None) -> Path:
-    """sweeps/<name>/report.md, results.json and the two trade-off plots; returns report.md's path."""
+def write_report(folder: Path, sweep: str, command: str, runs: list[SweepRun], wall_seconds: float | None,
+                 read_scores=None) -> Path:
+    """sweeps/<name>/report.md, results.json and the two trade-off plots; returns report.md's path.
+    ``read_scores(row)``: a row's per-test-row scores, for the recommendation (none without it)."""
     baselines, adapted = table_rows(runs)
+    advice, pick = recommendation_section(baselines + adapted, runs, read_scores) if read_scores else ("", None)
     failed = [run.name for run in runs if run.status == "Failed"]
     unfinished = [run.name for run in runs if run.status not in DONE]
     figures = save_tradeoff_figures(baselines + adapted, folder, f"sweep {sweep}")
@@ -198,9 +255,11 @@ def write_report(folder: Path, sweep: str, command: str, runs: list[SweepRun], w
             + (f"; wall time {wall_seconds / 60:.1f} min" if wall_seconds is not None else "") + ".\n"
             + stages_line(runs)
             + "\n## Adapted variants, one block per run\n\n" + markdown(adapted, with_run=True)
+            + advice
             + seeds_section(across_seeds(adapted)) + baselines_section(baselines)
             + "\n" + "".join(f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in figures))
     write_json(folder / "results.json", {"sweep": sweep, "command": command, "wall_seconds": wall_seconds,
+                                         "recommended": sweep_key(pick) if pick else None,
                                          "runs": [{"name": r.name, "overrides": r.overrides, "status": r.status,
                                                    "stages": r.stages and r.stages.__dict__, "metrics": r.metrics,
                                                    "outputs": r.outputs}
