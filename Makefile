@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python` and `dvc` from the venv without it being activated.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run repro sweep test test-fast bench-train bench-eval bench-startup crosscheck serve ui clean-runs
+.PHONY: setup run push tracking-server repro sweep test test-fast bench-train bench-eval bench-startup bench-tracking crosscheck serve ui clean-runs
 
 setup: $(STAMP)
 
@@ -28,8 +28,14 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # The main job: compose conf/ into params.yaml and reproduce the pipeline (cached stages skip).
+# With a DVC remote set (README "Working as a team"), stages a teammate already ran and pushed
+# are restored from it instead of run.
 run: setup
-	dvc exp run
+	dvc exp run $$(dvc remote default >/dev/null 2>&1 && echo --pull)
+
+# Share this clone's outputs and DVC's run cache through the default DVC remote.
+push: setup
+	tunelab push
 
 # Same as run, for people who type repro: never a bare `dvc repro` after editing conf/.
 repro: run
@@ -76,6 +82,10 @@ bench-eval: setup
 bench-startup: setup
 	python bench/stage_startup.py
 
+# What tracking costs a stage on the team's server (PostgreSQL + MLflow, started on loopback) against sqlite.
+bench-tracking: setup
+	python bench/tracking_overhead.py
+
 # tunelab's choice scoring against lm-evaluation-harness, row by row (needs a finished `make run`).
 crosscheck: setup
 	python bench/lm_eval_crosscheck.py
@@ -85,9 +95,21 @@ VARIANT ?= merged
 serve: setup
 	tunelab serve $(VARIANT)
 
-# Browse the runs: http://127.0.0.1:5000
+# Browse the runs of whatever tracking.uri (or MLFLOW_TRACKING_URI) names: a server is opened
+# where it runs; the default sqlite store gets a local UI on http://127.0.0.1:5000.
 ui: setup
-	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	@uri=$${MLFLOW_TRACKING_URI:-$$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["tracking"]["uri"])')}; \
+	case "$$uri" in http*) echo "the tracking server is at $$uri: open it in a browser";; \
+	*) mlflow ui --backend-store-uri "$$uri" --host 127.0.0.1 --port 5000;; esac
+
+# The team's MLflow server on PostgreSQL (README "Working as a team"): a cluster made in PGDATA on
+# first use (or an existing DATABASE_URL), artifacts in ARTIFACTS (a folder or s3://), on
+# 127.0.0.1:5000 unless HOST/PORT say otherwise.
+HOST ?= 127.0.0.1
+PORT ?= 5000
+tracking-server: setup
+	tunelab tracking-server $(if $(DATABASE_URL),--database-url '$(DATABASE_URL)',--pgdata '$(PGDATA)') \
+		--artifacts '$(ARTIFACTS)' --host $(HOST) --port $(PORT)
 
 clean-runs:
 	rm -rf mlflow.db* mlruns mlartifacts

@@ -196,7 +196,8 @@ def conf_dir(tmp_path, monkeypatch):
 @pytest.mark.parametrize(("argv", "message"), [
     (["train.max_steps=5,10"], "error: train.max_steps=5,10 sweeps 2 runs: add -m (multirun) to run them all"),
     (["-m", "train.max_steps=5", "--name", "no spaces"], "error: --name 'no spaces': use letters, digits, - and _"),
-    (["--report", "nosuch"], "error: sweep nosuch: no sweeps/nosuch/sweep.json; was it queued from this workspace?"),
+    (["--report", "nosuch"], "error: sweep nosuch: no sweeps/nosuch/sweep.json here and no experiment of it in "
+                             "`dvc exp show`; pull them first: dvc exp pull origin nosuch-1 nosuch-2 ..."),
     (["-m", "train.lr=1e-4"], "error: sweep run train.lr=0.0001: conf/: Could not override 'train.lr'"),
 ])
 def test_the_cli_refuses_bad_input_in_one_line_before_queueing_anything(conf_dir, capsys, argv, message):

@@ -5,6 +5,9 @@
     tunelab -m 'train.seed=range(0,3)' --queue-only    # queue now, `dvc queue start -j 2` later
     tunelab --report NAME                               # the sweep's report, after --queue-only
     tunelab serve [VARIANT] [overrides]                 # an OpenAI-compatible server of a deployed variant
+    tunelab push [REMOTE] / tunelab pull [REMOTE]       # outputs and DVC's run cache to / from the team's remote
+    tunelab tracking-server --pgdata DIR --artifacts DIR   # the team's MLflow server on PostgreSQL
+    tunelab register [--variant V] [--name N]           # the recommended variant into the MLflow model registry
 
 A sweep is not a second pipeline: each combination is a queued DVC experiment (cached stages
 skip, results land in `dvc exp show`), nested under one MLflow parent run named after the sweep.
@@ -28,6 +31,7 @@ from tunelab.stage import USER_ERROR_EXIT_CODE
 from tunelab.sweeps import queue
 from tunelab.sweeps.overrides import check_runs, expand
 from tunelab.sweeps.summary import (
+    PARAMS,
     SweepRun,
     across_seeds,
     experiment_scores,
@@ -98,7 +102,7 @@ def wait_for(planned: list[dict]) -> dict[str, str]:
         return queue.wait([p["name"] for p in planned], done)
 
 
-def collect(planned: list[dict], statuses: dict[str, str], baseline: str | None) -> list[SweepRun]:
+def collect(planned: list[dict], statuses: dict[str, str], baseline: str | None, pulled: bool = False) -> list[SweepRun]:
     """Each planned run with its status, DVC's record of it and what DVC did with its stages.
 
     ``dvc exp show`` lists the experiments of one commit: the sweep's baseline, which may no
@@ -109,10 +113,38 @@ def collect(planned: list[dict], statuses: dict[str, str], baseline: str | None)
     for item in planned:
         status = statuses.get(item["name"], "Unknown")
         data = recorded.get(item["name"], {}) if status == "Success" else {}  # a failed run has no results of its own
-        counts = queue.stage_counts(queue.logs(item["name"])) if status in queue.DONE else None
+        counts = queue.stage_counts(queue.logs(item["name"])) if status in queue.DONE and not pulled else None
         runs.append(SweepRun(item["name"], item["overrides"], status, data.get("params", {}), data.get("metrics", {}),
                              data.get("outputs", {}), counts))
     return runs
+
+
+def pulled_sweep(name: str) -> dict:
+    """The manifest of sweep ``name`` rebuilt from its experiments in ``dvc exp show`` (each ran with
+    ``tracking.sweep=name``): their names, and as overrides the params that differ from their baseline."""
+    from tunelab.tracking.mlflow_run import flatten
+
+    found, baseline = [], None
+    try:
+        shown = json.loads(queue.dvc("exp", "show", "--json", "--all-commits"))  # pulled onto an older commit too
+    except TunelabError:  # not a DVC repository with experiments: nothing to rebuild from
+        shown = []
+    for commit in shown:
+        base = flatten(((commit.get("data") or {}).get("params") or {}).get(PARAMS, {}).get("data", {}))
+        for group in commit.get("experiments") or []:
+            rev = group["revs"][0]
+            params = flatten((((rev.get("data") or {}).get("params") or {}).get(PARAMS) or {}).get("data", {}))
+            if params.get("tracking.sweep") == name:
+                baseline = commit.get("rev")
+                overrides = [f"{key}={value}" for key, value in params.items()
+                             if key != "tracking.sweep" and base.get(key) != value]
+                found.append({"name": rev["name"], "overrides": overrides})
+    if not found:
+        raise TunelabError(f"sweep {name}: no {SWEEPS / name / MANIFEST} here and no experiment of it in `dvc exp show`; "
+                           f"pull them first: dvc exp pull origin {name}-1 {name}-2 ...")
+    found.sort(key=lambda item: int(item["name"].rpartition("-")[2]) if item["name"].rpartition("-")[2].isdigit() else 0)
+    return {"sweep": name, "command": f"(rebuilt from {len(found)} pulled experiments)", "baseline": baseline,
+            "runs": found, "pulled": True}
 
 
 def record_in_mlflow(name: str, folder: Path, runs: list[SweepRun]) -> None:
@@ -138,10 +170,13 @@ def record_in_mlflow(name: str, folder: Path, runs: list[SweepRun]) -> None:
 
 def report(name: str, statuses: dict[str, str] | None = None, wall_seconds: float | None = None) -> Path:
     folder = SWEEPS / name
-    if not (folder / MANIFEST).is_file():
-        raise TunelabError(f"sweep {name}: no {folder / MANIFEST}; was it queued from this workspace?")
-    manifest = json.loads((folder / MANIFEST).read_text())
-    runs = collect(manifest["runs"], statuses or queue.queue_status(), manifest.get("baseline"))
+    if (folder / MANIFEST).is_file():
+        manifest = json.loads((folder / MANIFEST).read_text())
+    else:  # pulled from a teammate (dvc exp pull): the experiments say which sweep they belong to
+        manifest = pulled_sweep(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        statuses = {item["name"]: "Success" for item in manifest["runs"]}  # only finished experiments are pushed
+    runs = collect(manifest["runs"], statuses or queue.queue_status(), manifest.get("baseline"), manifest.get("pulled", False))
     path = write_report(folder, name, manifest["command"], runs, wall_seconds, experiment_scores)
     record_in_mlflow(name, folder, runs)
     print(path.read_text())
@@ -183,9 +218,11 @@ def serve(argv: list[str]) -> None:
     from tunelab.config.schema import ServeConfig
     from tunelab.serving.engines import child_env, choose
 
-    variant = [f"serve.variant={argv[0]}"] if argv and "=" not in argv[0] else []
+    variant = [f"serve.variant='{argv[0]}'"] if argv and "=" not in argv[0] else []  # quoted: models:/NAME@champion
     overrides = [*variant, *argv[len(variant):]]
-    settings = to_section(ServeConfig, "serve", compose_conf(overrides=overrides).get("serve"))
+    composed = compose_conf(overrides=overrides)
+    settings = to_section(ServeConfig, "serve", composed.get("serve"))
+    use_tracking(composed)  # a registered model (models:/...) comes from the tracking server's registry
     engine, served = choose(settings)
     print(f"tunelab serve: {served.name} ({served.folder}) on {engine.name} at http://{settings.host}:{settings.port}/v1\n"
           f"  OpenAI(base_url=\"http://{settings.host}:{settings.port}/v1\", api_key=\"-\").chat.completions.create("
@@ -194,11 +231,50 @@ def serve(argv: list[str]) -> None:
     os.execvpe(command[0], command, child_env())
 
 
+def use_tracking(composed: dict) -> TrackingConfig:
+    """The configured tracking store (MLFLOW_TRACKING_URI wins) for this process's MLflow calls."""
+    import os
+
+    from tunelab.tracking.mlflow_run import tracking_uri
+
+    tracking = to_section(TrackingConfig, "tracking", composed.get("tracking"))
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri(tracking.uri)
+    return tracking
+
+
+def register(argv: list[str]) -> str:
+    """``tunelab register [--variant V] [--name N]``: the recommended (or named) variant into the registry."""
+    from tunelab.config.schema import EvalConfig
+    from tunelab.team.model_registry import register as register_model
+
+    parser = argparse.ArgumentParser(prog="tunelab register", description="Register the report's recommended variant "
+                                     "(or --variant) as an MLflow model; the alias champion follows the report's rule.")
+    parser.add_argument("--variant", help="a servable variant (default: the report's recommendation)")
+    parser.add_argument("--name", default="tunelab", help="the registered model's name (default tunelab)")
+    args = parser.parse_args(argv)
+    composed = compose_conf()
+    tracking = use_tracking(composed)
+    recommend = to_section(EvalConfig, "eval", composed.get("eval")).recommend
+    return register_model(args.name, args.variant, tracking, recommend)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["serve"]:
             serve(argv[1:])  # does not return: the process becomes the server
+        if argv[:1] == ["tracking-server"]:
+            from tunelab.team import tracking_server as server
+
+            sys.exit(server.main(argv[1:]))
+        if argv[:1] == ["register"]:
+            print(register(argv[1:]))
+            sys.exit(0)
+        if argv[:1] in (["push"], ["pull"]) and len(argv) <= 2:
+            from tunelab.team import sharing
+
+            print(getattr(sharing, argv[0])(*argv[1:]))
+            sys.exit(0)
         args = parse_args(argv)
         command = "tunelab " + shlex.join(argv)
         if args.report:

@@ -110,9 +110,30 @@ ENGINES.register(Engine("vllm", vllm_command, vllm_unavailable))
 ENGINES.register(Engine("transformers", transformers_command, transformers_unavailable))
 
 
+REGISTERED = "models:/"
+
+
+def registered_folder(uri: str) -> Served:
+    """A model registered by ``tunelab register`` (``models:/NAME@champion``, ``models:/NAME/3``),
+    fetched from the tracking server's registry: its artifact is the variant's folder."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except MlflowException as error:
+        raise TunelabError(f"serve.variant: {uri}: {(str(error).splitlines() or ['not found'])[0]} (tracking URI: "
+                           f"{mlflow.get_tracking_uri()})") from None
+    folder = local / "artifacts" / "model"
+    if not (folder / "config.json").is_file():
+        raise TunelabError(f"serve.variant: {uri} is not a model `tunelab register` made (no artifacts/model folder)")
+    return Served("tunelab-" + uri.removeprefix(REGISTERED).replace("/", "-").replace("@", "-"), folder)
+
+
 def choose(settings: ServeConfig, layout: Layout = LAYOUT) -> tuple[Engine, Served]:
     """The engine and what it serves; an engine that cannot, or a variant no engine loads, is one line."""
-    served = served_folder(settings.variant, layout)
+    registered = settings.variant.startswith(REGISTERED)
+    served = registered_folder(settings.variant) if registered else served_folder(settings.variant, layout)
     if settings.engine != "auto":
         engine = ENGINES[settings.engine]
         if reason := engine.unavailable(served):

@@ -7,6 +7,7 @@ eval.headline result). Runs of different tasks compare different headlines: the 
 which beside each figure.
 """
 
+import functools
 import json
 import math
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from dvc.exceptions import DvcException
+from dvc_data.index.index import DataIndexError
 
 from tunelab.config.load import to_section
 from tunelab.config.schema import EvalConfig, RecommendConfig
@@ -186,12 +188,24 @@ def sweep_key(row: dict) -> str:
 
 
 def experiment_scores(row: dict) -> dict[str, float]:
-    """A sweep row's per-test-row scores, from its experiment's predictions in DVC's cache."""
+    """A sweep row's per-test-row scores, from its experiment's predictions: in DVC's cache, or
+    fetched from the workspace's remote (an experiment pulled from a teammate, perhaps made before
+    the remote was named in its own commit's config)."""
     import dvc.api
 
     path = LAYOUT.eval_outputs(row["variant"])[1] / f"{row['prompting']}.jsonl"
-    with dvc.api.open(str(path), rev=row["run"]) as lines:
+    with dvc.api.open(str(path), rev=row["run"], config=workspace_remotes()) as lines:
         return {str(item["id"]): item[row["scoring"]]["score"] for item in map(json.loads, filter(str.strip, lines))}
+
+
+@functools.cache
+def workspace_remotes() -> dict:
+    """The workspace's DVC remotes and default, as a config to read other revisions with."""
+    from dvc.repo import Repo
+
+    with Repo(".") as repo:
+        remotes, default = dict(repo.config["remote"]), repo.config["core"].get("remote")
+    return {"remote": remotes, **({"core": {"remote": default}} if default else {})}
 
 
 def recommendation_section(rows: list[dict], runs: list[SweepRun], read_scores) -> tuple[str, dict | None]:
@@ -209,7 +223,7 @@ def recommendation_section(rows: list[dict], runs: list[SweepRun], read_scores) 
     recommend: RecommendConfig = finished[0].eval_settings.recommend
     try:
         scores = {sweep_key(r): read_scores(r) for r in rows}
-    except (OSError, DvcException) as missing:
+    except (OSError, DvcException, DataIndexError) as missing:  # not in this workspace's cache, nor pulled
         return (f"\n## Recommendation\n\nNone: a run's predictions could not be read ({missing}); `dvc exp pull` "
                 "the runs with their data, or read each run's own metrics/report.md.\n"), None
     proportions = all(value in (0.0, 1.0) for rows_scores in scores.values() for value in rows_scores.values())

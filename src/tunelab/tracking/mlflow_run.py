@@ -25,6 +25,7 @@ from pathlib import Path
 from tunelab.config.load import to_section
 from tunelab.config.schema import TrackingConfig
 from tunelab.io.atomic import write_json
+from tunelab.secrets import redacted, scrubbed
 from tunelab.tracking.lineage import experiment_tags, git_commit, lineage_tags, pip_freeze, stage_input_hashes
 
 PIPELINE_TAG = "tunelab.pipeline"
@@ -83,6 +84,13 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+CLIENT_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+"""How long a stage waits for a tracking server that has gone: seconds, where MLflow's defaults
+retry each request for about four minutes (tracking never holds up the work); and no "View run
+at" lines from MLflow on a stage's stdout, amid DVC's. A value the user set wins."""
+
+
 def open_experiment(tracking: TrackingConfig):
     """A client on the configured store and the experiment's id (created on first use).
 
@@ -92,6 +100,8 @@ def open_experiment(tracking: TrackingConfig):
     import mlflow
 
     uri = tracking_uri(tracking.uri)
+    for variable, value in CLIENT_SETTINGS.items():
+        os.environ.setdefault(variable, value)
     mlflow.set_tracking_uri(uri)
     with store_lock(uri):
         client = mlflow.MlflowClient()
@@ -118,14 +128,20 @@ def sweep_run_id(client, experiment_id: str, sweep: str, overrides: list[str] | 
     tags = {SWEEP_TAG: sweep, **({"mlflow.source.git.commit": commit} if (commit := git_commit()) else {})}
     run = client.create_run(experiment_id, run_name=sweep, tags=tags)
     if overrides:
-        client.log_param(run.info.run_id, "overrides", " ".join(overrides)[:MAX_PARAM_LENGTH])
+        client.log_param(run.info.run_id, "overrides", scrubbed(" ".join(overrides))[:MAX_PARAM_LENGTH])
     client.set_terminated(run.info.run_id)
     return run.info.run_id
 
 
 def _pipeline_run_id(client, experiment_id: str, params: dict, sweep: str | None, name: str | None = None) -> str:
     """The parent run of this configuration, created with the flattened config on first use and
-    named after its DVC experiment (``name``, else the one DVC runs the stage in)."""
+    named after its DVC experiment (``name``, else the one DVC runs the stage in).
+
+    Search-then-create races when several workers share a tracking server: two workers that
+    start the same configuration at once would both find nothing and both create a run. Within
+    a sweep, the new run claims the configuration on the sweep's run with a param (MLflow params
+    never change once logged, which the store enforces atomically): the loser of the claim deletes
+    its run and takes the winner's."""
     key = config_hash(params)
     found = client.search_runs([experiment_id], filter_string=f"tags.`{PIPELINE_TAG}` = '{key}'", max_results=1)
     if found:
@@ -133,14 +149,36 @@ def _pipeline_run_id(client, experiment_id: str, params: dict, sweep: str | None
     tags = {PIPELINE_TAG: key, **experiment_tags()}
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
-    if sweep:
-        tags[PARENT_TAG] = sweep_run_id(client, experiment_id, sweep)
+    sweep_id = sweep_run_id(client, experiment_id, sweep) if sweep else None
+    if sweep_id:
+        tags[PARENT_TAG] = sweep_id
     name = name or os.environ.get("DVC_EXP_NAME") or f"pipeline-{key[:8]}"
-    run = client.create_run(experiment_id, run_name=name, tags=tags)
-    _log_params(client, run.info.run_id, flatten(params))
-    client.log_dict(run.info.run_id, params, "params.yaml")
-    client.set_terminated(run.info.run_id)
-    return run.info.run_id
+    run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+    if sweep_id and (winner := claim(client, sweep_id, f"{CLAIM_PREFIX}{key}", run_id)) != run_id:
+        client.delete_run(run_id)
+        return winner
+    _log_params(client, run_id, flatten(redacted(params)))
+    client.log_dict(run_id, redacted(params), "params.yaml")
+    client.set_terminated(run_id)
+    return run_id
+
+
+CLAIM_PREFIX = "tunelab.pipeline."
+
+
+def claim(client, holder_id: str, key: str, value: str) -> str:
+    """``value`` if this call logged param ``key`` on run ``holder_id`` first, else the value that
+    was logged before it (MLflow refuses to change a logged param)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.log_param(holder_id, key, value)
+        return value
+    except MlflowException:
+        logged = client.get_run(holder_id).data.params.get(key)
+        if logged is None:
+            raise
+        return logged
 
 
 def record_pipeline(client, experiment_id: str, params: dict, name: str, summary: dict[str, float],
@@ -195,7 +233,7 @@ class StageRun:
         try:
             action()
         except Exception as error:  # noqa: BLE001 - any tracking failure is the same to the stage
-            self.failure = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"
+            self.failure = scrubbed(f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}")
             self.run = None
             _warn(self.failure)
             self._rewrite_metrics()
@@ -245,7 +283,7 @@ def _mlflow():
 
 
 def _warn(failure: str) -> None:
-    print(f"warning: MLflow tracking failed ({failure}); the stage goes on without it, and its metrics "
+    print(f"warning: MLflow tracking failed ({scrubbed(failure)}); the stage goes on without it, and its metrics "
           "say tracking is incomplete. Check tracking.uri / MLFLOW_TRACKING_URI (is the server up, the sqlite "
           "file writable?)", file=sys.stderr)
 
@@ -265,7 +303,7 @@ def _start_stage_run(stage: str, params: dict, tracking: TrackingConfig, section
     run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, parent_run_id=parent_id, tags=tags,
                            log_system_metrics=system_metrics)
     staged = StageRun(run, client, parent_id)
-    logged = {name: params.get(name) for name in sections}
+    logged = redacted({name: params.get(name) for name in sections})
     staged._safely(lambda: (mlflow.log_params(flatten(logged)), mlflow.log_dict(logged, "params.yaml"),
                             mlflow.log_text(pip_freeze(), "pip-freeze.txt")))
     return staged
@@ -288,7 +326,7 @@ def stage_run(stage: str, params: dict, sections: tuple[str, ...], system_metric
     try:
         run = _start_stage_run(stage, params, tracking, sections, system_metrics)
     except Exception as error:  # noqa: BLE001 - the store is unusable: work on without it
-        run = StageRun(failure=f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}")
+        run = StageRun(failure=scrubbed(f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"))
     try:
         yield run
     except BaseException:
