@@ -148,3 +148,40 @@ def test_a_sweep_is_shared_as_experiments_and_its_report_rebuilt_from_them(swept
     assert [(r["name"], r["metrics"]) for r in theirs["runs"]] == [(r["name"], r["metrics"]) for r in mine["runs"]]
     assert "strategy.name=ia3" in theirs["runs"][0]["overrides"]  # what differs from the baseline, key by key
     assert theirs["recommended"] == mine["recommended"]  # the predictions came with the experiments
+
+
+def test_the_champion_moves_only_when_the_reports_rule_prefers_the_new_version(tmp_path):
+    import mlflow
+
+    from tunelab.config.schema import RecommendConfig
+    from tunelab.team.model_registry import CHAMPION, SPLIT_TAG, move_champion
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("registry", artifact_location=(tmp_path / "artifacts").as_uri())
+    client.create_registered_model("sentiment")
+    ids = [f"r{i}" for i in range(2000)]
+
+    def version(right: int, latency: float, split: str = "test-1"):
+        """A registered version whose row scored ``right`` of 2,000 test rows at ``latency`` ms per token."""
+        run_id = client.create_run(experiment).info.run_id
+        row = {"variant": "merged", "prompting": "zero_shot", "scoring": "choice", "metric": "accuracy",
+               "score": right / 2000, "examples": 2000, "train_seconds": 300.0, "token_latency_p50_ms": latency,
+               "size_mb": 500.0}
+        scores = {i: float(n < right) for n, i in enumerate(ids)}
+        (tmp_path / "row.json").write_text(json.dumps({"row": row, "scores": scores}))
+        client.log_artifact(run_id, str(tmp_path / "row.json"))
+        made = client.create_model_version("sentiment", f"runs:/{run_id}/model", run_id,
+                                           tags={SPLIT_TAG: split, "run_id": run_id})
+        return client.get_model_version("sentiment", made.version)
+
+    rule = RecommendConfig(margin=0.02, level=0.05)
+    first = version(1800, 50.0)
+    assert move_champion(client, "sentiment", first, rule) == f"now {CHAMPION} (there was none)"
+    faster_same = version(1795, 30.0)  # 0.25 points lower on 2,000 rows, faster: non-inferior and cheaper
+    assert move_champion(client, "sentiment", faster_same, rule).startswith(f"now {CHAMPION} (was version 1)")
+    faster_worse = version(1600, 20.0)  # ten points lower: the rule keeps the better one
+    assert move_champion(client, "sentiment", faster_worse, rule) == \
+        f"{CHAMPION} stays version 2: the report's rule prefers it to this one"
+    elsewhere = version(1900, 10.0, split="test-2")
+    assert "another test split" in move_champion(client, "sentiment", elsewhere, rule)
+    assert str(client.get_model_version_by_alias("sentiment", CHAMPION).version) == "2"

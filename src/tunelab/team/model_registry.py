@@ -158,7 +158,7 @@ def move_champion(client, name: str, version, recommend) -> str:
     except MlflowException:
         client.set_registered_model_alias(name, CHAMPION, version.version)
         return f"now {CHAMPION} (there was none)"
-    if current.version == version.version:
+    if str(current.version) == str(version.version):
         return f"already {CHAMPION}"
     if current.tags.get(SPLIT_TAG) != version.tags.get(SPLIT_TAG):
         return (f"{CHAMPION} stays version {current.version}: it was scored on another test split, so the two cannot be "
