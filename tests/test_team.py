@@ -121,6 +121,20 @@ def test_a_remote_that_lacks_an_output_says_which_in_one_line_and_writes_nothing
                                     "--local` or the environment, never in git")
 
 
+@pytest.mark.parametrize(("url", "message"), [
+    ("fiel:///mnt/cache", "error: DVC remote 'team' URL 'fiel:///mnt/cache': unknown scheme 'fiel'; expected a folder or one"),
+    ("s3:///cache", "error: DVC remote 'team' URL 's3:///cache': no host or bucket; expected s3://HOST_OR_BUCKET/PATH"),
+])
+def test_a_mistyped_remote_url_is_one_line_before_anything_moves(url, message, tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    run(tmp_path, "dvc", "init", "-q")
+    run(tmp_path, "dvc", "remote", "add", "-d", "team", url)  # DVC takes any string
+    for command in ("push", "pull"):
+        refused = run(tmp_path, "tunelab", command, check=False)
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+        assert refused.stderr.startswith(message)
+
+
 def test_a_remote_url_is_shown_without_its_password():
     from tunelab.secrets import shown
 

@@ -209,8 +209,10 @@ def test_the_recommended_variant_is_registered_reloads_with_the_evaluators_answe
     assert version.tags["dvc_lock_hash"] == deploy and version.tags["git_commit"] and version.tags["data_fingerprint"]
     assert version.tags["metric"] == "accuracy" and "[" in version.tags["score"]
 
-    # loaded back as MLflow loads any model: the evaluator's greedy answers on the first test rows
+    # loaded back as MLflow loads any model: the evaluator's greedy answers on the first test rows (the process's
+    # MLflow URIs are global, and an earlier test in this worker may have set them to another server)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    mlflow.set_tracking_uri(url)
     model = mlflow.pyfunc.load_model(f"models:/tiny@{CHAMPION}")
     conf = compose_conf(project / "conf")
     rows = [json.loads(line) for line in (project / "data/prepared/test.jsonl").read_text().splitlines()[:4]]
@@ -240,6 +242,7 @@ def to_prompt(conf: dict):
 
 DYING_STAGE = """
 import json, os, signal, sys, time
+os.environ["MLFLOW_TRACKING_URI"] = sys.argv[1]  # this server, whatever the caller's environment named
 from tunelab.tracking.mlflow_run import stage_run
 params = {"tracking": {"uri": sys.argv[1], "experiment": "dying", "enabled": True}}
 with stage_run("train", params, sections=("tracking",)) as staged:

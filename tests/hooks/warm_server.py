@@ -48,7 +48,8 @@ ALLOWED_PREFIXES = ("DVC_", "TUNELAB_", "GIT_AUTHOR_", "GIT_COMMITTER_", "MLFLOW
 # the caller's sys.path (its PYTHONPATH and the stage's own folder) finds every preloaded module where
 # this server found it.
 ALLOWED_NAMES = {"MLFLOW_TRACKING_URI", "_MLFLOW_TELEMETRY_SESSION_ID", "PYTEST_CURRENT_TEST", "PATH", "PWD",
-                 "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "PYTHONPATH"}
+                 "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "PYTHONPATH",
+                 "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"}  # read when a run ends (tunelab sets it), never at import
 MAX_REQUEST = 1 << 20
 
 

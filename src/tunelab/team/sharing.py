@@ -8,6 +8,7 @@ DVC's multi-line warnings, and a remote URL shown without its credentials.
 """
 
 import logging
+from urllib.parse import urlsplit
 
 from tunelab.errors import TunelabError
 from tunelab.secrets import shown
@@ -30,7 +31,26 @@ def _open(remote: str | None):
     if name not in remotes:
         raise TunelabError(f"DVC remote {name!r} is not configured (.dvc/config has {sorted(remotes) or 'none'}): "
                            f"{HOW_TO_NAME}")
-    return repo, name, remotes[name]["url"]
+    url = remotes[name]["url"]
+    check_url(name, url)
+    return repo, name, url
+
+
+def check_url(name: str, url: str) -> None:
+    """DVC takes any string as a remote's URL (a mistyped scheme becomes a local folder, or a push of
+    nothing): the scheme must be one DVC has a filesystem for, with its host or bucket after ``//``."""
+    from dvc_objects.fs import known_implementations
+
+    parts = urlsplit(url)
+    if not parts.scheme or parts.scheme == "file" or len(parts.scheme) == 1:  # a path (C: on Windows)
+        return
+    if parts.scheme not in known_implementations:
+        raise TunelabError(f"DVC remote {name!r} URL {shown(url)!r}: unknown scheme {parts.scheme!r}; expected a folder "
+                           f"or one of {sorted(set(known_implementations) - {'local', 'memory'})} "
+                           "(fix it: dvc remote modify team url URL)")
+    if not parts.netloc:
+        raise TunelabError(f"DVC remote {name!r} URL {shown(url)!r}: no host or bucket; expected "
+                           f"{parts.scheme}://HOST_OR_BUCKET/PATH (fix it: dvc remote modify team url URL)")
 
 
 def push(remote: str | None = None) -> str:
