@@ -10,7 +10,6 @@ import time
 
 import pytest
 from pipeline_project import ran_stages, run
-from test_sweep import SWEEP, swept  # noqa: F401 - the sweep's session fixture, shared through git here
 
 BUCKET = "tunelab-team"
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "team-key", "AWS_SECRET_ACCESS_KEY": "team-secret-value",
@@ -144,24 +143,24 @@ def test_a_remote_url_is_shown_without_its_password():
 
 
 @pytest.mark.slow
-def test_a_sweep_is_shared_as_experiments_and_its_report_rebuilt_from_them(swept, tmp_path):  # noqa: F811
-    from pipeline_project import copy_project
-
-    project = copy_project(swept[0], tmp_path / "a")
-    storage, origin = share(project, tmp_path)
-    names = [f"{SWEEP}-1", f"{SWEEP}-2"]
-    run(project, "tunelab", "push")  # the baseline's outputs, which the sweep's cached stages reuse
-    run(project, "dvc", "exp", "push", "origin", *names)  # the experiments to git, their own data to the team's remote
+def test_a_sweep_is_shared_as_experiments_and_its_report_rebuilt_from_them(baseline_copy, tmp_path):
+    project = baseline_copy
+    storage, origin = share(project, tmp_path)  # the remote named (and committed) before the sweep, as README says
+    run(project, "tunelab", "push")
+    # the baseline's own configuration (every stage cached) and another margin (only the report reruns)
+    run(project, "tunelab", "-m", "eval.recommend.margin=0.02,0.05", "--name", "shared")
+    names = ["shared-1", "shared-2"]
+    run(project, "dvc", "exp", "push", "origin", *names)  # the experiments to git, their data to the team's remote
     teammate = tmp_path / "b"
     subprocess.run(["git", "clone", "-q", "-b", "main", str(origin), str(teammate)], check=True)
     run(teammate, "dvc", "exp", "pull", "origin", *names)
-    rebuilt = run(teammate, "tunelab", "--report", SWEEP)
+    rebuilt = run(teammate, "tunelab", "--report", "shared")
     assert "rebuilt from 2 pulled experiments" in rebuilt.stdout
-    mine = json.loads((project / "sweeps" / SWEEP / "results.json").read_text())
-    theirs = json.loads((teammate / "sweeps" / SWEEP / "results.json").read_text())
+    mine = json.loads((project / "sweeps/shared/results.json").read_text())
+    theirs = json.loads((teammate / "sweeps/shared/results.json").read_text())
     assert [(r["name"], r["metrics"]) for r in theirs["runs"]] == [(r["name"], r["metrics"]) for r in mine["runs"]]
-    assert "strategy.name=ia3" in theirs["runs"][0]["overrides"]  # what differs from the baseline, key by key
-    assert theirs["recommended"] == mine["recommended"]  # the predictions came with the experiments
+    assert [r["overrides"] for r in theirs["runs"]] == [[], ["eval.recommend.margin=0.05"]]  # what differs, key by key
+    assert theirs["recommended"] == mine["recommended"] and mine["recommended"]  # the predictions came along
 
 
 def test_the_champion_moves_only_when_the_reports_rule_prefers_the_new_version(tmp_path):

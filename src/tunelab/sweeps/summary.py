@@ -199,13 +199,14 @@ def experiment_scores(row: dict) -> dict[str, float]:
 
 
 @functools.cache
-def workspace_remotes() -> dict:
-    """The workspace's DVC remotes and default, as a config to read other revisions with."""
+def workspace_remotes() -> dict | None:
+    """The workspace's default DVC remote, as a config to read other revisions with; None (each
+    revision's own config) where the workspace names none."""
     from dvc.repo import Repo
 
     with Repo(".") as repo:
-        remotes, default = dict(repo.config["remote"]), repo.config["core"].get("remote")
-    return {"remote": remotes, **({"core": {"remote": default}} if default else {})}
+        default = repo.config["core"].get("remote")
+        return {"remote": {default: dict(repo.config["remote"][default])}, "core": {"remote": default}} if default else None
 
 
 def recommendation_section(rows: list[dict], runs: list[SweepRun], read_scores) -> tuple[str, dict | None]:
