@@ -258,32 +258,51 @@ def register(argv: list[str]) -> str:
     return register_model(args.name, args.variant, tracking, recommend)
 
 
+def tracking_server(argv: list[str]) -> int:
+    from tunelab.team import tracking_server as server
+
+    return server.main(argv)
+
+
+def sharing(verb: str):
+    """``tunelab push [REMOTE]`` / ``tunelab pull [REMOTE]``."""
+    def run(argv: list[str]) -> int:
+        from tunelab.team import sharing as team_sharing
+
+        if len(argv) > 1:
+            raise TunelabError(f"tunelab {verb} [REMOTE]: one remote name at most, got {argv}")
+        print(getattr(team_sharing, verb)(*argv))
+        return 0
+
+    return run
+
+
+def registering(argv: list[str]) -> int:
+    print(register(argv))
+    return 0
+
+
+SUBCOMMANDS = {"serve": serve, "tracking-server": tracking_server, "register": registering,
+               "push": sharing("push"), "pull": sharing("pull")}
+"""``tunelab NAME ...``: each takes the arguments after its name and returns the exit code
+(serve does not return: the process becomes the server). Anything else is a run or a sweep."""
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if argv[:1] == ["serve"]:
-            serve(argv[1:])  # does not return: the process becomes the server
-        if argv[:1] == ["tracking-server"]:
-            from tunelab.team import tracking_server as server
-
-            sys.exit(server.main(argv[1:]))
-        if argv[:1] == ["register"]:
-            print(register(argv[1:]))
-            sys.exit(0)
-        if argv[:1] in (["push"], ["pull"]) and len(argv) <= 2:
-            from tunelab.team import sharing
-
-            print(getattr(sharing, argv[0])(*argv[1:]))
-            sys.exit(0)
-        args = parse_args(argv)
-        command = "tunelab " + shlex.join(argv)
-        if args.report:
-            report(args.report)
-            code = 0
-        elif args.multirun:
-            code = multirun(args, command)
+        if argv[:1] and argv[0] in SUBCOMMANDS:
+            code = SUBCOMMANDS[argv[0]](argv[1:])
         else:
-            code = single_run(args.overrides)
+            args = parse_args(argv)
+            command = "tunelab " + shlex.join(argv)
+            if args.report:
+                report(args.report)
+                code = 0
+            elif args.multirun:
+                code = multirun(args, command)
+            else:
+                code = single_run(args.overrides)
     except TunelabError as error:
         print(f"error: {error}", file=sys.stderr)
         code = USER_ERROR_EXIT_CODE
