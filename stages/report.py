@@ -125,8 +125,8 @@ def paired_comparisons(rows: list[dict], settings: EvalConfig) -> dict:
         return {}
     scores = {row_key(r): row_scores(LAYOUT.eval_outputs(r["variant"])[1] / f"{r['prompting']}.jsonl", r["scoring"])
               for r in rows}
-    return compare_with_best(scores, proportions=rows[0]["ci_method"] == "wilson", margin=settings.recommend.margin,
-                             level=settings.recommend.level, seed=settings.seed)
+    return compare_with_best(scores, settings.recommend.margin, settings.recommend.level, settings.seed,
+                             proportions=rows[0]["ci_method"] == "wilson")
 
 
 def extra_sets_line(extra_sets: list[str]) -> str:

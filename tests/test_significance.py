@@ -38,7 +38,7 @@ def row(variant: str, prompting: str, scores: list[float], latency: float | None
 
 def judged(rows: list[dict], scores: dict[str, list[float]], proportions: bool = True) -> list[dict]:
     keys = {f"{r['variant']}/{r['prompting']}/choice": r for r in rows}
-    compared = compare_with_best({key: by_id(scores[key]) for key in keys}, proportions, MARGIN, LEVEL)
+    compared = compare_with_best({key: by_id(scores[key]) for key in keys}, MARGIN, LEVEL, proportions=proportions)
     return with_comparisons(rows, compared)
 
 
@@ -82,9 +82,9 @@ def test_a_row_shown_worse_beyond_the_margin_is_worse_and_a_small_sure_loss_is_n
     far, best = pairs(300, 10, 150, 40)
     near_best = [1.0] * 4000 + [0.0] * 1000
     near = [0.0] * 40 + near_best[40:]  # 0.008 worse on 5,000 rows: shown worse, and shown within the margin too
-    compared = compare_with_best({"far": by_id(far), "best": by_id(best)}, True, MARGIN, LEVEL)
+    compared = compare_with_best({"far": by_id(far), "best": by_id(best)}, MARGIN, LEVEL, proportions=True)
     assert compared["far"].verdict == WORSE and compared["far"].high < 0
-    compared = compare_with_best({"near": by_id(near), "best": by_id(near_best)}, True, MARGIN, LEVEL)
+    compared = compare_with_best({"near": by_id(near), "best": by_id(near_best)}, MARGIN, LEVEL, proportions=True)
     assert compared["near"].high < 0 and compared["near"].verdict == NON_INFERIOR
 
 
@@ -96,16 +96,16 @@ def test_a_mean_gets_a_paired_bootstrap_interval_and_the_same_verdicts():
     low, high = mean_difference_interval(list(close), list(best), 0.95)
     assert low < float(np.mean(close - best)) < high and high - low < 0.01
     compared = compare_with_best({"best": by_id(list(best)), "close": by_id(list(close)),
-                                  "loose": by_id(list(loose))}, False, MARGIN, LEVEL)
+                                  "loose": by_id(list(loose))}, MARGIN, LEVEL, proportions=False)
     assert compared["close"].verdict == NON_INFERIOR and compared["close"].test == "paired bootstrap"
     assert compared["loose"].verdict == INCONCLUSIVE and compared["loose"].rows == 200
 
 
 def test_bonferroni_makes_each_claim_stricter_as_the_table_grows():
     cheap, best = pairs(400, 5, 9, 86)  # 500 rows, 0.008 apart: non-inferior alone, not among many
-    few = compare_with_best({"cheap": by_id(cheap), "best": by_id(best)}, True, MARGIN, LEVEL)
+    few = compare_with_best({"cheap": by_id(cheap), "best": by_id(best)}, MARGIN, LEVEL, proportions=True)
     others = {f"other{i}": by_id([0.0] * 500) for i in range(40)}
-    many = compare_with_best({"cheap": by_id(cheap), "best": by_id(best), **others}, True, MARGIN, LEVEL)
+    many = compare_with_best({"cheap": by_id(cheap), "best": by_id(best), **others}, MARGIN, LEVEL, proportions=True)
     assert few["cheap"].level == LEVEL and many["cheap"].level == pytest.approx(LEVEL / 41)
     assert many["cheap"].low < few["cheap"].low
     assert few["cheap"].verdict == NON_INFERIOR and many["cheap"].verdict == INCONCLUSIVE

@@ -89,12 +89,15 @@ class Comparison:
         return WORSE if self.high < 0 else INCONCLUSIVE
 
 
-def compare_with_best(scores: dict[str, dict[str, float]], proportions: bool, margin: float, level: float,
-                      seed: int = 0) -> dict[str, Comparison]:
+def compare_with_best(scores: dict[str, dict[str, float]], margin: float, level: float, seed: int = 0,
+                      proportions: bool | None = None) -> dict[str, Comparison]:
     """Each row (key → its per-test-row scores by row id) against the best one, on the rows both
     were scored on. The best is the highest mean among the rows scored on the most test rows
     (methods limited to a few rows, such as self-consistency, are compared on those).
-    ``proportions``: the scores are 0/1 (exact conditional interval), else means (paired bootstrap)."""
+    ``proportions``: the scores are 0/1 (exact conditional interval), else means (paired bootstrap);
+    None: 0/1 when every score is (where no interval method says which)."""
+    if proportions is None:
+        proportions = all(value in (0.0, 1.0) for rows in scores.values() for value in rows.values())
     widest = max(map(len, scores.values()))
     best = max((key for key, rows in scores.items() if len(rows) == widest),
                key=lambda key: np.mean(list(scores[key].values())))

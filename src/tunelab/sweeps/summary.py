@@ -180,7 +180,7 @@ def seed_metrics(aggregated: list[dict]) -> dict[str, float]:
     return figures
 
 
-TEST_SPLIT = str(LAYOUT.prepared / "test.jsonl")
+TEST_SPLIT = str(LAYOUT.split(LAYOUT.prepared, "test"))
 
 
 def sweep_key(row: dict) -> str:
@@ -227,8 +227,7 @@ def recommendation_section(rows: list[dict], runs: list[SweepRun], read_scores) 
     except (OSError, DvcException, DataIndexError) as missing:  # not in this workspace's cache, nor pulled
         return (f"\n## Recommendation\n\nNone: a run's predictions could not be read ({missing}); `dvc exp pull` "
                 "the runs with their data, or read each run's own metrics/report.md.\n"), None
-    proportions = all(value in (0.0, 1.0) for rows_scores in scores.values() for value in rows_scores.values())
-    judged = with_comparisons(rows, compare_with_best(scores, proportions, recommend.margin, recommend.level), sweep_key)
+    judged = with_comparisons(rows, compare_with_best(scores, recommend.margin, recommend.level), sweep_key)
     if (pick := recommended(judged)) is None:
         return "", None
     lines = [f"| {r['label']} | {score_cell(r)} | {versus_cell(r)} |" for r in judged]

@@ -4,7 +4,7 @@
     tunelab register --variant merged    # any servable variant
     tunelab serve models:/tunelab@champion
 
-The model is a pyfunc (tracking/greedy_model.py) whose artifact is the variant's Hugging Face
+The model is a pyfunc (team/greedy_model.py) whose artifact is the variant's Hugging Face
 folder with its tokenizer and chat template, and whose version carries its lineage: the git
 commit, the dvc.lock hash of the folder, the test split's fingerprint and the headline metric
 with its interval. A folder already registered under the name (the same dvc.lock hash) is not
@@ -23,16 +23,15 @@ import tempfile
 from pathlib import Path
 
 from tunelab.errors import TunelabError
-from tunelab.io.jsonl import read_jsonl
 from tunelab.layout import BASE, LAYOUT, TRAINED
-from tunelab.reporting.significance import compare_with_best
+from tunelab.reporting.significance import compare_with_best, row_scores
 from tunelab.reporting.tables import recommended, row_key, rows_of, with_comparisons
 
 CHAMPION = "champion"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 CONTENT_TAG, SPLIT_TAG = "tunelab.content", "tunelab.test_split"
 MODEL_CODE = Path(__file__).with_name("greedy_model.py")
-TEST_SPLIT = "data/prepared/test.jsonl"
+TEST_SPLIT = str(LAYOUT.split(LAYOUT.prepared, "test"))
 
 
 def check_name(name: str) -> None:
@@ -73,28 +72,20 @@ def pick(variant: str | None) -> dict:
     return ranked[0]
 
 
-def lock_hashes() -> dict[str, str]:
-    import yaml
-
-    lock = yaml.safe_load(Path("dvc.lock").read_text())["stages"]
-    return {out["path"]: out["md5"] for stage in lock.values() for out in stage.get("outs", [])}
-
-
 def register(name: str, variant: str | None, tracking, recommend) -> str:
     """Log (or reuse) the model of the chosen row, register it, and move ``champion`` by the rule."""
 
-    from tunelab.tracking.lineage import git_commit
+    from tunelab.tracking.lineage import git_commit, output_hashes
     from tunelab.tracking.mlflow_run import open_experiment
 
     check_name(name)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its run links and registration notes: this prints the outcome
     row = pick(variant)
     folder, output = model_folder(row["variant"])
-    hashes = lock_hashes()
+    hashes = output_hashes()
     content = f"{hashes[output]}:{row['variant']}"
     client, experiment_id = open_experiment(tracking)
-    scores = {str(r["id"]): r[row["scoring"]]["score"]
-              for r in read_jsonl(LAYOUT.eval_outputs(row["variant"])[1] / f"{row['prompting']}.jsonl")}
+    scores = row_scores(LAYOUT.eval_outputs(row["variant"])[1] / f"{row['prompting']}.jsonl", row["scoring"])
     version = existing_version(client, name, content) or log_version(
         client, experiment_id, name, folder, row, scores,
         {CONTENT_TAG: content, SPLIT_TAG: hashes.get(TEST_SPLIT, "?"), "data_fingerprint": hashes.get("data/raw", "?"),
@@ -165,8 +156,7 @@ def move_champion(client, name: str, version, recommend) -> str:
                 "compared row by row")
     (old, old_scores), (new, new_scores) = version_row(client, current), version_row(client, version)
     old, new = {**old, "run": "champion"}, {**new, "run": "new"}
-    compared = compare_with_best({"champion": old_scores, "new": new_scores}, set(new_scores.values()) <= {0.0, 1.0},
-                                 recommend.margin, recommend.level)
+    compared = compare_with_best({"champion": old_scores, "new": new_scores}, recommend.margin, recommend.level)
     judged = with_comparisons([old, new], compared, by_run)
     if recommended(judged)["run"] == "new":
         client.set_registered_model_alias(name, CHAMPION, version.version)

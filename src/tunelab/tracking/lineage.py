@@ -77,9 +77,14 @@ def lineage_tags(hashes: dict[str, str]) -> dict[str, str]:
     return {LOCK_TAG_PREFIX + path: md5 for path, md5 in hashes.items() if path.startswith(("data/", "models/"))}
 
 
+def output_hashes(lock_file: Path = LOCK_FILE) -> dict[str, str]:
+    """``{path: md5}`` of every output dvc.lock records."""
+    return _output_hashes(_lock_stages(lock_file))
+
+
 def pipeline_output_hashes(lock_file: Path = LOCK_FILE) -> dict[str, str]:
     """Every data and model output in dvc.lock: the lineage of a whole pipeline run."""
-    return lineage_tags(_output_hashes(_lock_stages(lock_file)))
+    return lineage_tags(output_hashes(lock_file))
 
 
 def pip_freeze() -> str:
