@@ -119,6 +119,7 @@ def test_each_row_carries_its_paired_comparison_with_the_best_into_the_tables_an
     assert comparisons.splitlines()[-1] == (
         "| base/zero_shot/choice | 100 | -0.300 | [-0.412, -0.188] | McNemar exact (conditional) | worse |")
     assert "one-sided bound at 5.00% (1 rows compared, Bonferroni)" in comparisons and "above −0.02" in comparisons
+    assert "hold together at 95% (eval.recommend.level)" in comparisons  # the level, not a fixed 95%
     assert metrics_by_key(marked)["base/zero_shot/choice"].items() >= {"vs_best": "worse", "diff_vs_best": -0.3,
                                                                     "diff_vs_best_ci_high": -0.1877}.items()
 
