@@ -231,7 +231,8 @@ def comparisons_table(rows: list[dict], compared: dict) -> str:
              for key, c in compared.items()]
     return (f"Each row against the best, `{first.best}`, on the test rows both were scored on. Each end of an "
             f"interval is a one-sided bound at {first.level:.2%} ({len(compared)} rows compared, Bonferroni), so "
-            f"all the table's claims hold together at {1 - first.level * len(compared):.0%} (eval.recommend.level). **non-inferior**: the lower end is above "
+            f"all the table's claims hold together at {1 - first.level * len(compared):.0%} "
+            f"(eval.recommend.level). **non-inferior**: the lower end is above "
             f"−{first.margin:g} (eval.recommend.margin); **worse**: the upper end is below 0; **inconclusive**: "
             f"neither, never recommended.\n\n| row | rows | Δ {metric} | interval | test | verdict |\n"
             "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
