@@ -30,7 +30,7 @@ def main() -> None:
         model, tokenizer = load_source_model(model_config)
         load_seconds = time.perf_counter() - started
         with atomic_dir(LAYOUT.base_model) as folder:
-            save_base_model(model, tokenizer, folder)
+            save_base_model(model, tokenizer, folder, model_config.chat_template)
         metrics = {
             "parameters": model.num_parameters(),
             "load_seconds": round(load_seconds, 2),

@@ -37,11 +37,11 @@ def main() -> None:
     params = read_params()
     validate_config(params)
     source = to_section(SourceConfig, "data.source", params["data"]["source"])
-    train_source = params["data"].get("train_source")
     model = to_section(ModelConfig, "model", params["model"])
     origin = source_fingerprint(source)
-    if train_source:
-        origin["train"] = source_fingerprint(to_section(SourceConfig, "data.train_source", train_source))
+    for split in ("train", "test"):
+        if split_source := params["data"].get(f"{split}_source"):
+            origin[split] = source_fingerprint(to_section(SourceConfig, f"data.{split}_source", split_source))
     if extra_sets := read_extra_test_sets(params):
         origin["extra"] = {name: source_fingerprint(extra.source) for name, extra in extra_sets.items()}
     write_json(LAYOUT.data_origin, origin)

@@ -29,7 +29,7 @@ from tunelab.io.jsonl import read_jsonl
 from tunelab.layout import ALIGNED, BASE, LAYOUT, SKIPPED, TRAINED
 from tunelab.models.loading import continues_a_cache, load_variant
 from tunelab.prompts.formatting import load_tokenizer
-from tunelab.records import PromptSearchRecord, QuantizeRecord, read_optional, read_record
+from tunelab.records import PromptSearchRecord, QuantizeRecord, prepared_data, read_optional, read_record
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
 
@@ -84,7 +84,7 @@ def main() -> None:
     params = read_params()
     settings = to_section(EvalConfig, "eval", params.get("eval"))
     training_prompt = to_section(PromptConfig, "prompt", params.get("prompt"))
-    data = to_section(DataConfig, "data", params.get("data"))
+    data = prepared_data(to_section(DataConfig, "data", params.get("data")))
     task, labels = TASKS[data.task], data.labels
     required = ("id", "text", "label") if data.classifies else ("id", "references")
     deployed = variant not in (BASE, TRAINED, ALIGNED)

@@ -33,13 +33,15 @@ def main() -> None:
     params = read_params()
     data = params.get("data") or {}
     source = to_section(SourceConfig, "data.source", data.get("source"))
-    train_source = data.get("train_source") and to_section(SourceConfig, "data.train_source", data["train_source"])
+    split_sources = {split: to_section(SourceConfig, f"data.{split}_source", data[f"{split}_source"])
+                     for split in ("train", "test") if data.get(f"{split}_source")}
     extra_sets = read_extra_test_sets(params)
     with stage_run("fetch", params, sections=("data",)) as run:
         with atomic_dir(LAYOUT.raw) as folder:
             provenance = fetch(source, folder)
-            if train_source:
-                provenance["train"] = fetch_into(train_source, folder / LAYOUT.raw_train.name, "train split")
+            for split, split_source in split_sources.items():
+                into = folder / getattr(LAYOUT, f"raw_{split}").relative_to(LAYOUT.raw)
+                provenance[split] = fetch_into(split_source, into, f"{split} split")
             for name, extra in extra_sets.items():
                 into = folder / LAYOUT.raw_extra(name).relative_to(LAYOUT.raw)
                 provenance.setdefault("extra", {})[name] = fetch_into(extra.source, into, f"extra test set {name}")

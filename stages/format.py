@@ -26,6 +26,7 @@ from tunelab.layout import LAYOUT
 from tunelab.prompts.formatting import format_chat_example, format_example, load_tokenizer
 from tunelab.prompts.templates import PromptTemplate
 from tunelab.prompts.tokenization import drop_truncated, length_report, special_tokens_report
+from tunelab.records import prepared_data
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
 
@@ -34,7 +35,7 @@ def main() -> None:
     params = read_params()
     prompt = to_section(PromptConfig, "prompt", params.get("prompt"))
     settings = to_section(FormatConfig, "format", params.get("format"))
-    data = to_section(DataConfig, "data", params.get("data"))
+    data = prepared_data(to_section(DataConfig, "data", params.get("data")))
     formatter = partial(format_example, labels=data.labels) if data.classifies else format_chat_example
     required = ("id", "text", "label") if data.classifies else ("id", "references")
     template = PromptTemplate(prompt)

@@ -26,7 +26,7 @@ from tunelab.errors import TunelabError
 from tunelab.io.atomic import atomic_dir
 from tunelab.io.jsonl import read_jsonl
 from tunelab.layout import LAYOUT
-from tunelab.records import ServeRecord
+from tunelab.records import ServeRecord, prepared_data
 from tunelab.serving.engines import Server, choose
 from tunelab.serving.load_test import batching_gain, load_test, save_load_test_plots, served_chats
 from tunelab.stage import run_stage
@@ -36,7 +36,7 @@ SKIPPED = "serve.load_test.enabled is false (dvc exp run -S serve.load_test.enab
 
 
 def workloads(settings: ServeConfig, params: dict) -> dict[str, list[list[dict]]]:
-    data = to_section(DataConfig, "data", params.get("data"))
+    data = prepared_data(to_section(DataConfig, "data", params.get("data")))
     prompt = to_section(PromptConfig, "prompt", params.get("prompt"))
     rows = read_jsonl(LAYOUT.split(LAYOUT.prepared, "test"))[: settings.load_test.requests]
     if not rows:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tre
 
 from tunelab.config.load import read_extra_test_sets, read_params, to_section
 from tunelab.config.schema import DataConfig
-from tunelab.data.cleaning import clean
+from tunelab.data.cleaning import clean, inferred_labels
 from tunelab.data.readers import read_records
 from tunelab.data.split import (
     check_no_leakage,
@@ -28,6 +28,7 @@ from tunelab.data.split import (
     held_out_rows,
     label_counts,
     split_examples,
+    with_test_from,
     with_train_from,
 )
 from tunelab.io.atomic import write_jsonl
@@ -49,6 +50,16 @@ def train_from_source(splits: dict, config: DataConfig, provenance: dict) -> tup
                                      "examples": len(examples), "overlaps_evaluation": overlapping}}
 
 
+def split_around_test(examples: list[dict], config: DataConfig, provenance: dict) -> tuple[dict, dict]:
+    """The seeded split; or, with data.test_source, its rows as the test split as they are, the
+    main source's split into val and train; and what became of the test source's rows."""
+    if config.test_source is None:
+        return split_examples(examples, config), {}
+    kept, cleaning = clean(read_fetched(LAYOUT.raw_test, provenance["test"], config.format), config)
+    return with_test_from(examples, kept, config), {
+        "test_source": {"raw_rows": cleaning.raw_rows, "dropped": dict(cleaning.dropped), "examples": len(kept)}}
+
+
 def extra_test_sets(sets: dict, config: DataConfig, provenance: dict, splits: dict) -> tuple[list[dict], dict]:
     """Every extra test set's rows, each tagged with its ``test_set``, and what became of its raw rows."""
     rows, stats = [], {}
@@ -68,13 +79,18 @@ def main() -> None:
     config = to_section(DataConfig, "data", params.get("data"))
     with stage_run("prepare", params, sections=("data",)) as run:
         provenance = json.loads((LAYOUT.raw / "source.json").read_text())
-        examples, cleaning = clean(read_fetched(LAYOUT.raw, provenance, config.format), config)
-        if config.train_source is None:
-            splits, train_source = split_examples(examples, config), {}
-        else:  # the main source's examples that val and test leave are unused
-            splits = split_examples(examples, replace(config, train_size=None))
+        records = read_fetched(LAYOUT.raw, provenance, config.format)
+        if config.infers_labels:
+            config = replace(config, labels=inferred_labels(records, config))
+        examples, cleaning = clean(records, config)
+        # with a train source, the main source's examples that val and test leave are unused
+        splitting = replace(config, train_size=None) if config.train_source else config
+        splits, test_source = split_around_test(examples, splitting, provenance)
+        train_source = {}
+        if config.train_source is not None:
             splits, train_source = train_from_source(splits, config, provenance["train"])
-        used = sum(len(rows) for name, rows in splits.items() if name != "train" or not train_source)
+        from_elsewhere = {"train": bool(train_source), "test": bool(test_source)}
+        used = sum(len(rows) for name, rows in splits.items() if not from_elsewhere.get(name))
         extra_rows, extra_stats = extra_test_sets(read_extra_test_sets(params), config, provenance, splits)
         stats = {
             "task": config.task,
@@ -82,10 +98,11 @@ def main() -> None:
             "dropped": dict(cleaning.dropped),
             "examples": len(examples),
             "split_sizes": {name: len(rows) for name, rows in splits.items()},
-            **({"labels": label_counts(splits)} if config.classifies else {}),
+            **({"label_names": config.labels, "labels": label_counts(splits)} if config.classifies else {}),
             **({"groups": group_counts(splits, config.group_field)} if config.group_field else {}),
             "unused_examples": len(examples) - used,
             **train_source,
+            **test_source,
             **({"extra_test_sets": extra_stats} if extra_stats else {}),
             "overlap": check_no_leakage(splits),
         }

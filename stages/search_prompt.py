@@ -28,6 +28,7 @@ from tunelab.io.jsonl import read_jsonl
 from tunelab.layout import BASE, LAYOUT
 from tunelab.models.loading import continues_a_cache, load_variant
 from tunelab.prompts.formatting import load_tokenizer
+from tunelab.records import prepared_data
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
 
@@ -99,7 +100,7 @@ def main() -> None:
     params = read_params()
     settings = to_section(EvalConfig, "eval", params.get("eval"))
     training_prompt = to_section(PromptConfig, "prompt", params.get("prompt"))
-    data = to_section(DataConfig, "data", params.get("data"))
+    data = prepared_data(to_section(DataConfig, "data", params.get("data")))
     task, labels = TASKS[data.task], data.labels
     with stage_run("search_prompt", params, sections=("eval", "prompt")) as run:
         name = optimized_method(settings)

@@ -76,7 +76,7 @@ def test_default_data_pins_the_real_vader_sdist():
         ("model", {"path": "???", "source": "local_dir"}, r"config key model.path: must be set when"),
         ("format", {"max_length": 2}, r"format.max_length: 2 is too small"),
         ("strategy", {"name": "dpo"}, r"config key strategy.name: unknown value 'dpo'"),
-        ("strategy", {"ia3": {"target_modules": ["k_proj"], "feedforward_modules": []}},
+        ("strategy", {"ia3": {"target_modules": ["k_proj"], "feedforward_modules": [], "peft": {}}},
          r"config key strategy.ia3: does not apply to strategy=lora \(it reads: \['lora'\]\)"),
         ("strategy", {"lora": {"rank": 4}}, r"config key strategy.lora.rank: Key 'rank' not in 'LoraOptions'"),
         ("strategy", {"name": "qlora"}, r"config key strategy.quantization: must be set for strategy=qlora"),
@@ -235,7 +235,7 @@ THREE_CHOICES = {"name": "mine", "template": "{{ text }} ||| {{ answer_choices[l
                                                             r"answer_choices: negative \|\|\| positive$"),
 ])
 def test_templates_whose_answer_choices_do_not_fit_the_labels_are_refused_with_the_config(changes, message):
-    composed = compose_conf(CONF, LOCAL_DATA)
+    composed = compose_conf(CONF, [*LOCAL_DATA, "prompt=sentiment_instruction"])  # a two-choice prompt, chosen
     with pytest.raises(TunelabError, match=message):
         validate_config({**composed, **{section: merged(composed[section], change) for section, change in changes.items()}})
 
@@ -287,7 +287,7 @@ GSM8K = ["data=gsm8k"]
                                              r"\['classification', 'generation', 'extractive_qa', 'math'\]"),
     (GSM8K, {"data": {"references_field": None}}, r"data: task math needs exactly one of data.layout .* and "
                                                   r"data.references_field"),
-    (GSM8K, {"data": {"layout": "sharegpt", "references_field": None}}, r"config key data.layout: unknown value 'sharegpt'; "
+    (GSM8K, {"data": {"layout": "openai", "references_field": None}}, r"config key data.layout: unknown value 'openai'; "
                                                                        r"expected one of \['prompt_completion', 'alpaca'"),
     (GSM8K, {"data": {"labels": ["a", "b"]}}, r"config key data.labels: is for classification; task math rows are a prompt "
                                               r"and references"),

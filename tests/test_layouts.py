@@ -12,7 +12,7 @@ WHERE = "train.jsonl:3"
 
 
 def test_every_layout_becomes_a_chat_ending_with_the_scored_assistant_turn():
-    assert LAYOUTS.names() == ["prompt_completion", "alpaca", "messages"]
+    assert LAYOUTS.names() == ["prompt_completion", "alpaca", "messages", "sharegpt"]
     assert read_example({"q": "2+2?", "a": ["4", "four"]}, "prompt_completion", {"prompt": "q", "completion": "a"}, WHERE) \
         == ([{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}], ["4", "four"])
     assert read_example({"instruction": "Translate", "input": "chat", "output": "cat"}, "alpaca", {}, WHERE) == \
@@ -23,6 +23,28 @@ def test_every_layout_becomes_a_chat_ending_with_the_scored_assistant_turn():
     messages, references = read_example({"turns": chat, "persona": "Be brief."}, "messages",
                                         {"messages": "turns", "system": "persona"}, WHERE)
     assert messages == [{"role": "system", "content": "Be brief."}, *chat] and references == ["goodbye"]
+
+
+def test_sharegpt_rows_map_their_role_names_to_the_chat_roles():
+    conversation = [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "hi"},
+                    {"from": "gpt", "value": "hello"}, {"from": "human", "value": "bye"}, {"from": "gpt", "value": "ciao"}]
+    messages, references = read_example({"conversations": conversation}, "sharegpt", {}, WHERE)
+    assert [turn["role"] for turn in messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert [turn["content"] for turn in messages] == ["Be brief.", "hi", "hello", "bye", "ciao"] and references == ["ciao"]
+    own = [{"from": "customer", "value": "refund?"}, {"from": "agent", "value": "yes"}]
+    assert read_example({"chat": own}, "sharegpt", {"conversations": "chat"}, WHERE,
+                        roles={"customer": "user", "agent": "assistant"})[1] == ["yes"]
+    renamed = [{"role": "human", "content": "hi"}, {"role": "bot", "content": "hello"}]
+    assert read_example({"messages": renamed}, "messages", {}, WHERE, roles={"human": "user", "bot": "assistant"})[1] \
+        == ["hello"]
+
+
+def test_a_sharegpt_turn_with_an_unknown_role_is_one_line_saying_how_to_map_it():
+    conversation = [{"from": "human", "value": "hi"}, {"from": "bot", "value": "hello"}]
+    with pytest.raises(TunelabError) as refused:
+        read_example({"conversations": conversation}, "sharegpt", {}, WHERE)
+    assert str(refused.value) == ("train.jsonl:3: turn 2 has from 'bot', none of ['assistant', 'gpt', 'human', "
+                                  "'system', 'user']; map it, e.g. -S 'data.roles={bot: assistant}'")
 
 
 @pytest.mark.parametrize(("fields", "layout", "message"), [
@@ -37,10 +59,11 @@ def test_every_layout_becomes_a_chat_ending_with_the_scored_assistant_turn():
     ({"messages": [{"role": "user", "content": "a"}]}, "messages", "train.jsonl:3: no assistant turn"),
     ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
                    {"role": "user", "content": "c"}]}, "messages", "train.jsonl:3: the last turn is a user turn"),
-    ({"messages": [{"role": "bot", "content": "a"}]}, "messages", "train.jsonl:3: turn 1 must be {role, content}"),
+    ({"messages": [{"role": "bot", "content": "a"}]}, "messages", "train.jsonl:3: turn 1 has role 'bot', none of"),
+    ({"messages": [{"role": "user"}]}, "messages", "train.jsonl:3: turn 1 must be {role, content}"),
     ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": " "}]}, "messages",
      "train.jsonl:3: turn 2 (assistant) is empty"),
-    ({"messages": "hi"}, "messages", "train.jsonl:3: messages must be a non-empty list"),
+    ({"messages": "hi"}, "messages", "train.jsonl:3: the chat must be a non-empty list"),
 ])
 def test_a_row_that_cannot_be_trained_or_scored_is_one_line_naming_it(fields, layout, message):
     with pytest.raises(TunelabError) as refused:
@@ -49,8 +72,8 @@ def test_a_row_that_cannot_be_trained_or_scored_is_one_line_naming_it(fields, la
 
 
 def test_an_unknown_layout_names_the_known_ones():
-    with pytest.raises(TunelabError, match=r"config key data.layout: unknown value 'sharegpt'; expected one of"):
-        read_example({}, "sharegpt", {}, WHERE)
+    with pytest.raises(TunelabError, match=r"config key data.layout: unknown value 'openai'; expected one of"):
+        read_example({}, "openai", {}, WHERE)
 
 
 def loss_spans(tokenizer, example) -> list[str]:

@@ -20,8 +20,10 @@ class Layout:
         self.model_origin = root / "models/origin.json"
         self.raw = root / "data/raw"
         self.raw_train = root / "data/raw/train"  # data.train_source's rows, where it is set
+        self.raw_test = root / "data/raw/test"  # data.test_source's rows, where it is set
         self.extra_test = root / "data/prepared/extra_test.jsonl"  # eval.extra_test_sets' rows, each with its test_set
         self.prepared = root / "data/prepared"
+        self.prepared_stats = root / "data/prepared/stats.json"  # counts, drops, overlap; the label names
         self.formatted = root / "data/formatted"
         self.predictions = root / "data/predictions"
         # models

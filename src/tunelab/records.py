@@ -8,10 +8,13 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, TypeVar
+from typing import TYPE_CHECKING, Optional, TypeVar
 
 from tunelab.errors import TunelabError
-from tunelab.layout import TRAINED
+from tunelab.layout import LAYOUT, TRAINED
+
+if TYPE_CHECKING:
+    from tunelab.config.schema import DataConfig
 
 Record = TypeVar("Record")
 
@@ -35,6 +38,22 @@ def read_optional(cls: type[Record], path: Path, producer: str) -> Optional[Reco
 def _known_fields(cls: type[Record], data: dict) -> Record:
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{key: value for key, value in data.items() if key in names})
+
+
+@dataclass(frozen=True)
+class PreparedStats:
+    """data/prepared/stats.json (stage prepare), the fields later stages read."""
+
+    label_names: list[str] = field(default_factory=list)
+    """classification: data.labels, or the names prepare found where it is ``auto``."""
+
+
+def prepared_data(data: "DataConfig") -> "DataConfig":
+    """The data config as the stages after prepare use it: with ``labels: auto``, the label names
+    prepare found (sorted) in place of ``auto``."""
+    if not data.infers_labels:
+        return data
+    return dataclasses.replace(data, labels=read_record(PreparedStats, LAYOUT.prepared_stats, "prepare").label_names)
 
 
 @dataclass(frozen=True)

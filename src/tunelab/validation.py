@@ -19,7 +19,7 @@ from tunelab.deploy.methods import METHODS
 from tunelab.errors import TunelabError
 from tunelab.evaluation.tasks import TASKS
 from tunelab.prompts.templates import PromptTemplate, check_choices_fit
-from tunelab.training.strategies import check_strategy_config
+from tunelab.training.strategies import check_peft_options, check_strategy_config
 
 
 def validate_config(params: dict[str, Any]) -> None:
@@ -34,14 +34,40 @@ def validate_config(params: dict[str, Any]) -> None:
             raise TunelabError(f"config key eval.extra_test_sets.{name}: {str(error).removeprefix('config key ')}"
                                " (the main data's, with the set's own data keys)") from None
     check_strategy_config(sections["strategy"])
+    check_passthroughs(sections)
     for name in sections["quantize"].variants:
         METHODS[name]  # an unknown name is refused here, listing the registered ones
     check_prompting_fits_task(sections)
     check_alignment(sections["align"])
-    if data.classifies:
+    if data.classifies and not data.infers_labels:  # auto: the names are known once prepare has read the file
         check_templates_answer_labels(sections)
     else:
         check_templates_are_chats(sections)
+
+
+def check_passthroughs(sections: dict) -> None:
+    """The options passed as they are to transformers, TRL and peft name their real fields. Their
+    classes are imported only where such options are set: most runs set none, and the imports cost
+    seconds of the check stage."""
+    train, align = sections["train"], sections["align"]
+    if train.extra_args:
+        from tunelab.training.run import check_extra_args
+
+        check_extra_args(train)
+    if align.lora.peft:
+        check_peft_options("align.lora", align.lora)
+    if align.extra_args:
+        from pathlib import Path
+
+        from tunelab.alignment.run import trl_arguments
+        from tunelab.config.passthrough import check_passthrough
+
+        method = ALIGN_METHODS[align.method]
+        if method.trainer is None:
+            raise TunelabError(f"config key align.extra_args: align={align.method} runs no trainer to pass them to")
+        _, config_class = method.trainer()
+        check_passthrough("align.extra_args", align.extra_args, config_class,
+                          trl_arguments(method, align, Path(".")), instead=" (from an align key)")
 
 
 def check_alignment(align) -> None:

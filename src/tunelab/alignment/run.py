@@ -16,12 +16,18 @@ from tunelab.alignment.rewards import check_rewards, reward_functions
 from tunelab.config.schema import AlignConfig
 from tunelab.evaluation.tasks import Task
 from tunelab.training.run import precision_flags
+from tunelab.training.strategies import lora_options_config
 
 
 def trl_config(method: AlignMethod, align: AlignConfig, output_dir: Path, **more):
-    """The method's TRL config: the shared optimisation settings, then the method's own."""
+    """The method's TRL config: the shared optimisation settings, the method's own, then align.extra_args."""
     _, config_class = method.trainer()
-    return config_class(
+    return config_class(**trl_arguments(method, align, output_dir, **more), **align.extra_args)
+
+
+def trl_arguments(method: AlignMethod, align: AlignConfig, output_dir: Path, **more) -> dict:
+    """What tunelab sets of the method's TRL config (align.extra_args may set any other field)."""
+    return dict(
         output_dir=str(output_dir),
         learning_rate=align.learning_rate,
         lr_scheduler_type="constant_with_warmup",
@@ -42,14 +48,6 @@ def trl_config(method: AlignMethod, align: AlignConfig, output_dir: Path, **more
         **method.options(align),
         **more,
     )
-
-
-def lora_config(align: AlignConfig):
-    from peft import LoraConfig, TaskType
-
-    lora = align.lora
-    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=list(lora.target_modules))
 
 
 def method_dataset(method: AlignMethod, pairs: list[dict], rows: list[dict]):
@@ -76,7 +74,7 @@ def build_align_trainer(method: AlignMethod, align: AlignConfig, model, tokenize
         extra["reward_funcs"], more["reward_weights"] = functions, weights
     args = trl_config(method, align, output_dir, **more)
     return trainer_class(model=model, args=args, train_dataset=method_dataset(method, pairs, rows),
-                         processing_class=tokenizer, peft_config=lora_config(align), callbacks=callbacks, **extra)
+                         processing_class=tokenizer, peft_config=lora_options_config(align.lora), callbacks=callbacks, **extra)
 
 
 class AlignTelemetry(TrainerCallback):

@@ -72,6 +72,10 @@ class ModelConfig:
     """hub: a model id on a reachable hub; fails clearly with HF_HUB_OFFLINE=1."""
     revision: Optional[str] = None
     """hub: a commit, tag or branch to pin."""
+    chat_template: Optional[str] = None
+    """A chat template for a model that has none (a base model) or to replace its own: a shipped name
+    (tunelab.models.chat_templates: chatml, ...) or a Jinja file's path. The base stage saves it
+    beside the model, so every variant after it carries it. null: the model's own."""
 
     def __post_init__(self):
         require_choice("model.source", self.source, MODEL_SOURCES)
@@ -127,6 +131,7 @@ class SourceConfig:
 
 
 CLASSIFICATION = "classification"
+AUTO_LABELS = "auto"
 """The task whose rows are text + label; every other task (tunelab.evaluation.tasks) has references."""
 
 
@@ -142,8 +147,10 @@ class DataConfig:
     """A registered task type (tunelab.evaluation.tasks; checked by tunelab.validation): classification, generation
     (free text against references), extractive_qa (answer spans, several gold answers), math (a final number).
     It decides what is trained on, how answers are read and what is measured."""
-    labels: list[str]
-    """classification: label names in order (with rating_field, [negative, positive]); [] for the generative tasks."""
+    labels: Any
+    """classification: label names in order (with rating_field, [negative, positive]), or ``auto``: the distinct
+    values of label_field, sorted, found by prepare (data/prepared/stats.json's label_names); [] for the generative
+    tasks."""
     source: SourceConfig
     """Where the raw data comes from (read by ``fetch`` only)."""
     train_source: Optional[SourceConfig]
@@ -161,6 +168,9 @@ class DataConfig:
     """Examples in the train split; null takes all that remain."""
     seed: int
     """Seed of the split."""
+    test_source: Optional[SourceConfig] = None
+    """null, or your own test split kept as it is (not re-split): ``source`` then gives train and val alone. A test
+    row whose input a train or val row also has is refused, naming it."""
     text_field: Optional[str] = None
     """classification: the field holding the input text."""
     label_field: Optional[str] = None
@@ -182,11 +192,25 @@ class DataConfig:
     group_field: Optional[str] = None
     """Generative tasks: keep the rows sharing this field's value in one split (SQuAD: title, the article, so no
     passage is trained on and tested)."""
+    roles: dict[str, str] = field(default_factory=dict)
+    """Chat layouts: role names as your rows spell them → system, user, assistant; the sharegpt layout maps
+    human, gpt and system by itself, e.g. {bot: assistant}."""
+    description: Optional[str] = None
+    """classification: what the label says, in words (e.g. "the sentiment of a tweet"); the generic
+    classification template asks for it. null: it asks for the label of the text."""
+    max_labels: int = 50
+    """classification with labels: auto: refuse a label column with more distinct values than this (a text
+    column chosen by mistake)."""
 
     @property
     def classifies(self) -> bool:
         """Rows are text + label (else prompt + references)."""
         return self.task == CLASSIFICATION
+
+    @property
+    def infers_labels(self) -> bool:
+        """labels: auto, resolved by prepare (see tunelab.records.prepared_data)."""
+        return self.labels == AUTO_LABELS
 
     def __post_init__(self):
         for name in ("test_size", "val_size", "train_size"):
@@ -203,8 +227,12 @@ class DataConfig:
             raise TunelabError("data: set exactly one of data.label_field and data.rating_field")
         if self.rating_field is not None:
             require_set("data.rating_margin", self.rating_margin, "when data.rating_field is set")
-        if self.rating_field is not None and len(self.labels) != 2:
+        if self.rating_field is not None and (self.infers_labels or len(self.labels) != 2):
             raise TunelabError("data.labels: rating_field labels by sign, so give two labels: [negative, positive]")
+        if self.infers_labels:
+            return require_range("data.max_labels", self.max_labels, low=2)
+        if isinstance(self.labels, str):
+            raise TunelabError(f"data.labels: {self.labels!r}; give a list of label names, e.g. [a, b, c], or auto")
         if len(set(self.labels)) != len(self.labels) or not self.labels:
             raise TunelabError(f"data.labels: must be distinct and non-empty, got {self.labels}")
         for name in ("layout", "references_field", "group_field"):
@@ -213,7 +241,7 @@ class DataConfig:
                                    "(set data.task to generation, extractive_qa or math)")
 
     def _check_generative(self) -> None:
-        for name in ("labels", "text_field", "label_field", "rating_field", "rating_margin"):
+        for name in ("labels", "text_field", "label_field", "rating_field", "rating_margin", "description"):
             if getattr(self, name) not in (None, []):
                 empty = "[]" if name == "labels" else "null"
                 raise TunelabError(f"data.{name}: is for classification; task {self.task} rows are a prompt and "
@@ -239,6 +267,9 @@ class PromptConfig:
     """Jinja source of the choices, separated by ``|||`` (e.g. "negative ||| positive"), in label order."""
     system: Optional[str] = None
     """Optional system message (role prompting); null keeps the chat template's default."""
+    variables: dict[str, Any] = field(default_factory=dict)
+    """Values the template reads besides the row's fields, e.g. {description: ${data.description}} (the
+    generic classification template's); a row's field of the same name wins."""
 
 
 @dataclass(frozen=True)
@@ -280,7 +311,11 @@ class LoraOptions:
     dropout: float
     """Dropout on the adapter's input."""
     target_modules: list[str]
-    """Names of the linear layers to adapt (the last part of the module name)."""
+    """Names of the linear layers to adapt (the last part of the module name), or [all-linear]: every linear layer
+    but the output layer (peft's own rule)."""
+    peft: dict[str, Any]
+    """Any other field of peft's LoraConfig by its own name (checked against peft's dataclass by the check stage),
+    e.g. {use_dora: true}, {use_rslora: true}, {init_lora_weights: pissa}, {modules_to_save: [lm_head]}."""
 
     def __post_init__(self):
         require_range("strategy.lora.r", self.r, low=1)
@@ -308,6 +343,9 @@ class PromptTuningOptions:
 
     num_virtual_tokens: int
     """Length of the soft prompt; trainable parameters: this × hidden size."""
+    peft: dict[str, Any]
+    """Any other field of peft's PromptTuningConfig by its own name (checked against peft's dataclass by the check stage),
+    e.g. {num_transformer_submodules: 1}."""
     init_text: Optional[str] = None
     """Initialise the soft prompt from this text's embeddings (null: random)."""
 
@@ -323,6 +361,9 @@ class PrefixTuningOptions:
     """Prefix length."""
     projection: bool
     """Reparameterise the prefix through an MLP (more parameters, sometimes more stable)."""
+    peft: dict[str, Any]
+    """Any other field of peft's PrefixTuningConfig by its own name (checked against peft's dataclass by the check stage),
+    e.g. {encoder_hidden_size: 256}."""
 
     def __post_init__(self):
         require_range("strategy.prefix_tuning.num_virtual_tokens", self.num_virtual_tokens, low=1)
@@ -336,6 +377,9 @@ class IA3Options:
     """Layers whose activations are rescaled."""
     feedforward_modules: list[str]
     """Of those, the ones whose input (not output) is rescaled."""
+    peft: dict[str, Any]
+    """Any other field of peft's IA3Config by its own name (checked against peft's dataclass by the check stage),
+    e.g. {init_ia3_weights: false}."""
 
 
 QAT_SCHEMES = ("int8_dynamic_activation_int4_weight", "int4_weight_only")
@@ -421,6 +465,10 @@ class TrainConfig:
     """Trace this many steps with torch.profiler (an MLflow artifact); 0 disables it."""
     launcher: str
     """How dvc.yaml starts the stage, e.g. 'accelerate launch --num_processes 2'."""
+    extra_args: dict[str, Any]
+    """Any other transformers TrainingArguments field by its own name, e.g. {neftune_noise_alpha: 5,
+    torch_compile: true}; checked against the real dataclass by the check stage (an unknown name is refused
+    with the nearest one). A field tunelab sets from a train key above is refused, naming that key."""
 
     def __post_init__(self):
         require_choice("train.precision", self.precision, PRECISIONS)
@@ -836,6 +884,9 @@ class AlignConfig:
     seed: int
     """Seed of the adapter's initialisation, data order, and the sampled pairs and completions."""
     preferences: PreferencesConfig
+    extra_args: dict[str, Any]
+    """Any other field of the method's TRL config by its own name (DPOConfig, GRPOConfig, ...), e.g.
+    {loss_type: ipo}; checked like train.extra_args."""
 
     def __post_init__(self):
         require_choice("align.precision", self.precision, PRECISIONS)

@@ -83,6 +83,20 @@ def label_of(record: RawRecord, config: DataConfig) -> str | None:
     return positive if rating > 0 else negative
 
 
+def inferred_labels(records: list[RawRecord], config: DataConfig) -> list[str]:
+    """labels: auto: the label column's distinct values, sorted; refused above data.max_labels (a
+    text or id column named by mistake) or below two (nothing to tell apart)."""
+    found = sorted({str(_field(record, config.label_field)) for record in records})
+    if len(found) > config.max_labels:
+        raise TunelabError(f"data.labels: auto found {len(found)} distinct values in field {config.label_field!r}, "
+                           f"more than data.max_labels ({config.max_labels}): is it the label column? Name the "
+                           "labels (-S 'data.labels=[a,b,c]') or raise data.max_labels")
+    if len(found) < 2:
+        raise TunelabError(f"data.labels: auto found {found} in field {config.label_field!r}; a classifier needs at "
+                           "least two labels")
+    return found
+
+
 def clean(records: list[RawRecord], config: DataConfig) -> tuple[list[dict], CleaningReport]:
     """The task's examples: labelled texts (classification) or prompts with references."""
     return clean_labelled(records, config) if config.classifies else clean_generative(records, config)
@@ -103,7 +117,7 @@ def generative_example(record: RawRecord, config: DataConfig) -> dict:
     fields (for the template) with the references from ``data.references_field``. Texts are kept
     as written: a newline in a prompt or an answer can matter."""
     if config.layout is not None:
-        messages, references = read_example(record.fields, config.layout, config.fields, record.where)
+        messages, references = read_example(record.fields, config.layout, config.fields, record.where, config.roles)
         *history, question, _answer = messages
         return {"history": history, "prompt": question["content"], "references": references}
     answers = references_of(_field(record, config.references_field), config.references_field, record.where)

@@ -6,9 +6,11 @@ acceptable answers to that last turn: the first is the training target; SQuAD ha
 
 - ``prompt_completion``: ``prompt`` and ``completion`` fields (a list of completions: references);
 - ``alpaca``: ``instruction``, optional ``input``, ``output``;
-- ``messages``: a list of ``{role, content}`` turns (multi-turn, optional system).
+- ``messages``: a list of ``{role, content}`` turns (multi-turn, optional system);
+- ``sharegpt``: ``conversations``, a list of ``{from, value}`` turns (human, gpt, system).
 
-``data.fields`` maps these names to the columns of the user's file.
+``data.fields`` maps these names to the columns of the user's file, ``data.roles`` its role
+names to system, user and assistant.
 """
 
 from collections.abc import Callable
@@ -26,8 +28,8 @@ class Layout:
     fields: tuple[str, ...]
     """The names ``data.fields`` may map to columns; ``optional`` ones may be absent from a row."""
     optional: tuple[str, ...]
-    read: Callable[[dict, str], tuple[list[dict], list[str]]]
-    """(the row's values by layout name, where) → (messages, references)."""
+    read: Callable[[dict, str, dict], tuple[list[dict], list[str]]]
+    """(the row's values by layout name, where, role names → ROLES) → (messages, references)."""
 
 
 LAYOUTS: Registry[Layout] = Registry("data.layout")
@@ -47,13 +49,13 @@ def references_of(value, name: str, where: str) -> list[str]:
     return answers
 
 
-def read_prompt_completion(values: dict, where: str) -> tuple[list[dict], list[str]]:
+def read_prompt_completion(values: dict, where: str, roles: dict) -> tuple[list[dict], list[str]]:
     references = references_of(values["completion"], "completion", where)
     return [{"role": "user", "content": text_value(values, "prompt", where)},
             {"role": "assistant", "content": references[0]}], references
 
 
-def read_alpaca(values: dict, where: str) -> tuple[list[dict], list[str]]:
+def read_alpaca(values: dict, where: str, roles: dict) -> tuple[list[dict], list[str]]:
     instruction = text_value(values, "instruction", where)
     extra = values.get("input")
     prompt = f"{instruction}\n\n{extra}" if isinstance(extra, str) and extra.strip() else instruction
@@ -61,13 +63,26 @@ def read_alpaca(values: dict, where: str) -> tuple[list[dict], list[str]]:
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": references[0]}], references
 
 
-def check_turns(messages, where: str) -> list[dict]:
+def renamed_turns(turns, where: str, roles: dict, role_key: str = "role", content_key: str = "content") -> list[dict]:
+    """``{role, content}`` turns from a row's own turn shape and role names (``roles``: theirs → ROLES)."""
+    if not isinstance(turns, list) or not turns:
+        raise TunelabError(f"{where}: the chat must be a non-empty list of {{{role_key}, {content_key}}} turns")
+    renamed = []
+    for number, turn in enumerate(turns, 1):
+        if not isinstance(turn, dict) or not isinstance(turn.get(content_key), str):
+            raise TunelabError(f"{where}: turn {number} must be {{{role_key}, {content_key}}} with a text {content_key}")
+        role = roles.get(turn.get(role_key), turn.get(role_key))
+        if role not in ROLES:
+            known = sorted({*roles, *ROLES})
+            raise TunelabError(f"{where}: turn {number} has {role_key} {turn.get(role_key)!r}, none of {known}; map it, "
+                               f"e.g. -S 'data.roles={{{turn.get(role_key)}: assistant}}'")
+        renamed.append({"role": role, "content": turn[content_key]})
+    return renamed
+
+
+def check_turns(messages: list[dict], where: str) -> list[dict]:
     """Optional system first, then user and assistant alternating, ending with an assistant turn."""
-    if not isinstance(messages, list) or not messages:
-        raise TunelabError(f"{where}: messages must be a non-empty list of {{role, content}} turns")
     for number, turn in enumerate(messages, 1):
-        if not isinstance(turn, dict) or turn.get("role") not in ROLES or not isinstance(turn.get("content"), str):
-            raise TunelabError(f"{where}: turn {number} must be {{role, content}} with role one of {list(ROLES)}")
         if not turn["content"].strip():
             raise TunelabError(f"{where}: turn {number} ({turn['role']}) is empty")
     body = messages[1:] if messages[0]["role"] == "system" else messages
@@ -84,8 +99,21 @@ def check_turns(messages, where: str) -> list[dict]:
     return [{"role": turn["role"], "content": turn["content"]} for turn in messages]
 
 
-def read_messages(values: dict, where: str) -> tuple[list[dict], list[str]]:
-    messages = check_turns(values["messages"], where)
+def read_messages(values: dict, where: str, roles: dict) -> tuple[list[dict], list[str]]:
+    return with_system(check_turns(renamed_turns(values["messages"], where, roles), where), values)
+
+
+def read_sharegpt(values: dict, where: str, roles: dict) -> tuple[list[dict], list[str]]:
+    turns = renamed_turns(values["conversations"], where, {**SHAREGPT_ROLES, **roles}, "from", "value")
+    return with_system(check_turns(turns, where), values)
+
+
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
+"""ShareGPT's role names as LLaMA-Factory and axolotl read them; data.roles adds or overrides."""
+
+
+def with_system(messages: list[dict], values: dict) -> tuple[list[dict], list[str]]:
+    """The chat with the row's own system field first (where it has none), and its last answer as the reference."""
     system = values.get("system")
     if isinstance(system, str) and system.strip() and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": system}, *messages]
@@ -95,9 +123,11 @@ def read_messages(values: dict, where: str) -> tuple[list[dict], list[str]]:
 LAYOUTS.register(Layout("prompt_completion", ("prompt", "completion"), (), read_prompt_completion))
 LAYOUTS.register(Layout("alpaca", ("instruction", "input", "output"), ("input",), read_alpaca))
 LAYOUTS.register(Layout("messages", ("messages", "system"), ("system",), read_messages))
+LAYOUTS.register(Layout("sharegpt", ("conversations", "system"), ("system",), read_sharegpt))
 
 
-def read_example(fields: dict, layout_name: str, mapping: dict[str, str], where: str) -> tuple[list[dict], list[str]]:
+def read_example(fields: dict, layout_name: str, mapping: dict[str, str], where: str,
+                 roles: dict[str, str] | None = None) -> tuple[list[dict], list[str]]:
     """One raw row (its columns) → (messages, references), through ``mapping`` (layout name → column)."""
     layout = LAYOUTS[layout_name]
     values = {}
@@ -107,4 +137,4 @@ def read_example(fields: dict, layout_name: str, mapping: dict[str, str], where:
             values[name] = fields[column]
         elif name not in layout.optional:
             raise TunelabError(f"{where}: missing field {column!r} (data.fields.{name}; fields present: {sorted(fields)})")
-    return layout.read(values, where)
+    return layout.read(values, where, roles or {})

@@ -61,6 +61,23 @@ def without_overlap(examples: list[dict], others: list[dict], by_id: bool) -> li
     return [e for e in sorted(examples, key=lambda e: e["id"]) if e["id"] not in ids and input_key(e) not in inputs]
 
 
+def with_test_from(examples: list[dict], test_examples: list[dict], config: DataConfig) -> dict[str, list[dict]]:
+    """Your own test split as it is (data.test_source), and ``examples`` split into val and train
+    around it. A test row whose normalised input a source row has is refused: the test split would
+    be trained on, and its rows are not ours to drop."""
+    inputs = {input_key(example) for example in examples}
+    shared = [example for example in test_examples if input_key(example) in inputs]
+    if shared:
+        raise TunelabError(f"data.test_source: {len(shared)} of its {len(test_examples)} rows are also in data.source, "
+                           f"which gives train and val (first: row {shared[0]['id']}); remove them from one of the "
+                           "files: a test row that is trained on measures nothing")
+    rest, val = _carve(sorted(examples, key=lambda example: example["id"]), config.val_size, config.seed, "val",
+                       config.classifies)
+    train = rest if config.train_size in (None, len(rest)) else _carve(rest, config.train_size, config.seed, "train",
+                                                                       config.classifies)[1]
+    return {"train": train, "val": val, "test": test_examples}
+
+
 def with_train_from(splits: dict[str, list[dict]], train_examples: list[dict], train_size: int | None,
                     seed: int) -> tuple[dict[str, list[dict]], int]:
     """``splits`` with its train split replaced by ``train_examples`` (data.train_source), less

@@ -4,6 +4,7 @@ Three sources, one result: a GGUF shipped inside a Python package (no hub needed
 is dequantised to float32), a local HF folder (optionally holding a GGUF), or a hub id.
 """
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -55,6 +56,17 @@ def model_fingerprint(config: ModelConfig) -> dict:
     content (an in-place edit must rerun ``base``); a hub model is its id and revision. A packaged
     GGUF is named by package and file, not by its path: that is wherever the environment is
     installed, and a clone elsewhere would see a changed model in the committed models/origin.json."""
+    return {**source_fingerprint(config), **chat_template_fingerprint(config)}
+
+
+def chat_template_fingerprint(config: ModelConfig) -> dict:
+    """An edit of a chat template file must rerun ``base`` like an edit of the model."""
+    if config.chat_template is None:
+        return {}
+    return {"chat_template_sha256": hashlib.sha256(chat_template_source(config.chat_template).encode()).hexdigest()}
+
+
+def source_fingerprint(config: ModelConfig) -> dict:
     if config.source == "hub":
         return {"source": "hub", "hub_id": config.hub_id, "revision": config.revision}
     if config.source == "package_gguf":
@@ -66,8 +78,30 @@ def model_fingerprint(config: ModelConfig) -> dict:
             "sha256": sha256_of(path) if path.is_file() else folder_sha256(path)}
 
 
-def save_base_model(model, tokenizer, folder: Path) -> None:
-    """safetensors weights, config, tokenizer and chat template: a folder any HF tool loads."""
+CHAT_TEMPLATES = Path(__file__).parent / "chat_templates"
+"""Shipped chat templates by name (model.chat_template=chatml). Each ends a turn with the
+tokenizer's own EOS token, so the loss mask finds every turn's end on any tokenizer, and a model
+whose EOS is ChatML's <|im_end|> (SmolLM2, Qwen) reads exactly ChatML."""
+
+
+def chat_template_source(name: str) -> str:
+    """model.chat_template's Jinja source: a shipped template's, or the file's."""
+    shipped = CHAT_TEMPLATES / f"{name}.jinja"
+    if shipped.is_file():
+        return shipped.read_text()
+    path = Path(name).expanduser()
+    if not path.is_file():
+        names = sorted(p.stem for p in CHAT_TEMPLATES.glob("*.jinja"))
+        raise TunelabError(f"config key model.chat_template: {name!r} is neither a shipped template {names} nor a "
+                           "Jinja file that exists")
+    return path.read_text()
+
+
+def save_base_model(model, tokenizer, folder: Path, chat_template: str | None = None) -> None:
+    """safetensors weights, config, tokenizer and chat template (model.chat_template's where it
+    is set): a folder any HF tool loads, and every variant made from it carries the template."""
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template_source(chat_template)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
 

@@ -1,7 +1,8 @@
 """promptsource-style templates: Jinja text with ``|||`` between the prompt and the target.
 
 A template sees the example's fields (``text``, ``label``, ...), ``label_index`` (the label's
-position in data.labels) and ``answer_choices`` (the rendered choices, in label order), so
+position in data.labels), ``labels`` (data.labels), its own ``variables`` and ``answer_choices``
+(the rendered choices, in label order), so
 ``{{ answer_choices[label_index] }}`` is the target word of a classification example.
 Templates are data from conf/, so they are rendered in Jinja's sandbox: a template can read
 the fields it is given and nothing else.
@@ -48,6 +49,7 @@ class PromptTemplate:
         self._template = self._compile(config.template, "template")
         self._choices = self._compile(config.answer_choices, "answer_choices") if config.answer_choices else None
         self._choices_source = config.answer_choices
+        self._variables = dict(config.variables)
 
     def _compile(self, source: str, key: str):
         try:
@@ -76,7 +78,8 @@ class PromptTemplate:
     def answer_choices(self, fields: Mapping, row: str) -> list[str]:
         if self._choices is None:
             return []
-        choices = [choice.strip() for choice in self._render(self._choices, fields, "answer_choices", row).split(SEPARATOR)]
+        context = {**self._variables, **fields}
+        choices = [choice.strip() for choice in self._render(self._choices, context, "answer_choices", row).split(SEPARATOR)]
         if any(not choice for choice in choices):
             raise TunelabError(f"prompt {self.name!r}: prompt.answer_choices renders an empty choice on row {row}")
         return choices
@@ -84,7 +87,7 @@ class PromptTemplate:
     def render(self, fields: Mapping, row: str) -> RenderedExample:
         """Render one example; ``row`` names it in errors (an id or ``file:line``)."""
         choices = self.answer_choices(fields, row)
-        text = self._render(self._template, {**fields, "answer_choices": choices}, "template", row)
+        text = self._render(self._template, {**self._variables, **fields, "answer_choices": choices}, "template", row)
         parts = text.split(SEPARATOR)
         if len(parts) > 2:
             raise TunelabError(f"prompt {self.name!r}: template renders {len(parts) - 1} '|||' separators on row {row}; use one")

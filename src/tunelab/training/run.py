@@ -50,10 +50,25 @@ def precision_flags(precision: str) -> dict:
 
 
 def training_arguments(train: TrainConfig, output_dir: Path):
+    """transformers' TrainingArguments: what tunelab sets, then train.extra_args (any other field)."""
     from transformers import TrainingArguments
 
+    return TrainingArguments(**managed_arguments(train, output_dir), **train.extra_args)
+
+
+def check_extra_args(train: TrainConfig) -> None:
+    """train.extra_args names fields of TrainingArguments that tunelab does not set itself."""
+    from transformers import TrainingArguments
+
+    from tunelab.config.passthrough import check_passthrough
+
+    check_passthrough("train.extra_args", train.extra_args, TrainingArguments, managed_arguments(train, Path(".")),
+                      instead=" (from a train key)")
+
+
+def managed_arguments(train: TrainConfig, output_dir: Path) -> dict:
     early_stopping = train.early_stopping_patience is not None
-    return TrainingArguments(
+    return dict(
         output_dir=str(output_dir),
         optim=train.optimizer,
         learning_rate=train.learning_rate,

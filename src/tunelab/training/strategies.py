@@ -25,7 +25,7 @@ from tunelab.models.qat import not_lm_head, qat_base_config, qat_remove_fake_qua
 from tunelab.registry import Registry
 
 if TYPE_CHECKING:
-    from tunelab.config.schema import StrategyConfig, TrainConfig
+    from tunelab.config.schema import LoraOptions, StrategyConfig, TrainConfig
 
 
 def _nothing(*_) -> None:
@@ -86,16 +86,32 @@ def peft_model(peft_config: Callable) -> Callable:
     return adapt
 
 
-def lora_config(config: "StrategyConfig", base_dir: Path):
-    from peft import LoraConfig, TaskType
+ALL_LINEAR = "all-linear"
 
-    lora = config.lora
-    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=list(lora.target_modules))
+
+def lora_arguments(lora: "LoraOptions") -> dict:
+    """What tunelab sets of peft's LoraConfig; ``lora.peft`` adds any other of its fields."""
+    from peft import TaskType
+
+    targets = ALL_LINEAR if list(lora.target_modules) == [ALL_LINEAR] else list(lora.target_modules)
+    return {"task_type": TaskType.CAUSAL_LM, "r": lora.r, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout,
+            "target_modules": targets}
+
+
+def lora_options_config(lora: "LoraOptions"):
+    """The LoRA adapter of a strategy (lora, qlora) or of the alignment phase."""
+    from peft import LoraConfig
+
+    return LoraConfig(**lora_arguments(lora), **lora.peft)
+
+
+def lora_config(config: "StrategyConfig", base_dir: Path):
+    return lora_options_config(config.lora)
 
 
 def check_lora(model, config: "StrategyConfig") -> None:
-    check_targets(model, config.lora.target_modules, "strategy.lora.target_modules")
+    if list(config.lora.target_modules) != [ALL_LINEAR]:
+        check_targets(model, config.lora.target_modules, "strategy.lora.target_modules")
 
 
 def adapt_qlora(model, config: "StrategyConfig", base_dir: Path, gradient_checkpointing: bool):
@@ -117,7 +133,7 @@ def ia3_config(config: "StrategyConfig", base_dir: Path):
     from peft import IA3Config, TaskType
 
     return IA3Config(task_type=TaskType.CAUSAL_LM, target_modules=list(config.ia3.target_modules),
-                     feedforward_modules=list(config.ia3.feedforward_modules))
+                     feedforward_modules=list(config.ia3.feedforward_modules), **config.ia3.peft)
 
 
 def check_ia3(model, config: "StrategyConfig") -> None:
@@ -135,14 +151,15 @@ def prompt_tuning_config(config: "StrategyConfig", base_dir: Path):
     return PromptTuningConfig(
         task_type=TaskType.CAUSAL_LM, num_virtual_tokens=options.num_virtual_tokens,
         prompt_tuning_init=PromptTuningInit.TEXT if from_text else PromptTuningInit.RANDOM,
-        prompt_tuning_init_text=options.init_text, tokenizer_name_or_path=str(base_dir) if from_text else None)
+        prompt_tuning_init_text=options.init_text, tokenizer_name_or_path=str(base_dir) if from_text else None,
+        **options.peft)
 
 
 def prefix_tuning_config(config: "StrategyConfig", base_dir: Path):
     from peft import PrefixTuningConfig, TaskType
 
     return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=config.prefix_tuning.num_virtual_tokens,
-                              prefix_projection=config.prefix_tuning.projection)
+                              prefix_projection=config.prefix_tuning.projection, **config.prefix_tuning.peft)
 
 
 def no_gradient_checkpointing(train: "TrainConfig") -> None:
@@ -194,7 +211,36 @@ def check_strategy_config(config: "StrategyConfig") -> Strategy:
                                f"(it reads: {list(strategy.sections) or 'no options'})")
         if value is None and section in strategy.sections:
             raise TunelabError(f"config key strategy.{section}: must be set for strategy={config.name}")
+        if getattr(value, "peft", None):
+            check_peft_options(f"strategy.{section}", value)
     return strategy
+
+
+PEFT_CLASSES = {"LoraOptions": "LoraConfig", "IA3Options": "IA3Config", "PromptTuningOptions": "PromptTuningConfig",
+                "PrefixTuningOptions": "PrefixTuningConfig"}
+"""Each options section's peft config class, whose fields its ``peft`` dict may set."""
+MANAGED_PEFT_FIELDS = {"LoraConfig": ("task_type", "r", "lora_alpha", "lora_dropout", "target_modules"),
+                       "IA3Config": ("task_type", "target_modules", "feedforward_modules"),
+                       "PromptTuningConfig": ("task_type", "num_virtual_tokens", "prompt_tuning_init",
+                                              "prompt_tuning_init_text", "tokenizer_name_or_path"),
+                       "PrefixTuningConfig": ("task_type", "num_virtual_tokens", "prefix_projection")}
+
+
+def check_peft_options(key: str, options) -> None:
+    """The section's ``peft`` names are fields of its peft class, and peft accepts their values
+    (its own __post_init__ checks them: e.g. an unknown init_lora_weights)."""
+    import peft
+
+    from tunelab.config.passthrough import check_passthrough
+
+    class_name = PEFT_CLASSES[type(options).__name__]
+    check_passthrough(f"{key}.peft", options.peft, getattr(peft, class_name), MANAGED_PEFT_FIELDS[class_name],
+                      instead=f" (from {key})")
+    if class_name == "LoraConfig":
+        try:
+            lora_options_config(options)
+        except (TypeError, ValueError) as error:
+            raise TunelabError(f"config key {key}.peft: peft refuses it: {error}") from None
 
 
 # --- building and storing --------------------------------------------------------------------
