@@ -18,6 +18,7 @@ from tunelab.data.readers import READERS
 from tunelab.deploy.methods import METHODS
 from tunelab.errors import TunelabError
 from tunelab.evaluation.tasks import TASKS
+from tunelab.models.base import chat_template_source
 from tunelab.prompts.templates import PromptTemplate, check_choices_fit
 from tunelab.training.strategies import check_peft_options, check_strategy_config
 
@@ -35,6 +36,8 @@ def validate_config(params: dict[str, Any]) -> None:
                                " (the main data's, with the set's own data keys)") from None
     check_strategy_config(sections["strategy"])
     check_passthroughs(sections)
+    if sections["model"].chat_template is not None:
+        chat_template_source(sections["model"].chat_template)
     for name in sections["quantize"].variants:
         METHODS[name]  # an unknown name is refused here, listing the registered ones
     check_prompting_fits_task(sections)
