@@ -29,7 +29,7 @@ from tunelab.tracking.mlflow_run import StageRun, stage_run
 from tunelab.training.callbacks import ProfileSteps, TrainingTelemetry
 from tunelab.training.checkpoints import checkpoint_dir, resumable_checkpoint
 from tunelab.training.run import build_trainer
-from tunelab.training.strategies import STRATEGIES, save_trained, trainable_model
+from tunelab.training.strategies import STRATEGIES, save_initial_adapter, save_trained, trainable_model
 from tunelab.training.throughput import flops_per_token, measure_matmul_peak, total_parameters, trainable_parameters
 
 TRACE = LAYOUT.checkpoints / "train_profile.json.gz"  # an MLflow artifact, not a DVC output
@@ -87,6 +87,7 @@ def main() -> None:
         model = trainable_model(LAYOUT.base_model, strategy, train.gradient_checkpointing)
         telemetry = TrainingTelemetry(run, flops_per_token(model), measure_matmul_peak())
         checkpoints = checkpoint_dir((strategy, train), inputs, LAYOUT.base_model)
+        initial_adapter = save_initial_adapter(model, strategy, checkpoints / "initial_adapter")
         callbacks = [telemetry, ProfileSteps(train.profile_steps, TRACE)]
         trainer = build_trainer(model, tokenizer, train, train_rows, val_rows, checkpoints, callbacks)
         val_loss_before = trainer.evaluate()["eval_loss"]
@@ -106,7 +107,7 @@ def main() -> None:
         if not trainer.is_world_process_zero():
             return
         with atomic_dir(LAYOUT.trained_model) as folder:
-            save_trained(trainer.model, tokenizer, strategy, folder)
+            save_trained(trainer.model, tokenizer, strategy, folder, initial_adapter)
         metrics = {
             "strategy": strategy.name,
             "trainable_parameters": trainable_parameters(trainer.model),

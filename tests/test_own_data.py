@@ -5,6 +5,7 @@ nothing written."""
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -37,23 +38,24 @@ def three_label_csv(path: Path, rows: int = 36) -> Path:
     return path
 
 
-def project(root: Path, tiny_model_dir: Path, raw_file: str, overrides: list[str], provenance: dict | None = None) -> Path:
+def project(root: Path, tiny_model_dir: Path | None, raw_file: str | None, overrides: list[str], provenance: dict | None = None) -> Path:
     """What the stages read: params.yaml composed from conf/ with ``overrides``, data/raw with the
     file fetch would have copied, and the tiny model as models/base."""
     params = compose_conf(REPO_ROOT / "conf", [*TINY, *overrides])
     params["tracking"]["enabled"] = False
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (root / "data/raw").mkdir(parents=True)
-    (root / "data/raw/source.json").write_text(json.dumps({"file": raw_file, **(provenance or {})}))
+    if raw_file is not None:
+        (root / "data/raw").mkdir(parents=True)
+        (root / "data/raw/source.json").write_text(json.dumps({"file": raw_file, **(provenance or {})}))
     if tiny_model_dir is not None:
         shutil.copytree(tiny_model_dir, root / "models/base")
     return root
 
 
-def stage(root: Path, name: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+def stage(root: Path, name: str, *args: str, ok: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, str(REPO_ROOT / "stages" / f"{name}.py"), *args], cwd=root,
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, env={**os.environ, **(env or {})})
     if ok:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -224,3 +226,74 @@ def test_a_model_without_a_chat_template_gets_the_one_named_and_every_stage_afte
     assert (root / "models/base/chat_template.jinja").read_text().startswith("{%- for message in messages %}")
     prompt = rows(root / "data/formatted/test.jsonl")[0]["prompt"]
     assert prompt.startswith("<|im_start|>user\nWhich label fits this text?") and prompt.endswith("<|im_start|>assistant\n")
+
+
+HUB_FIELDS = ["data.text_field=sentence", "data.label_field=colour", "data.val_size=6", "data.test_size=6"]
+
+
+def test_a_hub_dataset_is_fetched_at_its_revision_by_load_dataset_and_prepared(tmp_path):
+    """The hub code path, offline: datasets.load_dataset reads a local dataset folder as it reads a
+    hub id, and fetch saves what it loaded, at the revision named, for prepare."""
+    import datasets
+
+    three_label_csv(tmp_path / "colours.csv")
+    rows_of_csv = list(csv.DictReader((tmp_path / "colours.csv").open()))
+    saved = tmp_path / "hub-dataset"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows_of_csv[:30]),
+                          "test": datasets.Dataset.from_list(rows_of_csv[30:])}).save_to_disk(str(saved))
+    root = project(tmp_path / "project", None, None,
+                   ["data=hub_dataset", f"data.source.dataset={saved}", "data.source.revision=main", *HUB_FIELDS])
+    stage(root, "fetch")
+    provenance = json.loads((root / "data/raw/source.json").read_text())
+    assert (provenance["kind"], provenance["format"], provenance["revision"]) == ("hf_hub", "hf_dataset_dir", "main")
+    stage(root, "prepare")
+    stats = json.loads((root / "data/prepared/stats.json").read_text())
+    assert stats["label_names"] == ["blue", "green", "red"] and stats["raw_rows"] == 36  # both splits, pooled
+
+
+def test_a_hub_dataset_that_cannot_be_loaded_stops_fetch_in_one_line(tmp_path):
+    root = project(tmp_path, None, None, ["data=hub_dataset", "data.source.dataset=nobody/no-such-dataset",
+                                          "data.source.revision=0123abc", *HUB_FIELDS])
+    result = stage(root, "fetch", ok=False, env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith("error: data.source.dataset: 'nobody/no-such-dataset' at revision "
+                                            "'0123abc' could not be loaded (")
+    assert len(result.stderr.strip().splitlines()) == 1 and not (root / "data/raw").exists()
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_an_adapter_that_reshaped_the_base_is_saved_to_apply_to_the_unchanged_base(init, tmp_path, tiny_model_dir):
+    """PiSSA and OLoRA move part of each base weight into the adapter; models/trained must still be
+    an adapter over models/base as it is (quantize merges it there, evaluate loads it there)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunelab.config.load import to_section
+    from tunelab.config.schema import StrategyConfig
+    from tunelab.training.strategies import save_initial_adapter, save_trained, trainable_model
+
+    params = compose_conf(REPO_ROOT / "conf", [f"+strategy.lora.peft.init_lora_weights={init}"])
+    strategy = to_section(StrategyConfig, "strategy", params["strategy"])
+    model = trainable_model(tiny_model_dir, strategy)
+    initial = save_initial_adapter(model, strategy, tmp_path / "initial")
+    with torch.no_grad():  # what training does: the adapter moves
+        for name, parameter in model.named_parameters():
+            if "lora_" in name:
+                parameter.add_(0.05 * torch.randn_like(parameter))
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    trained_logits = model.eval()(input_ids=ids).logits  # eval: no adapter dropout
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    save_trained(model, tokenizer, strategy, tmp_path / "converted", initial)
+    save_trained(model, tokenizer, strategy, tmp_path / "unconverted")
+
+    def logits_over_the_base(adapter: Path):
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        return PeftModel.from_pretrained(base, adapter).eval()(input_ids=ids).logits
+
+    assert torch.allclose(logits_over_the_base(tmp_path / "converted"), trained_logits, atol=1e-4)
+    converted = json.loads((tmp_path / "converted/adapter_config.json").read_text())
+    # a plain LoRA adapter: any engine that adds B·A to the base weights (vLLM's LoRA serving) reads it
+    assert (converted["r"], converted["init_lora_weights"]) == (2 * strategy.lora.r, True)
+    # unconverted, it holds only if the loader reshapes the base again, as peft does and vLLM does not
+    assert json.loads((tmp_path / "unconverted/adapter_config.json").read_text())["init_lora_weights"] == init

@@ -133,12 +133,34 @@ def fetch_generated(source: SourceConfig, raw_dir: Path) -> dict:
     return {"file": target.name, "format": "jsonl", "generator": f"reasoning-gym=={installed}", "sha256": checksum}
 
 
+def fetch_hub(source: SourceConfig, raw_dir: Path) -> dict:
+    """The dataset at its pinned revision through datasets.load_dataset (every split; prepare pools
+    and re-splits them, or data.test_source keeps one), saved as a dataset folder and hashed."""
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(source.dataset, source.name, revision=source.revision)
+    except Exception as error:  # offline, unknown id or revision: datasets raises many kinds
+        raise TunelabError(f"data.source.dataset: {source.dataset!r} at revision {source.revision!r} could not be "
+                           f"loaded ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                           "is a hub reachable (HF_HUB_OFFLINE unset) and the id right?") from None
+    copy = raw_dir / "dataset"
+    loaded.save_to_disk(str(copy))
+    checksum = verify_sha256(copy, source.sha256) if source.sha256 else folder_sha256(copy)
+    return {"file": copy.name, "format": "hf_dataset_dir", "dataset": source.dataset, "revision": source.revision,
+            "sha256": checksum}
+
+
 def source_fingerprint(source: SourceConfig) -> dict:
     """What the source is now, cheaply: a pinned sdist or wheel is its pin (the registry cannot
     change it unnoticed), generated problems their generator's settings; a local file or dataset
     folder is the sha256 of its current bytes."""
     if source.kind in PIP_SOURCES:
         return {"kind": source.kind, "package": source.package, "version": source.version, "sha256": source.sha256}
+    if source.kind == "hf_hub":  # a hub's pinned revision cannot change; a local path can
+        local = Path(source.dataset).expanduser()
+        return {"kind": source.kind, "dataset": source.dataset, "name": source.name, "revision": source.revision,
+                **({"sha256": folder_sha256(local)} if local.is_dir() else {})}
     if source.kind in GENERATED_SOURCES:
         return {"kind": source.kind, "version": source.version, "dataset": source.dataset, "size": source.size,
                 "seed": source.seed, "columns": source.columns, "remove": source.remove, "sha256": source.sha256}
@@ -148,7 +170,7 @@ def source_fingerprint(source: SourceConfig) -> dict:
 
 
 FETCHERS = {"pip_sdist": fetch_from_pip, "pip_wheel": fetch_from_pip, "local_file": fetch_local,
-            "hf_dataset_dir": fetch_local, "reasoning_gym": fetch_generated}
+            "hf_dataset_dir": fetch_local, "hf_hub": fetch_hub, "reasoning_gym": fetch_generated}
 """How each data.source.kind (tunelab.config.schema.DATA_SOURCES) fills data/raw."""
 
 

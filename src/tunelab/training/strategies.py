@@ -109,6 +109,30 @@ def lora_config(config: "StrategyConfig", base_dir: Path):
     return lora_options_config(config.lora)
 
 
+BASE_RESHAPING_INITS = ("pissa", "olora")
+"""init_lora_weights values that move part of each base weight into the adapter (W = W_res + BA)."""
+
+
+def reshapes_base(config: "StrategyConfig") -> bool:
+    init = config.lora.peft.get("init_lora_weights") if config.lora is not None else None
+    return isinstance(init, str) and init.startswith(BASE_RESHAPING_INITS)
+
+
+def save_initial_adapter(model, config: "StrategyConfig", folder: Path) -> Path | None:
+    """PiSSA and OLoRA train on a base they changed, but models/trained must apply to models/base
+    as it is, like every other adapter: peft converts the trained adapter against the initial one
+    when it is saved (``path_initial_model_for_weight_conversion``), which needs the initial one on
+    disk. It is saved once per checkpoint folder: a resumed run computes the same initialisation."""
+    if not reshapes_base(config):
+        return None
+    if not (folder / ADAPTER_CONFIG).is_file():
+        adapter = model.peft_config["default"]
+        init, adapter.init_lora_weights = adapter.init_lora_weights, True  # loading it must not initialise again
+        model.save_pretrained(folder, safe_serialization=True)
+        adapter.init_lora_weights = init
+    return folder
+
+
 def check_lora(model, config: "StrategyConfig") -> None:
     if list(config.lora.target_modules) != [ALL_LINEAR]:
         check_targets(model, config.lora.target_modules, "strategy.lora.target_modules")
@@ -282,11 +306,14 @@ def with_kv_cache(model):
     return model
 
 
-def save_trained(model, tokenizer, config: "StrategyConfig", folder: Path) -> None:
-    """safetensors only: the adapter for PEFT strategies, the full weights otherwise."""
+def save_trained(model, tokenizer, config: "StrategyConfig", folder: Path, initial_adapter: Path | None = None) -> None:
+    """safetensors only: the adapter for PEFT strategies, the full weights otherwise. An adapter
+    trained on a reshaped base (``initial_adapter``: PiSSA, OLoRA) is saved converted to one that
+    applies to the unchanged base (of twice the rank)."""
     strategy = STRATEGIES[config.name]
     strategy.before_save(model)
-    with_kv_cache(model).save_pretrained(folder, safe_serialization=True)
+    conversion = {"path_initial_model_for_weight_conversion": str(initial_adapter)} if initial_adapter else {}
+    with_kv_cache(model).save_pretrained(folder, safe_serialization=True, **conversion)
     sort_adapter_module_lists(folder / ADAPTER_CONFIG)
     tokenizer.save_pretrained(folder)
     recipe = {"strategy": strategy.name, "adapter": strategy.saves_adapter, "prompt_learning": strategy.prompt_learning,
