@@ -38,7 +38,8 @@ def three_label_csv(path: Path, rows: int = 36) -> Path:
     return path
 
 
-def project(root: Path, tiny_model_dir: Path | None, raw_file: str | None, overrides: list[str], provenance: dict | None = None) -> Path:
+def project(root: Path, tiny_model_dir: Path | None, raw_file: str | None, overrides: list[str],
+            provenance: dict | None = None) -> Path:
     """What the stages read: params.yaml composed from conf/ with ``overrides``, data/raw with the
     file fetch would have copied, and the tiny model as models/base."""
     params = compose_conf(REPO_ROOT / "conf", [*TINY, *overrides])
