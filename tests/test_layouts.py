@@ -39,12 +39,38 @@ def test_sharegpt_rows_map_their_role_names_to_the_chat_roles():
         == ["hello"]
 
 
+TOOL_CHAT = [{"role": "user", "content": "Weather in Paris?"},
+             {"role": "assistant", "content": None, "tool_calls": [
+                 {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+             {"role": "tool", "content": "18C, sunny", "tool_call_id": "call_1"},
+             {"role": "assistant", "content": "It is 18C and sunny."}]
+
+
+def test_openai_tool_calls_and_results_are_kept_as_turns_of_the_chat():
+    messages, references = read_example({"messages": TOOL_CHAT}, "messages", {}, WHERE)
+    assert [turn["role"] for turn in messages] == ["user", "assistant", "tool", "assistant"]
+    assert messages[1]["tool_calls"] == TOOL_CHAT[1]["tool_calls"] and messages[1]["content"] == ""
+    assert messages[2]["tool_call_id"] == "call_1" and references == ["It is 18C and sunny."]
+
+
+@pytest.mark.parametrize(("turns", "message"), [
+    ([*TOOL_CHAT[:2], {"role": "user", "content": "and?"}, TOOL_CHAT[3]],
+     "train.jsonl:3: turn 3 is 'user', expected 'tool': an assistant turn with tool_calls is answered by tool turns"),
+    (TOOL_CHAT[:3], "train.jsonl:3: the last turn is a tool call or result; end each chat with the assistant's answer"),
+    ([TOOL_CHAT[0], {"role": "assistant", "content": None}], "train.jsonl:3: turn 2 must be {role, content}"),
+])
+def test_a_tool_chat_out_of_order_is_one_line(turns, message):
+    with pytest.raises(TunelabError) as refused:
+        read_example({"messages": turns}, "messages", {}, WHERE)
+    assert str(refused.value).startswith(message)
+
+
 def test_a_sharegpt_turn_with_an_unknown_role_is_one_line_saying_how_to_map_it():
     conversation = [{"from": "human", "value": "hi"}, {"from": "bot", "value": "hello"}]
     with pytest.raises(TunelabError) as refused:
         read_example({"conversations": conversation}, "sharegpt", {}, WHERE)
     assert str(refused.value) == ("train.jsonl:3: turn 2 has from 'bot', none of ['assistant', 'gpt', 'human', "
-                                  "'system', 'user']; map it, e.g. -S 'data.roles={bot: assistant}'")
+                                  "'system', 'tool', 'user']; map it, e.g. -S 'data.roles={bot: assistant}'")
 
 
 @pytest.mark.parametrize(("fields", "layout", "message"), [

@@ -6,6 +6,7 @@ nothing written."""
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -128,7 +129,8 @@ def test_a_sharegpt_turn_with_an_unknown_role_stops_prepare_in_one_line(tmp_path
     result = stage(root, "prepare", ok=False)
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: data/raw/chats.jsonl:21: turn 2 has from 'bot', none of ['assistant', "
-                                     "'gpt', 'human', 'system', 'user']; map it, e.g. -S 'data.roles={bot: assistant}'")
+                                     "'gpt', 'human', 'system', 'tool', 'user']; map it, e.g. "
+                                     "-S 'data.roles={bot: assistant}'")
     assert not (root / "data/prepared").exists()
 
 
@@ -298,3 +300,47 @@ def test_an_adapter_that_reshaped_the_base_is_saved_to_apply_to_the_unchanged_ba
     assert (converted["r"], converted["init_lora_weights"]) == (2 * strategy.lora.r, True)
     # unconverted, it holds only if the loader reshapes the base again, as peft does and vLLM does not
     assert json.loads((tmp_path / "unconverted/adapter_config.json").read_text())["init_lora_weights"] == init
+
+
+TOOL_TEMPLATE = """{%- for message in messages %}<|im_start|>{{ message['role'] }}
+{% if message.get('tool_calls') %}{% for call in message['tool_calls'] %}<tool_call>{{ call['function']['name'] }} \
+{{ call['function']['arguments'] }}</tool_call>{% endfor %}{% else %}{{ message['content'] }}{% endif %}{{ eos_token }}
+{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
+
+
+def tool_chats() -> list[dict]:
+    return [{"messages": [
+        {"role": "user", "content": f"Weather in city {i}?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather", "arguments": f'{{"city": {i}}}'}}]},
+        {"role": "tool", "content": f"{10 + i}C"},
+        {"role": "assistant", "content": f"It is {10 + i}C in city {i}."}]} for i in range(20)]
+
+
+@pytest.mark.slow
+def test_tool_calls_are_trained_where_the_chat_template_renders_them_and_refused_where_not(tmp_path, tiny_model_dir,
+                                                                                           tiny_tokenizer):
+    (tmp_path / "tools.jinja").write_text(TOOL_TEMPLATE)
+    chat = ["data=local_chat", "data.source.path=chats.jsonl", "model=local_dir", f"model.path={tiny_model_dir}",
+            f"model.chat_template={tmp_path / 'tools.jinja'}"]
+    root = project(tmp_path / "renders", None, "chats.jsonl", chat)
+    (root / "data/raw/chats.jsonl").write_text("".join(json.dumps(row) + "\n" for row in tool_chats()))
+    for name in ("base", "prepare", "format"):
+        stage(root, name)
+    formatted = rows(root / "data/formatted/train.jsonl")[0]
+    assert [turn["role"] for turn in formatted["messages"]] == ["user", "assistant", "tool", "assistant"]
+    learned = tiny_tokenizer.decode([t for t, m in zip(formatted["input_ids"], formatted["completion_mask"]) if m])
+    assert "<tool_call>get_weather" in learned and "It is" in learned  # the call and the answer, not the result
+    assert "C<|im_end|>\n<|im_start|>assistant" not in learned
+
+    own_template = project(tmp_path / "drops", tiny_model_dir, "chats.jsonl", chat[:2])  # tiny's ChatML: no tool_calls
+    (own_template / "data/raw/chats.jsonl").write_text((root / "data/raw/chats.jsonl").read_text())
+    stage(own_template, "prepare")
+    result = stage(own_template, "format", ok=False)
+    assert result.returncode == 2
+    error = next(line for line in re.split(r"[\r\n]", result.stderr) if "error:" in line)  # after the progress bar
+    assert re.fullmatch(r".*error: row \w+: the model's chat template does not render tool calls \(function "
+                        r"'get_weather' is not in the rendered chat\); use a model whose template does, or set "
+                        r"model.chat_template to a Jinja file that renders tool_calls", error)
+    assert not (own_template / "data/formatted").exists()

@@ -118,8 +118,10 @@ def generative_example(record: RawRecord, config: DataConfig) -> dict:
     as written: a newline in a prompt or an answer can matter."""
     if config.layout is not None:
         messages, references = read_example(record.fields, config.layout, config.fields, record.where, config.roles)
-        *history, question, _answer = messages
-        return {"history": history, "prompt": question["content"], "references": references}
+        last_question = max(i for i, turn in enumerate(messages) if turn["role"] == "user")
+        tool_turns = messages[last_question + 1:-1]  # the tool calls and results before the answer
+        return {"history": messages[:last_question], "prompt": messages[last_question]["content"],
+                **({"tool_turns": tool_turns} if tool_turns else {}), "references": references}
     answers = references_of(_field(record, config.references_field), config.references_field, record.where)
     own = {name: value for name, value in record.fields.items() if name not in (config.references_field, "id")}
     return {**own, "references": answers}

@@ -6,7 +6,8 @@ acceptable answers to that last turn: the first is the training target; SQuAD ha
 
 - ``prompt_completion``: ``prompt`` and ``completion`` fields (a list of completions: references);
 - ``alpaca``: ``instruction``, optional ``input``, ``output``;
-- ``messages``: a list of ``{role, content}`` turns (multi-turn, optional system);
+- ``messages``: a list of ``{role, content}`` turns (multi-turn, optional system; OpenAI's
+  assistant ``tool_calls`` and ``tool`` turns kept as they are);
 - ``sharegpt``: ``conversations``, a list of ``{from, value}`` turns (human, gpt, system).
 
 ``data.fields`` maps these names to the columns of the user's file, ``data.roles`` its role
@@ -19,7 +20,10 @@ from dataclasses import dataclass
 from tunelab.errors import TunelabError
 from tunelab.registry import Registry
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+NEXT_ROLES = {"user": ("assistant",), "assistant": ("user",), "tool_call": ("tool",), "tool": ("tool", "assistant")}
+"""What may follow each turn: an assistant turn with ``tool_calls`` is answered by tool turns,
+which the assistant answers in turn (OpenAI's chat format)."""
 
 
 @dataclass(frozen=True)
@@ -69,34 +73,43 @@ def renamed_turns(turns, where: str, roles: dict, role_key: str = "role", conten
         raise TunelabError(f"{where}: the chat must be a non-empty list of {{{role_key}, {content_key}}} turns")
     renamed = []
     for number, turn in enumerate(turns, 1):
-        if not isinstance(turn, dict) or not isinstance(turn.get(content_key), str):
+        calls = isinstance(turn, dict) and isinstance(turn.get("tool_calls"), list) and turn["tool_calls"]
+        if not isinstance(turn, dict) or not (isinstance(turn.get(content_key), str) or calls):
             raise TunelabError(f"{where}: turn {number} must be {{{role_key}, {content_key}}} with a text {content_key}")
         role = roles.get(turn.get(role_key), turn.get(role_key))
         if role not in ROLES:
             known = sorted({*roles, *ROLES})
             raise TunelabError(f"{where}: turn {number} has {role_key} {turn.get(role_key)!r}, none of {known}; map it, "
                                f"e.g. -S 'data.roles={{{turn.get(role_key)}: assistant}}'")
-        renamed.append({"role": role, "content": turn[content_key]})
+        kept = {key: turn[key] for key in ("tool_calls", "tool_call_id", "name") if turn.get(key) is not None}
+        renamed.append({"role": role, "content": turn.get(content_key) or "", **kept})
     return renamed
+
+
+def turn_kind(turn: dict) -> str:
+    return "tool_call" if turn["role"] == "assistant" and turn.get("tool_calls") else turn["role"]
 
 
 def check_turns(messages: list[dict], where: str) -> list[dict]:
     """Optional system first, then user and assistant alternating, ending with an assistant turn."""
     for number, turn in enumerate(messages, 1):
-        if not turn["content"].strip():
+        if not turn["content"].strip() and not turn.get("tool_calls"):
             raise TunelabError(f"{where}: turn {number} ({turn['role']}) is empty")
     body = messages[1:] if messages[0]["role"] == "system" else messages
-    for number, turn in enumerate(body):
-        expected = "user" if number % 2 == 0 else "assistant"
-        if turn["role"] != expected:
-            position = number + 1 + (len(messages) - len(body))
-            raise TunelabError(f"{where}: turn {position} is {turn['role']!r}, expected {expected!r}: roles must "
-                               "alternate user, assistant after an optional system turn")
+    allowed = ("user",)
+    for number, turn in enumerate(body, 1 + len(messages) - len(body)):
+        if turn["role"] not in allowed:
+            expected = " or ".join(repr(role) for role in allowed)
+            why = ("an assistant turn with tool_calls is answered by tool turns" if allowed == ("tool",) else
+                   "roles must alternate user, assistant after an optional system turn")
+            raise TunelabError(f"{where}: turn {number} is {turn['role']!r}, expected {expected}: {why}")
+        allowed = NEXT_ROLES[turn_kind(turn)]
     if not any(turn["role"] == "assistant" for turn in body):
         raise TunelabError(f"{where}: no assistant turn; a chat row needs one to learn and to score")
-    if body[-1]["role"] != "assistant":
-        raise TunelabError(f"{where}: the last turn is a user turn; end each chat with the assistant's answer")
-    return [{"role": turn["role"], "content": turn["content"]} for turn in messages]
+    if turn_kind(body[-1]) != "assistant":
+        last = "a user turn" if body[-1]["role"] == "user" else "a tool call or result"
+        raise TunelabError(f"{where}: the last turn is {last}; end each chat with the assistant's answer")
+    return messages
 
 
 def read_messages(values: dict, where: str, roles: dict) -> tuple[list[dict], list[str]]:

@@ -144,6 +144,6 @@ def build_chat_prompts(rows: list[dict], config: PromptConfig, tokenizer,
     for row in rows:
         rendered = template.render(row, row=f"test {row['id']}")
         text = model_prompt(tokenizer, rendered.prompt, config.system, config.use_chat_template, demonstrations(row),
-                            history=row.get("history", []))
+                            history=row.get("history", []), tool_turns=row.get("tool_turns", []))
         prompts.append(ChatPrompt(id=str(row["id"]), text=text, references=row["references"]))
     return prompts

@@ -9,7 +9,13 @@ from pathlib import Path
 
 from tunelab.config.schema import FormatConfig, PromptConfig
 from tunelab.errors import TunelabError
-from tunelab.prompts.chat import chat_before_answer, check_chat_template, model_completion, model_prompt
+from tunelab.prompts.chat import (
+    chat_before_answer,
+    check_chat_template,
+    check_renders_tool_calls,
+    model_completion,
+    model_prompt,
+)
 from tunelab.prompts.templates import PromptTemplate, RenderedExample
 from tunelab.prompts.tokenization import (
     TokenizedExample,
@@ -73,8 +79,10 @@ def format_chat_example(example: dict, template: PromptTemplate, prompt: PromptC
     assistant turn and its end-of-turn token (tokenize_conversation)."""
     check_chat_template(tokenizer)
     rendered = with_target(template.render(example, row=str(example["id"])), template)
-    messages = [*chat_before_answer(rendered.prompt, prompt.system, history=example.get("history", [])),
+    messages = [*chat_before_answer(rendered.prompt, prompt.system, history=example.get("history", []),
+                                    tool_turns=example.get("tool_turns", [])),
                 {"role": "assistant", "content": rendered.target}]
+    check_renders_tool_calls(tokenizer, messages, row=str(example["id"]))
     tokens = tokenize_conversation(tokenizer, messages, settings.max_length, row=str(example["id"]))
     row = {
         "id": example["id"],

@@ -120,7 +120,8 @@ def served_chats(rows: list[dict], prompt: "PromptConfig", labels: list[str], de
     for row in rows:
         rendered = template.render(template_fields(row, labels) if labels else row, row=f"test {row['id']}")
         if decode_instruction is None:
-            chats.append(chat_before_answer(rendered.prompt, prompt.system, history=row.get("history", [])))
+            chats.append(chat_before_answer(rendered.prompt, prompt.system, history=row.get("history", []),
+                                            tool_turns=row.get("tool_turns", [])))
         else:
             chats.append([{"role": "user", "content": decode_instruction + (row["text"] if labels else rendered.prompt)}])
     return chats
