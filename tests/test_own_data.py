@@ -63,6 +63,14 @@ def stage(root: Path, name: str, *args: str, ok: bool = True, env: dict | None =
     return result
 
 
+def refused_by_prepare(root: Path) -> str:
+    """The one line prepare stopped with (exit 2), having written nothing."""
+    result = stage(root, "prepare", ok=False)
+    assert result.returncode == 2, result.stderr
+    assert not (root / "data/prepared").exists()
+    return result.stderr.strip()
+
+
 def rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -126,12 +134,9 @@ def test_a_sharegpt_turn_with_an_unknown_role_stops_prepare_in_one_line(tmp_path
                    ["data=local_chat", "data.source.path=chats.jsonl", "data.layout=sharegpt"])
     broken = {"conversations": [{"from": "human", "value": "hi"}, {"from": "bot", "value": "hello"}]}
     (root / "data/raw/chats.jsonl").write_text("".join(json.dumps(row) + "\n" for row in [*SHAREGPT, broken]))
-    result = stage(root, "prepare", ok=False)
-    assert result.returncode == 2
-    assert result.stderr.strip() == ("error: data/raw/chats.jsonl:21: turn 2 has from 'bot', none of ['assistant', "
-                                     "'gpt', 'human', 'system', 'tool', 'user']; map it, e.g. "
-                                     "-S 'data.roles={bot: assistant}'")
-    assert not (root / "data/prepared").exists()
+    assert refused_by_prepare(root) == ("error: data/raw/chats.jsonl:21: turn 2 has from 'bot', none of ['assistant', "
+                                        "'gpt', 'human', 'system', 'tool', 'user']; map it, e.g. "
+                                        "-S 'data.roles={bot: assistant}'")
 
 
 KEPT_TEST = ["data.test_source={kind: local_file, path: test.csv}"]
@@ -162,22 +167,16 @@ def test_your_own_test_split_is_kept_as_it_is_and_the_rest_is_split_into_train_a
 def test_a_kept_test_split_that_overlaps_the_training_data_is_refused_in_one_line(tmp_path):
     root = kept_test_project(tmp_path, [["Item 4 has the colour of grass, a frog.", "green"],
                                         ["Something else entirely, blue like the sea.", "blue"]])
-    result = stage(root, "prepare", ok=False)
-    assert result.returncode == 2
-    assert result.stderr.strip().startswith("error: data.test_source: 1 of its 2 rows are also in data.source, which "
-                                            "gives train and val (first: row ")
-    assert not (root / "data/prepared").exists()
+    assert refused_by_prepare(root).startswith("error: data.test_source: 1 of its 2 rows are also in data.source, "
+                                               "which gives train and val (first: row ")
 
 
 def test_labels_auto_on_a_column_of_distinct_values_is_refused_in_one_line(tmp_path):
     root = project(tmp_path, None, "colours.csv", [*LOCAL_CSV, "data.labels=auto", "data.label_field=sentence"])
     three_label_csv(root / "data/raw/colours.csv", rows=5000)
-    result = stage(root, "prepare", ok=False)
-    assert result.returncode == 2
-    assert result.stderr.strip() == ("error: data.labels: auto found 5000 distinct values in field 'sentence', more than "
-                                     "data.max_labels (50): is it the label column? Name the labels "
-                                     "(-S 'data.labels=[a,b,c]') or raise data.max_labels")
-    assert not (root / "data/prepared").exists()
+    assert refused_by_prepare(root) == ("error: data.labels: auto found 5000 distinct values in field 'sentence', "
+                                        "more than data.max_labels (50): is it the label column? Name the labels "
+                                        "(-S 'data.labels=[a,b,c]') or raise data.max_labels")
 
 
 @pytest.mark.slow
