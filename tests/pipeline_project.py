@@ -95,7 +95,10 @@ def make_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
     replace_in(repo / "conf/config.yaml", "model: smollm2_135m_instruct", "model: tiny")
     replace_in(repo / "conf/config.yaml", "data: vader_movie_reviews", "data: local_file")
     replace_in(repo / "conf/data/local_file.yaml", "path: ???", f"path: {DATA}")  # relative to the repository
-    replace_in(repo / "conf/data/local_file.yaml", "val_size: 200\ntest_size: 500", "val_size: 6\ntest_size: 12")
+    # movie reviews: asked as the default data is, so the baseline's prompts are the shipped sentiment ones
+    replace_in(repo / "conf/data/local_file.yaml", "override /prompt: classification",
+               "override /prompt: sentiment_instruction")
+    replace_in(repo / "conf/data/local_file.yaml", "val_size: 200\n  test_size: 500", "val_size: 6\n  test_size: 12")
     replace_in(repo / "conf/config.yaml", "max_steps: 100", "max_steps: 20")
     replace_in(repo / "conf/config.yaml", "eval_steps: 25", "eval_steps: 10")
     replace_in(repo / "conf/eval/default.yaml", "max_new_tokens: 64", "max_new_tokens: 8")

@@ -24,6 +24,7 @@ REQUIRED_OVERRIDES = {
     "model=hub": ["model.hub_id=org/model"],
     "data=local_file": ["data.source.path=reviews.jsonl"],
     "data=local_chat": ["data.source.path=chats.jsonl"],
+    "data=hub_dataset": ["data.source.dataset=stanfordnlp/imdb", "data.source.revision=e6281661ce1c48d982bc483cf8a173c1bbeb5d31"],
 }
 
 
@@ -33,7 +34,7 @@ def group_options() -> list[str]:
 
 def test_every_group_option_is_covered():
     groups = {option.split("=")[0] for option in group_options()}
-    assert groups == {"model", "data", "prompt", "strategy", "tracking", "eval", "quantize", "bench", "serve", "align"}
+    assert groups == {"model", "data", "prompt", "strategy", "tracking", "eval", "quantize", "bench", "serve", "align", "hw"}
     # every registered strategy (and alignment method) has its conf file, and every such file names a registered one
     strategy_files = {option for option in group_options() if option.startswith("strategy=")}
     assert strategy_files == {f"strategy={name}" for name in STRATEGIES.names()}
@@ -300,3 +301,20 @@ def test_a_generative_config_that_cannot_work_is_refused_naming_the_key(override
     composed = compose_conf(CONF, overrides)
     with pytest.raises(TunelabError, match=message):
         validate_config({**composed, **{section: merged(composed[section], c) for section, c in change.items()}})
+
+
+def dvc_params() -> set[str]:
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    return {name for stage in stages.values() for name in stage.get("params", []) if isinstance(name, str)}
+
+
+@pytest.mark.parametrize("option", group_options())
+def test_every_param_dvc_yaml_names_is_in_every_composition(option):
+    """DVC refuses a run whose params.yaml lacks a param a stage names ("Parameters ... are missing"),
+    so every conf choice must compose to every one of them, null where unused."""
+    composed = compose_conf(CONF, [option, *REQUIRED_OVERRIDES.get(option, [])])
+    for dotted in dvc_params():
+        value = composed
+        for key in dotted.split("."):
+            assert isinstance(value, dict) and key in value, f"{option}: params.yaml would lack {dotted}"
+            value = value[key]

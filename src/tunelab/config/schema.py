@@ -174,7 +174,7 @@ class DataConfig:
     """Examples in the train split; null takes all that remain."""
     seed: int
     """Seed of the split."""
-    test_source: Optional[SourceConfig] = None
+    test_source: Optional[SourceConfig]
     """null, or your own test split kept as it is (not re-split): ``source`` then gives train and val alone. A test
     row whose input a train or val row also has is refused, naming it."""
     text_field: Optional[str] = None
@@ -650,7 +650,7 @@ class ExtraTestSetConfig:
 
     def data_config(self, main: "DataConfig") -> "DataConfig":
         """How its rows are read and cleaned: the main data config with this set's keys."""
-        return dataclasses.replace(main, source=self.source, train_source=None, **self.data)
+        return dataclasses.replace(main, source=self.source, train_source=None, test_source=None, **self.data)
 
 
 @dataclass(frozen=True)
