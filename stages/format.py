@@ -24,6 +24,7 @@ from tunelab.io.atomic import write_jsonl
 from tunelab.io.jsonl import read_jsonl
 from tunelab.layout import LAYOUT
 from tunelab.prompts.formatting import format_chat_example, format_example, load_tokenizer
+from tunelab.prompts.special_tokens import DataText
 from tunelab.prompts.templates import PromptTemplate
 from tunelab.prompts.tokenization import drop_truncated, length_report, special_tokens_report
 from tunelab.records import prepared_data
@@ -42,9 +43,10 @@ def main() -> None:
     tokenizer = load_tokenizer(LAYOUT.base_model)
     with stage_run("format", params, sections=("prompt", "format")) as run:
         report = {"template": prompt.name, "special_tokens": special_tokens_report(tokenizer), "splits": {}}
+        data_text = DataText(tokenizer)
         rows = {}  # every split formatted and checked before any is written: a refusal changes no output
         for split in SPLITS:
-            examples = read_jsonl(LAYOUT.prepared / f"{split}.jsonl", required=required)
+            examples = data_text.rows(read_jsonl(LAYOUT.prepared / f"{split}.jsonl", required=required))
             formatted = [
                 formatter(example, template=template, prompt=prompt, settings=settings, tokenizer=tokenizer)
                 for example in tqdm(examples, desc=f"format {split}", unit="ex")
@@ -57,6 +59,7 @@ def main() -> None:
                     raise TunelabError(f"format.max_length: every {split} example is longer than {settings.max_length} "
                                        f"tokens (p50 {report['splits'][split]['tokens']['p50']}); raise it")
             rows[split] = [row for row, _ in formatted]
+        report["control_tokens_in_data"] = data_text.report()
         for split, split_rows in rows.items():
             write_jsonl(LAYOUT.formatted / f"{split}.jsonl", split_rows)
         run.write_metrics(LAYOUT.formatted / "report.json", report)

@@ -78,8 +78,8 @@ def main() -> None:
     params = read_params()
     config = to_section(DataConfig, "data", params.get("data"))
     with stage_run("prepare", params, sections=("data",)) as run:
-        provenance = json.loads((LAYOUT.raw / "source.json").read_text())
-        records = read_fetched(LAYOUT.raw, provenance, config.format)
+        provenance = json.loads(LAYOUT.raw_provenance.read_text())
+        records = read_fetched(LAYOUT.raw_main, provenance, config.format)
         if config.infers_labels:
             config = replace(config, labels=inferred_labels(records, config))
         examples, cleaning = clean(records, config)

@@ -28,6 +28,7 @@ from tunelab.io.jsonl import read_jsonl
 from tunelab.layout import BASE, LAYOUT
 from tunelab.models.loading import continues_a_cache, load_variant
 from tunelab.prompts.formatting import load_tokenizer
+from tunelab.prompts.special_tokens import DataText
 from tunelab.records import prepared_data
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
@@ -114,10 +115,12 @@ def main() -> None:
             check_endpoint(proposer)
         candidates = candidate_grid(searched_templates(training_prompt, settings, task), settings, optimized)
         required = ("id", "text", "label") if data.classifies else ("id", "references")
-        val = read_jsonl(LAYOUT.split(LAYOUT.prepared, "val"), required=required)[: settings.prompt_search.rows]
-        train = read_jsonl(LAYOUT.split(LAYOUT.prepared, "train"), required=required)
+        tokenizer = load_tokenizer(LAYOUT.base_model)
+        data_text = DataText(tokenizer)  # as the format stage escapes them: control tokens in data are text
+        val = data_text.rows(read_jsonl(LAYOUT.split(LAYOUT.prepared, "val"), required=required)[: settings.prompt_search.rows])
+        train = data_text.rows(read_jsonl(LAYOUT.split(LAYOUT.prepared, "train"), required=required))
         model = load_variant(BASE)
-        scorer = Scorer(task, labels, model, load_tokenizer(LAYOUT.base_model),
+        scorer = Scorer(task, labels, model, tokenizer,
                         EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model)))
         search = Search(scorer, val, train, optimized.scoring[0], settings.seed)
         search.score(candidates)

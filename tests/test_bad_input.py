@@ -16,9 +16,9 @@ PREPARE = REPO_ROOT / "stages" / "prepare.py"
 
 
 def prepare_on(folder: Path, file_name: str, content: bytes, **data) -> subprocess.CompletedProcess:
-    """The prepare stage on data/raw/<file_name> holding ``content``, configured like data=local_file."""
-    (folder / "data/raw").mkdir(parents=True)
-    (folder / "data/raw" / file_name).write_bytes(content)
+    """The prepare stage on data/raw/main/<file_name> holding ``content``, configured like data=local_file."""
+    (folder / "data/raw/main").mkdir(parents=True)
+    (folder / "data/raw/main" / file_name).write_bytes(content)
     (folder / "data/raw/source.json").write_text(json.dumps({"file": file_name}))
     params = compose_conf(REPO_ROOT / "conf", ["data=local_file", "data.source.path=unused", "tracking.enabled=false"])
     params["data"].update(data)
@@ -41,6 +41,16 @@ CASES = {
                      "reviews.jsonl:2: field 'label' is empty (null); give every row a value"),
     "a short CSV row": ("reviews.csv", b"id,text,label\n1,fine,positive\n2,odd\n", {"format": "csv", "id_field": "id"},
                         "reviews.csv:3: 2 values, but the header has 3 columns"),
+    "a CSV cell over csv's 128 KiB field limit": (
+        "reviews.csv", b'text,label\nfine,positive\n"' + b"x" * 140_000 + b'",negative\n', {"format": "csv"},
+        "reviews.csv:3: field larger than field limit (131072); for longer texts use data.format=jsonl"),
+    "a repeated CSV header": ("reviews.csv", b"text,label,text\nfine,positive,again\n", {"format": "csv"},
+                              "reviews.csv:1: column 'text' appears 2 times in the header; name every column once"),
+    "a JSONL row nested 100,000 deep": (
+        "reviews.jsonl", b'{"text": "fine", "label": "positive"}\n{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+        {}, "reviews.jsonl:2: nested deeper than Python's JSON reader can follow"),
+    "a JSON array nested 100,000 deep": ("reviews.json", b"[" * 100_000 + b"]" * 100_000, {"format": "json"},
+                                         "reviews.json: nested deeper than Python's JSON reader can follow"),
 }
 
 
@@ -50,7 +60,7 @@ def test_bad_data_is_one_line_naming_file_and_line_exit_2_and_nothing_written(tm
     result = prepare_on(tmp_path, file_name, content, **data)
     assert result.returncode == 2, result.stderr
     line = result.stderr.strip()
-    assert line.startswith(f"error: data/raw/{message}") and "\n" not in line  # one line, no traceback
+    assert line.startswith(f"error: data/raw/main/{message}") and "\n" not in line  # one line, no traceback
     assert not (tmp_path / "data/prepared").exists()
 
 

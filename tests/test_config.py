@@ -21,7 +21,7 @@ REQUIRED_OVERRIDES = {
     "prompt=squad": ["data=squad_v1"],
     "prompt=instruction": ["data=alpaca_demo"],
     "model=local_dir": ["model.path=/models/mine"],
-    "model=hub": ["model.hub_id=org/model"],
+    "model=hub": ["model.hub_id=org/model", "model.revision=e6281661ce1c48d982bc483cf8a173c1bbeb5d31"],
     "data=local_file": ["data.source.path=reviews.jsonl"],
     "data=local_chat": ["data.source.path=chats.jsonl"],
     "data=hub_dataset": ["data.source.dataset=stanfordnlp/imdb", "data.source.revision=e6281661ce1c48d982bc483cf8a173c1bbeb5d31"],

@@ -78,8 +78,8 @@ def project(root: Path, tiny_model_dir: Path, task: str) -> Path:
     params = compose_conf(REPO_ROOT / "conf", overrides + (["data.source.path=unused"] if task == "generation" else []))
     params["tracking"]["enabled"] = False
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (root / "data/raw").mkdir(parents=True)
-    (root / "data/raw" / raw_file).write_text(content())
+    (root / "data/raw/main").mkdir(parents=True)
+    (root / "data/raw/main" / raw_file).write_text(content())
     provenance = {"file": raw_file}
     if task == "math":  # the GSM8K data file's train split is generated (data.train_source)
         (root / "data/raw/train").mkdir()
@@ -296,10 +296,10 @@ def reported_with_the_tasks_own_headline(staged):
 def test_a_broken_row_stops_prepare_in_one_line_naming_file_and_line_and_writes_nothing(task, broken_row, message,
                                                                                           tmp_path, tiny_model_dir):
     root = project(tmp_path, tiny_model_dir, task)
-    raw = root / "data/raw" / TASKS[task][1]
+    raw = root / "data/raw/main" / TASKS[task][1]
     raw.write_text(raw.read_text() + json.dumps(broken_row) + "\n")
     result = subprocess.run([sys.executable, str(REPO_ROOT / "stages/prepare.py")], cwd=root, capture_output=True,
                             text=True)
     assert result.returncode == 2
-    assert result.stderr.strip() == f"error: {Path('data/raw') / TASKS[task][1]}:{message}"
+    assert result.stderr.strip() == f"error: {Path('data/raw/main') / TASKS[task][1]}:{message}"
     assert not (root / "data/prepared").exists()

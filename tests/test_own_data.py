@@ -48,7 +48,7 @@ def project(root: Path, tiny_model_dir: Path | None, raw_file: str | None, overr
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if raw_file is not None:
-        (root / "data/raw").mkdir(parents=True)
+        (root / "data/raw/main").mkdir(parents=True)
         (root / "data/raw/source.json").write_text(json.dumps({"file": raw_file, **(provenance or {})}))
     if tiny_model_dir is not None:
         shutil.copytree(tiny_model_dir, root / "models/base")
@@ -86,7 +86,7 @@ def test_a_three_label_csv_needs_no_template_and_its_labels_can_be_read_from_the
     matrices are 3×3."""
     root = project(tmp_path, tiny_model_dir, "colours.csv",
                    [*LOCAL_CSV, "data.labels=auto", "data.description=the colour of the item"])
-    three_label_csv(root / "data/raw/colours.csv")
+    three_label_csv(root / "data/raw/main/colours.csv")
     for name, args in (("prepare", ()), ("format", ()), ("search_prompt", ()), ("evaluate", ("base",)), ("report", ())):
         stage(root, name, *args)
     stats = json.loads((root / "data/prepared/stats.json").read_text())
@@ -120,7 +120,7 @@ SHAREGPT = [{"conversations": [{"from": "system", "value": "Be brief."}, {"from"
 def test_sharegpt_chats_are_prepared_and_formatted_with_loss_on_the_answers(tmp_path, tiny_model_dir, tiny_tokenizer):
     root = project(tmp_path, tiny_model_dir, "chats.jsonl",
                    ["data=local_chat", "data.source.path=chats.jsonl", "data.layout=sharegpt"])
-    (root / "data/raw/chats.jsonl").write_text("".join(json.dumps(row) + "\n" for row in SHAREGPT))
+    (root / "data/raw/main/chats.jsonl").write_text("".join(json.dumps(row) + "\n" for row in SHAREGPT))
     stage(root, "prepare")
     stage(root, "format")
     formatted = rows(root / "data/formatted/train.jsonl")[0]
@@ -133,19 +133,20 @@ def test_a_sharegpt_turn_with_an_unknown_role_stops_prepare_in_one_line(tmp_path
     root = project(tmp_path, None, "chats.jsonl",
                    ["data=local_chat", "data.source.path=chats.jsonl", "data.layout=sharegpt"])
     broken = {"conversations": [{"from": "human", "value": "hi"}, {"from": "bot", "value": "hello"}]}
-    (root / "data/raw/chats.jsonl").write_text("".join(json.dumps(row) + "\n" for row in [*SHAREGPT, broken]))
-    assert refused_by_prepare(root) == ("error: data/raw/chats.jsonl:21: turn 2 has from 'bot', none of ['assistant', "
+    (root / "data/raw/main/chats.jsonl").write_text("".join(json.dumps(row) + "\n" for row in [*SHAREGPT, broken]))
+    assert refused_by_prepare(root) == ("error: data/raw/main/chats.jsonl:21: turn 2 has from 'bot', none of ['assistant', "
                                         "'gpt', 'human', 'system', 'tool', 'user']; map it, e.g. "
                                         "-S 'data.roles={bot: assistant}'")
 
 
+COMMIT = "0123456789abcdef0123456789abcdef01234567"  # a hub revision: a commit sha, as the check requires
 KEPT_TEST = ["data.test_source={kind: local_file, path: test.csv}"]
 
 
 def kept_test_project(root: Path, test_rows: list[list[str]]) -> Path:
     project(root, None, "colours.csv", [*LOCAL_CSV, "data.labels=[red,green,blue]", *KEPT_TEST],
             {"test": {"file": "test.csv"}})
-    three_label_csv(root / "data/raw/colours.csv", rows=30)
+    three_label_csv(root / "data/raw/main/colours.csv", rows=30)
     (root / "data/raw/test").mkdir()
     with (root / "data/raw/test/test.csv").open("w", newline="") as out:
         csv.writer(out).writerows([["sentence", "colour"], *test_rows])
@@ -173,7 +174,7 @@ def test_a_kept_test_split_that_overlaps_the_training_data_is_refused_in_one_lin
 
 def test_labels_auto_on_a_column_of_distinct_values_is_refused_in_one_line(tmp_path):
     root = project(tmp_path, None, "colours.csv", [*LOCAL_CSV, "data.labels=auto", "data.label_field=sentence"])
-    three_label_csv(root / "data/raw/colours.csv", rows=5000)
+    three_label_csv(root / "data/raw/main/colours.csv", rows=5000)
     assert refused_by_prepare(root) == ("error: data.labels: auto found 5000 distinct values in field 'sentence', "
                                         "more than data.max_labels (50): is it the label column? Name the labels "
                                         "(-S 'data.labels=[a,b,c]') or raise data.max_labels")
@@ -184,7 +185,7 @@ def test_dora_trains_through_the_train_stage_and_merges(tmp_path, tiny_model_dir
     root = project(tmp_path, tiny_model_dir, "colours.csv",
                    [*LOCAL_CSV, "data.labels=[red,green,blue]", "+strategy.lora.peft.use_dora=true",
                     "strategy.lora.target_modules=[all-linear]", "quantize.variants=[merged]"])
-    three_label_csv(root / "data/raw/colours.csv")
+    three_label_csv(root / "data/raw/main/colours.csv")
     for name in ("prepare", "format", "train", "quantize"):
         stage(root, name)
     adapter = json.loads((root / "models/trained/adapter_config.json").read_text())
@@ -222,7 +223,7 @@ def test_a_model_without_a_chat_template_gets_the_one_named_and_every_stage_afte
     root = project(tmp_path / "project", None, "colours.csv",
                    [*LOCAL_CSV, "data.labels=[red,green,blue]", "model=local_dir", f"model.path={bare}",
                     "model.chat_template=chatml"])
-    three_label_csv(root / "data/raw/colours.csv")
+    three_label_csv(root / "data/raw/main/colours.csv")
     for name in ("base", "prepare", "format"):
         stage(root, name)
     assert (root / "models/base/chat_template.jinja").read_text().startswith("{%- for message in messages %}")
@@ -244,10 +245,10 @@ def test_a_hub_dataset_is_fetched_at_its_revision_by_load_dataset_and_prepared(t
     datasets.DatasetDict({"train": datasets.Dataset.from_list(rows_of_csv[:30]),
                           "test": datasets.Dataset.from_list(rows_of_csv[30:])}).save_to_disk(str(saved))
     root = project(tmp_path / "project", None, None,
-                   ["data=hub_dataset", f"data.source.dataset={saved}", "data.source.revision=main", *HUB_FIELDS])
+                   ["data=hub_dataset", f"data.source.dataset={saved}", f"data.source.revision={COMMIT}", *HUB_FIELDS])
     stage(root, "fetch")
     provenance = json.loads((root / "data/raw/source.json").read_text())
-    assert (provenance["kind"], provenance["format"], provenance["revision"]) == ("hf_hub", "hf_dataset_dir", "main")
+    assert (provenance["kind"], provenance["format"], provenance["revision"]) == ("hf_hub", "hf_dataset_dir", COMMIT)
     stage(root, "prepare")
     stats = json.loads((root / "data/prepared/stats.json").read_text())
     assert stats["label_names"] == ["blue", "green", "red"] and stats["raw_rows"] == 36  # both splits, pooled
@@ -255,11 +256,11 @@ def test_a_hub_dataset_is_fetched_at_its_revision_by_load_dataset_and_prepared(t
 
 def test_a_hub_dataset_that_cannot_be_loaded_stops_fetch_in_one_line(tmp_path):
     root = project(tmp_path, None, None, ["data=hub_dataset", "data.source.dataset=nobody/no-such-dataset",
-                                          "data.source.revision=0123abc", *HUB_FIELDS])
+                                          f"data.source.revision={COMMIT}", *HUB_FIELDS])
     result = stage(root, "fetch", ok=False, env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().startswith("error: data.source.dataset: 'nobody/no-such-dataset' at revision "
-                                            "'0123abc' could not be loaded (")
+                                            f"'{COMMIT}' could not be loaded (")
     assert len(result.stderr.strip().splitlines()) == 1 and not (root / "data/raw").exists()
 
 
@@ -324,7 +325,7 @@ def test_tool_calls_are_trained_where_the_chat_template_renders_them_and_refused
     chat = ["data=local_chat", "data.source.path=chats.jsonl", "model=local_dir", f"model.path={tiny_model_dir}",
             f"model.chat_template={tmp_path / 'tools.jinja'}"]
     root = project(tmp_path / "renders", None, "chats.jsonl", chat)
-    (root / "data/raw/chats.jsonl").write_text("".join(json.dumps(row) + "\n" for row in tool_chats()))
+    (root / "data/raw/main/chats.jsonl").write_text("".join(json.dumps(row) + "\n" for row in tool_chats()))
     for name in ("base", "prepare", "format"):
         stage(root, name)
     formatted = rows(root / "data/formatted/train.jsonl")[0]
@@ -334,7 +335,7 @@ def test_tool_calls_are_trained_where_the_chat_template_renders_them_and_refused
     assert "C<|im_end|>\n<|im_start|>assistant" not in learned
 
     own_template = project(tmp_path / "drops", tiny_model_dir, "chats.jsonl", chat[:2])  # tiny's ChatML: no tool_calls
-    (own_template / "data/raw/chats.jsonl").write_text((root / "data/raw/chats.jsonl").read_text())
+    (own_template / "data/raw/main/chats.jsonl").write_text((root / "data/raw/main/chats.jsonl").read_text())
     stage(own_template, "prepare")
     result = stage(own_template, "format", ok=False)
     assert result.returncode == 2

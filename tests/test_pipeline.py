@@ -191,7 +191,7 @@ def test_an_in_place_edit_of_the_local_data_file_reruns_everything_from_fetch(ba
         "fetch", "prepare", "format", "train", "search_prompt", "evaluate@base", "evaluate@trained", *AFTER_TRAINING]
     run(project, "dvc", "exp", "run", "-S", "data.test_size=10", "-S", "tracking.enabled=false", "format")
     assert len(read_rows(project / "data/formatted/test.jsonl")) == 10
-    assert "Review 60: a sharp film." in (project / "data/raw/reviews.jsonl").read_text()
+    assert "Review 60: a sharp film." in (project / "data/raw/main/reviews.jsonl").read_text()
 
 
 @pytest.mark.slow
@@ -214,8 +214,8 @@ def test_bare_dvc_repro_refuses_a_params_yaml_that_conf_no_longer_composes_to(ba
 
 
 def test_a_stage_fails_in_one_line_naming_file_and_line_and_writes_nothing(tmp_path):
-    (tmp_path / "data/raw").mkdir(parents=True)
-    (tmp_path / "data/raw/truth.txt").write_text("1\t2.0\tGood\n2\toops\n")
+    (tmp_path / "data/raw/main").mkdir(parents=True)
+    (tmp_path / "data/raw/main/truth.txt").write_text("1\t2.0\tGood\n2\toops\n")
     (tmp_path / "data/raw/source.json").write_text('{"file": "truth.txt"}')
     data = (REPO_ROOT / "conf/data/vader_movie_reviews.yaml").read_text()
     tracking = (REPO_ROOT / "conf/tracking/mlflow_local.yaml").read_text().replace("enabled: true", "enabled: false")
@@ -225,7 +225,7 @@ def test_a_stage_fails_in_one_line_naming_file_and_line_and_writes_nothing(tmp_p
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        f"error: {Path('data/raw/truth.txt')}:2: expected 3 tab-separated fields (id, rating, text), got 2")
+        f"error: {Path('data/raw/main/truth.txt')}:2: expected 3 tab-separated fields (id, rating, text), got 2")
     assert not (tmp_path / "data/prepared").exists()
 
 

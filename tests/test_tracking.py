@@ -45,7 +45,7 @@ def store(tmp_path, monkeypatch) -> str:
 
 
 def params_for(uri: str, **sections) -> dict:
-    return {"tracking": {"uri": uri, "experiment": "tests", "enabled": True}, **sections}
+    return {"tracking": {"uri": uri, "experiment": "tests", "enabled": True, "lock_timeout": 60}, **sections}
 
 
 def pipeline_statuses(uri: str) -> list[str]:
@@ -100,7 +100,7 @@ from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
 
 def main():
-    params = {"tracking": {"uri": sys.argv[1], "experiment": "tests", "enabled": True}}  # as params_for()
+    params = {"tracking": {"uri": sys.argv[1], "experiment": "tests", "enabled": True, "lock_timeout": 60}}  # as params_for()
     with stage_run("train", params, sections=()):
         print("started", flush=True)
         time.sleep(600)
@@ -193,8 +193,8 @@ def test_a_store_failing_mid_run_is_said_in_the_metrics_already_written(store, t
 
 def test_a_stage_with_its_store_down_finishes_its_work(tmp_path):
     """The prepare stage as a process, its tracking server down: exit 0, outputs written, metrics say so."""
-    (tmp_path / "data/raw").mkdir(parents=True)
-    (tmp_path / "data/raw/reviews.jsonl").write_text("".join(
+    (tmp_path / "data/raw/main").mkdir(parents=True)
+    (tmp_path / "data/raw/main/reviews.jsonl").write_text("".join(
         json.dumps({"text": f"review {i}", "label": "positive" if i % 2 else "negative"}) + "\n" for i in range(40)))
     (tmp_path / "data/raw/source.json").write_text('{"file": "reviews.jsonl"}')
     params = compose_conf(REPO_ROOT / "conf", ["data=local_file", "data.source.path=unused", "data.test_size=10",
@@ -216,7 +216,7 @@ from tunelab.tracking.mlflow_run import stage_run
 uri, barrier, name = sys.argv[1:]
 while not Path(barrier).exists():  # both processes have imported everything; now they race
     time.sleep(0.001)
-params = {"tracking": {"uri": uri, "experiment": "tests", "enabled": True}}
+params = {"tracking": {"uri": uri, "experiment": "tests", "enabled": True, "lock_timeout": 60}}
 with stage_run(name, params, sections=()) as run:
     run.log_metrics({"step": 1.0})
     print(run.status())

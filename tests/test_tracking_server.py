@@ -126,7 +126,7 @@ def test_no_password_or_token_reaches_a_param_a_tag_or_the_params_artifact(track
     with_password = url.replace("http://", "http://alice:s3cret-pw@")  # the server ignores it; requests sends it
     monkeypatch.setenv("MLFLOW_TRACKING_URI", with_password)
     monkeypatch.chdir(tmp_path)
-    params = {"tracking": {"uri": with_password, "experiment": "secrets", "enabled": True},
+    params = {"tracking": {"uri": with_password, "experiment": "secrets", "enabled": True, "lock_timeout": 60},
               "data": {"source": {"url": "https://bob:tok3n-xyz@example.com/data.csv", "api_key": "sk-abc123"}}}
     with stage_run("check", params, sections=("tracking", "data")) as staged:
         staged.set_tag("note", "ok")
@@ -244,7 +244,7 @@ DYING_STAGE = """
 import json, os, signal, sys, time
 os.environ["MLFLOW_TRACKING_URI"] = sys.argv[1]  # this server, whatever the caller's environment named
 from tunelab.tracking.mlflow_run import stage_run
-params = {"tracking": {"uri": sys.argv[1], "experiment": "dying", "enabled": True}}
+params = {"tracking": {"uri": sys.argv[1], "experiment": "dying", "enabled": True, "lock_timeout": 60}}
 with stage_run("train", params, sections=("tracking",)) as staged:
     staged.write_metrics("metrics.json", {"loss": 1.0})
     os.killpg(int(sys.argv[2]), signal.SIGKILL)  # the server and its workers die mid-stage

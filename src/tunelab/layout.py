@@ -19,6 +19,9 @@ class Layout:
         self.data_origin = root / "data/origin.json"
         self.model_origin = root / "models/origin.json"
         self.raw = root / "data/raw"
+        # each source's files in a folder of their own, so none can be named like provenance.json
+        self.raw_main = root / "data/raw/main"  # data.source's file (or dataset folder)
+        self.raw_provenance = root / "data/raw/source.json"  # what fetch copied, from where, its sha256
         self.raw_train = root / "data/raw/train"  # data.train_source's rows, where it is set
         self.raw_test = root / "data/raw/test"  # data.test_source's rows, where it is set
         self.extra_test = root / "data/prepared/extra_test.jsonl"  # eval.extra_test_sets' rows, each with its test_set

@@ -10,10 +10,12 @@ tunelab came from anywhere else.
 import errno
 import inspect
 import os
+import re
+import resource
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import tunelab
@@ -44,14 +46,57 @@ def check_code_origin(script: str | Path | None) -> None:
         )
 
 
+FREE_SPACE = "free space, e.g. `dvc gc -w` and old checkpoints/, then run again"
+WRITE_FAULTS = {errno.ENOSPC: ("disk full", FREE_SPACE), errno.EDQUOT: ("disk quota exceeded", FREE_SPACE),
+                errno.EFBIG: ("file too large for this process's file-size limit",
+                              "raise it (`ulimit -f unlimited`), then run again")}
+RUST_IO_ERRNO = re.compile(r"\(os error (\d+)\)")
+"""How Rust's io::Error (safetensors, tokenizers) ends its message: the errno survives as text."""
+TORCH_WRITER_FAILURE = re.compile(r"PytorchStreamWriter failed writing|inline_container\.cc.*unexpected pos|iostream error")
+"""torch.save's C++ writer, which drops errno: its failures are classified by what the kernel now
+refuses (:func:`probed_write_fault`)."""
+
+
+def causes(error: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def write_fault(error: BaseException) -> tuple[int, str | None] | None:
+    """(errno, file) where ``error`` or anything that caused it is a write the kernel refused for
+    space or size; None otherwise."""
+    for cause in causes(error):
+        if isinstance(cause, OSError) and cause.errno in WRITE_FAULTS:
+            return cause.errno, cause.filename
+        if (found := RUST_IO_ERRNO.search(str(cause))) and int(found[1]) in WRITE_FAULTS:
+            return int(found[1]), None
+        if TORCH_WRITER_FAILURE.search(str(cause)) and (number := probed_write_fault()) is not None:
+            return number, None
+    return None
+
+
+def probed_write_fault() -> int | None:
+    """Why a write without an errno failed: a file-size limit on this process, or a full disk."""
+    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+        return errno.EFBIG
+    free = os.statvfs(".")
+    return errno.ENOSPC if free.f_bavail * free.f_frsize < 64 * 2**20 else None
+
+
 def explain(error: BaseException) -> str:
     """One line for an error that is not the user's input: what happened and what to do."""
     if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
         return ("out of memory: lower train.batch_size / eval.batch_size (or format.max_length), "
                 "or use a smaller model or strategy=qlora")
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return (f"disk full ({error.filename or 'writing'}): free space, e.g. `dvc gc -w` and old checkpoints/, "
-                "then run again; outputs are written atomically, so nothing half-written was kept")
+    fault = write_fault(error)
+    if fault is not None:
+        number, filename = fault
+        what, remedy = WRITE_FAULTS[number]
+        return (f"{what} ({filename or 'writing'}): {remedy}; outputs are written atomically, so nothing "
+                "half-written was kept")
     first_line = (str(error).strip().splitlines() or [""])[0]
     return (f"{type(error).__name__}: {first_line} (unexpected: this is likely a tunelab bug; rerun with "
             f"{DEBUG_ENV}=1 for the traceback and report it)")

@@ -10,7 +10,6 @@ test row's is refused (:func:`check_no_test_rows`). A file (align.preferences.so
 pairs, or KTO's unpaired rows: an answer labelled desirable or not.
 """
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from tunelab.config.schema import PreferencesConfig
 from tunelab.errors import TunelabError
 from tunelab.evaluation.tasks import Task, answer_of
 from tunelab.io.files import sha256_of
-from tunelab.io.jsonl import read_jsonl
+from tunelab.io.jsonl import numbered_rows
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
 UNPAIRED_FIELDS = ("prompt", "completion", "label")  # KTO's: label true where the answer is desirable
@@ -101,18 +100,22 @@ def rows_from_file(path: Path, fields: dict[str, str]) -> tuple[list[dict], dict
     """TRL's preference rows from a JSONL, renamed by ``fields`` (TRL's name → the file's): pairs
     (prompt/chosen/rejected) or, for KTO, unpaired rows (prompt/completion/label); the first row's
     fields say which. Text or lists of chat turns."""
-    with path.open() as handle:  # its first row only: read_jsonl below reads the whole file once
-        first = json.loads(handle.readline() or "{}")
+    numbered = numbered_rows(path)  # the data files' reader rules: UTF-8, no BOM, blank lines skipped
+    first = numbered[0][1] if numbered else {}
     kinds = {"pairs": PAIR_FIELDS, "unpaired": UNPAIRED_FIELDS}
     kind = next((kind for kind, names in kinds.items() if all(fields.get(f, f) in first for f in names)), None)
     if kind is None:
-        raise TunelabError(f"{path}:1: neither a pair ({', '.join(PAIR_FIELDS)}) nor an unpaired row "
+        at = numbered[0][0] if numbered else 1
+        raise TunelabError(f"{path}:{at}: neither a pair ({', '.join(PAIR_FIELDS)}) nor an unpaired row "
                            f"({', '.join(UNPAIRED_FIELDS)}); name the file's fields with align.preferences.fields")
     names = {field: fields.get(field, field) for field in kinds[kind]}
     rows = []
-    for number, row in enumerate(read_jsonl(path, required=tuple(names.values())), start=1):
+    for line, row in numbered:
+        missing = [name for name in names.values() if name not in row]
+        if missing:
+            raise TunelabError(f"{path}:{line}: missing field {missing[0]!r} (fields present: {sorted(row)})")
         renamed = {field: row[name] for field, name in names.items()}
-        renamed["id"] = str(row.get("id", f"{path.name}:{number}"))
+        renamed["id"] = str(row.get("id", f"{path.name}:{line}"))
         rows.append(renamed)
     return rows, {"source": "file", "path": str(path), kind: len(rows)}
 
@@ -143,9 +146,17 @@ def check_no_test_rows(pairs: list[dict], test_rows: list[dict], tokenizer) -> N
     test_ids = {str(row["id"]) for row in test_rows}
     test_prompts = {alignment_row(row, tokenizer)["prompt"] for row in test_rows}
     for pair in pairs:
-        if str(pair["id"]) in test_ids or (isinstance(pair["prompt"], str) and pair["prompt"] in test_prompts):
+        if str(pair["id"]) in test_ids or rendered_prompt(pair["prompt"], tokenizer) in test_prompts:
             raise TunelabError(f"preference pair {pair['id']}: its prompt is a test row's; the test split must never "
                                "be trained on")
+
+
+def rendered_prompt(prompt: str | list[dict], tokenizer) -> str:
+    """A pair's prompt as the model reads it: chat turns through the chat template up to the
+    answer, as a chat row's prompt is (alignment_row), so the two compare as text."""
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
 
 def unpaired(rows: list[dict]) -> list[dict]:

@@ -8,10 +8,10 @@ choice requires.
 
 import dataclasses
 import re
-import shlex
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from tunelab.config.launchers import check_launcher
 from tunelab.errors import TunelabError
 
 
@@ -39,16 +39,14 @@ def require_range(key: str, value: float | None, low: float | None = None, high:
         raise TunelabError(f"{key}: {value} is out of range; expected a value in {bounds}")
 
 
-LAUNCHERS = ("python", "accelerate", "torchrun")
-SAFE_COMMAND = re.compile(r"^[\w./:=,+ -]+$")  # no shell metacharacters: ; & | < > $ ` ( ) quotes # newline
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
-def check_launcher(key: str, command: str) -> None:
-    """A config value dvc.yaml puts in a shell command: a known program, words and flags only."""
-    if not SAFE_COMMAND.match(command) or not shlex.split(command) or shlex.split(command)[0] not in LAUNCHERS:
-        raise TunelabError(f"{key}: {command!r} is not a launcher tunelab runs; it must start with one of "
-                           f"{list(LAUNCHERS)} and hold only words and flags (no shell characters such as ; & | $ `), "
-                           "e.g. 'accelerate launch --num_processes 2'")
+def require_commit(key: str, value: Optional[str]) -> None:
+    """A hub revision pinned to a commit: a branch (main) or tag can move under the same config."""
+    if value is None or not COMMIT.match(str(value)):
+        raise TunelabError(f"{key}: {value!r} is not a commit sha (40 hex digits); a branch or tag can move, "
+                           "so the run would not be reproducible. Find the commit on the hub page's history")
 
 
 MODEL_SOURCES = ("package_gguf", "local_dir", "hub")
@@ -71,7 +69,11 @@ class ModelConfig:
     hub_id: Optional[str] = None
     """hub: a model id on a reachable hub; fails clearly with HF_HUB_OFFLINE=1."""
     revision: Optional[str] = None
-    """hub: a commit, tag or branch to pin."""
+    """hub: the commit (its 40-hex sha) to download; required, since a branch or tag can move and a
+    rerun would then train another model under the same config."""
+    sha256: Optional[str] = None
+    """package_gguf or a local GGUF: the file's sha256; the check stage refuses any other bytes (an
+    edited site-packages, another build of the package)."""
     chat_template: Optional[str] = None
     """A chat template for a model that has none (a base model) or to replace its own: a shipped name
     (tunelab.models.chat_templates: chatml, ...) or a Jinja file's path. The base stage saves it
@@ -82,6 +84,8 @@ class ModelConfig:
         needs = {"package_gguf": ("package", "gguf_file"), "local_dir": ("path",), "hub": ("hub_id",)}
         for name in needs[self.source]:
             require_set(f"model.{name}", getattr(self, name), f"when model.source={self.source}")
+        if self.source == "hub":
+            require_commit("model.revision", self.revision)
 
 
 PIP_SOURCES = ("pip_sdist", "pip_wheel")
@@ -133,6 +137,8 @@ class SourceConfig:
         needs["pip_wheel"], needs["hf_dataset_dir"] = needs["pip_sdist"], needs["local_file"]
         for name in needs[self.kind]:
             require_set(f"data.source.{name}", getattr(self, name), f"when data.source.kind={self.kind}")
+        if self.kind == "hf_hub":
+            require_commit("data.source.revision", self.revision)
         require_range("data.source.size", self.size, low=1)
 
 
@@ -301,6 +307,9 @@ class TrackingConfig:
     """MLflow experiment that holds the pipeline runs."""
     enabled: bool
     """Turn MLflow logging off (stages still write their DVC outputs)."""
+    lock_timeout: float
+    """Seconds a stage waits for another process holding the sqlite store's lock before it goes on untracked
+    (saying why): a stuck process never holds up the work."""
     sweep: Optional[str] = None
     """Name of the sweep this run belongs to: its MLflow runs nest under the sweep's parent run.
     Set by ``tunelab -m``; no stage reads it, so it never invalidates DVC's cache."""

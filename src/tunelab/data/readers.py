@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.errors import TunelabError
-from tunelab.io.jsonl import parse_json_row
+from tunelab.io.jsonl import TOO_DEEP, parse_json_row
 from tunelab.io.text import numbered_lines, read_text
 from tunelab.registry import Registry
 
@@ -50,10 +50,13 @@ def read_jsonl_records(path: Path) -> Iterator[RawRecord]:
 
 def read_json_records(path: Path) -> Iterator[RawRecord]:
     """A JSON array of objects (how Alpaca and LLaMA-Factory's datasets ship), each named by its index."""
+    text = read_text(path)
     try:
-        rows = json.loads(read_text(path))
+        rows = json.loads(text)
     except json.JSONDecodeError as error:
         raise TunelabError(f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+    except RecursionError:
+        raise TunelabError(f"{path}: {TOO_DEEP}") from None
     if not isinstance(rows, list):
         raise TunelabError(f"{path}: expected a JSON array of records, got {type(rows).__name__} (JSON lines: data.format=jsonl)")
     for index, row in enumerate(rows):
@@ -64,7 +67,8 @@ def read_json_records(path: Path) -> Iterator[RawRecord]:
 
 def read_csv_records(path: Path) -> Iterator[RawRecord]:
     reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
-    for row in reader:
+    check_header(reader.fieldnames or [], path)
+    while (row := next_csv_row(reader, path)) is not None:
         where = f"{path}:{reader.line_num}"
         columns = len(reader.fieldnames)
         if None in row:
@@ -75,24 +79,74 @@ def read_csv_records(path: Path) -> Iterator[RawRecord]:
         yield RawRecord(dict(row), where)
 
 
+def next_csv_row(reader: csv.DictReader, path: Path) -> dict | None:
+    try:
+        return next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as error:  # e.g. a cell over csv.field_size_limit(), 128 KiB: one line, not a traceback
+        # line_num counts the lines read before the failing row, which starts on the next one
+        raise TunelabError(f"{path}:{reader.line_num + 1}: {error}; for longer texts use data.format=jsonl") from None
+
+
+def check_header(names: list[str], path: Path) -> None:
+    """csv.DictReader keeps the last of two columns of one name and drops the other unread."""
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise TunelabError(f"{path}:1: column {repeated[0]!r} appears {names.count(repeated[0])} times in the header; "
+                           "name every column once")
+
+
 def read_table_records(rows: list[dict], name: str) -> Iterator[RawRecord]:
     for index, row in enumerate(rows):
         yield RawRecord(row, f"{name}:row {index}")
 
 
-def read_parquet(path: Path) -> Iterator[RawRecord]:
-    import pandas
+def plain_arrow_type(arrow_type, where: str):
+    """The type a column is read as: what JSON holds (text, numbers, booleans, lists, objects),
+    dates and times as ISO text, decimals as text; anything else is refused, naming the column.
+    Read through Arrow, not pandas, whose list cells are numpy arrays and whose times are
+    Timestamps, neither of which the stages after read or write."""
+    import pyarrow as pa
+    import pyarrow.types as types
 
-    return read_table_records(pandas.read_parquet(path).to_dict("records"), str(path))
+    if types.is_string(arrow_type) or types.is_large_string(arrow_type) or types.is_boolean(arrow_type) \
+            or types.is_integer(arrow_type) or types.is_floating(arrow_type) or types.is_null(arrow_type):
+        return arrow_type
+    if types.is_temporal(arrow_type) and not types.is_duration(arrow_type) or types.is_decimal(arrow_type):
+        return pa.string()
+    if types.is_dictionary(arrow_type):
+        return plain_arrow_type(arrow_type.value_type, where)
+    if types.is_list(arrow_type) or types.is_large_list(arrow_type) or types.is_fixed_size_list(arrow_type):
+        return pa.list_(plain_arrow_type(arrow_type.value_type, where))
+    if types.is_struct(arrow_type):
+        return pa.struct([(field.name, plain_arrow_type(field.type, where)) for field in arrow_type])
+    raise TunelabError(f"{where} has Arrow type {arrow_type}, which tunelab cannot read as text, numbers or lists; "
+                       "cast it (e.g. to string) or drop the column")
+
+
+def read_arrow_table(table, name: str) -> Iterator[RawRecord]:
+    import pyarrow as pa
+
+    schema = pa.schema([(field.name, plain_arrow_type(field.type, f"{name}: column {field.name!r}"))
+                        for field in table.schema])
+    return read_table_records(table.cast(schema).to_pylist(), name)
+
+
+def read_parquet(path: Path) -> Iterator[RawRecord]:
+    import pyarrow.parquet as pq
+
+    return read_arrow_table(pq.read_table(path), str(path))
 
 
 def read_hf_dataset_dir(path: Path) -> Iterator[RawRecord]:
     import datasets
+    import pyarrow as pa
 
     loaded = datasets.load_from_disk(str(path))
     # A DatasetDict's splits are pooled: prepare makes its own split.
     parts = loaded.values() if isinstance(loaded, datasets.DatasetDict) else [loaded]
-    return read_table_records([row for part in parts for row in part], str(path))
+    return read_arrow_table(pa.concat_tables([part.with_format("arrow")[:] for part in parts]), str(path))
 
 
 def read_squad_json(path: Path) -> Iterator[RawRecord]:

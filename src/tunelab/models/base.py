@@ -71,11 +71,21 @@ def source_fingerprint(config: ModelConfig) -> dict:
         return {"source": "hub", "hub_id": config.hub_id, "revision": config.revision}
     if config.source == "package_gguf":
         return {"source": config.source, "package": config.package, "gguf_file": config.gguf_file,
-                "sha256": sha256_of(locate_package_file(config.package, config.gguf_file))}
+                "sha256": pinned_sha256(locate_package_file(config.package, config.gguf_file), config.sha256)}
     location, kwargs = source_location(config)
     path = Path(location) / kwargs["gguf_file"] if "gguf_file" in kwargs else Path(location)
     return {"source": config.source, "path": str(path),
-            "sha256": sha256_of(path) if path.is_file() else folder_sha256(path)}
+            "sha256": pinned_sha256(path, config.sha256) if path.is_file() else folder_sha256(path)}
+
+
+def pinned_sha256(path: Path, expected: str | None) -> str:
+    """The file's sha256, refused where model.sha256 pins another: what trains is what was pinned,
+    whatever pip installed or anyone edited since."""
+    checksum = sha256_of(path)
+    if expected is not None and checksum != expected:
+        raise TunelabError(f"config key model.sha256: {path} has sha256 {checksum}, not the pinned {expected}; "
+                           "reinstall the model (make setup) or pin the file you mean to use")
+    return checksum
 
 
 CHAT_TEMPLATES = Path(__file__).parent / "chat_templates"

@@ -46,7 +46,13 @@ class PromptTemplate:
 
     def __init__(self, config: PromptConfig):
         self.name = config.name
-        self._template = self._compile(config.template, "template")
+        # Split on the template's own '|||' before any data is substituted: a field whose text holds
+        # '|||' is text, never a second separator.
+        prompt, *target = config.template.split(SEPARATOR)
+        if len(target) > 1:
+            raise TunelabError(f"prompt {self.name!r}: prompt.template has {len(target)} '|||' separators; use one")
+        self._prompt = self._compile(prompt, "template")
+        self._target = self._compile(target[0], "template") if target else None
         self._choices = self._compile(config.answer_choices, "answer_choices") if config.answer_choices else None
         self._choices_source = config.answer_choices
         self._variables = dict(config.variables)
@@ -87,12 +93,9 @@ class PromptTemplate:
     def render(self, fields: Mapping, row: str) -> RenderedExample:
         """Render one example; ``row`` names it in errors (an id or ``file:line``)."""
         choices = self.answer_choices(fields, row)
-        text = self._render(self._template, {**self._variables, **fields, "answer_choices": choices}, "template", row)
-        parts = text.split(SEPARATOR)
-        if len(parts) > 2:
-            raise TunelabError(f"prompt {self.name!r}: template renders {len(parts) - 1} '|||' separators on row {row}; use one")
-        prompt = parts[0].strip()
-        target = parts[1].strip() if len(parts) == 2 else None
+        context = {**self._variables, **fields, "answer_choices": choices}
+        prompt = self._render(self._prompt, context, "template", row).strip()
+        target = self._render(self._target, context, "template", row).strip() if self._target else None
         if not prompt:
             raise TunelabError(f"prompt {self.name!r}: template renders an empty prompt on row {row}")
         if target == "":

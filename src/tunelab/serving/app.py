@@ -28,6 +28,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from tunelab.errors import TunelabError
+from tunelab.prompts.special_tokens import DataText
 from tunelab.stage import FAILURE_EXIT_CODE, run_stage
 
 
@@ -168,6 +169,8 @@ def build_app(folder: Path, name: str, max_concurrency: int | None = None):
         pin(body)
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             raise HTTPException(status_code=400, detail="messages: required, a list of {role, content} turns")
+        # a control token in a message is text, as in training (tunelab.prompts.special_tokens)
+        body["messages"] = DataText(tokenizer).value(body["messages"])
         # the handler tokenizes the chat again: counting it here is the price of refusing it before generating
         messages = chat.get_processor_inputs_from_messages(body["messages"], manager.get_model_modality(model))
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)

@@ -65,23 +65,39 @@ def tracking_uri(configured: str) -> str:
 
 
 @contextmanager
-def store_lock(uri: str) -> Iterator[None]:
+def store_lock(uri: str, timeout: float) -> Iterator[None]:
     """For a sqlite store: one process at a time creates the store and the experiment (two stages
     or queue workers opening a new store together would both create its tables), with the store
-    in WAL mode, so readers (the UI, other stages) do not block its writers."""
+    in WAL mode, so readers (the UI, other stages) do not block its writers. A hold longer than
+    ``timeout`` seconds (a stuck process) raises TimeoutError, and the stage goes on untracked."""
     if not uri.startswith(SQLITE):
         yield
         return
     database = Path(uri.removeprefix(SQLITE))
     database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    lock_path = database.with_name(database.name + ".lock")
+    with open(lock_path, "w") as lock:
+        hold_lock(lock, lock_path, timeout)
         try:
-            with closing(sqlite3.connect(database, timeout=60)) as connection:
+            with closing(sqlite3.connect(database, timeout=timeout)) as connection:
                 connection.execute("PRAGMA journal_mode=WAL")  # kept by the file: once is enough
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def hold_lock(lock, lock_path: Path, timeout: float) -> None:
+    """flock with a deadline: flock itself waits forever or not at all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{lock_path} was held by another process for {timeout:g} s "
+                                   "(tracking.lock_timeout)") from None
+            time.sleep(0.1)
 
 
 CLIENT_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -103,7 +119,7 @@ def open_experiment(tracking: TrackingConfig):
     for variable, value in CLIENT_SETTINGS.items():
         os.environ.setdefault(variable, value)
     mlflow.set_tracking_uri(uri)
-    with store_lock(uri):
+    with store_lock(uri, tracking.lock_timeout):
         client = mlflow.MlflowClient()
         experiment = client.get_experiment_by_name(tracking.experiment)
         if experiment is not None:
