@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python` and `dvc` from the venv without it being activated.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run push tracking-server repro sweep test test-fast bench-train bench-eval bench-startup bench-tracking crosscheck serve ui clean-runs
+.PHONY: setup run deps push tracking-server repro sweep test test-fast bench-train bench-eval bench-startup bench-tracking crosscheck serve ui clean-runs
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ $(STAMP): pyproject.toml requirements/bootstrap.txt requirements/model.txt
 # are restored from it instead of run.
 run: setup
 	dvc exp run $$(dvc remote default >/dev/null 2>&1 && echo --pull)
+
+# Write each stage's code deps (the import closure of its script) into dvc.yaml, after changing an import.
+deps: setup
+	tunelab deps
 
 # Share this clone's outputs and DVC's run cache through the default DVC remote.
 push: setup

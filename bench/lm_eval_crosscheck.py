@@ -4,8 +4,9 @@
     python bench/lm_eval_crosscheck.py --variants base merged --method zero_shot
 
 The test split, rendered with the method's template exactly as the evaluate stage renders it,
-becomes an lm-eval task (bench/results/lm_eval/tunelab_test.{yaml,jsonl}: also yours to run
-with `lm_eval --include_path bench/results/lm_eval --tasks tunelab_test`). lm-eval's HF backend
+becomes an lm-eval task (bench/results/lm_eval/tunelab_test.{yaml,jsonl}, not committed: its yaml names
+the data file by absolute path, as lm-eval needs; also yours to run with
+`lm_eval --include_path bench/results/lm_eval --tasks tunelab_test`). lm-eval's HF backend
 scores it on each variant's model, and its answer on every row is compared with the evaluate
 stage's choice prediction (data/predictions/VARIANT/METHOD.jsonl). Classification only: the
 generative tasks have no answer choices. Results: bench/results/lm_eval_crosscheck.json.

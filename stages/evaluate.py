@@ -87,7 +87,7 @@ def main() -> None:
     training_prompt = to_section(PromptConfig, "prompt", params.get("prompt"))
     data = prepared_data(to_section(DataConfig, "data", params.get("data")))
     task, labels = TASKS[data.task], data.labels
-    required = ("id", "text", "label") if data.classifies else ("id", "references")
+    required = data.prepared_fields
     deployed = variant not in (BASE, TRAINED, ALIGNED)
     stage = "evaluate_deployed" if deployed else "evaluate"  # its name in dvc.yaml
     with stage_run(f"{stage}@{variant}", params, sections=("eval", "prompt")) as run:

@@ -38,7 +38,7 @@ def main() -> None:
     settings = to_section(FormatConfig, "format", params.get("format"))
     data = prepared_data(to_section(DataConfig, "data", params.get("data")))
     formatter = partial(format_example, labels=data.labels) if data.classifies else format_chat_example
-    required = ("id", "text", "label") if data.classifies else ("id", "references")
+    required = data.prepared_fields
     template = PromptTemplate(prompt)
     tokenizer = load_tokenizer(LAYOUT.base_model)
     with stage_run("format", params, sections=("prompt", "format")) as run:

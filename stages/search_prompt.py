@@ -114,7 +114,7 @@ def main() -> None:
         if proposer:
             check_endpoint(proposer)
         candidates = candidate_grid(searched_templates(training_prompt, settings, task), settings, optimized)
-        required = ("id", "text", "label") if data.classifies else ("id", "references")
+        required = data.prepared_fields
         tokenizer = load_tokenizer(LAYOUT.base_model)
         data_text = DataText(tokenizer)  # as the format stage escapes them: control tokens in data are text
         val = data_text.rows(read_jsonl(LAYOUT.split(LAYOUT.prepared, "val"), required=required)[: settings.prompt_search.rows])

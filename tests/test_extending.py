@@ -1,10 +1,12 @@
-"""Adding a fine-tuning strategy, a deployment method, an alignment method or a reward: one registry entry plus one conf file.
+"""Every extension point is one registry entry (plus a conf file where it is a conf choice): a fine-tuning
+strategy, a deployment method, an alignment method, a reward, a raw format, a row layout, a task, a serving engine.
 
 Each test registers a toy part the way its module would (the entry is all the code a new part
 needs), writes its conf file into a copy of conf/, and shows every place that lists strategies
 or methods picking it up: config validation, training, saving, loading, deploying.
 """
 
+import json
 import shutil
 
 import pytest
@@ -123,3 +125,107 @@ def test_a_new_reward_and_a_new_alignment_method_are_one_registry_entry_each_and
     finally:
         REWARDS.unregister("brevity")
         ALIGN_METHODS.unregister("grpo_dr")
+
+
+def test_a_new_raw_format_is_one_reader_entry(tmp_path):
+    """A pipe-separated file (readers.py's READERS): the check accepts data.format=psv, prepare's
+    reading and cleaning take its records, each named by file and line."""
+    from tunelab.config.schema import DataConfig
+    from tunelab.data.cleaning import clean
+    from tunelab.data.readers import READERS, RawRecord, Reader, read_records
+
+    def read_psv(path):
+        lines = path.read_text().splitlines()
+        names = lines[0].split("|")
+        for number, line in enumerate(lines[1:], start=2):
+            yield RawRecord(dict(zip(names, line.split("|"), strict=True)), f"{path}:{number}")
+
+    READERS.register(Reader("psv", read_psv))
+    try:
+        composed = compose_conf(REPO_ROOT / "conf", ["data=local_file", "data.source.path=r.psv", "data.format=psv"])
+        validate_config(composed)
+        (tmp_path / "r.psv").write_text("text|label\na fine film|positive\na dull film|negative\n")
+        records = read_records(tmp_path, "r.psv", "psv")
+        assert records[1].where.endswith("r.psv:3")
+        examples, _ = clean(records, to_section(DataConfig, "data", composed["data"]))
+        assert [(e["text"], e["label"]) for e in examples] == [("a fine film", "positive"), ("a dull film", "negative")]
+    finally:
+        READERS.unregister("psv")
+
+
+def test_a_new_row_layout_is_one_layout_entry(tmp_path):
+    """Question/answer rows (layouts.py's LAYOUTS): prepare's cleaning makes them a chat prompt and
+    its references, as it does every shipped layout."""
+    from tunelab.config.schema import DataConfig
+    from tunelab.data.cleaning import clean
+    from tunelab.data.layouts import LAYOUTS, Layout, references_of, text_value
+    from tunelab.data.readers import RawRecord
+
+    def read_qa(values, where, roles):
+        references = references_of(values["answer"], "answer", where)
+        return [{"role": "user", "content": text_value(values, "question", where)},
+                {"role": "assistant", "content": references[0]}], references
+
+    LAYOUTS.register(Layout("qa", ("question", "answer"), (), read_qa))
+    try:
+        composed = compose_conf(REPO_ROOT / "conf", ["data=local_chat", "data.source.path=qa.jsonl", "data.layout=qa"])
+        validate_config(composed)
+        records = [RawRecord({"question": "2+2?", "answer": "4"}, "qa.jsonl:1"),
+                   RawRecord({"question": "3+3?", "answer": ["6", "six"]}, "qa.jsonl:2")]
+        examples, _ = clean(records, to_section(DataConfig, "data", composed["data"]))
+        assert [e["references"] for e in examples] == [["4"], ["6", "six"]]
+        assert "2+2?" in json.dumps(examples[0])
+    finally:
+        LAYOUTS.unregister("qa")
+
+
+def test_a_new_task_is_one_task_entry():
+    """A yes/no task (tasks.py's TASKS): the check accepts data.task=yes_no, and its own answer reader,
+    scorer and report turn generated text into its headline."""
+    from tunelab.evaluation.tasks import TASKS, Task, answer_of
+    from tunelab.evaluation.text_metrics import proportion_with_interval
+
+    def yes_or_no(text: str) -> str | None:
+        return next((word for word in text.lower().replace(",", " ").split() if word in ("yes", "no")), None)
+
+    def report(references: list[list[str]], answers: list[str | None], seed: int) -> dict:
+        return proportion_with_interval("accuracy", [float(a in r) for r, a in zip(references, answers, strict=True)])
+
+    TASKS.register(Task("yes_no", "accuracy", ("generate",), read_answer=yes_or_no, report=report,
+                        table_metrics=("accuracy",)))
+    try:
+        composed = compose_conf(REPO_ROOT / "conf", ["data=local_chat", "data.source.path=qa.jsonl", "data.task=yes_no"])
+        validate_config(composed)
+        task = TASKS["yes_no"]
+        answers = [answer_of(task, text, choices=[]) for text in ("Yes, it is.", "I think no", "maybe")]
+        assert answers == ["yes", "no", None]
+        assert task.report([["yes"], ["yes"], ["no"]], answers, 0)["accuracy"] == pytest.approx(1 / 3)
+    finally:
+        TASKS.unregister("yes_no")
+
+
+def test_a_new_serving_engine_is_one_engine_entry(tiny_model_dir, tmp_path):
+    """A serving engine (engines.py's ENGINES): serve.engine=single is accepted and chosen, and the
+    server its command starts answers the openai client, as the load_test stage would use it."""
+    import openai
+    from test_serving import serve_settings
+
+    from tunelab.serving.engines import ENGINES, Engine, Served, Server, transformers_command
+
+    def single_command(served, settings):  # transformers serve, one request at a time
+        return [*transformers_command(served, settings)[:-2], "--max-concurrency", "1"]
+
+    ENGINES.register(Engine("single", single_command, lambda served: None))
+    try:
+        validate_config(compose_conf(REPO_ROOT / "conf", ["serve.engine=single"]))
+        settings = serve_settings(engine="single")
+        engine = ENGINES[settings.engine]  # as choose() picks a named engine
+        base_url = f"http://127.0.0.1:{settings.port}/v1"
+        with Server(engine.command(Served("tiny", tiny_model_dir), settings), base_url, tmp_path / "server.log"):
+            client = openai.OpenAI(base_url=base_url, api_key="-", max_retries=0, timeout=60)
+            assert [model.id for model in client.models.list().data] == ["tiny"]
+            answer = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                                    max_tokens=2, temperature=0.0)
+            assert answer.usage.completion_tokens == 2
+    finally:
+        ENGINES.unregister("single")

@@ -60,3 +60,22 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_data():
     assert small.low <= estimate <= small.high and large.low <= estimate <= large.high
     assert large.high - large.low < (small.high - small.low) / 2
     assert bootstrap_interval(GOLD, PREDICTED, LABELS, seed=1) == bootstrap_interval(GOLD, PREDICTED, LABELS, seed=1)
+
+
+def test_the_bootstrap_statistic_is_scikit_learns_macro_f1_on_every_resample():
+    """bootstrap_interval computes macro-F1 for many resamples at once (metrics.resampled_macro_f1);
+    each must be what scikit-learn computes for the same rows, unparseable predictions included."""
+    import numpy as np
+
+    from tunelab.evaluation.metrics import resampled_macro_f1
+
+    labels = ["a", "b", "c"]
+    rng = np.random.default_rng(0)
+    gold = list(rng.choice(labels, 60))
+    predicted = [g if rng.random() < 0.6 else str(rng.choice(labels + ["??"])) for g in gold]
+    rows = rng.integers(0, 60, (50, 60))
+    computed = resampled_macro_f1(gold, predicted, labels)(rows)
+    for resample, value in zip(rows, computed, strict=True):
+        expected = f1_score([gold[i] for i in resample], [predicted[i] for i in resample], labels=labels,
+                            average="macro", zero_division=0)
+        assert value == pytest.approx(expected, abs=1e-12)

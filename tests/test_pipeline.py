@@ -43,8 +43,10 @@ def test_the_first_run_runs_every_stage_and_reads_only_what_dvc_yaml_declares(ba
 @pytest.mark.slow
 def test_the_first_run_prints_no_known_third_party_noise(baseline):
     console = baseline.first_run.stdout + baseline.first_run.stderr
-    for noise in ("Failed to load", "is an Enum subclass", "FutureWarning"):
-        assert noise not in console
+    # torchao/bitsandbytes, torch's deprecations, kineto's USDT probe markers and the CPU allocator's
+    # note of the profiled training, and DVC's warning of an empty output (a skipped stage's)
+    for noise in ("Failed to load", "is an Enum subclass", "FutureWarning", "USDT:", "CPUAllocator", "is empty"):
+        assert noise not in console, noise
 
 
 @pytest.mark.slow

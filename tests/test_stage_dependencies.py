@@ -1,51 +1,26 @@
 """dvc.yaml must list everything a stage's result depends on, or DVC serves stale results.
 
 The code a stage runs is its script plus the import closure of that script within tunelab
-(found here statically, from the AST, so lazy imports inside functions count too); a change in
-any of those files must rerun the stage. The data it reads is checked at run time in the
-end-to-end test (tests/test_pipeline.py, with the read audit of tests/audit/).
+(tunelab.code_deps, from the AST, so lazy imports inside functions count too), written into
+dvc.yaml by `tunelab deps`; a change in any of those files must rerun the stage. The data it
+reads is checked at run time in the end-to-end test (tests/test_pipeline.py, with the read audit).
 """
 
-import ast
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import REPO_ROOT
 
+from tunelab.code_deps import import_closure as closure_in
+
 SRC = REPO_ROOT / "src"
 
 
-def module_file(name: str) -> Path | None:
-    base = SRC.joinpath(*name.split("."))
-    if (base / "__init__.py").is_file():
-        return base / "__init__.py"
-    return base.with_suffix(".py") if base.with_suffix(".py").is_file() else None
-
-
-def imported_modules(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # a submodule imported by name
-    return {name for name in names if name.split(".")[0] == "tunelab"}
-
-
 def import_closure(script: Path) -> set[Path]:
-    """Every tunelab source file the script imports, directly or through another, packages' __init__ included."""
-    seen: set[Path] = set()
-    todo = [script]
-    while todo:
-        for name in imported_modules(todo.pop()):
-            parts = name.split(".")
-            for depth in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
-                found = module_file(".".join(parts[:depth]))
-                if found is not None and found not in seen:
-                    seen.add(found)
-                    todo.append(found)
-    return seen
+    return closure_in(script, SRC)
 
 
 def resolved_stages() -> dict[str, dict]:
@@ -97,3 +72,19 @@ def test_no_stage_depends_on_code_it_does_not_import():
         if unused:
             superfluous[name] = unused
     assert superfluous == {}, f"dvc.yaml deps list code these stages never import: {superfluous}"
+
+
+def test_dvc_yaml_holds_the_code_deps_tunelab_deps_writes(tmp_path):
+    """`tunelab deps --check` passes on the repository; with an import dropped from a stage's deps
+    it fails, naming the stage, and `tunelab deps` puts it back, comments and all."""
+    assert subprocess.run([sys.executable, "-m", "tunelab.cli", "deps", "--check"], cwd=REPO_ROOT,
+                          capture_output=True, text=True).returncode == 0
+    for name in ("dvc.yaml", "stages", "src"):
+        (shutil.copytree if (REPO_ROOT / name).is_dir() else shutil.copy)(REPO_ROOT / name, tmp_path / name)
+    pristine = (tmp_path / "dvc.yaml").read_text()
+    (tmp_path / "dvc.yaml").write_text(pristine.replace("      - src/tunelab/config/launchers.py\n", "", 1))
+    stale = subprocess.run([sys.executable, "-m", "tunelab.cli", "deps", "--check"], cwd=tmp_path,
+                           capture_output=True, text=True)
+    assert stale.returncode == 1 and "code deps stale for base" in stale.stdout, stale.stdout + stale.stderr
+    subprocess.run([sys.executable, "-m", "tunelab.cli", "deps"], cwd=tmp_path, check=True, capture_output=True)
+    assert (tmp_path / "dvc.yaml").read_text() == pristine

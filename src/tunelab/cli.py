@@ -282,8 +282,24 @@ def registering(argv: list[str]) -> int:
     return 0
 
 
+def deps(argv: list[str]) -> int:
+    """``tunelab deps``: write each stage's code deps into dvc.yaml; ``--check``: exit 1 if stale."""
+    from tunelab.code_deps import update
+
+    if argv not in ([], ["--check"]):
+        raise TunelabError(f"tunelab deps [--check]: unknown arguments {argv}")
+    check = argv == ["--check"]
+    changed = update(Path("."), check=check)
+    if not changed:
+        print("dvc.yaml: every stage's code deps are its import closure")
+        return 0
+    print(f"dvc.yaml: code deps {'stale' if check else 'rewritten'} for {', '.join(changed)}"
+          + (" (run `tunelab deps`)" if check else ""))
+    return 1 if check else 0
+
+
 SUBCOMMANDS = {"serve": serve, "tracking-server": tracking_server, "register": registering,
-               "push": sharing("push"), "pull": sharing("pull")}
+               "push": sharing("push"), "pull": sharing("pull"), "deps": deps}
 """``tunelab NAME ...``: each takes the arguments after its name and returns the exit code
 (serve does not return: the process becomes the server). Anything else is a run or a sweep."""
 

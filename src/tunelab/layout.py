@@ -1,8 +1,9 @@
 """Where every stage reads and writes: the one home of the pipeline's paths.
 
-dvc.yaml declares the same paths (tests/test_layout.py checks that they agree). Stages use
-``LAYOUT``, relative to the repository root they run in; tests give a ``Layout`` of their own
-root instead of changing directory.
+dvc.yaml declares the same paths: tests/test_pipeline.py checks every file each stage process
+of the baseline run read against its declared deps. Stages use ``LAYOUT``, relative to the
+repository root they run in; tests give a ``Layout`` of their own root instead of changing
+directory.
 """
 
 from pathlib import Path

@@ -220,6 +220,11 @@ class DataConfig:
         return self.task == CLASSIFICATION
 
     @property
+    def prepared_fields(self) -> tuple[str, ...]:
+        """The fields every row of data/prepared has, which the stages after prepare require."""
+        return ("id", "text", "label") if self.classifies else ("id", "references")
+
+    @property
     def infers_labels(self) -> bool:
         """labels: auto, resolved by prepare (see tunelab.records.prepared_data)."""
         return self.labels == AUTO_LABELS

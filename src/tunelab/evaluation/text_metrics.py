@@ -15,24 +15,28 @@ of two variants on the same rows need.
 import numpy as np
 
 from tunelab.evaluation.answers import math_answer, span_exact_match, span_f1
-from tunelab.evaluation.metrics import CONFIDENCE, Interval, percentile_interval, wilson_interval
+from tunelab.evaluation.metrics import CONFIDENCE, RESAMPLES, Interval, wilson_interval
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
-def bootstrap_mean_interval(values: list[float], resamples: int = 1000, seed: int = 0,
+def bootstrap_mean_interval(values: list[float], resamples: int = RESAMPLES, seed: int = 0,
                             confidence: float = CONFIDENCE) -> Interval:
-    """Percentile bootstrap interval of the mean of per-example scores."""
+    """Percentile bootstrap interval of the mean of per-example scores (scipy.stats.bootstrap)."""
+    from scipy.stats import bootstrap
+
     scores = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = scores[rng.integers(0, len(scores), (resamples, len(scores)))].mean(axis=1)
-    return percentile_interval(means, confidence)
+    if np.ptp(scores) == 0:  # every resample has the same mean; scipy warns of a degenerate distribution
+        return Interval(float(scores[0]), float(scores[0]))
+    interval = bootstrap((scores,), np.mean, n_resamples=resamples, method="percentile", confidence_level=confidence,
+                         random_state=np.random.default_rng(seed)).confidence_interval
+    return Interval(float(interval.low), float(interval.high))
 
 
 def mean_with_interval(name: str, values: list[float], seed: int) -> dict:
     interval = bootstrap_mean_interval(values, seed=seed)
     return {name: float(np.mean(values)), f"{name}_ci95": [interval.low, interval.high],
-            f"{name}_ci_method": "percentile bootstrap, 1000 resamples"}
+            f"{name}_ci_method": f"percentile bootstrap, {RESAMPLES} resamples"}
 
 
 def proportion_with_interval(name: str, hits: list[float]) -> dict:

@@ -68,7 +68,9 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
-    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    """One JSON object per line. No rows is one blank line, not an empty file: DVC warns that an
+    empty output "is empty" on every run, and every JSONL reader (tunelab.io.jsonl) skips blank lines."""
+    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows) or "\n")
 
 
 def write_csv(path: str | Path, rows: list[dict]) -> None:

@@ -5,6 +5,7 @@ sweep too, as in ``python app.py -m``. Expansion is Hydra's own (its basic sweep
 syntax is exactly what Hydra users type.
 """
 
+import itertools
 from pathlib import Path
 
 from tunelab.config.compose import CONF_DIR, compose_conf
@@ -13,16 +14,30 @@ from tunelab.validation import validate_config
 
 
 def expand(overrides: list[str]) -> list[list[str]]:
-    """Every combination of the sweep, as lists of ``key=value`` overrides, in Hydra's order."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    """Every combination of the sweep, as lists of ``key=value`` overrides, in Hydra's order.
+
+    Parsed by Hydra's public override parser; the product is what Hydra's basic sweeper makes of
+    it (its split_arguments lives in hydra._internal, which is not an interface)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
-        return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
     except HydraException as error:
         raise TunelabError(f"sweep: {error}") from None
+    # by key, as Hydra's sweeper does: a key given twice takes its last value, in its first place
+    choices = {override.get_key_element(): sweep_choices(override) for override in parsed}
+    return [list(run) for run in itertools.product(*choices.values())]
+
+
+def sweep_choices(override) -> list[str]:
+    """The ``key=value`` overrides one command-line override stands for: one, or one per swept value."""
+    key = override.get_key_element()
+    if not override.is_sweep_override():
+        return [f"{key}={override.get_value_element_as_str()}"]
+    if not override.is_discrete_sweep():  # interval(...): a search space, which a grid cannot enumerate
+        raise TunelabError(f"sweep: {key}: a grid sweeps lists, choice() and range(), not {override.value_type.name}")
+    return [f"{key}={value}" for value in override.sweep_string_iterator()]
 
 
 def _first_lines(message: str) -> str:

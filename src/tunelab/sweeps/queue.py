@@ -77,15 +77,14 @@ def start_workers(jobs: int) -> None:
     dvc("queue", "start", "--jobs", str(jobs), env=env)
 
 
-def queue_status() -> dict[str, str]:
-    """``{experiment name: Queued | Running | Success | Failed}`` from ``dvc queue status``."""
-    statuses = {}
-    for line in dvc("queue", "status").splitlines()[1:]:
-        parts = line.split()
-        if not parts or line.startswith("Worker"):
-            break
-        statuses[parts[1]] = parts[-1]
-    return statuses
+def queue_status(root: Path = Path(".")) -> dict[str, str]:
+    """``{experiment name: Queued | Running | Success | Failed}``, from the records ``dvc queue
+    status`` prints (DVC's Python API: the command has no machine-readable output, and its table's
+    layout is not an interface). A fresh Repo per call: the queue changes between polls."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return {task["name"]: task["status"] for task in repo.experiments.celery_queue.status() if task.get("name")}
 
 
 MISSING_POLLS = 3

@@ -1,6 +1,7 @@
 """Trainer callbacks: what the train stage records while the trainer runs as it is."""
 
 import gzip
+import os
 import shutil
 import statistics
 import time
@@ -89,7 +90,14 @@ class ProfileSteps(TrainerCallback):
         activities = [torch.profiler.ProfilerActivity.CPU]
         if torch.cuda.is_available():
             activities.append(torch.profiler.ProfilerActivity.CUDA)
-        self.profiler = torch.profiler.profile(activities=activities, profile_memory=True)
+        # Memory events on CUDA only: on CPU, torch's allocator logs "Memory block of unknown size was
+        # allocated before the profiling started" for every tensor made before the trace and freed in
+        # it (the model's), and CPU memory is in the stage's peak RSS figure anyway.
+        # kineto writes "USDT ... profiler_start/stop" to stderr at its top level; a level past it
+        # (read when the first trace starts) keeps the console to the stage's own lines, and a trace
+        # that fails still raises in Python
+        os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+        self.profiler = torch.profiler.profile(activities=activities, profile_memory=torch.cuda.is_available())
         self.profiler.__enter__()
         self._until = state.global_step + self.steps
 
