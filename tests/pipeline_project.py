@@ -161,7 +161,9 @@ def undeclared_reads(repo: Path, folder: Path, *data: str) -> dict[str, list[str
 
 
 def read_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    from tunelab.io.jsonl import read_jsonl
+
+    return read_jsonl(path)  # as the stages read it: blank lines (an empty output's one) skipped
 
 
 def pipeline_runs(repo: Path):

@@ -17,6 +17,7 @@ from pipeline_project import ALIGNMENT, audited_env, ran_stages, run, undeclared
 
 from tunelab.config.compose import compose_conf
 from tunelab.io.atomic import write_jsonl
+from tunelab.io.jsonl import read_jsonl
 
 METHODS = ("zero_shot", "few_shot", "role", "chain_of_thought", "self_consistency", "optimized")
 HEADLINES = {"math": "accuracy", "extractive_qa": "exact_match", "generation": "rougeL"}
@@ -101,7 +102,7 @@ def stage(root: Path, name: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return read_jsonl(path)  # as the stages read it: blank lines (an empty output's one) skipped
 
 
 THROUGH_DVC = ("math", "extractive_qa")
@@ -195,7 +196,7 @@ def prepared_prompts_with_references_split_without_overlap(staged):
         harder = rows(root / "data/prepared/extra_test.jsonl")
         assert {r["test_set"] for r in harder} == {"harder"} and all("times 2" in r["question"] for r in harder)
     else:
-        assert (root / "data/prepared/extra_test.jsonl").read_text() == ""
+        assert rows(root / "data/prepared/extra_test.jsonl") == []  # no extra test set: no rows
     assert stats["split_sizes"] == {"train": train_size, "val": 4, "test": 6}
     assert stats["overlap"] == {"train/val": 0, "train/test": 0, "val/test": 0}
     test = rows(root / "data/prepared/test.jsonl")

@@ -17,6 +17,7 @@ import yaml
 from conftest import REPO_ROOT
 
 from tunelab.config.compose import compose_conf
+from tunelab.io.jsonl import read_jsonl
 
 TINY = ["data.test_size=6", "data.val_size=6", "data.train_size=null", "eval.limit=6", "eval.batch_size=6",
         "train.max_steps=2", "train.eval_steps=2", "train.batch_size=4", "train.profile_steps=0",
@@ -72,7 +73,7 @@ def refused_by_prepare(root: Path) -> str:
 
 
 def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return read_jsonl(path)  # as the stages read it: blank lines (an empty output's one) skipped
 
 
 LOCAL_CSV = ["data=local_file", "data.source.path=colours.csv", "data.format=csv", "data.text_field=sentence",
