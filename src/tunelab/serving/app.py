@@ -122,6 +122,7 @@ def build_app(folder: Path, name: str, max_concurrency: int | None = None):
     chat = ChatCompletionHandler(model_manager=manager, generation_state=state)
     completion = CompletionHandler(model_manager=manager, generation_state=state)
     model, tokenizer = manager.load_model_and_processor(manager.process_model_name(pinned))  # the one loaded above
+    data_text = DataText(tokenizer)  # a control token in a message is text, as in training (prompts.special_tokens)
     context = model.config.max_position_embeddings
 
     @asynccontextmanager
@@ -169,8 +170,7 @@ def build_app(folder: Path, name: str, max_concurrency: int | None = None):
         pin(body)
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             raise HTTPException(status_code=400, detail="messages: required, a list of {role, content} turns")
-        # a control token in a message is text, as in training (tunelab.prompts.special_tokens)
-        body["messages"] = DataText(tokenizer).value(body["messages"])
+        body["messages"] = data_text.value(body["messages"])
         # the handler tokenizes the chat again: counting it here is the price of refusing it before generating
         messages = chat.get_processor_inputs_from_messages(body["messages"], manager.get_model_modality(model))
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
