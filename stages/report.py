@@ -82,6 +82,19 @@ def eval_files(params: dict) -> list[Path]:
     return [path for path in files if path.is_file()]
 
 
+def measured_on(bench: BenchRecord | None) -> str:
+    """The machine beside the recommendation: int8 kernels, hence int8 accuracy and every speed,
+    depend on the instruction set, so a recommendation holds for a CPU like this one."""
+    if bench is None:
+        return ""
+    env = bench.environment
+    if env.get("gpu"):
+        return f"Measured on {env['gpu']}.\n"
+    isa = ", ".join(env.get("cpu_isa") or []) or "no AVX2"
+    return (f"Measured on {env['cpu']} ({isa}; PyTorch quantized engine {env.get('quantized_engine', '?')}): speeds "
+            "and the int8 variants' scores differ on another instruction set.\n")
+
+
 def deployment_section(rows: list[dict], headline: tuple[str, str], bench: BenchRecord | None) -> str:
     if bench is None:
         return ""
@@ -162,7 +175,7 @@ def main() -> None:
         figures = save_tradeoff_figures(rows, LAYOUT.figures, f"{params.get('strategy', {}).get('name', '?')}, "
                                                        f"lr {params.get('train', {}).get('learning_rate', '?')}")
         skipped = skipped_lines(files)
-        verdict = recommendation(rows, settings.recommend.margin) + frontier_line(rows)
+        verdict = recommendation(rows, settings.recommend.margin) + frontier_line(rows) + measured_on(bench)
         extra_sets = list(settings.extra_test_sets)
         text = TITLE + (verdict + "\n" if verdict else "") + INTRO + extra_sets_line(extra_sets)
         text += variants_table(rows, extra_sets)

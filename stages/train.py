@@ -85,7 +85,7 @@ def main() -> None:
     with tracking as run:
         tokenizer = AutoTokenizer.from_pretrained(LAYOUT.base_model)
         model = trainable_model(LAYOUT.base_model, strategy, train.gradient_checkpointing)
-        telemetry = TrainingTelemetry(run, flops_per_token(model), measure_matmul_peak())
+        telemetry = TrainingTelemetry(run, flops_per_token(model), measure_matmul_peak(), measure_matmul_peak)
         checkpoints = checkpoint_dir((strategy, train), inputs, LAYOUT.base_model)
         initial_adapter = save_initial_adapter(model, strategy, checkpoints / "initial_adapter")
         callbacks = [telemetry, ProfileSteps(train.profile_steps, TRACE)]

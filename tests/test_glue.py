@@ -146,6 +146,28 @@ def test_telemetry_measures_tokens_per_second_and_mfu_over_each_log_window():
     assert summary["tokens_per_second"] == round(metrics["tokens_per_second"], 1)
 
 
+def test_an_mfu_above_one_is_never_recorded_and_the_peak_is_the_best_sample():
+    """A peak measured while another process held a core is too low: the achieved FLOP/s beat it.
+    The peak is measured again when training ends (the best sample counts); an MFU still above 1
+    is not recorded, and the summary says the peak was contended."""
+    state = SimpleNamespace(is_world_process_zero=True, num_input_tokens_seen=0, global_step=0)
+
+    def trained(telemetry: TrainingTelemetry) -> dict:
+        telemetry.on_train_begin(None, state, None)
+        time.sleep(0.05)
+        state.num_input_tokens_seen, state.global_step = state.num_input_tokens_seen + 1000, state.global_step + 1
+        telemetry.on_log(None, state, None, logs={"loss": 1.0})
+        telemetry.on_train_end(None, state, None)
+        return telemetry.summary([{"loss": 1.0, "step": 1}])
+
+    contended = TrainingTelemetry(Recorder(), flops_per_token=1e9, peak_flops=1e6, measure_peak=lambda: 2e6)
+    summary = trained(contended)
+    assert "mfu" not in contended.run.logged[0][1] and summary["mfu"] is None and summary["matmul_peak_contended"]
+    remeasured = TrainingTelemetry(Recorder(), flops_per_token=1e9, peak_flops=1e6, measure_peak=lambda: 1e15)
+    summary = trained(remeasured)
+    assert summary["matmul_peak_gflops"] == 1e6 and 0 < summary["mfu"] <= 1 and not summary["matmul_peak_contended"]
+
+
 def test_telemetry_logs_only_on_the_main_process():
     run = Recorder()
     telemetry = TrainingTelemetry(run, 1.0, 1.0)

@@ -95,7 +95,14 @@ def test_every_variant_is_scored_quantized_benchmarked_and_reported(baseline):
         assert any(bar.startswith(f"benchmark: {variant}: 100%|") and "| 3/3 [" in bar for bar in bars), variant
     assert set(bench["variants"]["int8_dynamic"]["tokens_per_second"]) == {"1", "4"}
     assert bench["environment"]["torch"] == version("torch")
+    from tunelab.benchmarking.environment import ISA_FLAGS
+
+    isa, engine = bench["environment"]["cpu_isa"], bench["environment"]["quantized_engine"]
+    assert set(isa) <= set(ISA_FLAGS) and engine
     report_text = (project / "metrics/report.md").read_text()
+    # the instruction set beside the recommendation: int8's scores and every speed depend on it
+    recommendation = report_text.split("\n\nEvery model variant")[0]
+    assert f"({', '.join(isa) or 'no AVX2'}; PyTorch quantized engine {engine})" in recommendation
     assert "- `qat`: skipped — qat converts QAT-trained weights" in report_text
     assert "- `aligned`: skipped — align=none (dvc exp run -S align=dpo, or kto, orpo, grpo, rloo" in report_text
     assert "| int8_dynamic |" in report_text.split("## Deployable variants")[1]

@@ -5,6 +5,7 @@ import os
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,10 +22,13 @@ class TrainingTelemetry(TrainerCallback):
     The tokens/s window restarts after each evaluation and checkpoint, so it measures training.
     """
 
-    def __init__(self, run, flops_per_token: float, peak_flops: float):
+    def __init__(self, run, flops_per_token: float, peak_flops: float, measure_peak: Callable[[], float] | None = None):
         self.run = run
         self.flops_per_token = flops_per_token
         self.peak_flops = peak_flops
+        self.measure_peak = measure_peak
+        """Measures the peak again when training ends: the best sample is the peak, since a core
+        another process held during one sample only ever lowers it."""
         self.curve: list[dict] = []
         self._window_start = time.perf_counter()
         self._window_tokens = 0
@@ -51,11 +55,22 @@ class TrainingTelemetry(TrainerCallback):
             tokens = state.num_input_tokens_seen - self._window_tokens
             if seconds > 0 and tokens > 0:
                 metrics["tokens_per_second"] = tokens / seconds
-                metrics["mfu"] = metrics["tokens_per_second"] * self.flops_per_token / self.peak_flops
+                if (mfu := self.mfu(metrics["tokens_per_second"])) is not None:
+                    metrics["mfu"] = mfu
             self._restart_window(state)
         metrics["peak_memory_mb"] = peak_memory_mb()
         self.run.log_metrics(metrics, step=state.global_step)
         self.curve.append({"step": state.global_step, **metrics})
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.measure_peak is not None:
+            self.peak_flops = max(self.peak_flops, self.measure_peak())
+
+    def mfu(self, tokens_per_second: float) -> float | None:
+        """Achieved FLOP/s over the peak; None where the achieved figure exceeds the peak, which
+        then was measured under contention and says nothing (never an MFU above 1)."""
+        share = tokens_per_second * self.flops_per_token / self.peak_flops
+        return share if share <= 1 else None
 
     def summary(self, log_history: list[dict]) -> dict:
         """Run-level figures: the last logged train loss, from the Trainer's ``log_history`` (a
@@ -69,9 +84,11 @@ class TrainingTelemetry(TrainerCallback):
         return {
             "train_loss_final": round(next(r["loss"] for r in reversed(log_history) if "loss" in r), 4),
             "tokens_per_second": round(median, 1) if median else None,
-            "mfu": round(median * self.flops_per_token / self.peak_flops, 4) if median else None,
+            "mfu": round(mfu, 4) if (mfu := median and self.mfu(median)) else None,
             "flops_per_token": self.flops_per_token,
             "matmul_peak_gflops": round(self.peak_flops / 1e9, 1),
+            # the achieved FLOP/s beat every peak sample: another process held a core while they were taken
+            "matmul_peak_contended": bool(median) and self.mfu(median) is None,
             "peak_memory_mb": round(max([peak_memory_mb()] + [row["peak_memory_mb"] for row in self.curve]), 1),
         }
 
