@@ -76,15 +76,11 @@ def test_a_data_field_holding_the_template_separator_is_text(tmp_path, tiny_mode
     assert "film. ||| 10/10" in first["prompt"] and first["target"] in ("negative", "positive")
 
 
-def parquet_bytes(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path)
-
-
 def test_parquet_lists_and_times_are_read_as_json_would_hold_them(tmp_path):
     root = project(tmp_path / "chat", None, "chats.parquet",
                    ["data=local_chat", "data.source.path=chats.parquet", "data.format=parquet"])
     chats = [[{"role": "user", "content": f"hello {i}"}, {"role": "assistant", "content": f"hi {i}"}] for i in range(20)]
-    parquet_bytes(pa.table({"messages": chats, "at": [datetime.datetime(2026, 1, 1, i) for i in range(20)]}),
+    pq.write_table(pa.table({"messages": chats, "at": [datetime.datetime(2026, 1, 1, i) for i in range(20)]}),
                   root / "data/raw/main/chats.parquet")
     stage(root, "prepare")
     prepared = rows(root / "data/prepared/train.jsonl")
@@ -94,7 +90,7 @@ def test_parquet_lists_and_times_are_read_as_json_would_hold_them(tmp_path):
                    ["data=local_file", "data.source.path=reviews.parquet", "data.format=parquet", "data.id_field=id"])
     table = pa.Table.from_pylist(REVIEWS * 2).append_column(
         "posted", pa.array([datetime.datetime(2026, 1, 1) + datetime.timedelta(hours=i) for i in range(48)]))
-    parquet_bytes(table, root / "data/raw/main/reviews.parquet")
+    pq.write_table(table, root / "data/raw/main/reviews.parquet")
     assert stage(root, "prepare").returncode == 0  # the timestamp column is text, unused
 
 
@@ -102,7 +98,7 @@ def test_a_parquet_column_of_an_unreadable_type_is_one_line_naming_it(tmp_path):
     root = project(tmp_path, None, "reviews.parquet",
                    ["data=local_file", "data.source.path=reviews.parquet", "data.format=parquet"])
     table = pa.Table.from_pylist(REVIEWS).append_column("blob", pa.array([b"\x00"] * 24, type=pa.binary()))
-    parquet_bytes(table, root / "data/raw/main/reviews.parquet")
+    pq.write_table(table, root / "data/raw/main/reviews.parquet")
     assert refused_by_prepare(root) == ("error: data/raw/main/reviews.parquet: column 'blob' has Arrow type binary, "
                                         "which tunelab cannot read as text, numbers or lists; cast it (e.g. to string) "
                                         "or drop the column")

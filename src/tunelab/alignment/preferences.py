@@ -17,7 +17,7 @@ from tunelab.config.schema import PreferencesConfig
 from tunelab.errors import TunelabError
 from tunelab.evaluation.tasks import Task, answer_of
 from tunelab.io.files import sha256_of
-from tunelab.io.jsonl import numbered_rows
+from tunelab.io.jsonl import check_fields, numbered_rows
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
 UNPAIRED_FIELDS = ("prompt", "completion", "label")  # KTO's: label true where the answer is desirable
@@ -111,9 +111,7 @@ def rows_from_file(path: Path, fields: dict[str, str]) -> tuple[list[dict], dict
     names = {field: fields.get(field, field) for field in kinds[kind]}
     rows = []
     for line, row in numbered:
-        missing = [name for name in names.values() if name not in row]
-        if missing:
-            raise TunelabError(f"{path}:{line}: missing field {missing[0]!r} (fields present: {sorted(row)})")
+        check_fields(row, tuple(names.values()), f"{path}:{line}")
         renamed = {field: row[name] for field, name in names.items()}
         renamed["id"] = str(row.get("id", f"{path.name}:{line}"))
         rows.append(renamed)

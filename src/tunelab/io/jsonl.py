@@ -32,7 +32,12 @@ def parse_json_row(line: str, where: str, required: tuple[str, ...] = ()) -> dic
         raise TunelabError(f"{where}: {TOO_DEEP}") from None
     if not isinstance(row, dict):
         raise TunelabError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    check_fields(row, required, where)
+    return row
+
+
+def check_fields(row: dict, required: tuple[str, ...], where: str) -> None:
+    """Every ``required`` field is in the row, or one line naming the first missing one."""
     missing = [name for name in required if name not in row]
     if missing:
         raise TunelabError(f"{where}: missing field {missing[0]!r} (fields present: {sorted(row)})")
-    return row
