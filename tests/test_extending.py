@@ -6,6 +6,7 @@ needs), writes its conf file into a copy of conf/, and shows every place that li
 or methods picking it up: config validation, training, saving, loading, deploying.
 """
 
+import dataclasses
 import json
 import shutil
 
@@ -208,14 +209,14 @@ def test_a_new_serving_engine_is_one_engine_entry(tiny_model_dir, tmp_path):
     """A serving engine (engines.py's ENGINES): serve.engine=single is accepted and chosen, and the
     server its command starts answers the openai client, as the load_test stage would use it."""
     import openai
-    from test_serving import serve_settings
+    from served import serve_settings
 
     from tunelab.serving.engines import ENGINES, Engine, Served, Server, transformers_command
 
     def single_command(served, settings):  # transformers serve, one request at a time
-        return [*transformers_command(served, settings)[:-2], "--max-concurrency", "1"]
+        return transformers_command(served, dataclasses.replace(settings, max_concurrency=1))
 
-    ENGINES.register(Engine("single", single_command, lambda served: None))
+    ENGINES.register(Engine("single", single_command, lambda served, settings: None))
     try:
         validate_config(compose_conf(REPO_ROOT / "conf", ["serve.engine=single"]))
         settings = serve_settings(engine="single")

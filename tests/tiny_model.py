@@ -39,10 +39,10 @@ def build_tokenizer():
     return tokenizer
 
 
-def build_model(tokenizer, seed: int = 0):
+def build_model(tokenizer, seed: int = 0, **config_changes):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(
+    config = LlamaConfig(**{**dict(
         vocab_size=len(tokenizer),
         hidden_size=64,  # bitsandbytes 4-bit blocks hold 64 weights: narrower layers fail on CPU
         intermediate_size=128,
@@ -54,7 +54,7 @@ def build_model(tokenizer, seed: int = 0):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
-    )
+    ), **config_changes})
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval()
 

@@ -217,15 +217,19 @@ def serve(argv: list[str]) -> None:
 
     from tunelab.config.schema import ServeConfig
     from tunelab.serving.engines import child_env, choose
+    from tunelab.serving.guards import API_KEY_VARIABLE, exposure_error
 
     variant = [f"serve.variant='{argv[0]}'"] if argv and "=" not in argv[0] else []  # quoted: models:/NAME@champion
     overrides = [*variant, *argv[len(variant):]]
     composed = compose_conf(overrides=overrides)
     settings = to_section(ServeConfig, "serve", composed.get("serve"))
+    if error := exposure_error(settings.host, os.environ.get(API_KEY_VARIABLE)):
+        raise TunelabError(error)
     use_tracking(composed)  # a registered model (models:/...) comes from the tracking server's registry
     engine, served = choose(settings)
+    key = f"os.environ[\"{API_KEY_VARIABLE}\"]" if os.environ.get(API_KEY_VARIABLE) else "\"-\""
     print(f"tunelab serve: {served.name} ({served.folder}) on {engine.name} at http://{settings.host}:{settings.port}/v1\n"
-          f"  OpenAI(base_url=\"http://{settings.host}:{settings.port}/v1\", api_key=\"-\").chat.completions.create("
+          f"  OpenAI(base_url=\"http://{settings.host}:{settings.port}/v1\", api_key={key}).chat.completions.create("
           f"model=\"{served.name}\", messages=[...]); Ctrl-C stops it", flush=True)
     command = engine.command(served, settings)
     os.execvpe(command[0], command, child_env())

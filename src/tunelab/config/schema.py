@@ -809,6 +809,19 @@ class LoadTestConfig:
 
 
 @dataclass(frozen=True)
+class ServeSamplingConfig:
+    """How the transformers engine samples every request (its continuous batching shares one setting)."""
+
+    temperature: float
+    """0: greedy, the evaluator's decoding."""
+    top_p: float
+
+    def __post_init__(self):
+        require_range("serve.sampling.temperature", self.temperature, low=0, high=2)
+        require_range("serve.sampling.top_p", self.top_p, low=0, low_open=True, high=1)
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     """``tunelab serve`` and the ``load_test`` stage: a deployed variant behind an OpenAI-compatible API."""
 
@@ -818,15 +831,27 @@ class ServeConfig:
     engine: str
     """A registered engine (tunelab.serving.engines): vllm on a CUDA GPU where it is installed,
     transformers (transformers serve's handlers, continuous batching) everywhere; auto: the first that applies."""
+    vllm_cpu_env: str
+    """vLLM's CPU build's environment (``make serve-env-vllm``); where it exists, engine=vllm runs on a CPU."""
     host: str
     port: int
     max_concurrency: int
     """Requests the server holds at once; one more gets a 503 (vLLM: its max_num_seqs)."""
+    sampling: ServeSamplingConfig
+    max_completion_tokens: int
+    """The most tokens one request may generate; what a request naming none gets, within the context."""
+    max_body_bytes: int
+    """A larger request body is a 413."""
+    shutdown_seconds: float
+    """After Ctrl-C or SIGTERM, how long requests in flight may finish."""
     load_test: LoadTestConfig
 
     def __post_init__(self):
         if not 0 < self.port < 65536 or self.max_concurrency < 1:
             raise TunelabError(f"serve: port {self.port} must be 1-65535 and max_concurrency >= 1")
+        require_range("serve.max_completion_tokens", self.max_completion_tokens, low=1)
+        require_range("serve.max_body_bytes", self.max_body_bytes, low=1024)
+        require_range("serve.shutdown_seconds", self.shutdown_seconds, low=0, low_open=True)
 
 ALIGN_SOURCES = ("task", "file")
 

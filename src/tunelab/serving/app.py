@@ -1,65 +1,69 @@
 """The transformers engine: `transformers serve`'s own request handlers and continuous batching,
 for one model folder, in an app of the routes an OpenAI client uses.
 
-    python -m tunelab.serving.app models/deploy/merged/model --name tunelab-merged --port 8000
+    python -m tunelab.serving.app models/deploy/merged/model --name tunelab-merged --port 8000 ...
 
-transformers serve's handlers answer `/v1/chat/completions` (streaming or not, a client that
-leaves mid-stream cancels its generation) and `/v1/completions`. What is written here, because
-transformers serve does not do it for a pinned local model:
+transformers serve's handlers answer `/v1/chat/completions` and `/v1/completions`, streamed or not.
+What is written here, because transformers serve does not do it for a pinned model a stranger may ask:
 
-- ``/v1/models`` lists the Hugging Face hub cache, not a local folder (and fails without a
-  cache): here it lists the one served model, under its short name;
-- a prompt longer than the model's context is generated from anyway (positions past the
-  trained ones: a minute of garbage); here it is a 400 naming both lengths, as vLLM does;
-- errors in OpenAI's shape (``{"error": {"message": ...}}``), which the openai client shows: a
-  malformed body is a 400 saying where, another model name a 404 naming the served one;
-- a generation request past ``--max-concurrency`` in flight is a 503 saying so (``InFlightLimit``).
+- a request is validated by type (serving.requests): a wrong type, an out-of-range number, an
+  unknown field is a 400 naming it, in OpenAI's error shape, never a 500 or silently ignored;
+- one token budget: the prompt is counted as it is rendered (tools included), the budget is
+  max_completion_tokens, else max_tokens, else serve.max_completion_tokens, capped by the context;
+- one sampling setting for every request (continuous batching shares it), the server's, set before
+  the first request: a request asking for another is a 400 saying what this engine does;
+- request ids are the server's own; a client's x-request-id is only echoed back;
+- rendering and tokenising run in a worker thread; a client that leaves stops its generation;
+- a key (serving.guards), a body limit, a limit on requests in flight, a bounded shutdown;
+- ``/v1/models`` lists the one served model under its short name (never a path).
 
-Uvicorn runs the app: Ctrl-C and SIGTERM stop accepting, finish what is in flight, then the
-lifespan frees the model and the batching worker and says so; the exit status is then 0.
+Uvicorn runs the app: Ctrl-C and SIGTERM stop accepting and give requests in flight
+``--shutdown-seconds`` to finish, then the lifespan frees the model and the batching worker and says
+so; the exit status is then 0.
 """
 
+
 import argparse
+import asyncio
+import copy
 import json
 import os
 import sys
 import uuid
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from tunelab.errors import TunelabError
 from tunelab.prompts.special_tokens import DataText
+from tunelab.serving.guards import (
+    API_KEY_VARIABLE,
+    BearerKey,
+    BodyLimit,
+    InFlightLimit,
+    exposure_error,
+    http_error,
+    invalid_request,
+    openai_error,
+)
+from tunelab.serving.requests import ChatRequest, CompletionRequest, Generation, sampling_error, token_budget
 from tunelab.stage import FAILURE_EXIT_CODE, run_stage
 
-
-def context_error(prompt_tokens: int, max_tokens: int | None, context: int) -> str | None:
-    """vLLM's rule: the prompt and the tokens asked for must fit the model's context."""
-    wanted = prompt_tokens + (max_tokens or 0)
-    if wanted <= context and prompt_tokens < context:
-        return None
-    return (f"this model's maximum context length is {context} tokens; the prompt has {prompt_tokens}"
-            + (f" and max_tokens asks for {max_tokens} more" if max_tokens else "")
-            + ": shorten the prompt or lower max_tokens")
+DISCONNECT_POLL_SECONDS = 0.25
+"""How often a non-streamed request looks for its client: a client gone this long stops its generation."""
 
 
-ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 422: "BadRequestError", 500: "InternalServerError",
-               503: "ServiceUnavailableError"}
+@dataclass(frozen=True)
+class Policy:
+    """What every request is held to (conf/serve)."""
 
-
-def openai_error(status: int, message: str):
-    """An error as OpenAI's API (and vLLM) shape it, so the openai client shows the message."""
-    from fastapi.responses import JSONResponse
-
-    return JSONResponse({"error": {"message": message, "type": ERROR_TYPES.get(status, "APIError"), "code": status}},
-                        status_code=status)
-
-
-def invalid_request(error) -> str:
-    """FastAPI's validation errors (malformed JSON, a body that is not an object) as one line."""
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-    detail = first.get("ctx", {}).get("error", "")
-    return f"invalid request body: {first['msg']}" + (f" ({detail})" if detail else "") + (f" at {where}" if where else "")
+    temperature: float
+    top_p: float
+    max_completion_tokens: int
+    max_body_bytes: int
+    max_concurrency: Optional[int] = None
+    api_key: Optional[str] = None
 
 
 CPU_KV_CACHE_SHARE = 0.2
@@ -75,43 +79,90 @@ def kv_cache_config():
     return None if torch.cuda.is_available() else ContinuousBatchingConfig(max_memory_percent=CPU_KV_CACHE_SHARE)
 
 
-GENERATION_ROUTES = ("/v1/chat/completions", "/v1/completions")
+def served_sampling(model, policy: Policy):
+    """The one generation config continuous batching samples every request with."""
+    config = copy.deepcopy(model.generation_config)
+    config.do_sample = policy.temperature > 0
+    config.temperature, config.top_p = (policy.temperature, policy.top_p) if config.do_sample else (None, None)
+    config.use_cache = False  # continuous batching keeps its own paged cache
+    return config
 
 
-class InFlightLimit:
-    """ASGI middleware: a generation request past ``limit`` in flight gets an OpenAI-shaped 503.
+@dataclass(frozen=True)
+class Loaded:
+    """The one model served, and the continuous batching manager it runs in."""
 
-    Hand-written because uvicorn's ``limit_concurrency`` counts open connections, idle keep-alive
-    ones and the refused request's own included, and answers in plain text, which the openai
-    client shows as "Service Unavailable". A streamed answer is in flight until its last chunk
-    is sent or its client leaves: that is when the inner app returns."""
+    model_id: str
+    model: object
+    processor: object
+    batching: object
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit, self.in_flight = app, limit, 0
+    def cancel(self, request_id: str) -> None:
+        # transformers serve keeps its batching manager private; cancelling a request is that manager's public method
+        self.batching._cb.cancel_request(request_id)
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] not in GENERATION_ROUTES:
-            return await self.app(scope, receive, send)
-        if self.in_flight >= self.limit:
-            refusal = openai_error(503, f"the server has {self.in_flight} requests in flight (serve.max_concurrency); "
-                                        "retry when one has finished")
-            return await refusal(scope, receive, send)
-        self.in_flight += 1
+    def queued(self) -> int:
         try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_flight -= 1
+            scheduler = self.batching.scheduler
+        except RuntimeError:  # the batching thread makes its scheduler as it starts: nothing queued before
+            return 0
+        return len(scheduler.active_requests) + len(scheduler.waiting_requests)
 
 
-def build_app(folder: Path, name: str, max_concurrency: int | None = None):
-    """The app serving ``folder`` as ``name`` (the model name clients send; /v1/models lists it),
-    at most ``max_concurrency`` generation requests at a time."""
+def handlers(loaded: Loaded, manager, state):
+    """transformers serve's two handlers, each rendering and tokenising a request once, in a worker
+    thread (their own handle_request does it on the event loop, where a large body stalls every other
+    request, and counts nothing), then generating from exactly those tokens."""
+    from transformers.cli.serving.chat_completion import ChatCompletionHandler
+    from transformers.cli.serving.completion import CompletionHandler
+    from transformers.cli.serving.utils import Modality
+
+    class Chat(ChatCompletionHandler):
+        def tokenize(self, payload: dict) -> dict:
+            messages = self.get_processor_inputs_from_messages(payload["messages"], Modality.LLM)
+            return loaded.processor.apply_chat_template(messages, add_generation_prompt=True, tools=payload.get("tools"),
+                                                        tokenize=True, return_dict=True)
+
+        async def respond(self, request_id: str, inputs: dict, generation, payload: dict):
+            arguments = (request_id, loaded.model, loaded.processor, loaded.model_id, inputs, generation)
+            if payload.get("stream"):
+                return self._streaming(*arguments, gen_manager=loaded.batching, tools=payload.get("tools"))
+            return await self._non_streaming(*arguments, gen_manager=loaded.batching, tools=payload.get("tools"))
+
+    class Completion(CompletionHandler):
+        def tokenize(self, payload: dict) -> dict:
+            return loaded.processor(payload["prompt"])
+
+        async def respond(self, request_id: str, inputs: dict, generation, payload: dict):
+            arguments = (request_id, loaded.model, loaded.processor, loaded.model_id, inputs, generation, loaded.batching)
+            if payload.get("stream"):
+                return self._streaming(*arguments, None)
+            return await self._non_streaming(*arguments, None)
+
+    return Chat(model_manager=manager, generation_state=state), Completion(model_manager=manager, generation_state=state)
+
+
+async def unless_disconnected(request, work, cancel):
+    """The response of ``work``, or, when the client leaves first, its generation cancelled."""
+    from fastapi.responses import Response
+
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_SECONDS)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            cancel()
+            task.cancel()
+            return Response(status_code=499)  # nginx's "client closed request": nobody reads it
+
+
+def build_app(folder: Path, name: str, policy: Policy):
+    """The app serving ``folder`` as ``name`` (the model name clients send; /v1/models lists it)."""
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
-    from transformers.cli.serving.chat_completion import ChatCompletionHandler
-    from transformers.cli.serving.completion import CompletionHandler
     from transformers.cli.serving.model_manager import ModelManager
     from transformers.cli.serving.utils import GenerationState
 
@@ -119,10 +170,13 @@ def build_app(folder: Path, name: str, max_concurrency: int | None = None):
     manager = ModelManager(device="auto", dtype="auto", continuous_batching=True,
                            force_model=pinned)  # loads it now: a broken folder fails before the port opens
     state = GenerationState(continuous_batching=True, cb_config=kv_cache_config())
-    chat = ChatCompletionHandler(model_manager=manager, generation_state=state)
-    completion = CompletionHandler(model_manager=manager, generation_state=state)
-    model, tokenizer = manager.load_model_and_processor(manager.process_model_name(pinned))  # the one loaded above
-    data_text = DataText(tokenizer)  # a control token in a message is text, as in training (prompts.special_tokens)
+    model_id = manager.process_model_name(pinned)
+    model, processor = manager.load_model_and_processor(model_id)  # the one loaded above
+    batching = state.get_manager(model_id, use_cb=True)
+    batching.init_cb(model, served_sampling(model, policy))  # the first request's sampling would otherwise be everyone's
+    loaded = Loaded(model_id, model, processor, batching)
+    chat, completion = handlers(loaded, manager, state)
+    data_text = DataText(processor)  # a control token in a message is text, as in training (prompts.special_tokens)
     context = model.config.max_position_embeddings
 
     @asynccontextmanager
@@ -131,59 +185,63 @@ def build_app(folder: Path, name: str, max_concurrency: int | None = None):
         state.shutdown()
         manager.shutdown()
         app.state.stopped = True
-        print(f"{name}: stopped; requests in flight were finished first", flush=True)
+        print(f"{name}: stopped", flush=True)
 
     app = FastAPI(lifespan=lifespan)
     app.state.stopped = False
-    if max_concurrency is not None:
-        app.add_middleware(InFlightLimit, limit=max_concurrency)
-    app.add_exception_handler(StarletteHTTPException, lambda request, error: openai_error(error.status_code, str(error.detail)))
+    if policy.max_concurrency is not None:
+        app.add_middleware(InFlightLimit, limit=policy.max_concurrency)
+    app.add_middleware(BodyLimit, limit=policy.max_body_bytes)
+    if policy.api_key:
+        app.add_middleware(BearerKey, key=policy.api_key)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, lambda request, error: openai_error(400, invalid_request(error)))
     app.add_exception_handler(Exception, lambda request, error: openai_error(500, f"{type(error).__name__}: {error}"))
 
-    def pin(body: dict) -> None:
-        """The short name (or none) → the pinned folder, which is what transformers' handlers accept."""
-        requested = body.get("model")
-        if requested not in (None, name, pinned):
-            raise HTTPException(status_code=404, detail=f"model {requested!r} is not served here; "
+    async def generate(request: Request, handler, asked: Generation, payload: dict, prefix: str):
+        if asked.model not in (None, name):
+            raise HTTPException(status_code=404, detail=f"model {asked.model!r} is not served here; "
                                                          f"this server serves {name!r} (GET /v1/models)")
-        body["model"] = pinned
-
-    def fits(prompt_tokens: int, body: dict) -> None:
-        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
-        if error := context_error(prompt_tokens, max_tokens, context):
+        if error := sampling_error(asked, policy.temperature, policy.top_p):
             raise HTTPException(status_code=400, detail=error)
+        payload = {**data_text.value(payload), "model": pinned}
+        inputs = await asyncio.to_thread(handler.tokenize, payload)
+        try:
+            payload["max_tokens"] = token_budget(asked.budget(), len(inputs["input_ids"]), context,
+                                                 policy.max_completion_tokens)
+        except ValueError as error:
+            raise HTTPException(status_code=400, detail=str(error)) from None
+        payload.pop("max_completion_tokens", None)  # the budget above is the one the handler reads
+        generation = handler._build_generation_config(payload, model.generation_config, use_cb=True)
+        request_id = f"{prefix}-{uuid.uuid4().hex}"  # the server's own: a client's id is echoed, never trusted
+        work = handler.respond(request_id, inputs, generation, payload)
+        if payload.get("stream"):
+            response = await work  # a stream cancels its generation when its client leaves
+        else:
+            response = await unless_disconnected(request, work, lambda: loaded.cancel(request_id))
+        if client_id := request.headers.get("x-request-id"):
+            response.headers["x-request-id"] = client_id
+        return response
 
     @app.get("/v1/models")
     def models():
         return JSONResponse({"object": "list", "data": [{"id": name, "object": "model", "owned_by": "tunelab",
-                                                          "root": pinned, "max_model_len": context}]})
+                                                          "max_model_len": context}]})
 
     @app.get("/health")
     def health():
         if not state.is_cb_alive():
             return openai_error(503, "the continuous batching worker died; restart the server")
-        return JSONResponse({"status": "ok", "pid": os.getpid()})  # which process answers (tunelab.serving.engines.Server)
+        # the pid says which process answers (tunelab.serving.engines.Server); requests: queued or generating
+        return JSONResponse({"status": "ok", "pid": os.getpid(), "requests": loaded.queued()})
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request, body: dict):
-        pin(body)
-        if not isinstance(body.get("messages"), list) or not body["messages"]:
-            raise HTTPException(status_code=400, detail="messages: required, a list of {role, content} turns")
-        body["messages"] = data_text.value(body["messages"])
-        # the handler tokenizes the chat again: counting it here is the price of refusing it before generating
-        messages = chat.get_processor_inputs_from_messages(body["messages"], manager.get_model_modality(model))
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
-        fits(len(ids["input_ids"]), body)
-        return await chat.handle_request(body, request.headers.get("x-request-id") or str(uuid.uuid4()))
+    async def chat_completions(request: Request, body: ChatRequest):
+        return await generate(request, chat, body, body.model_dump(exclude_none=True), "chatcmpl")
 
     @app.post("/v1/completions")
-    async def completions(request: Request, body: dict):
-        pin(body)
-        if not isinstance(body.get("prompt"), str):
-            raise HTTPException(status_code=400, detail="prompt: required, a string")
-        fits(len(tokenizer(body["prompt"])["input_ids"]), body)
-        return await completion.handle_request(body, request.headers.get("x-request-id") or str(uuid.uuid4()))
+    async def completions(request: Request, body: CompletionRequest):
+        return await generate(request, completion, body, body.model_dump(exclude_none=True), "cmpl")
 
     return app
 
@@ -195,18 +253,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--max-concurrency", type=int, default=None, help="generation requests in flight; more get a 503")
+    parser.add_argument("--temperature", type=float, required=True, help="every request's sampling temperature")
+    parser.add_argument("--top-p", type=float, required=True)
+    parser.add_argument("--max-completion-tokens", type=int, required=True, help="the most one request may generate")
+    parser.add_argument("--max-body-bytes", type=int, required=True)
+    parser.add_argument("--shutdown-seconds", type=float, required=True,
+                        help="how long requests in flight may finish after Ctrl-C or SIGTERM")
     args = parser.parse_args(argv)
     if not (args.folder / "config.json").is_file():
         raise TunelabError(f"{args.folder}: not a model folder (no config.json)")
+    api_key = os.environ.get(API_KEY_VARIABLE) or None
+    if error := exposure_error(args.host, api_key):
+        raise TunelabError(error)
     import uvicorn
 
-    app = build_app(args.folder, args.name, args.max_concurrency)
+    policy = Policy(args.temperature, args.top_p, args.max_completion_tokens, args.max_body_bytes,
+                    args.max_concurrency, api_key)
+    app = build_app(args.folder, args.name, policy)
     print(json.dumps({"serving": args.name, "url": f"http://{args.host}:{args.port}/v1"}), flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                    timeout_graceful_shutdown=args.shutdown_seconds)
     except (KeyboardInterrupt, SystemExit):  # uvicorn re-raises the signal it shut down on
         pass
     sys.exit(0 if app.state.stopped else FAILURE_EXIT_CODE)
+
 
 
 if __name__ == "__main__":

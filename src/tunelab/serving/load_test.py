@@ -7,12 +7,14 @@ with its message). The batching gain is tokens/s at the highest level over the l
 """
 
 import asyncio
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunelab.benchmarking.stats import percentile
+from tunelab.serving.guards import API_KEY_VARIABLE
 
 if TYPE_CHECKING:
     from tunelab.config.schema import PromptConfig
@@ -89,11 +91,13 @@ async def run_level(client, model: str, chats: list[list[dict]], concurrency: in
 
 
 async def load_test(base_url: str, model: str, chats: list[list[dict]], levels: list[int], requests: int,
-                    max_tokens: int, deadline_seconds: float) -> list[dict]:
-    """Every level in turn, after one warm-up request (the engine's first request sets it up)."""
+                    max_tokens: int, deadline_seconds: float, api_key: str | None = None) -> list[dict]:
+    """Every level in turn, after one warm-up request (the engine's first request sets it up). The key
+    is the server's (TUNELAB_API_KEY, which the server it starts reads too) unless one is given."""
     from openai import AsyncOpenAI
 
-    async with AsyncOpenAI(base_url=base_url, api_key="tunelab", max_retries=0, timeout=deadline_seconds) as client:
+    api_key = api_key or os.environ.get(API_KEY_VARIABLE) or "tunelab"
+    async with AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=deadline_seconds) as client:
         await one_request(client, model, chats[0], 2)
         return [asdict(await run_level(client, model, chats, level, requests, max_tokens, deadline_seconds))
                 for level in levels]
