@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 
 from tunelab.errors import TunelabError
 from tunelab.models.qat import qat_convert
-from tunelab.training.run import build_trainer, token_dataset
+from tunelab.training.run import build_trainer, collator, packs, token_dataset
 from tunelab.training.strategies import STRATEGIES, save_trained, trainable_model
 
 LEARNING_RATES = {"full": 3e-3, "qat": 3e-3, "lora": 1e-2, "qlora": 1e-2, "prompt_tuning": 3e-2,
@@ -179,3 +179,33 @@ def test_qlora_learns_after_an_evaluation_with_the_gradients_it_had_before_it(ti
     assert any(g.abs().sum() > 0 for g in fresh.values())
     for name, gradient in fresh.items():  # the evaluation changes nothing a gradient depends on
         torch.testing.assert_close(after_evaluation[name], gradient, msg=name)
+
+
+def test_a_packed_batch_is_the_padded_batch_without_its_padding_and_has_its_loss(tiny_model_dir, tiny_tokenizer):
+    """Eight rows of different lengths: the packed row holds exactly the padded batch's real tokens and
+    labels, token by token (so the same tokens carry the loss), and the model's loss on it is the
+    padded batch's: no example attends to another (it would change the logits)."""
+    from transformers import AutoModelForCausalLM
+
+    dataset = token_dataset(formatted_rows(tiny_tokenizer), "train")
+    features = [dataset[i] for i in range(len(dataset))]
+    padded, packed = collator(tiny_tokenizer, packed=False)(features), collator(tiny_tokenizer, packed=True)(features)
+    assert len({len(feature["input_ids"]) for feature in features}) > 2  # a batch with padding to drop
+    real = padded["attention_mask"].bool()
+    assert packed["input_ids"].shape == (1, int(real.sum()))
+    assert torch.equal(packed["input_ids"][0], padded["input_ids"][real])
+    assert torch.equal(packed["labels"][0], padded["labels"][real])
+    assert "attention_mask" not in packed
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).train()  # as the Trainer calls it; no dropout
+    assert model.config.use_cache  # the case that needs the collator's use_cache=False
+    with torch.no_grad():
+        assert model(**packed).loss.item() == pytest.approx(model(**padded).loss.item(), rel=1e-5)
+        crossing = {**packed, "position_ids": torch.arange(packed["input_ids"].shape[1])[None]}  # one long sequence
+        assert model(**crossing).loss.item() != pytest.approx(model(**padded).loss.item(), rel=1e-5)
+
+
+def test_prompt_learning_strategies_train_on_padded_batches(tiny_model_dir):
+    packed_config = tiny_train_config(padding_free=True)
+    assert packs(trainable_model(tiny_model_dir, strategy_from_conf("lora"), False), packed_config)
+    assert not packs(trainable_model(tiny_model_dir, strategy_from_conf("prompt_tuning"), False), packed_config)
+    assert not packs(trainable_model(tiny_model_dir, strategy_from_conf("lora"), False), tiny_train_config(padding_free=False))

@@ -473,6 +473,9 @@ class TrainConfig:
     """Recompute activations in backward: less memory, ~30% more compute."""
     group_by_length: bool
     """Batch examples of similar length (less padding; the order is still seeded)."""
+    padding_free: bool
+    """Each batch's examples concatenated into one row without padding, positions restarting per example
+    (transformers' DataCollatorWithFlattening): the same loss tokens, no compute on padding."""
     eval_steps: int
     """Evaluate on val every this many steps (and checkpoint: early stopping needs both)."""
     early_stopping_patience: Optional[int]

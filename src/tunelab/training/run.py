@@ -9,6 +9,7 @@ Why not TRL's SFTTrainer: its tokenisation is not needed (format did it), and in
 loss always runs a chunked, fused lm_head that on CPU took 2.6 s of a 5.7 s LoRA step.
 """
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -95,7 +96,7 @@ def managed_arguments(train: TrainConfig, output_dir: Path) -> dict:
         greater_is_better=False,
         logging_steps=train.logging_steps,
         logging_first_step=True,
-        include_num_input_tokens_seen="non_padding",
+        include_num_input_tokens_seen="all" if train.padding_free else "non_padding",  # packed: every token is real
         report_to="none",  # the telemetry callback logs to the stage's own MLflow run
         prediction_loss_only=True,  # evaluation needs the loss only, not every batch's full-vocabulary logits
         dataloader_num_workers=0,
@@ -103,21 +104,48 @@ def managed_arguments(train: TrainConfig, output_dir: Path) -> dict:
     )
 
 
+def packs(model, train: TrainConfig) -> bool:
+    """Padding-free batches, unless the strategy prepends virtual tokens (prompt and prefix tuning:
+    PEFT builds their prompts and masks per row of a padded batch)."""
+    config = getattr(model, "active_peft_config", None)
+    return train.padding_free and not (config is not None and config.is_prompt_learning)
+
+
+def collator(tokenizer, packed: bool):
+    """Packed: a batch's examples in one row without padding, positions restarting at each example,
+    so transformers' attention masks keep every example to itself (masking_utils finds the packed
+    sequences from position_ids); the first label of each example is -100, as it is in a padded
+    row (no token before it predicts it), so the same tokens carry the loss. Padded: input_ids
+    with the pad token and labels with -100, so padding never carries loss while the real EOS
+    keeps its label even when pad == eos (SmolLM2)."""
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    class WithoutCache(DataCollatorWithFlattening):
+        """Its batches also say use_cache=False: masking_utils looks for packed sequences only in a
+        forward without a KV cache, and a model whose config has use_cache on (SmolLM2's, the tiny
+        one's) makes one in training too, and then every example attends to the ones before it."""
+
+        def __call__(self, features, return_tensors=None, separator_id=None):
+            return {**super().__call__(features, return_tensors, separator_id), "use_cache": False}
+
+    if packed:
+        return WithoutCache(return_position_ids=True, separator_id=-100)
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+
+
 def build_trainer(model, tokenizer, train: TrainConfig, train_rows, val_rows, output_dir: Path, callbacks: list):
-    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Trainer
+    from transformers import EarlyStoppingCallback, Trainer
 
     callbacks = [*callbacks, MarkCompleteCheckpoints()]  # what makes a checkpoint resumable
     if train.early_stopping_patience is not None:
         callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=train.early_stopping_patience)]
-    # Pads input_ids with the pad token and labels with -100: padding never carries loss, while
-    # the real EOS keeps its label even when pad == eos (SmolLM2).
-    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    packed = packs(model, train)
     return Trainer(
         model=model,
-        args=training_arguments(train, output_dir),
+        args=training_arguments(dataclasses.replace(train, padding_free=packed), output_dir),
         train_dataset=token_dataset(train_rows, "train"),
         eval_dataset=token_dataset(val_rows, "val"),
-        data_collator=collator,
+        data_collator=collator(tokenizer, packed),
         processing_class=tokenizer,
         callbacks=callbacks,
     )
