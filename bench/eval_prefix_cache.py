@@ -36,19 +36,19 @@ from tunelab.evaluation.evaluator import choice_token_ids  # noqa: E402
 from tunelab.evaluation.prompting import build_prompts, pick_demonstrations  # noqa: E402
 from tunelab.evaluation.scoring import SharedPrefix, choice_logprobs, choice_logprobs_one_pass, common_prefix_length  # noqa: E402
 from tunelab.io.jsonl import read_jsonl  # noqa: E402
-from tunelab.layout import Layout  # noqa: E402
 from tunelab.models.loading import load_base  # noqa: E402
+from tunelab.paths import Paths  # noqa: E402
 from tunelab.prompts.formatting import load_tokenizer  # noqa: E402
 
-LAYOUT = Layout(REPO)
+PATHS = Paths(REPO)
 
 
 def few_shot_rows(shots: int, count: int, tokenizer):
     params = compose_conf(REPO / "conf")
     prompt = to_section(PromptConfig, "prompt", params["prompt"])
     labels = to_section(DataConfig, "data", params["data"]).labels
-    train = read_jsonl(LAYOUT.split(LAYOUT.prepared, "train"))
-    test = read_jsonl(LAYOUT.split(LAYOUT.prepared, "test"))[:count]
+    train = read_jsonl(PATHS.split(PATHS.prepared, "train"))
+    test = read_jsonl(PATHS.split(PATHS.prepared, "test"))[:count]
     prompts = build_prompts(test, prompt, labels, tokenizer, pick_demonstrations(train, labels, shots, seed=0))
     rows = [tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
     return rows, choice_token_ids(prompts, tokenizer, use_chat_template=True)
@@ -72,8 +72,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--one-pass", action="store_true", help="also time the plain one-pass computation")
     args = parser.parse_args()
-    tokenizer = load_tokenizer(LAYOUT.base_model)
-    model = load_base(LAYOUT.base_model).eval()
+    tokenizer = load_tokenizer(PATHS.base_model)
+    model = load_base(PATHS.base_model).eval()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     rows, choices = few_shot_rows(args.shots, args.rows, tokenizer)

@@ -29,25 +29,25 @@ from tunelab.evaluation.prompting import method_template  # noqa: E402
 from tunelab.evaluation.tasks import TASKS  # noqa: E402
 from tunelab.io.atomic import write_json  # noqa: E402
 from tunelab.io.jsonl import read_jsonl  # noqa: E402
-from tunelab.layout import BASE, TRAINED, Layout  # noqa: E402
+from tunelab.paths import BASE, TRAINED, Paths  # noqa: E402
 from tunelab.prompts.formatting import load_tokenizer  # noqa: E402
 from tunelab.stage import run_stage  # noqa: E402
 
 
-def model_args(variant: str, layout: Layout) -> dict:
+def model_args(variant: str, paths: Paths) -> dict:
     """What lm-eval's HF backend loads for a variant: a float model folder, or the base and an adapter."""
     if variant == BASE:
-        return {"pretrained": str(layout.base_model)}
+        return {"pretrained": str(paths.base_model)}
     if variant == TRAINED:
-        if not (layout.trained_model / "adapter_config.json").is_file():
-            return {"pretrained": str(layout.trained_model), "tokenizer": str(layout.base_model)}
-        return {"pretrained": str(layout.base_model), "peft": str(layout.trained_model)}
-    recipe = layout.model(variant) / "tunelab_deploy.json"
+        if not (paths.trained_model / "adapter_config.json").is_file():
+            return {"pretrained": str(paths.trained_model), "tokenizer": str(paths.base_model)}
+        return {"pretrained": str(paths.base_model), "peft": str(paths.trained_model)}
+    recipe = paths.model(variant) / "tunelab_deploy.json"
     loader = json.loads(recipe.read_text()).get("loader") if recipe.is_file() else None
     if loader != "float":
         raise TunelabError(f"variant {variant!r}: lm-eval's HF backend loads float model folders, and {recipe} says "
                            f"loader {loader!r} (the quantized variants load through tunelab's own loaders)")
-    return {"pretrained": str(layout.model(variant) / "model")}
+    return {"pretrained": str(paths.model(variant) / "model")}
 
 
 def main() -> None:
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=REPO, help="the project (tests use a copy)")
     args = parser.parse_args()
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the task's data is a local file: never ask a hub
-    layout = Layout(args.root)
+    paths = Paths(args.root)
     params = read_params(args.root / "params.yaml", check_current=False)
     data = to_section(DataConfig, "data", params.get("data"))
     settings = to_section(EvalConfig, "eval", params.get("eval"))
@@ -68,13 +68,13 @@ def main() -> None:
     if prompting is None or prompting.shots or "choice" not in prompting.scoring:
         raise TunelabError(f"--method {args.method}: choose a method of eval.prompting scored by choice, without shots")
     template = method_template(to_section(PromptConfig, "prompt", params.get("prompt")), prompting, TASKS[data.task])
-    test = read_jsonl(layout.split(layout.prepared, "test"), required=("id", "text", "label"))
+    test = read_jsonl(paths.split(paths.prepared, "test"), required=("id", "text", "label"))
     out = args.root / "bench/results"
-    task = export_task(test, template, data.labels, load_tokenizer(layout.base_model), out / "lm_eval", "tunelab_test")
+    task = export_task(test, template, data.labels, load_tokenizer(paths.base_model), out / "lm_eval", "tunelab_test")
     report = {"task": task.name, "method": args.method, "template": template.name, "rows": task.rows, "variants": {}}
     for variant in args.variants:
-        predictions = read_jsonl(layout.eval_outputs(variant)[1] / f"{args.method}.jsonl")
-        chosen = run_lm_eval(task, model_args(variant, layout), args.batch_size)
+        predictions = read_jsonl(paths.eval_outputs(variant)[1] / f"{args.method}.jsonl")
+        chosen = run_lm_eval(task, model_args(variant, paths), args.batch_size)
         report["variants"][variant] = agreement(chosen, predictions, data.labels)
         figures = report["variants"][variant]
         print(f"{variant}: lm-eval agrees with tunelab on {figures['agreement']:.1%} of {figures['rows']} rows; "

@@ -30,7 +30,7 @@ from hostile_requests import hostile_requests  # noqa: E402
 from tunelab.config.load import read_params, to_section  # noqa: E402
 from tunelab.config.schema import DataConfig, PromptConfig, ServeConfig  # noqa: E402
 from tunelab.io.jsonl import read_jsonl  # noqa: E402
-from tunelab.layout import LAYOUT  # noqa: E402
+from tunelab.paths import PATHS  # noqa: E402
 from tunelab.records import prepared_data  # noqa: E402
 from tunelab.serving.engines import Server, choose  # noqa: E402
 from tunelab.serving.guards import API_KEY_VARIABLE  # noqa: E402
@@ -114,7 +114,7 @@ def main() -> None:
     settings = to_section(ServeConfig, "serve", params.get("serve"))
     data = prepared_data(to_section(DataConfig, "data", params.get("data")))
     prompt = to_section(PromptConfig, "prompt", params.get("prompt"))
-    rows = read_jsonl(LAYOUT.split(LAYOUT.prepared, "test"))[: settings.load_test.requests]
+    rows = read_jsonl(PATHS.split(PATHS.prepared, "test"))[: settings.load_test.requests]
     workloads = {"task": served_chats(rows, prompt, data.labels),
                  "decode": served_chats(rows, prompt, data.labels, settings.load_test.decode_instruction)}
     with tempfile.TemporaryDirectory() as logs:

@@ -31,16 +31,16 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from tunelab.layout import Layout  # noqa: E402
+from tunelab.paths import Paths  # noqa: E402
 from tunelab.training.strategies import STRATEGIES  # noqa: E402
 
-LAYOUT = Layout(REPO)
+PATHS = Paths(REPO)
 
 
 def packed_batch(batch: int, length: int) -> torch.Tensor:
     """Real tokens from data/formatted/train.jsonl, concatenated and cut into equal rows."""
     tokens = []
-    with LAYOUT.split(LAYOUT.formatted, "train").open() as rows:
+    with PATHS.split(PATHS.formatted, "train").open() as rows:
         for line in rows:
             tokens.extend(json.loads(line)["input_ids"])
             if len(tokens) >= batch * length:
@@ -57,11 +57,11 @@ def train_batches(batch: int, count: int, packed: bool) -> list[dict]:
     from tunelab.io.jsonl import read_jsonl
     from tunelab.training.run import collator, token_dataset
 
-    rows = read_jsonl(LAYOUT.split(LAYOUT.formatted, "train"))
+    rows = read_jsonl(PATHS.split(PATHS.formatted, "train"))
     dataset = token_dataset(rows, "train")
     sampler = LengthGroupedSampler(batch, lengths=[len(row["input_ids"]) for row in rows],
                                    generator=torch.Generator().manual_seed(42))
-    order, collate = list(sampler), collator(AutoTokenizer.from_pretrained(LAYOUT.base_model), packed)
+    order, collate = list(sampler), collator(AutoTokenizer.from_pretrained(PATHS.base_model), packed)
     return [collate([dataset[i] for i in order[k * batch:(k + 1) * batch]]) for k in range(count)]
 
 
@@ -96,7 +96,7 @@ def measure(strategy_name: str, steps: int, batch: int, length: int, profile: Pa
     strategy = to_section(StrategyConfig, "strategy",
                           compose_conf(REPO / "conf", [f"strategy={strategy_name}"])["strategy"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = trainable_model(LAYOUT.base_model, strategy, gradient_checkpointing=False)
+    model = trainable_model(PATHS.base_model, strategy, gradient_checkpointing=False)
     model.to(device).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     if batching == "fixed":
@@ -188,7 +188,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one, args.steps, args.batch, args.length, args.profile_to, args.batching[0])))
         return
-    if not (LAYOUT.base_model / "config.json").is_file():
+    if not (PATHS.base_model / "config.json").is_file():
         sys.exit("bench: models/base is missing; run `make run` first")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = REPO / "bench/results" / (args.name or f"train_{device}")

@@ -30,8 +30,8 @@ from tunelab.errors import TunelabError
 from tunelab.evaluation.tasks import TASKS
 from tunelab.io.atomic import atomic_dir, write_csv
 from tunelab.io.jsonl import read_jsonl
-from tunelab.layout import LAYOUT, SKIPPED
 from tunelab.models.loading import STRATEGY_FILE, merged_model, trained_recipe
+from tunelab.paths import PATHS, SKIPPED
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
@@ -39,17 +39,17 @@ from tunelab.tracking.mlflow_run import stage_run
 
 def skip(run, reason: str) -> None:
     """align=none: outputs that say so (evaluate@aligned and the report read them), and no model."""
-    with atomic_dir(LAYOUT.aligned_model) as folder:
+    with atomic_dir(PATHS.aligned_model) as folder:
         (folder / SKIPPED).write_text(reason + "\n")
-    with atomic_dir(LAYOUT.align_curves) as folder:  # DVC can neither plot nor restore an empty folder
+    with atomic_dir(PATHS.align_curves) as folder:  # DVC can neither plot nor restore an empty folder
         (folder / "loss.csv").write_text("step,loss\n")
-    run.write_metrics(LAYOUT.align_metrics, {"method": "none", "skipped": reason})
+    run.write_metrics(PATHS.align_metrics, {"method": "none", "skipped": reason})
     print(f"align: skipped: {reason}")
 
 
 def write_curves(log_history: list[dict], curves: tuple[str, ...]) -> None:
     """One CSV per logged figure (step, value), for dvc plots; TRL's names with / become _."""
-    with atomic_dir(LAYOUT.align_curves) as folder:
+    with atomic_dir(PATHS.align_curves) as folder:
         for key in curves:
             rows = [{"step": row["step"], key: row[key]} for row in log_history if key in row]
             if rows:
@@ -60,7 +60,7 @@ def save_aligned(model, tokenizer, sft_strategy: str, method: str) -> None:
     """Merged float32 weights, loaded like a fully fine-tuned model (tunelab.models.loading)."""
     from tunelab.training.strategies import with_kv_cache
 
-    with atomic_dir(LAYOUT.aligned_model) as folder:
+    with atomic_dir(PATHS.aligned_model) as folder:
         with_kv_cache(model).save_pretrained(folder, safe_serialization=True)  # TRL's Trainer turned it off
         tokenizer.save_pretrained(folder)
         recipe = {"strategy": f"{sft_strategy}+{method}", "adapter": False, "prompt_learning": False,
@@ -78,7 +78,7 @@ def main() -> None:
         if method.trainer is None:
             skip(run, "align=none (dvc exp run -S align=dpo, or kto, orpo, grpo, rloo, aligns the SFT model)")
             return
-        sft = trained_recipe(LAYOUT.trained_model)
+        sft = trained_recipe(PATHS.trained_model)
         if sft["prompt_learning"]:
             raise TunelabError(f"align.method: {align.method} trains a LoRA adapter on the merged SFT model, and "
                                f"strategy={sft['strategy']}'s virtual tokens cannot be merged; use lora, ia3, full, ...")
@@ -88,13 +88,13 @@ def main() -> None:
         from tunelab.training.checkpoints import MarkCompleteCheckpoints, checkpoint_dir, resumable_checkpoint
 
         set_seed(align.seed)
-        tokenizer = load_tokenizer(LAYOUT.base_model)
-        train_file = LAYOUT.split(LAYOUT.formatted, "train")
+        tokenizer = load_tokenizer(PATHS.base_model)
+        train_file = PATHS.split(PATHS.formatted, "train")
         # what the method learns from: the preferences stage's pairs, or the train prompts to sample
-        pairs = read_jsonl(LAYOUT.preferences) if method.uses_pairs else []
+        pairs = read_jsonl(PATHS.preferences) if method.uses_pairs else []
         rows = alignment_rows(read_jsonl(train_file), tokenizer) if method.rewarded else []
-        model = merged_model(LAYOUT.trained_model, LAYOUT.base_model)
-        checkpoints = checkpoint_dir((align,), [train_file, LAYOUT.preferences], LAYOUT.trained_model, stage="align")
+        model = merged_model(PATHS.trained_model, PATHS.base_model)
+        checkpoints = checkpoint_dir((align,), [train_file, PATHS.preferences], PATHS.trained_model, stage="align")
         telemetry = AlignTelemetry(run, method.curves)
         trainer = build_align_trainer(method, align, model, tokenizer, TASKS[data.task], pairs, rows, checkpoints,
                                       [telemetry, MarkCompleteCheckpoints()])
@@ -112,8 +112,8 @@ def main() -> None:
         metrics = {"method": align.method, "train_seconds": seconds, "steps": trainer.state.global_step,
                    "resumed_from": resume_from, **({"pairs": len(pairs)} if method.uses_pairs else {}),
                    **telemetry.summary(history)}
-        run.write_metrics(LAYOUT.align_metrics, metrics)
-        run.log_artifact(LAYOUT.align_metrics)
+        run.write_metrics(PATHS.align_metrics, metrics)
+        run.log_artifact(PATHS.align_metrics)
         shutil.rmtree(checkpoints, ignore_errors=True)  # finished: DVC caches the result
         print(f"align: {align.method}: {trainer.state.global_step} steps in {seconds:.0f} s; {metrics}")
 

@@ -14,9 +14,9 @@ from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import ModelConfig
 from tunelab.io.atomic import atomic_dir
 from tunelab.io.files import folder_size_mb
-from tunelab.layout import LAYOUT
 from tunelab.models.base import save_base_model
 from tunelab.models.loading import load_source_model
+from tunelab.paths import PATHS
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
 
@@ -29,16 +29,16 @@ def main() -> None:
         print(f"base: loading {model_config.name} from {model_config.source}")
         model, tokenizer = load_source_model(model_config)
         load_seconds = time.perf_counter() - started
-        with atomic_dir(LAYOUT.base_model) as folder:
+        with atomic_dir(PATHS.base_model) as folder:
             save_base_model(model, tokenizer, folder, model_config.chat_template)
         metrics = {
             "parameters": model.num_parameters(),
             "load_seconds": round(load_seconds, 2),
-            "saved_megabytes": folder_size_mb(LAYOUT.base_model),
+            "saved_megabytes": folder_size_mb(PATHS.base_model),
         }
-        run.write_metrics(LAYOUT.base_metrics, {"model": model_config.name, "architecture": type(model).__name__, **metrics})
+        run.write_metrics(PATHS.base_metrics, {"model": model_config.name, "architecture": type(model).__name__, **metrics})
         run.log_metrics(metrics)
-        print(f"base: {metrics['parameters']:,} parameters saved to {LAYOUT.base_model} ({metrics['saved_megabytes']} MiB)")
+        print(f"base: {metrics['parameters']:,} parameters saved to {PATHS.base_model} ({metrics['saved_megabytes']} MiB)")
 
 
 if __name__ == "__main__":

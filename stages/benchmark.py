@@ -30,7 +30,7 @@ from tunelab.errors import TunelabError
 from tunelab.evaluation.batching import pad_id
 from tunelab.io.files import folder_size_mb
 from tunelab.io.jsonl import read_jsonl
-from tunelab.layout import ALIGNED, BASE, LAYOUT, TRAINED
+from tunelab.paths import ALIGNED, BASE, PATHS, TRAINED
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.records import QuantizeRecord, read_record
 from tunelab.stage import run_stage
@@ -49,17 +49,17 @@ def measure(variant: str, settings: BenchConfig) -> dict:
     from tunelab.benchmarking.native_gguf import measure_native
     from tunelab.models.loading import deploy_recipe, load_variant, trained_recipe
 
-    tokenizer = load_tokenizer(LAYOUT.base_model)
-    test = read_jsonl(LAYOUT.split(LAYOUT.formatted, "test"), required=("input_ids", "prompt_length"))
+    tokenizer = load_tokenizer(PATHS.base_model)
+    test = read_jsonl(PATHS.split(PATHS.formatted, "test"), required=("input_ids", "prompt_length"))
     prompts = [row["input_ids"][: row["prompt_length"]] for row in test[:PROMPTS]]
     started = time.perf_counter()
     model = load_variant(variant)
     load_seconds = time.perf_counter() - started
     pad = pad_id(tokenizer)
     run_generation(model, left_padded(prompts[:1], pad, device_of(model)), 4, pad)  # warm-up
-    size = folder_size_mb(LAYOUT.model(variant))
-    if variant == TRAINED and trained_recipe(LAYOUT.trained_model)["adapter"]:
-        size += folder_size_mb(LAYOUT.base_model)  # what you ship: the adapter and the base it applies to
+    size = folder_size_mb(PATHS.model(variant))
+    if variant == TRAINED and trained_recipe(PATHS.trained_model)["adapter"]:
+        size += folder_size_mb(PATHS.base_model)  # what you ship: the adapter and the base it applies to
     # on stdout: the stage reads its child's stderr for the error it may end with
     with tqdm(total=settings.repeats * (1 + len(settings.batch_sizes)), desc=f"benchmark: {variant}", unit="run",
               file=sys.stdout) as progress:
@@ -68,16 +68,16 @@ def measure(variant: str, settings: BenchConfig) -> dict:
                     "tokens_per_second": throughput(model, prompts, settings.batch_sizes, settings.new_tokens,
                                                     settings.repeats, pad, progress.update),
                     "peak_rss_mb": peak_rss_mb(), **({"peak_gpu_mb": gpu} if (gpu := peak_gpu_mb()) is not None else {})}
-    if variant not in (BASE, TRAINED, ALIGNED) and (recipe := deploy_recipe(LAYOUT.model(variant)))["loader"] == "gguf":
+    if variant not in (BASE, TRAINED, ALIGNED) and (recipe := deploy_recipe(PATHS.model(variant)))["loader"] == "gguf":
         del model  # llama.cpp loads its own copy
-        measured["llama_cpp"] = measure_native(LAYOUT.model(variant) / "model" / recipe["gguf_file"], prompts[0],
+        measured["llama_cpp"] = measure_native(PATHS.model(variant) / "model" / recipe["gguf_file"], prompts[0],
                                                settings.new_tokens, settings.repeats, torch.get_num_threads())
     return measured
 
 
 def made_variants() -> list[str]:
     """The trained model, the aligned one where alignment ran (the variants are made from it), the variants."""
-    made = read_record(QuantizeRecord, LAYOUT.quantize_metrics, "quantize")
+    made = read_record(QuantizeRecord, PATHS.quantize_metrics, "quantize")
     return [TRAINED, *([ALIGNED] if made.source == ALIGNED else []), *made.made()]
 
 
@@ -133,10 +133,10 @@ def main() -> None:
         for variant, r in results.items():
             run.log_metrics({f"{variant}.token_latency_p50_ms": r["token_latency_ms"]["p50"],
                              f"{variant}.tokens_per_second_batch1": r["tokens_per_second"][str(settings.batch_sizes[0])]})
-        run.write_metrics(LAYOUT.bench_metrics, {"environment": fingerprint(),
+        run.write_metrics(PATHS.bench_metrics, {"environment": fingerprint(),
                                                  "settings": dataclasses.asdict(settings) | {"prompts": PROMPTS},
                                                  "variants": results})
-        run.log_artifact(LAYOUT.bench_metrics)
+        run.log_artifact(PATHS.bench_metrics)
 
 
 if __name__ == "__main__":

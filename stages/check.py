@@ -27,8 +27,8 @@ from tunelab.config.load import read_extra_test_sets, read_params, to_section
 from tunelab.config.schema import AlignConfig, ModelConfig, SourceConfig
 from tunelab.data.sources import source_fingerprint
 from tunelab.io.atomic import write_json
-from tunelab.layout import LAYOUT
 from tunelab.models.base import model_fingerprint
+from tunelab.paths import PATHS
 from tunelab.stage import run_stage
 from tunelab.validation import validate_config
 
@@ -44,10 +44,10 @@ def main() -> None:
             origin[split] = source_fingerprint(to_section(SourceConfig, f"data.{split}_source", split_source))
     if extra_sets := read_extra_test_sets(params):
         origin["extra"] = {name: source_fingerprint(extra.source) for name, extra in extra_sets.items()}
-    write_json(LAYOUT.data_origin, origin)
-    write_json(LAYOUT.model_origin, model_fingerprint(model))
-    write_json(LAYOUT.preference_origin, preference_fingerprint(to_section(AlignConfig, "align", params["align"]).preferences))
-    print(f"check: config valid; data source and base model fingerprinted in {LAYOUT.data_origin}, {LAYOUT.model_origin}")
+    write_json(PATHS.data_origin, origin)
+    write_json(PATHS.model_origin, model_fingerprint(model))
+    write_json(PATHS.preference_origin, preference_fingerprint(to_section(AlignConfig, "align", params["align"]).preferences))
+    print(f"check: config valid; data source and base model fingerprinted in {PATHS.data_origin}, {PATHS.model_origin}")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ from tunelab.evaluation.prompting import method_template
 from tunelab.evaluation.tasks import TASKS, Task
 from tunelab.io.atomic import atomic_dir, write_jsonl
 from tunelab.io.jsonl import read_jsonl
-from tunelab.layout import ALIGNED, BASE, LAYOUT, SKIPPED, TRAINED
 from tunelab.models.loading import continues_a_cache, load_variant
+from tunelab.paths import ALIGNED, BASE, PATHS, SKIPPED, TRAINED
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.prompts.special_tokens import DataText
 from tunelab.records import PromptSearchRecord, QuantizeRecord, prepared_data, read_optional, read_record
@@ -50,11 +50,11 @@ def extra_test_rows(settings: EvalConfig, required: tuple[str, ...]) -> dict[str
     if not settings.extra_test_sets:
         return {}
     sets: dict[str, list[dict]] = {name: [] for name in settings.extra_test_sets}
-    for row in read_jsonl(LAYOUT.extra_test, required=(*required, "test_set")):
+    for row in read_jsonl(PATHS.extra_test, required=(*required, "test_set")):
         if (name := row.pop("test_set")) in sets:
             sets[name].append(row)
     if empty := [name for name, rows in sets.items() if not rows]:
-        raise TunelabError(f"{LAYOUT.extra_test}: no rows of eval.extra_test_sets.{empty[0]}; run the prepare stage "
+        raise TunelabError(f"{PATHS.extra_test}: no rows of eval.extra_test_sets.{empty[0]}; run the prepare stage "
                            "(dvc exp run) after adding a set")
     return sets
 
@@ -64,9 +64,9 @@ def resolved(prompting: PromptingConfig, training: PromptConfig, task: Task) -> 
     val), and how it was prompted, for the report."""
     searched = prompting.method == "optimized"
     if searched:
-        search = read_record(PromptSearchRecord, LAYOUT.prompt_search, "search_prompt")
+        search = read_record(PromptSearchRecord, PATHS.prompt_search, "search_prompt")
         if search.winner is None:
-            raise TunelabError(f"{LAYOUT.prompt_search}: no winner ({search.skipped}); rerun the search_prompt stage")
+            raise TunelabError(f"{PATHS.prompt_search}: no winner ({search.skipped}); rerun the search_prompt stage")
         template, prompting = winner_prompting(search.winner, prompting)
     else:
         template = method_template(training, prompting, task)
@@ -99,15 +99,15 @@ def main() -> None:
         # skipped variant (align=none, a quantization that does not apply) never needs
         from tunelab.evaluation.evaluator import EvalSettings, Scorer
 
-        tokenizer = load_tokenizer(LAYOUT.base_model)
+        tokenizer = load_tokenizer(PATHS.base_model)
         data_text = DataText(tokenizer)  # as the format stage escapes them: control tokens in data are text
-        test = data_text.rows(read_jsonl(LAYOUT.split(LAYOUT.prepared, "test"), required=required))
-        train = data_text.rows(read_jsonl(LAYOUT.split(LAYOUT.prepared, "train"), required=required))
+        test = data_text.rows(read_jsonl(PATHS.split(PATHS.prepared, "test"), required=required))
+        train = data_text.rows(read_jsonl(PATHS.split(PATHS.prepared, "train"), required=required))
         extra_sets = {name: data_text.rows(rows) for name, rows in extra_test_rows(settings, required).items()}
         model = load_variant(variant)
         scorer = Scorer(task, labels, model, tokenizer,
                         EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model)))
-        metrics_file, predictions_dir, confusion_dir = LAYOUT.eval_outputs(variant)
+        metrics_file, predictions_dir, confusion_dir = PATHS.eval_outputs(variant)
         with atomic_dir(predictions_dir) as predictions_tmp, atomic_dir(confusion_dir) as confusion_tmp:
             results, extra_results = {}, {}
             for name in prompting_names(variant, settings):
@@ -126,7 +126,7 @@ def main() -> None:
                 results[name] = {**described, "scoring": result.metrics}
                 for test_set, rows in extra_sets.items():
                     scored = score(rows, test_set)
-                    folder = predictions_tmp / LAYOUT.extra_predictions(variant, test_set).relative_to(predictions_dir)
+                    folder = predictions_tmp / PATHS.extra_predictions(variant, test_set).relative_to(predictions_dir)
                     folder.mkdir(parents=True, exist_ok=True)
                     write_jsonl(folder / f"{name}.jsonl", scored.predictions)
                     for scoring, report in scored.metrics.items():
@@ -143,16 +143,16 @@ def skipped_reason(variant: str, deployed: bool) -> str | None:
     """Why a variant was not made (the quantize stage skipped it, or align=none: the align stage's
     models/aligned says so), or None."""
     if deployed:
-        quantized = read_optional(QuantizeRecord, LAYOUT.quantize_metrics, "quantize")
+        quantized = read_optional(QuantizeRecord, PATHS.quantize_metrics, "quantize")
         return quantized.skipped_reason(variant) if quantized else None
-    if variant == ALIGNED and (note := LAYOUT.aligned_model / SKIPPED).is_file():
+    if variant == ALIGNED and (note := PATHS.aligned_model / SKIPPED).is_file():
         return note.read_text().strip()
     return None
 
 
 def write_skipped(run, variant: str, reason: str) -> None:
     """A variant that was not made still gets its outputs, saying why, for the report."""
-    metrics_file, predictions_dir, confusion_dir = LAYOUT.eval_outputs(variant)
+    metrics_file, predictions_dir, confusion_dir = PATHS.eval_outputs(variant)
     with atomic_dir(predictions_dir) as temp:
         (temp / SKIPPED).write_text(reason + "\n")
     with atomic_dir(confusion_dir) as temp:

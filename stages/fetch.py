@@ -17,7 +17,7 @@ from tunelab.config.load import read_extra_test_sets, read_params, to_section
 from tunelab.config.schema import SourceConfig
 from tunelab.data.sources import fetch
 from tunelab.io.atomic import atomic_dir, write_json
-from tunelab.layout import LAYOUT
+from tunelab.paths import PATHS
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
 
@@ -37,16 +37,16 @@ def main() -> None:
                      for split in ("train", "test") if data.get(f"{split}_source")}
     extra_sets = read_extra_test_sets(params)
     with stage_run("fetch", params, sections=("data",)) as run:
-        with atomic_dir(LAYOUT.raw) as folder:
-            provenance = fetch_into(source, folder / LAYOUT.raw_main.relative_to(LAYOUT.raw), "data")
+        with atomic_dir(PATHS.raw) as folder:
+            provenance = fetch_into(source, folder / PATHS.raw_main.relative_to(PATHS.raw), "data")
             for split, split_source in split_sources.items():
-                into = folder / getattr(LAYOUT, f"raw_{split}").relative_to(LAYOUT.raw)
+                into = folder / getattr(PATHS, f"raw_{split}").relative_to(PATHS.raw)
                 provenance[split] = fetch_into(split_source, into, f"{split} split")
             for name, extra in extra_sets.items():
-                into = folder / LAYOUT.raw_extra(name).relative_to(LAYOUT.raw)
+                into = folder / PATHS.raw_extra(name).relative_to(PATHS.raw)
                 provenance.setdefault("extra", {})[name] = fetch_into(extra.source, into, f"extra test set {name}")
-            write_json(folder / LAYOUT.raw_provenance.relative_to(LAYOUT.raw), provenance)
-        run.log_artifact(LAYOUT.raw_provenance)
+            write_json(folder / PATHS.raw_provenance.relative_to(PATHS.raw), provenance)
+        run.log_artifact(PATHS.raw_provenance)
 
 
 if __name__ == "__main__":

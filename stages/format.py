@@ -22,7 +22,7 @@ from tunelab.data.split import SPLITS
 from tunelab.errors import TunelabError
 from tunelab.io.atomic import write_jsonl
 from tunelab.io.jsonl import read_jsonl
-from tunelab.layout import LAYOUT
+from tunelab.paths import PATHS
 from tunelab.prompts.formatting import format_chat_example, format_example, load_tokenizer
 from tunelab.prompts.special_tokens import DataText
 from tunelab.prompts.templates import PromptTemplate
@@ -40,13 +40,13 @@ def main() -> None:
     formatter = partial(format_example, labels=data.labels) if data.classifies else format_chat_example
     required = data.prepared_fields
     template = PromptTemplate(prompt)
-    tokenizer = load_tokenizer(LAYOUT.base_model)
+    tokenizer = load_tokenizer(PATHS.base_model)
     with stage_run("format", params, sections=("prompt", "format")) as run:
         report = {"template": prompt.name, "special_tokens": special_tokens_report(tokenizer), "splits": {}}
         data_text = DataText(tokenizer)
         rows = {}  # every split formatted and checked before any is written: a refusal changes no output
         for split in SPLITS:
-            examples = data_text.rows(read_jsonl(LAYOUT.prepared / f"{split}.jsonl", required=required))
+            examples = data_text.rows(read_jsonl(PATHS.prepared / f"{split}.jsonl", required=required))
             formatted = [
                 formatter(example, template=template, prompt=prompt, settings=settings, tokenizer=tokenizer)
                 for example in tqdm(examples, desc=f"format {split}", unit="ex")
@@ -61,8 +61,8 @@ def main() -> None:
             rows[split] = [row for row, _ in formatted]
         report["control_tokens_in_data"] = data_text.report()
         for split, split_rows in rows.items():
-            write_jsonl(LAYOUT.formatted / f"{split}.jsonl", split_rows)
-        run.write_metrics(LAYOUT.formatted / "report.json", report)
+            write_jsonl(PATHS.formatted / f"{split}.jsonl", split_rows)
+        run.write_metrics(PATHS.formatted / "report.json", report)
         train = report["splits"]["train"]
         run.log_metrics({
             "train_tokens_p95": train["tokens"]["p95"],
@@ -70,7 +70,7 @@ def main() -> None:
             "train_dropped_truncated": train["dropped_truncated"],
             "train_loss_token_share": train["loss_token_share"],
         })
-        run.log_artifact(LAYOUT.formatted / "report.json")
+        run.log_artifact(PATHS.formatted / "report.json")
         print(f"format: {prompt.name}: train tokens p50/p95/max {train['tokens']}, longer than format.max_length "
               f"{train['truncated_share']:.1%} (dropped: {train['dropped_truncated']}), loss on "
               f"{train['loss_token_share']:.1%} of tokens")

@@ -25,7 +25,7 @@ from tunelab.config.schema import DataConfig, PromptConfig, ServeConfig
 from tunelab.errors import TunelabError
 from tunelab.io.atomic import atomic_dir
 from tunelab.io.jsonl import read_jsonl
-from tunelab.layout import LAYOUT
+from tunelab.paths import PATHS
 from tunelab.records import ServeRecord, prepared_data
 from tunelab.serving.engines import Server, choose
 from tunelab.serving.load_test import batching_gain, load_test, save_load_test_plots, served_chats
@@ -38,9 +38,9 @@ SKIPPED = "serve.load_test.enabled is false (dvc exp run -S serve.load_test.enab
 def workloads(settings: ServeConfig, params: dict) -> dict[str, list[list[dict]]]:
     data = prepared_data(to_section(DataConfig, "data", params.get("data")))
     prompt = to_section(PromptConfig, "prompt", params.get("prompt"))
-    rows = read_jsonl(LAYOUT.split(LAYOUT.prepared, "test"))[: settings.load_test.requests]
+    rows = read_jsonl(PATHS.split(PATHS.prepared, "test"))[: settings.load_test.requests]
     if not rows:
-        raise TunelabError(f"{LAYOUT.split(LAYOUT.prepared, 'test')}: no test rows to send")
+        raise TunelabError(f"{PATHS.split(PATHS.prepared, 'test')}: no test rows to send")
     return {"task": served_chats(rows, prompt, data.labels),
             "decode": served_chats(rows, prompt, data.labels, settings.load_test.decode_instruction)}
 
@@ -67,7 +67,7 @@ def measure(settings: ServeConfig, params: dict) -> ServeRecord:
 def main() -> None:
     params = read_params()
     settings = to_section(ServeConfig, "serve", params.get("serve"))
-    with stage_run("load_test", params, sections=("serve",)) as run, atomic_dir(LAYOUT.serve_plots) as plots:
+    with stage_run("load_test", params, sections=("serve",)) as run, atomic_dir(PATHS.serve_plots) as plots:
         record = measure(settings, params) if settings.load_test.enabled else ServeRecord(skipped=SKIPPED)
         for path in save_load_test_plots(record.workloads, plots):
             run.log_artifact(path, "load_test")
@@ -77,8 +77,8 @@ def main() -> None:
                 run.log_metrics({f"{workload}.c{level['concurrency']}.tokens_per_second": level["tokens_per_second"],
                                  f"{workload}.c{level['concurrency']}.errors": level["errors"]})
         measured_on = {} if record.skipped else {"environment": fingerprint()}  # skipped: nothing was measured
-        run.write_metrics(LAYOUT.serve_metrics, dataclasses.asdict(record) | measured_on)
-        run.log_artifact(LAYOUT.serve_metrics)
+        run.write_metrics(PATHS.serve_metrics, dataclasses.asdict(record) | measured_on)
+        run.log_artifact(PATHS.serve_metrics)
 
 
 if __name__ == "__main__":

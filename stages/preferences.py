@@ -35,7 +35,7 @@ from tunelab.evaluation.tasks import TASKS
 from tunelab.io.atomic import write_jsonl
 from tunelab.io.files import sha256_of
 from tunelab.io.jsonl import read_jsonl
-from tunelab.layout import LAYOUT, TRAINED
+from tunelab.paths import PATHS, TRAINED
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
@@ -51,7 +51,7 @@ def build_pairs(align: AlignConfig, data: DataConfig, tokenizer) -> tuple[list[d
 
     from tunelab.models.loading import load_variant
 
-    rows = alignment_rows(read_jsonl(LAYOUT.split(LAYOUT.formatted, "train")), tokenizer)
+    rows = alignment_rows(read_jsonl(PATHS.split(PATHS.formatted, "train")), tokenizer)
     model = load_variant(TRAINED)
     with tqdm(total=min(settings.prompts, len(rows)), desc="preferences: sampling the SFT model", unit="prompt") as bar:
         return pairs_from_task(model, tokenizer, TASKS[data.task], rows, settings, align.seed,
@@ -65,20 +65,20 @@ def main() -> None:
     method = ALIGN_METHODS[align.method]
     with stage_run("preferences", params, sections=("align",)) as run:
         if not method.uses_pairs:
-            write_jsonl(LAYOUT.preferences, [])
-            run.write_metrics(LAYOUT.preference_stats, {"skipped": f"align.method={align.method} learns from no "
+            write_jsonl(PATHS.preferences, [])
+            run.write_metrics(PATHS.preference_stats, {"skipped": f"align.method={align.method} learns from no "
                                                                    "preference pairs"})
             print(f"preferences: skipped: align.method={align.method} needs no pairs")
             return
-        tokenizer = load_tokenizer(LAYOUT.base_model)
+        tokenizer = load_tokenizer(PATHS.base_model)
         pairs, stats = build_pairs(align, data, tokenizer)
         if method.data == PAIRS and is_unpaired(pairs):
             raise TunelabError(f"align.method={align.method} learns from pairs (prompt, chosen, rejected); "
                                f"{align.preferences.path} holds unpaired rows (prompt, completion, label): use align=kto")
-        check_preference_rows(pairs, str(align.preferences.path or LAYOUT.preferences))
-        check_no_test_rows(pairs, read_jsonl(LAYOUT.split(LAYOUT.formatted, "test")), tokenizer)
-        write_jsonl(LAYOUT.preferences, pairs)
-        run.write_metrics(LAYOUT.preference_stats, stats)
+        check_preference_rows(pairs, str(align.preferences.path or PATHS.preferences))
+        check_no_test_rows(pairs, read_jsonl(PATHS.split(PATHS.formatted, "test")), tokenizer)
+        write_jsonl(PATHS.preferences, pairs)
+        run.write_metrics(PATHS.preference_stats, stats)
         run.log_metrics({k: v for k, v in stats.items() if isinstance(v, (int, float))})
         print(f"preferences: {len(pairs)} pairs ({stats})")
 

@@ -32,7 +32,7 @@ from tunelab.data.split import (
     with_train_from,
 )
 from tunelab.io.atomic import write_jsonl
-from tunelab.layout import LAYOUT
+from tunelab.paths import PATHS
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import stage_run
 
@@ -44,7 +44,7 @@ def read_fetched(folder: Path, provenance: dict, configured_format: str) -> list
 
 def train_from_source(splits: dict, config: DataConfig, provenance: dict) -> tuple[dict, dict]:
     """The splits with data.train_source's examples as train, and what became of its rows."""
-    examples, cleaning = clean(read_fetched(LAYOUT.raw_train, provenance, config.format), config)
+    examples, cleaning = clean(read_fetched(PATHS.raw_train, provenance, config.format), config)
     splits, overlapping = with_train_from(splits, examples, config.train_size, config.seed)
     return splits, {"train_source": {"raw_rows": cleaning.raw_rows, "dropped": dict(cleaning.dropped),
                                      "examples": len(examples), "overlaps_evaluation": overlapping}}
@@ -55,7 +55,7 @@ def split_around_test(examples: list[dict], config: DataConfig, provenance: dict
     main source's split into val and train; and what became of the test source's rows."""
     if config.test_source is None:
         return split_examples(examples, config), {}
-    kept, cleaning = clean(read_fetched(LAYOUT.raw_test, provenance["test"], config.format), config)
+    kept, cleaning = clean(read_fetched(PATHS.raw_test, provenance["test"], config.format), config)
     return with_test_from(examples, kept, config), {
         "test_source": {"raw_rows": cleaning.raw_rows, "dropped": dict(cleaning.dropped), "examples": len(kept)}}
 
@@ -65,7 +65,7 @@ def extra_test_sets(sets: dict, config: DataConfig, provenance: dict, splits: di
     rows, stats = [], {}
     for name, extra in sets.items():
         reading = extra.data_config(config)
-        examples, cleaning = clean(read_fetched(LAYOUT.raw_extra(name), provenance["extra"][name], reading.format),
+        examples, cleaning = clean(read_fetched(PATHS.raw_extra(name), provenance["extra"][name], reading.format),
                                    reading)
         kept, overlapping = held_out_rows(examples, splits, extra.size, config.seed, f"eval.extra_test_sets.{name}")
         rows += [{"test_set": name, **example} for example in kept]
@@ -78,8 +78,8 @@ def main() -> None:
     params = read_params()
     config = to_section(DataConfig, "data", params.get("data"))
     with stage_run("prepare", params, sections=("data",)) as run:
-        provenance = json.loads(LAYOUT.raw_provenance.read_text())
-        records = read_fetched(LAYOUT.raw_main, provenance, config.format)
+        provenance = json.loads(PATHS.raw_provenance.read_text())
+        records = read_fetched(PATHS.raw_main, provenance, config.format)
         if config.infers_labels:
             config = replace(config, labels=inferred_labels(records, config))
         examples, cleaning = clean(records, config)
@@ -108,12 +108,12 @@ def main() -> None:
         }
         # One atomic write per file: DVC reruns the stage if any of them is missing.
         for name, rows in splits.items():
-            write_jsonl(LAYOUT.prepared / f"{name}.jsonl", rows)
-        write_jsonl(LAYOUT.extra_test, extra_rows)  # empty without extra test sets: DVC tracks it either way
-        run.write_metrics(LAYOUT.prepared / "stats.json", stats)
+            write_jsonl(PATHS.prepared / f"{name}.jsonl", rows)
+        write_jsonl(PATHS.extra_test, extra_rows)  # empty without extra test sets: DVC tracks it either way
+        run.write_metrics(PATHS.prepared / "stats.json", stats)
         run.log_metrics({f"{name}_examples": size for name, size in stats["split_sizes"].items()})
         run.log_metrics({f"dropped_{reason}": count for reason, count in stats["dropped"].items()})
-        run.log_artifact(LAYOUT.prepared / "stats.json")
+        run.log_artifact(PATHS.prepared / "stats.json")
         print(f"prepare: {stats['split_sizes']} from {cleaning.raw_rows} raw rows, dropped {stats['dropped']}")
 
 

@@ -24,8 +24,8 @@ from tunelab.config.schema import QuantizeConfig
 from tunelab.deploy.methods import make_variant, unavailable_reason
 from tunelab.io.atomic import atomic_dir
 from tunelab.io.files import folder_size_mb
-from tunelab.layout import LAYOUT
 from tunelab.models.loading import merged_model, trained_recipe
+from tunelab.paths import PATHS
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.records import QuantizeRecord, VariantOutcome
 from tunelab.stage import run_stage
@@ -35,17 +35,17 @@ from tunelab.tracking.mlflow_run import stage_run
 def main() -> None:
     params = read_params()
     settings = to_section(QuantizeConfig, "quantize", params.get("quantize"))
-    source = LAYOUT.deployable()
-    source_dir = LAYOUT.model(source)
+    source = PATHS.deployable()
+    source_dir = PATHS.model(source)
     strategy = trained_recipe(source_dir)["strategy"]
-    tokenizer = load_tokenizer(LAYOUT.base_model)
+    tokenizer = load_tokenizer(PATHS.base_model)
     cuda = torch.cuda.is_available()
     skipped = {method: unavailable_reason(method, strategy, cuda) for method in settings.variants}  # names checked first
     outcomes = {}
-    with stage_run("quantize", params, sections=("quantize",)) as run, atomic_dir(LAYOUT.deploy) as out:
+    with stage_run("quantize", params, sections=("quantize",)) as run, atomic_dir(PATHS.deploy) as out:
         merged_dir = out / ".merged"
         print(f"quantize: from the {source} model ({strategy})")
-        merged_model(source_dir, LAYOUT.base_model).save_pretrained(merged_dir)
+        merged_model(source_dir, PATHS.base_model).save_pretrained(merged_dir)
         tokenizer.save_pretrained(merged_dir)  # a whole HF folder: what converters (GGUF) read
         for method in settings.variants:
             if reason := skipped[method]:
@@ -59,8 +59,8 @@ def main() -> None:
             print(f"quantize: {method}: {made.size_mb} MB in {made.seconds} s")
             run.log_metrics({f"{method}.size_mb": made.size_mb})
         shutil.rmtree(merged_dir)
-        run.write_metrics(LAYOUT.quantize_metrics, QuantizeRecord(strategy, outcomes, source).to_json())
-        run.log_artifact(LAYOUT.quantize_metrics)
+        run.write_metrics(PATHS.quantize_metrics, QuantizeRecord(strategy, outcomes, source).to_json())
+        run.log_artifact(PATHS.quantize_metrics)
 
 
 if __name__ == "__main__":

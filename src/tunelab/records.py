@@ -1,4 +1,4 @@
-"""Typed readers of the JSON files one stage writes and another reads (paths: tunelab.layout).
+"""Typed readers of the JSON files one stage writes and another reads (paths: tunelab.paths).
 
 Each record names the fields its readers rely on; extra fields in the file are kept out of the
 type (they are for people and MLflow). A missing file names the stage that writes it.
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, TypeVar
 
 from tunelab.errors import TunelabError
-from tunelab.layout import LAYOUT, TRAINED
+from tunelab.paths import PATHS, TRAINED
 
 if TYPE_CHECKING:
     from tunelab.config.schema import DataConfig
@@ -53,7 +53,7 @@ def prepared_data(data: "DataConfig") -> "DataConfig":
     prepare found (sorted) in place of ``auto``."""
     if not data.infers_labels:
         return data
-    return dataclasses.replace(data, labels=read_record(PreparedStats, LAYOUT.prepared_stats, "prepare").label_names)
+    return dataclasses.replace(data, labels=read_record(PreparedStats, PATHS.prepared_stats, "prepare").label_names)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ from typing import Callable, Optional
 from tunelab.config.schema import QuantizeConfig
 from tunelab.deploy.gguf import GGUF_FILE, gguf_export
 from tunelab.deploy.pruning import SEMI_STRUCTURED_BLOCK, wanda_export
-from tunelab.layout import LAYOUT
 from tunelab.models.loading import (
     DEPLOY_FILE,
     INT8_DYNAMIC_WEIGHTS,
@@ -38,6 +37,7 @@ from tunelab.models.loading import (
     quantized_model,
     trained_recipe,
 )
+from tunelab.paths import PATHS
 from tunelab.registry import Registry
 
 
@@ -134,7 +134,7 @@ def wanda_options(sparsity: Optional[float] = None) -> Callable[[QuantizeConfig]
 
     def options(settings: QuantizeConfig) -> dict:
         return {"sparsity": sparsity if sparsity is not None else settings.wanda_sparsity,
-                "calibration": {"file": str(LAYOUT.split(LAYOUT.formatted, "train")),
+                "calibration": {"file": str(PATHS.split(PATHS.formatted, "train")),
                                 "rows": settings.wanda_calibration_rows}}
 
     return options

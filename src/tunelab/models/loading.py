@@ -1,7 +1,7 @@
 """Every way tunelab loads a model, in one place: the base from its source, the saved base, the
 trained model, and each deployed variant as a fresh process loads it.
 
-| variant        | folder (tunelab.layout) | how it loads                                                |
+| variant        | folder (tunelab.paths) | how it loads                                                |
 |----------------|-------------------------|-------------------------------------------------------------|
 | base           | models/base             | float32: the prompting baselines                            |
 | trained        | models/trained          | by its recipe (tunelab_strategy.json): adapter on the base, |
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 from tunelab.errors import TunelabError
-from tunelab.layout import ALIGNED, BASE, LAYOUT, TRAINED, Layout
 from tunelab.models.base import source_location
+from tunelab.paths import ALIGNED, BASE, PATHS, TRAINED, Paths
 
 if TYPE_CHECKING:
     from tunelab.config.schema import ModelConfig, QuantizationOptions
@@ -238,15 +238,15 @@ def load_deployed(folder: Path):
     return LOADERS[recipe["loader"]](folder, recipe).eval()
 
 
-def load_variant(name: str, layout: Layout = LAYOUT):
+def load_variant(name: str, paths: Paths = PATHS):
     """The variant's model in eval mode, on the GPU where there is one."""
     if name == BASE:
-        return on_device(load_base(layout.base_model)).eval()
+        return on_device(load_base(paths.base_model)).eval()
     if name in (TRAINED, ALIGNED):
-        return on_device(load_trained(layout.model(name), layout.base_model)).eval()
-    if layout.model(name).is_dir():
-        return load_deployed(layout.model(name))
-    raise TunelabError(f"unknown model variant {name!r}: not base, trained, aligned, or a folder in {layout.deploy}/ "
+        return on_device(load_trained(paths.model(name), paths.base_model)).eval()
+    if paths.model(name).is_dir():
+        return load_deployed(paths.model(name))
+    raise TunelabError(f"unknown model variant {name!r}: not base, trained, aligned, or a folder in {paths.deploy}/ "
                        "(the quantize stage makes those)")
 
 

@@ -9,7 +9,7 @@ with its interval, which the tables, plots and sweeps compare whatever the task.
 from pathlib import Path
 
 from tunelab.io.jsonl import parse_json_row
-from tunelab.layout import ALIGNED, BASE, TRAINED
+from tunelab.paths import ALIGNED, BASE, TRAINED
 from tunelab.records import (
     AlignRecord,
     BaseRecord,

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import tunelab
 from tunelab.config.schema import ServeConfig
 from tunelab.errors import TunelabError
-from tunelab.layout import LAYOUT, TRAINED, Layout
+from tunelab.paths import PATHS, TRAINED, Paths
 from tunelab.registry import Registry
 from tunelab.serving.guards import API_KEY_VARIABLE
 
@@ -47,19 +47,19 @@ class Served:
     adapter: Optional[Path] = None
 
 
-def served_folder(variant: str, layout: Layout = LAYOUT) -> Served:
+def served_folder(variant: str, paths: Paths = PATHS) -> Served:
     """The variant as an engine loads it; one that no engine loads is refused, saying what to serve."""
     from tunelab.models.loading import deploy_recipe, trained_recipe
 
     name = f"tunelab-{variant}"
     if variant == TRAINED:
-        recipe = trained_recipe(layout.trained_model)
+        recipe = trained_recipe(paths.trained_model)
         if recipe["adapter"] and not recipe["prompt_learning"]:
-            return Served(name, layout.base_model, layout.trained_model)
+            return Served(name, paths.base_model, paths.trained_model)
         raise TunelabError(f"serve.variant: trained ({recipe['strategy']}) is not a LoRA-style adapter: serve merged")
-    folder = layout.model(variant)
+    folder = paths.model(variant)
     if not folder.is_dir():
-        raise TunelabError(f"serve.variant: {variant!r} is not in {layout.deploy}/; the quantize stage makes "
+        raise TunelabError(f"serve.variant: {variant!r} is not in {paths.deploy}/; the quantize stage makes "
                            "quantize.variants (run `make run` first, or add it to quantize.variants)")
     recipe, adapter = deploy_recipe(folder), (folder / "adapter").exists()
     if recipe["loader"] not in FOLDER_LOADERS or adapter:
@@ -168,10 +168,10 @@ def registered_folder(uri: str) -> Served:
     return Served("tunelab-" + uri.removeprefix(REGISTERED).replace("/", "-").replace("@", "-"), folder)
 
 
-def choose(settings: ServeConfig, layout: Layout = LAYOUT) -> tuple[Engine, Served]:
+def choose(settings: ServeConfig, paths: Paths = PATHS) -> tuple[Engine, Served]:
     """The engine and what it serves; an engine that cannot, or a variant no engine loads, is one line."""
     registered = settings.variant.startswith(REGISTERED)
-    served = registered_folder(settings.variant) if registered else served_folder(settings.variant, layout)
+    served = registered_folder(settings.variant) if registered else served_folder(settings.variant, paths)
     if settings.engine != "auto":
         engine = ENGINES[settings.engine]
         if reason := engine.unavailable(served, settings):

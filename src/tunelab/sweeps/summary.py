@@ -21,14 +21,14 @@ from dvc_data.index.index import DataIndexError
 from tunelab.config.load import to_section
 from tunelab.config.schema import EvalConfig, RecommendConfig
 from tunelab.io.atomic import write_json, write_text
-from tunelab.layout import BASE, LAYOUT
+from tunelab.paths import BASE, PATHS
 from tunelab.reporting.plots import save_tradeoff_figures
 from tunelab.reporting.significance import compare_with_best
 from tunelab.reporting.tables import cell, headline_metric, recommended, score_cell, versus_cell, with_comparisons, with_score
 from tunelab.sweeps.queue import DONE, StageCounts
 
-EVAL_METRICS = str(LAYOUT.eval_summary)
-BASE_PREDICTIONS = str(LAYOUT.eval_outputs(BASE)[1])
+EVAL_METRICS = str(PATHS.eval_summary)
+BASE_PREDICTIONS = str(PATHS.eval_outputs(BASE)[1])
 PARAMS = "params.yaml"
 
 
@@ -180,7 +180,7 @@ def seed_metrics(aggregated: list[dict]) -> dict[str, float]:
     return figures
 
 
-TEST_SPLIT = str(LAYOUT.split(LAYOUT.prepared, "test"))
+TEST_SPLIT = str(PATHS.split(PATHS.prepared, "test"))
 
 
 def sweep_key(row: dict) -> str:
@@ -193,7 +193,7 @@ def experiment_scores(row: dict) -> dict[str, float]:
     the remote was named in its own commit's config)."""
     import dvc.api
 
-    path = LAYOUT.eval_outputs(row["variant"])[1] / f"{row['prompting']}.jsonl"
+    path = PATHS.eval_outputs(row["variant"])[1] / f"{row['prompting']}.jsonl"
     with dvc.api.open(str(path), rev=row["run"], config=workspace_remotes()) as lines:
         return {str(item["id"]): item[row["scoring"]]["score"] for item in map(json.loads, filter(str.strip, lines))}
 

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from tunelab.errors import TunelabError
-from tunelab.layout import BASE, LAYOUT, TRAINED
+from tunelab.paths import BASE, PATHS, TRAINED
 from tunelab.reporting.significance import compare_with_best, row_scores
 from tunelab.reporting.tables import recommended, row_key, rows_of, with_comparisons
 
@@ -31,7 +31,7 @@ CHAMPION = "champion"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 CONTENT_TAG, SPLIT_TAG = "tunelab.content", "tunelab.test_split"
 MODEL_CODE = Path(__file__).with_name("greedy_model.py")
-TEST_SPLIT = str(LAYOUT.split(LAYOUT.prepared, "test"))
+TEST_SPLIT = str(PATHS.split(PATHS.prepared, "test"))
 
 
 def check_name(name: str) -> None:
@@ -47,8 +47,8 @@ def model_folder(variant: str) -> tuple[Path, str]:
     from tunelab.serving.engines import FOLDER_LOADERS
 
     if variant == BASE:
-        return LAYOUT.base_model, "models/base"
-    folder = LAYOUT.model(variant)
+        return PATHS.base_model, "models/base"
+    folder = PATHS.model(variant)
     if variant == TRAINED or not folder.is_dir() or deploy_recipe(folder)["loader"] not in FOLDER_LOADERS:
         raise TunelabError(f"variant {variant!r} is not a plain Hugging Face folder an MLflow model can carry: register "
                            "merged (tunelab register --variant merged), the same weights as one folder")
@@ -57,9 +57,9 @@ def model_folder(variant: str) -> tuple[Path, str]:
 
 def pick(variant: str | None) -> dict:
     """The report's recommendation, or ``variant``'s headline row (eval.headline) from metrics/eval.json."""
-    if not LAYOUT.eval_summary.is_file():
-        raise TunelabError(f"{LAYOUT.eval_summary} is missing: run the pipeline first (make run)")
-    rows = rows_of(json.loads(LAYOUT.eval_summary.read_text()))
+    if not PATHS.eval_summary.is_file():
+        raise TunelabError(f"{PATHS.eval_summary} is missing: run the pipeline first (make run)")
+    rows = rows_of(json.loads(PATHS.eval_summary.read_text()))
     if variant is None:
         chosen = recommended(rows)
         if chosen is None:
@@ -85,7 +85,7 @@ def register(name: str, variant: str | None, tracking, recommend) -> str:
     hashes = output_hashes()
     content = f"{hashes[output]}:{row['variant']}"
     client, experiment_id = open_experiment(tracking)
-    scores = row_scores(LAYOUT.eval_outputs(row["variant"])[1] / f"{row['prompting']}.jsonl", row["scoring"])
+    scores = row_scores(PATHS.eval_outputs(row["variant"])[1] / f"{row['prompting']}.jsonl", row["scoring"])
     version = existing_version(client, name, content) or log_version(
         client, experiment_id, name, folder, row, scores,
         {CONTENT_TAG: content, SPLIT_TAG: hashes.get(TEST_SPLIT, "?"), "data_fingerprint": hashes.get("data/raw", "?"),

@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 
 from tunelab.io.atomic import write_json
 from tunelab.io.files import folder_sha256
-from tunelab.layout import LAYOUT
+from tunelab.paths import PATHS
 
 COMPLETE = "tunelab-complete.json"  # written into a checkpoint once the Trainer has saved all of it
 CHECKPOINT_STEP = re.compile(r"^checkpoint-(\d+)$")
@@ -30,7 +30,7 @@ def checkpoint_dir(settings: tuple, inputs: list[Path], model: Path, stage: str 
     for path in inputs:
         digest.update(path.read_bytes())
     digest.update(folder_sha256(model).encode())
-    return LAYOUT.checkpoints / f"{stage}-{digest.hexdigest()[:12]}"
+    return PATHS.checkpoints / f"{stage}-{digest.hexdigest()[:12]}"
 
 
 class MarkCompleteCheckpoints(TrainerCallback):

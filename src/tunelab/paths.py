@@ -1,8 +1,8 @@
 """Where every stage reads and writes: the one home of the pipeline's paths.
 
 dvc.yaml declares the same paths: tests/test_pipeline.py checks every file each stage process
-of the baseline run read against its declared deps. Stages use ``LAYOUT``, relative to the
-repository root they run in; tests give a ``Layout`` of their own root instead of changing
+of the baseline run read against its declared deps. Stages use ``PATHS``, relative to the
+repository root they run in; tests give a ``Paths`` of their own root instead of changing
 directory.
 """
 
@@ -12,7 +12,7 @@ BASE, TRAINED, ALIGNED = "base", "trained", "aligned"  # the variants that are n
 SKIPPED = "SKIPPED.txt"  # in an output folder of a stage that had nothing to make: why
 
 
-class Layout:
+class Paths:
     def __init__(self, root: Path | str = Path(".")):
         root = Path(root)
         self.root = root
@@ -84,4 +84,4 @@ class Layout:
         return self.eval_dir / f"{variant}.json", self.predictions / variant, self.confusion_dir / variant
 
 
-LAYOUT = Layout()
+PATHS = Paths()
