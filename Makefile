@@ -76,11 +76,11 @@ $(CHROMEDRIVER):
 TEST_WORKERS ?= auto
 
 test: setup $(CHROMEDRIVER)
-	pytest -n $(TEST_WORKERS) --maxschedchunk 1
+	pytest -n $(TEST_WORKERS) --maxschedchunk 1 -m "not vllm"
 
 # The serving tests against vLLM's CPU build (tests/test_serving_vllm.py; without .venv-vllm they skip).
 test-vllm: setup serve-env-vllm
-	pytest -n 1 tests/test_serving_vllm.py
+	pytest -m vllm tests/test_serving_vllm.py
 
 # The load test and the fuzz table against transformers serve and vLLM's CPU build, side by side
 # (needs a finished `make run`: it serves models/deploy/merged).
@@ -93,7 +93,7 @@ sweep: setup
 
 # Everything but the end-to-end DVC/MLflow tests.
 test-fast: setup
-	pytest -n $(TEST_WORKERS) --maxschedchunk 1 -m "not slow"
+	pytest -n $(TEST_WORKERS) --maxschedchunk 1 -m "not slow and not vllm"
 
 # Training throughput of every strategy (needs models/base and data/formatted: run `make run` first).
 bench-train: setup

@@ -23,9 +23,13 @@ def free_port() -> int:
 NO_VLLM_CPU_ENV = "no-vllm-cpu-env"
 """serve.vllm_cpu_env for the transformers engine's tests: where .venv-vllm exists, engine=auto would pick vLLM."""
 
+TEST_KV_CACHE_SHARE = 0.02
+"""The tiny model's servers, several at once beside the suite's other work, each take ~0.4 GB, not ~4 GB."""
+
 
 def serve_settings(**changes):
-    return conf_section("serve", **{"port": free_port(), "vllm_cpu_env": NO_VLLM_CPU_ENV, **changes})
+    return conf_section("serve", **{"port": free_port(), "vllm_cpu_env": NO_VLLM_CPU_ENV,
+                                    "kv_cache_share": TEST_KV_CACHE_SHARE, **changes})
 
 
 def write_served_model(folder: Path, **config_changes) -> Path:

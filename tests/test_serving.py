@@ -14,7 +14,7 @@ import pytest
 import yaml
 from configs import conf_section
 from pipeline_project import run
-from served import free_port, post, serve_settings, write_served_model
+from served import TEST_KV_CACHE_SHARE, free_port, post, serve_settings, write_served_model
 
 from tunelab.errors import TunelabError
 from tunelab.evaluation.generation import generate
@@ -238,7 +238,8 @@ def test_vllm_is_asked_for_prefix_caching_and_the_adapter_as_a_lora_module(tmp_p
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_tunelab_serve_answers_the_openai_client_and_stops_cleanly(baseline_copy, tmp_path, stop):
     port = free_port()
-    command = [str(Path(sys.executable).parent / "tunelab"), "serve", "merged", f"serve.port={port}"]
+    command = [str(Path(sys.executable).parent / "tunelab"), "serve", "merged", f"serve.port={port}",
+               f"serve.kv_cache_share={TEST_KV_CACHE_SHARE}"]
     with Server(command, f"http://127.0.0.1:{port}/v1", tmp_path / "serve.log", cwd=baseline_copy) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="-", max_retries=0, timeout=60)
         assert [model.id for model in client.models.list().data] == ["tunelab-merged"]
@@ -274,7 +275,8 @@ def test_the_load_test_stage_measures_the_served_variant_and_the_report_shows_it
     port = free_port()
     result = run(baseline_copy, "dvc", "exp", "run", "-S", "serve.load_test.enabled=true", "-S", f"serve.port={port}",
                  "-S", "serve.load_test.requests=3", "-S", "serve.load_test.max_tokens=4",
-                 "-S", "serve.load_test.concurrency=[1,2]", "-S", "tracking.enabled=false")  # read by no stage
+                 "-S", "serve.load_test.concurrency=[1,2]", "-S", f"serve.kv_cache_share={TEST_KV_CACHE_SHARE}",
+                 "-S", "tracking.enabled=false")  # read by no stage
     assert "Running stage 'load_test'" in result.stdout and "Running stage 'train'" not in result.stdout
     serve = json.loads((baseline_copy / "metrics/serve.json").read_text())
     assert (serve["variant"], serve["engine"], list(serve["workloads"])) == ("merged", "transformers", ["task", "decode"])

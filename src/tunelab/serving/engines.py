@@ -86,7 +86,8 @@ def transformers_command(served: Served, settings: ServeConfig) -> list[str]:
             "--host", settings.host, "--port", str(settings.port), "--max-concurrency", str(settings.max_concurrency),
             "--temperature", str(settings.sampling.temperature), "--top-p", str(settings.sampling.top_p),
             "--max-completion-tokens", str(settings.max_completion_tokens),
-            "--max-body-bytes", str(settings.max_body_bytes), "--shutdown-seconds", str(settings.shutdown_seconds)]
+            "--max-body-bytes", str(settings.max_body_bytes), "--shutdown-seconds", str(settings.shutdown_seconds),
+            "--kv-cache-share", str(settings.kv_cache_share)]
 
 
 def transformers_unavailable(served: Served, settings: ServeConfig) -> Optional[str]:
@@ -118,11 +119,10 @@ def vllm_cpu_command(served: Served, settings: ServeConfig) -> list[str]:
     (which shows the model path as its root) names no path of this machine; its OpenAI server module,
     because the ``vllm`` command looks up the version of a package named vllm, and this one is vllm-cpu;
     its portable kernels (VLLM_TARGET_DEVICE=cpu: no AVX-512 kernels on an AVX2 CPU); and a KV cache
-    the share of free memory the transformers engine takes."""
-    from tunelab.serving.app import CPU_KV_CACHE_SHARE
-
+    of serve.kv_cache_share of the free memory, as the transformers engine takes (vLLM's own default,
+    4 GiB, is a fifth of a 24 GB host)."""
     free_gib = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
-    kv_cache_gib = max(1, int(free_gib * CPU_KV_CACHE_SHARE))
+    kv_cache_gib = max(1, int(free_gib * settings.kv_cache_share))
     return ["env", "-C", str(served.folder.parent), "VLLM_TARGET_DEVICE=cpu", f"VLLM_CPU_KVCACHE_SPACE={kv_cache_gib}",
             str(vllm_cpu_python(settings)), "-m", "vllm.entrypoints.openai.api_server", "--model", served.folder.name,
             "--served-model-name", served.name, "--host", settings.host, "--port", str(settings.port),

@@ -65,6 +65,8 @@ class ServeConfig:
     """The most tokens one request may generate; what a request naming none gets, within the context."""
     max_body_bytes: int
     """A larger request body is a 413."""
+    kv_cache_share: float
+    """On a CPU, the share of free memory the KV cache takes (transformers' continuous batching, vLLM's CPU build)."""
     shutdown_seconds: float
     """After Ctrl-C or SIGTERM, how long requests in flight may finish."""
     load_test: LoadTestConfig
@@ -74,4 +76,5 @@ class ServeConfig:
             raise TunelabError(f"serve: port {self.port} must be 1-65535 and max_concurrency >= 1")
         require_range("serve.max_completion_tokens", self.max_completion_tokens, low=1)
         require_range("serve.max_body_bytes", self.max_body_bytes, low=1024)
+        require_range("serve.kv_cache_share", self.kv_cache_share, low=0, low_open=True, high=0.9)
         require_range("serve.shutdown_seconds", self.shutdown_seconds, low=0, low_open=True)
