@@ -51,7 +51,7 @@ def test_every_stage_depends_on_the_whole_import_closure_of_its_script():
 def test_the_closure_follows_imports_inside_functions_and_through_other_modules():
     closure = {p.relative_to(SRC).as_posix() for p in import_closure(REPO_ROOT / "stages/benchmark.py")}
     assert "tunelab/benchmarking/inference.py" in closure  # imported inside measure()
-    assert "tunelab/config/schema.py" in closure  # through tunelab.config.load
+    assert "tunelab/config/schema/__init__.py" in closure  # through tunelab.config.load
     assert "tunelab/__init__.py" in closure
 
 
