@@ -1,6 +1,7 @@
 """What the serving tests share: a free loopback port, conf/serve with changes, the served tiny model,
 and a raw POST that reads an error's body as well as an answer's."""
 
+import functools
 import json
 import socket
 import urllib.error
@@ -48,6 +49,28 @@ def write_served_model(folder: Path, **config_changes) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@functools.cache
+def evaluator_model(folder: Path):
+    """The served folder as the evaluator loads it, once per folder for the whole session."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def greedy_references(folder: Path, questions: list[str], max_new_tokens: int) -> dict[str, str]:
+    """The evaluator's greedy answer to each question as a user turn: its prompt (prompts.chat) and its
+    generation loop, one row at a time as the server decodes it (no padding beside it)."""
+    from tunelab.evaluation.generation import generate
+    from tunelab.prompts.chat import model_prompt
+
+    model, tokenizer = evaluator_model(folder)
+    references = {}
+    for question in questions:
+        ids = tokenizer(model_prompt(tokenizer, question, None, True), add_special_tokens=False)["input_ids"]
+        [[references[question]]] = generate(model, tokenizer, [ids], max_new_tokens=max_new_tokens)
+    return references
 
 
 def post(url: str, body: bytes, headers: dict | None = None, timeout: float = 60) -> tuple[int, dict]:

@@ -14,12 +14,10 @@ import pytest
 import yaml
 from configs import conf_section
 from pipeline_project import run
-from served import TEST_KV_CACHE_SHARE, free_port, post, serve_settings, write_served_model
+from served import TEST_KV_CACHE_SHARE, free_port, greedy_references, post, serve_settings, write_served_model
 
 from tunelab.errors import TunelabError
-from tunelab.evaluation.generation import generate
 from tunelab.paths import Paths
-from tunelab.prompts.chat import model_prompt
 from tunelab.serving.engines import ENGINES, Served, Server, choose, transformers_command
 from tunelab.serving.load_test import batching_gain, load_test, served_chats
 from tunelab.serving.requests import token_budget
@@ -59,12 +57,7 @@ def test_models_lists_the_served_model_under_its_name(client):
 
 
 def test_a_served_greedy_answer_is_the_evaluators_greedy_answer_for_the_same_prompt(client, served_model_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(served_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(served_model_dir).eval()
-    ids = tokenizer(model_prompt(tokenizer, QUESTION, None, True), add_special_tokens=False)["input_ids"]
-    [[expected]] = generate(model, tokenizer, [ids], max_new_tokens=12)
+    expected = greedy_references(served_model_dir, [QUESTION], 12)[QUESTION]
     assert chat(client, max_tokens=12) == expected
     assert len(set(expected)) > 3  # a real answer to compare, not a run of one character
 

@@ -22,9 +22,8 @@ from pathlib import Path
 import openai
 import pytest
 from hostile_requests import CHAT, TOOL, hostile_requests
-from served import post, serve_settings, write_served_model
+from served import greedy_references, post, serve_settings, write_served_model
 
-from tunelab.evaluation.generation import generate
 from tunelab.serving.engines import Served, Server, transformers_command
 from tunelab.serving.guards import API_KEY_VARIABLE
 
@@ -60,18 +59,6 @@ def client_of(server: Server, timeout: float = 60) -> openai.OpenAI:
 @pytest.fixture
 def client(server):
     return client_of(server)
-
-
-def greedy_reference(folder: Path, content: str, max_new_tokens: int) -> str:
-    """The evaluator's greedy answer to the chat, from the model folder in this process."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder).eval()
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                        return_dict=True)["input_ids"]
-    [[answer]] = generate(model, tokenizer, [ids], max_new_tokens=max_new_tokens)
-    return answer
 
 
 def health(server: Server) -> dict:
@@ -147,7 +134,7 @@ def test_a_sampled_request_first_cannot_make_the_greedy_ones_sample(served_model
     """A fresh server: a request at T=1.5 arrives first (transformers serve would share its sampling with
     every later request); concurrent greedy requests still get the evaluator's greedy answer."""
     questions = [f"Review {i}: a {'sharp' if i % 2 else 'dull'} film." for i in range(6)]
-    expected = {question: greedy_reference(served_model_dir, question, 10) for question in questions}
+    expected = greedy_references(served_model_dir, questions, 10)
     with start(served_model_dir, tmp_path / "server.log") as live:
         client = client_of(live)
         with pytest.raises(openai.BadRequestError, match="temperature=1.5: this engine decodes every request with "
@@ -182,7 +169,7 @@ def test_a_sampled_request_first_cannot_make_the_greedy_ones_sample(served_model
 
 def test_requests_sharing_a_client_id_each_get_their_own_answer_and_the_id_back(server, served_model_dir):
     questions = [f"Review {i}: a {'sharp' if i % 2 else 'dull'} film." for i in range(8)]
-    expected = {question: greedy_reference(served_model_dir, question, 8) for question in questions}
+    expected = greedy_references(served_model_dir, questions, 8)
 
     async def ask(question: str):
         asynchronous = openai.AsyncOpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=60)

@@ -202,7 +202,7 @@ def build_app(folder: Path, name: str, policy: Policy):
                                                          f"this server serves {name!r} (GET /v1/models)")
         if error := sampling_error(asked, policy.temperature, policy.top_p):
             raise HTTPException(status_code=400, detail=error)
-        payload = {**data_text.value(payload), "model": pinned}
+        payload = data_text.value(payload)  # a control token in a message is text
         inputs = await asyncio.to_thread(handler.tokenize, payload)
         try:
             payload["max_tokens"] = token_budget(asked.budget(), len(inputs["input_ids"]), context,
