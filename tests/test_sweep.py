@@ -60,6 +60,16 @@ def test_stage_counts_read_what_dvc_did_with_each_stage():
     assert (counts.executed, counts.skipped, counts.restored, counts.saved) == (2, 1, 1, 2)
 
 
+def test_stage_counts_read_a_run_that_pulled_its_unchanged_stages():
+    """`dvc exp run --pull` (a Ray trial, a teammate's clone) says it pulled an unchanged stage's
+    outputs instead of that it skipped it; a stage is counted once, by what finally happened."""
+    log = ("Pulling data for stage: 'base'\nPulling data for stage: 'train'\nStage 'benchmark' didn't change, skipping\n"
+           "Pulling data for stage: 'evaluate@trained'\nStage 'evaluate@trained' is cached - skipping run, checking out outputs\n"
+           "Running stage 'report':\n")
+    counts = stage_counts(log)
+    assert (counts.executed, counts.skipped, counts.restored) == (1, 3, 1)
+
+
 @pytest.mark.slow
 def test_a_bad_sweep_queues_nothing(baseline_copy):
     project = baseline_copy

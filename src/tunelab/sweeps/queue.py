@@ -18,10 +18,13 @@ from pathlib import Path
 from tunelab.errors import TunelabError
 
 DONE = ("Success", "Failed")
-EXECUTED = re.compile(r"Running stage '([^']+)'")
 ALWAYS_CHANGED = "always changed"  # dvc status of a stage that runs every time by design (the check stage)
-SKIPPED = "didn't change, skipping"
-RESTORED = "is cached - skipping run"  # DVC's run cache: same command, deps and params seen before
+WHAT_DVC_DID = {  # the lines `dvc exp run` prints per stage; a later line about a stage overrides an earlier one
+    "skipped": re.compile(r"Stage '([^']+)' didn't change, skipping"),
+    "pulled": re.compile(r"Pulling data for stage: '([^']+)'"),  # --pull: unchanged, its outputs from the remote
+    "restored": re.compile(r"Stage '([^']+)' is cached - skipping run"),  # run cache: same command, deps, params
+    "executed": re.compile(r"Running stage '([^']+)'"),
+}
 
 
 @dataclass(frozen=True)
@@ -129,5 +132,11 @@ def stage_counts(log: str) -> StageCounts:
     """Stages executed, skipped and restored; the always_changed ones are not counted, since no
     caching could ever save them."""
     always_run = always_changed_stages()
-    executed = [name for name in EXECUTED.findall(log) if name not in always_run]
-    return StageCounts(executed=len(executed), skipped=log.count(SKIPPED), restored=log.count(RESTORED))
+    outcome: dict[str, str] = {}
+    for line in log.splitlines():
+        for what, pattern in WHAT_DVC_DID.items():
+            if (found := pattern.search(line)) and found[1] not in always_run:
+                outcome[found[1]] = what
+    counted = list(outcome.values())
+    return StageCounts(executed=counted.count("executed"), skipped=counted.count("skipped") + counted.count("pulled"),
+                       restored=counted.count("restored"))
