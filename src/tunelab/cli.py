@@ -3,14 +3,16 @@
     tunelab train.max_steps=50                          # one run: dvc exp run -S train.max_steps=50
     tunelab -m strategy=lora,ia3 train.learning_rate=1e-4,3e-4 --jobs 2
     tunelab -m 'train.seed=range(0,3)' --queue-only    # queue now, `dvc queue start -j 2` later
+    tunelab -m strategy=lora,ia3 --executor ray cluster.address=HOST:6379   # each run a Ray task
     tunelab --report NAME                               # the sweep's report, after --queue-only
     tunelab serve [VARIANT] [overrides]                 # an OpenAI-compatible server of a deployed variant
     tunelab push [REMOTE] / tunelab pull [REMOTE]       # outputs and DVC's run cache to / from the team's remote
     tunelab tracking-server --pgdata DIR --artifacts DIR   # the team's MLflow server on PostgreSQL
     tunelab register [--variant V] [--name N]           # the recommended variant into the MLflow model registry
 
-A sweep is not a second pipeline: each combination is a queued DVC experiment (cached stages
-skip, results land in `dvc exp show`), nested under one MLflow parent run named after the sweep.
+A sweep is not a second pipeline: each combination is a DVC experiment (cached stages skip, results
+land in `dvc exp show`), nested under one MLflow parent run named after the sweep. DVC's queue runs
+them on this machine; ``--executor ray`` on a Ray cluster (tunelab.sweeps.ray_cluster).
 """
 
 import argparse
@@ -20,6 +22,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -41,10 +44,14 @@ from tunelab.sweeps.summary import (
     write_report,
 )
 from tunelab.tracking.lineage import git_commit
+from tunelab.validation import validate_config
 
 SWEEPS = Path("sweeps")
 MANIFEST = "sweep.json"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+EXECUTORS = ("queue", "ray")
+CLUSTER_KEY = re.compile(r"^\+*cluster\.")
+"""Overrides of the cluster section configure the Ray executor, not the runs (no stage reads them)."""
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -54,10 +61,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--jobs", "-j", type=int, default=1, help="queue workers running experiments at once (default 1)")
     parser.add_argument("--name", help="sweep name (default sweep-MMDD-HHMMSS); experiments are NAME-1, NAME-2, ...")
     parser.add_argument("--queue-only", action="store_true", help="queue the experiments; start them with dvc queue start")
+    parser.add_argument("--executor", choices=EXECUTORS, default="queue",
+                        help="queue: DVC's queue on this machine (default); ray: a Ray cluster, conf's cluster.* keys")
     parser.add_argument("--report", metavar="NAME", help="write the report of sweep NAME from its finished experiments")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow flags: -m a=1,2 --executor ray cluster.x=y
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if args.executor == "ray" and args.queue_only:
+        parser.error("--queue-only queues for DVC's workers; with --executor ray the cluster runs the sweep")
     return args
 
 
@@ -72,9 +83,8 @@ def sweep_tracking(name: str, overrides: list[str]) -> tuple | None:
     return client, experiment_id, sweep_run_id(client, experiment_id, name, overrides)
 
 
-def queue_sweep(name: str, runs: list[list[str]], command: str) -> list[dict]:
-    from tqdm import tqdm
-
+def plan_sweep(name: str, runs: list[list[str]], command: str) -> list[dict]:
+    """The sweep's runs, named, in its manifest; each run's overrides say which sweep it is of."""
     taken = queue.existing_experiments()
     planned = [{"name": f"{name}-{i}", "overrides": run} for i, run in enumerate(runs, start=1)]
     if clash := [p["name"] for p in planned if p["name"] in taken]:
@@ -86,9 +96,14 @@ def queue_sweep(name: str, runs: list[list[str]], command: str) -> list[dict]:
     (SWEEPS / name).mkdir(parents=True, exist_ok=True)
     manifest = {"sweep": name, "command": command, "baseline": git_commit(), "runs": planned}
     (SWEEPS / name / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return planned
+
+
+def queue_sweep(name: str, planned: list[dict]) -> None:
+    from tqdm import tqdm
+
     for item in tqdm(planned, desc=f"queueing {name}", unit="run"):
         queue.queue(item["name"], [*item["overrides"], f"tracking.sweep={name}"])
-    return planned
 
 
 def wait_for(planned: list[dict]) -> dict[str, str]:
@@ -102,7 +117,8 @@ def wait_for(planned: list[dict]) -> dict[str, str]:
         return queue.wait([p["name"] for p in planned], done)
 
 
-def collect(planned: list[dict], statuses: dict[str, str], baseline: str | None, pulled: bool = False) -> list[SweepRun]:
+def collect(planned: list[dict], statuses: dict[str, str], baseline: str | None,
+            log_of: Callable[[str], str] | None) -> list[SweepRun]:
     """Each planned run with its status, DVC's record of it and what DVC did with its stages.
 
     ``dvc exp show`` lists the experiments of one commit: the sweep's baseline, which may no
@@ -113,7 +129,7 @@ def collect(planned: list[dict], statuses: dict[str, str], baseline: str | None,
     for item in planned:
         status = statuses.get(item["name"], "Unknown")
         data = recorded.get(item["name"], {}) if status == "Success" else {}  # a failed run has no results of its own
-        counts = queue.stage_counts(queue.logs(item["name"])) if status in queue.DONE and not pulled else None
+        counts = queue.stage_counts(log_of(item["name"])) if status in queue.DONE and log_of else None
         runs.append(SweepRun(item["name"], item["overrides"], status, data.get("params", {}), data.get("metrics", {}),
                              data.get("outputs", {}), counts))
     return runs
@@ -168,7 +184,8 @@ def record_in_mlflow(name: str, folder: Path, runs: list[SweepRun]) -> None:
                             run.outputs)
 
 
-def report(name: str, statuses: dict[str, str] | None = None, wall_seconds: float | None = None) -> Path:
+def report(name: str, statuses: dict[str, str] | None = None, wall_seconds: float | None = None,
+           log_of: Callable[[str], str] | None = queue.logs) -> Path:
     folder = SWEEPS / name
     if (folder / MANIFEST).is_file():
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -176,7 +193,8 @@ def report(name: str, statuses: dict[str, str] | None = None, wall_seconds: floa
         manifest = pulled_sweep(name)
         folder.mkdir(parents=True, exist_ok=True)
         statuses = {item["name"]: "Success" for item in manifest["runs"]}  # only finished experiments are pushed
-    runs = collect(manifest["runs"], statuses or queue.queue_status(), manifest.get("baseline"), manifest.get("pulled", False))
+    pulled = manifest.get("pulled", False)  # a teammate's experiments: their logs stayed on their machine
+    runs = collect(manifest["runs"], statuses or queue.queue_status(), manifest.get("baseline"), None if pulled else log_of)
     path = write_report(folder, name, manifest["command"], runs, wall_seconds, experiment_scores)
     record_in_mlflow(name, folder, runs)
     print(path.read_text())
@@ -191,19 +209,73 @@ def single_run(overrides: list[str]) -> int:
     return subprocess.run(["dvc", "exp", "run", *[arg for o in runs[0] for arg in ("-S", o)]]).returncode
 
 
+def ray_setup(cluster_overrides: list[str]):
+    """The cluster's settings and what trials share, checked before anything is planned or started."""
+    from dataclasses import fields
+
+    from tunelab.config.schema import ClusterConfig
+    from tunelab.sweeps import ray_cluster
+    from tunelab.tracking.mlflow_run import tracking_uri
+
+    try:
+        composed = compose_conf(overrides=cluster_overrides)
+    except TunelabError as error:  # Hydra's hint about `+key` would add a key no executor reads
+        raise TunelabError(f"{str(error).splitlines()[0]} The cluster section's keys: "
+                           f"{', '.join(field.name for field in fields(ClusterConfig))}") from None
+    validate_config(composed)
+    cluster = to_section(ClusterConfig, "cluster", composed["cluster"])
+    tracking = to_section(TrackingConfig, "tracking", composed["tracking"])
+    share = ray_cluster.share_of_this_repository(tracking_uri(tracking.uri))
+    ray_cluster.ray_address(cluster.address)  # one line if nothing answers there
+    return cluster, share
+
+
+def on_ray(name: str, planned: list[dict], cluster, share) -> tuple[dict[str, str], Callable[[str], str]]:
+    """Run the sweep on the Ray cluster; its statuses and each trial's log, for the report."""
+    from tqdm import tqdm
+
+    from tunelab.sweeps import ray_cluster
+
+    trials = [{"name": p["name"], "overrides": [*p["overrides"], f"tracking.sweep={name}"]} for p in planned]
+    with tqdm(total=len(trials), desc=f"{name} on ray", unit="run") as bar:
+        def done(result: ray_cluster.TrialResult) -> None:
+            bar.write(f"{'✓' if result.status == 'Success' else '✗'} {result.name} {result.status} on {result.node} "
+                      f"({', '.join(f'{step} {seconds:.0f} s' for step, seconds in result.seconds.items())})")
+            if result.status != "Success":
+                bar.write(result.log[-ray_cluster.LOG_TAIL:])
+            bar.update()
+
+        results = ray_cluster.run_trials(share, trials, cluster, done)
+    if succeeded := [trial for trial, result in results.items() if result.status == "Success"]:
+        queue.dvc("exp", "pull", share.git_url, *succeeded)
+    (SWEEPS / name / "trials.json").write_text(json.dumps(
+        {result.name: {"status": result.status, "node": result.node, "seconds": result.seconds}
+         for result in results.values()}, indent=2))
+    return {trial: result.status for trial, result in results.items()}, lambda trial: results[trial].log
+
+
 def multirun(args: argparse.Namespace, command: str) -> int:
-    runs = expand(args.overrides)
+    cluster_overrides = [o for o in args.overrides if CLUSTER_KEY.match(o)]
+    if cluster_overrides and args.executor != "ray":
+        raise TunelabError(f"{cluster_overrides[0]}: the cluster section configures --executor ray only")
+    runs = expand([o for o in args.overrides if not CLUSTER_KEY.match(o)])
     check_runs(runs)
     name = args.name or datetime.now().strftime("sweep-%m%d-%H%M%S")
     if not NAME.match(name):
         raise TunelabError(f"--name {name!r}: use letters, digits, - and _ (it names git refs)")
+    on_cluster = ray_setup(cluster_overrides) if args.executor == "ray" else None
+    planned = plan_sweep(name, runs, command)
     sweep_tracking(name, args.overrides)
-    planned = queue_sweep(name, runs, command)
+    started = time.perf_counter()
+    if on_cluster:
+        statuses, log_of = on_ray(name, planned, *on_cluster)
+        report(name, statuses, time.perf_counter() - started, log_of)
+        return 0 if all(status == "Success" for status in statuses.values()) else 1
+    queue_sweep(name, planned)
     if args.queue_only:
         print(f"queued {len(planned)} runs of {name}. Start them with `dvc queue start -j {args.jobs}`, follow with "
               f"`dvc queue status`, then `tunelab --report {name}`.")
         return 0
-    started = time.perf_counter()
     queue.start_workers(args.jobs)
     statuses = wait_for(planned)
     report(name, statuses, time.perf_counter() - started)

@@ -36,6 +36,13 @@ def _open(remote: str | None):
     return repo, name, url
 
 
+def default_remote() -> tuple[str, str]:
+    """The name and URL of the project's default DVC remote, or one line saying how to set one."""
+    repo, name, url = _open(None)
+    repo.close()
+    return name, url
+
+
 def check_url(name: str, url: str) -> None:
     """DVC takes any string as a remote's URL (a mistyped scheme becomes a local folder, or a push of
     nothing): the scheme must be one DVC has a filesystem for, with its host or bucket after ``//``."""

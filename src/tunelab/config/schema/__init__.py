@@ -10,6 +10,7 @@ One module per section (or group of sections); everything is importable from her
 
 from tunelab.config.schema.alignment import ALIGN_SOURCES, AlignConfig, PreferencesConfig
 from tunelab.config.schema.checks import COMMIT, require_choice, require_commit, require_range, require_set
+from tunelab.config.schema.cluster import ClusterConfig
 from tunelab.config.schema.data import (
     AUTO_LABELS,
     CLASSIFICATION,
@@ -63,6 +64,7 @@ SECTIONS = {
     "model": ModelConfig, "data": DataConfig, "prompt": PromptConfig, "format": FormatConfig,
     "strategy": StrategyConfig, "train": TrainConfig, "tracking": TrackingConfig, "eval": EvalConfig,
     "quantize": QuantizeConfig, "bench": BenchConfig, "serve": ServeConfig, "align": AlignConfig,
+    "cluster": ClusterConfig,
 }
 """Every section of params.yaml and its dataclass: what ``tunelab.validation.validate_config`` checks in one go."""
 
@@ -73,6 +75,7 @@ __all__ = [
     "BenchConfig",
     "CLASSIFICATION",
     "COMMIT",
+    "ClusterConfig",
     "DATA_SOURCES",
     "DataConfig",
     "EXTRA_SET_DATA_KEYS",
