@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tre
 
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import StrategyConfig, TrainConfig
+from tunelab.errors import TunelabError
 from tunelab.io.atomic import atomic_dir, write_csv
 from tunelab.io.jsonl import read_jsonl
 from tunelab.paths import PATHS
@@ -69,7 +70,18 @@ def agreed_resume_point(resume_from: str | None) -> str | None:
     return chosen[0]
 
 
+def check_sharding_applies() -> None:
+    """accelerate shards with FSDP only on accelerator processes: launched with launch/fsdp.yaml on
+    CPU processes it would train with plain DDP, and say nothing. One line instead, before the model loads."""
+    import torch
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not torch.accelerator.is_available():
+        raise TunelabError("train.launcher: an FSDP config on CPU processes, where accelerate does not shard (it would run "
+                           "DDP): use launch/ddp.yaml here, and launch/fsdp.yaml on GPUs")
+
+
 def main() -> None:
+    check_sharding_applies()
     params = read_params()
     strategy = to_section(StrategyConfig, "strategy", params.get("strategy"))
     train = to_section(TrainConfig, "train", params.get("train"))
@@ -99,7 +111,7 @@ def main() -> None:
         start = f"resuming from {resume_from}" if resume_from else (
             "no complete checkpoint, training from scratch" if notes else "training from scratch")
         print(f"train: {strategy.name}, {trainable_parameters(model):,} of {total_parameters(model):,} parameters trainable, "
-              f"{processes} process{'es' if processes > 1 else ''}, {start}")
+              f"{processes} process{'es' if processes > 1 else ''} ({trainer.accelerator.distributed_type.value}), {start}")
         started = time.perf_counter()
         trainer.train(resume_from_checkpoint=resume_from)
         train_seconds = time.perf_counter() - started
@@ -117,6 +129,11 @@ def main() -> None:
             "steps": trainer.state.global_step,
             "best_step": int(trainer.state.best_global_step or trainer.state.global_step),
             "resumed_from": resume_from,
+            # the batch an optimizer step sees: train.batch_size is per process
+            "processes": processes,
+            "distributed_type": trainer.accelerator.distributed_type.value,  # NO, MULTI_CPU, MULTI_GPU, FSDP, DEEPSPEED
+            "per_device_batch": trainer.args.per_device_train_batch_size,
+            "effective_batch": trainer.args.per_device_train_batch_size * processes * trainer.args.gradient_accumulation_steps,
             "train_seconds": round(train_seconds, 1),
             "loss_token_share": round(loss_token_share([r["input_ids"] for r in train_rows],
                                                        [r["completion_mask"] for r in train_rows]), 4),

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from conftest import REPO_ROOT
 
-PROJECT_FILES = ["dvc.yaml", ".dvcignore", "conf", "stages", "src/tunelab"]
+PROJECT_FILES = ["dvc.yaml", ".dvcignore", "conf", "stages", "src/tunelab", "launch"]
 DEPLOYED = ["evaluate_deployed@merged", "evaluate_deployed@int8_dynamic", "evaluate_deployed@qat"]
 ALIGNMENT = ["preferences", "align", "evaluate@aligned"]  # align=none: each records that it was skipped
 AFTER_TRAINING = [*ALIGNMENT, "quantize", *DEPLOYED, "benchmark", "load_test", "report"]

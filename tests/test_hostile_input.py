@@ -154,6 +154,24 @@ def test_a_launcher_that_would_run_another_program_is_refused_by_the_check_stage
     assert line.startswith(f"error: config key train.launcher: {launcher!r}: {problem}")
 
 
+@pytest.mark.parametrize(("config", "problem"), [
+    ("unknown_key: 1\ndistributed_type: MULTI_GPU\n",
+     "--config_file launch/mine.yaml: accelerate rejects it: The config file at launch/mine.yaml had unknown keys"),
+    (None, "--config_file launch/mine.yaml is a DeepSpeed config: it needs CUDA and `pip install deepspeed"),
+    ("", "--config_file launch/missing.yaml: no such file"),
+])
+def test_a_launch_config_accelerate_rejects_is_one_line_from_the_check_stage(tmp_path, config, problem):
+    (tmp_path / "launch").mkdir(parents=True)
+    if config is None:  # a shipped DeepSpeed file, in an environment without DeepSpeed
+        config = (REPO_ROOT / "launch/deepspeed_zero2.yaml").read_text()
+    name = "mine.yaml" if config else "missing.yaml"
+    if config:
+        (tmp_path / "launch" / name).write_text(config)
+    launcher = f"accelerate launch --config_file launch/{name}"
+    line = one_line_refusal(check_stage(tmp_path, f"train.launcher={launcher}"))
+    assert line.startswith(f"error: config key train.launcher: {launcher!r}: {problem}"), line
+
+
 def test_the_default_models_gguf_is_checked_against_its_pinned_sha256(tmp_path):
     line = one_line_refusal(check_stage(tmp_path, "model.sha256=" + "0" * 64))
     assert line.startswith("error: config key model.sha256: ") and line.endswith(

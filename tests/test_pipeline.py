@@ -189,6 +189,14 @@ def test_retraining_rescores_the_trained_model_only(baseline_copy):
 
 
 @pytest.mark.slow
+def test_an_edited_launch_config_reruns_training_and_the_trained_models_stages(baseline_copy):
+    """launch/ holds accelerate's config files: another sharding is another training run."""
+    config = baseline_copy / "launch/fsdp.yaml"
+    config.write_text(config.read_text().replace("fsdp_reshard_after_forward: true", "fsdp_reshard_after_forward: false"))
+    assert would_rerun(baseline_copy) == ["train", "evaluate@trained", *AFTER_TRAINING]
+
+
+@pytest.mark.slow
 @pytest.mark.reruns_stages
 def test_an_in_place_edit_of_the_local_data_file_reruns_everything_from_fetch(baseline_copy):
     """Same path, same params: the check stage's fingerprint of the source is what changes."""

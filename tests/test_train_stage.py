@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import REPO_ROOT, made_once
 from safetensors.torch import load_file
@@ -20,6 +21,7 @@ from tunelab.config.compose import compose_conf
 from tunelab.io.atomic import write_jsonl
 
 STAGE = REPO_ROOT / "stages" / "train.py"
+ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 
 
 def train_project(root: Path, tiny_model_dir: Path, overrides: tuple[str, ...] = (), **train) -> Path:
@@ -99,13 +101,46 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tiny_model_dir, tmp_path):
     single = train_project(tmp_path / "single", tiny_model_dir, no_dropout, batch_size=8, **settings)
     assert "1 process" in run_stage(single).stdout
     ddp = train_project(tmp_path / "ddp", tiny_model_dir, no_dropout, batch_size=4, **settings)
-    accelerate = str(Path(sys.executable).parent / "accelerate")
-    launched = run_stage(ddp, accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                         "--mixed_precision", "no", "--dynamo_backend", "no")
+    launched = run_stage(ddp, ACCELERATE, "launch", "--config_file", str(REPO_ROOT / "launch/ddp.yaml"))  # as shipped
     assert "2 processes" in launched.stdout
+    batches = [{key: metrics(root)[key] for key in ("processes", "distributed_type", "per_device_batch", "effective_batch")}
+               for root in (single, ddp)]
+    assert batches == [{"processes": 1, "distributed_type": "NO", "per_device_batch": 8, "effective_batch": 8},
+                       {"processes": 2, "distributed_type": "MULTI_CPU", "per_device_batch": 4, "effective_batch": 8}]
     assert first_logged_loss(ddp) == pytest.approx(first_logged_loss(single), rel=1e-6)
     assert metrics(ddp)["val_loss_after"] < metrics(ddp)["val_loss_before"] - 0.05  # it did learn
     assert metrics(ddp)["val_loss_after"] == pytest.approx(metrics(single)["val_loss_after"], rel=2e-2)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="accelerate shards with FSDP on accelerators only (2 GPUs)")
+def test_fsdp_full_shard_on_two_gpus_matches_one_process(tiny_model_dir, tmp_path):
+    """launch/fsdp.yaml as shipped (FSDP2, full shard), 2 processes × batch 4, against 1 process ×
+    batch 8. Tolerances: the first step's loss to 1e-5 relative (the same global batch, each
+    shard's loss normalised by the label tokens of both); the val loss after 20 steps to 2%, as
+    for DDP (docs/training.md)."""
+    settings = {"max_steps": 20, "eval_steps": 10, "group_by_length": False, "precision": "fp32"}
+    no_dropout = ("strategy.lora.dropout=0.0",)
+    single = train_project(tmp_path / "single", tiny_model_dir, no_dropout, batch_size=8, **settings)
+    run_stage(single)
+    fsdp = train_project(tmp_path / "fsdp", tiny_model_dir, no_dropout, batch_size=4, **settings)
+    launched = run_stage(fsdp, ACCELERATE, "launch", "--config_file", str(REPO_ROOT / "launch/fsdp.yaml"))
+    assert "2 processes (FSDP)" in launched.stdout
+    assert metrics(fsdp)["effective_batch"] == metrics(single)["effective_batch"] == 8
+    assert first_logged_loss(fsdp) == pytest.approx(first_logged_loss(single), rel=1e-5)
+    assert metrics(fsdp)["val_loss_after"] < metrics(fsdp)["val_loss_before"] - 0.05  # it did learn
+    assert metrics(fsdp)["val_loss_after"] == pytest.approx(metrics(single)["val_loss_after"], rel=2e-2)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine FSDP applies")
+def test_fsdp_on_cpu_processes_is_one_line_not_a_silent_ddp_run(tiny_model_dir, tmp_path):
+    """Without accelerators accelerate turns an FSDP config into plain DDP (MULTI_CPU) without a word."""
+    fsdp = train_project(tmp_path / "fsdp", tiny_model_dir, batch_size=4, max_steps=2)
+    result = subprocess.run([ACCELERATE, "launch", "--config_file", str(REPO_ROOT / "launch/fsdp.yaml"), str(STAGE)],
+                            cwd=fsdp, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode != 0
+    assert "error: train.launcher: an FSDP config on CPU processes, where accelerate does not shard" in result.stderr
+    assert not (fsdp / "models/trained").exists()
 
 
 def first_logged_loss(root: Path) -> float:

@@ -58,7 +58,29 @@ def accelerate_runs_script(words: list[str]) -> str | None:
         return "use 'accelerate launch ...'"
     from accelerate.commands.launch import launch_command_parser
 
-    return runs_only_the_script(parsed(launch_command_parser(), words[2:]), "accelerate launch")
+    arguments = parsed(launch_command_parser(), words[2:])
+    problem = runs_only_the_script(arguments, "accelerate launch")
+    return problem or (config_file_problem(arguments.config_file) if arguments.config_file else None)
+
+
+def config_file_problem(path: str) -> str | None:
+    """What accelerate's own parser says of a ``--config_file`` (launch/*.yaml), or that it needs
+    what this environment lacks (DeepSpeed: CUDA and the deepspeed package) — before training starts."""
+    import importlib.util
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    try:
+        config = load_config_from_file(path)
+    except FileNotFoundError:
+        return f"--config_file {path}: no such file (the shipped ones are in launch/)"
+    except Exception as error:  # noqa: BLE001 - whatever accelerate's parser raises is the reason, in its words
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return f"--config_file {path}: accelerate rejects it: {reason}"
+    if config.distributed_type.value == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
+        return (f"--config_file {path} is a DeepSpeed config: it needs CUDA and `pip install deepspeed==0.19.8`, "
+                "which this environment lacks")
+    return None
 
 
 def torchrun_runs_script(words: list[str]) -> str | None:
