@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python` and `dvc` from the venv without it being activated.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup serve-env-vllm test-vllm bench-serve run deps push tracking-server repro sweep test test-fast bench-train bench-eval bench-startup bench-tracking crosscheck serve ui clean-runs
+.PHONY: setup serve-env-vllm test-vllm bench-serve run deps push tracking-server repro sweep test test-fast bench-train bench-eval bench-startup bench-tracking bench-ray crosscheck serve ui clean-runs
 
 setup: $(STAMP)
 
@@ -96,6 +96,10 @@ test-fast: setup
 	pytest -n $(TEST_WORKERS) --maxschedchunk 1 -m "not slow and not vllm"
 
 # Training throughput of every strategy (needs models/base and data/formatted: run `make run` first).
+# The Ray executor against DVC's queue, and 2 Ray nodes against 1, on the tests' tiny project.
+bench-ray: setup
+	python bench/ray_sweep.py
+
 bench-train: setup
 	python bench/train_throughput.py
 

@@ -1,14 +1,16 @@
 """What the Ray executor costs against DVC's queue, and what a second node buys.
 
-    python bench/ray_sweep.py --project PATH     # a committed tunelab project (its finished pipeline)
+    make bench-ray                               # on the tests' tiny project, made first (about 2 minutes)
+    python bench/ray_sweep.py --project PATH     # on a committed tunelab project (its finished pipeline)
 
 Runs three 4-run learning-rate sweeps on a copy of PATH (different rates each, so none restores
 another's training from the run cache): on DVC's queue with 2 workers, on a local Ray cluster of
 two 1-CPU nodes, and on one 1-CPU node. Reports each sweep's wall time and, for Ray, each trial's
 seconds to clone, run (``dvc exp run --pull``, pulls included) and push. The project's baseline is
 pushed first (to its default DVC remote, else to a folder beside the copy), so every trial
-restores the stages the sweep does not change. A tiny project is the
-tests' baseline (tests/pipeline_project.py). Run it alone on the machine. Results:
+restores the stages the sweep does not change. Without --project it makes the tests' tiny
+project (tests/pipeline_project.py: tiny random Llama, 60 reviews) and runs its pipeline once.
+Run it alone on the machine. Results:
 bench/results/ray_sweep.json and .md.
 """
 
@@ -33,18 +35,34 @@ RATES = {"queue, 2 workers": "1e-4,2e-4,4e-4,5e-4", "ray, 2 nodes x 1 CPU": "1.1
 
 def tunelab(project: Path, *args: str) -> float:
     started = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "tunelab"), *args], cwd=project, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    result = subprocess.run([str(Path(sys.executable).parent / "tunelab"), *args], cwd=project, capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        sys.exit(f"tunelab {' '.join(args)} failed:\n{(result.stdout + result.stderr)[-3000:]}")
     return time.perf_counter() - started
+
+
+def tiny_project(work: Path) -> Path:
+    """The tests' tiny project with its pipeline run and committed (as tests/conftest.py's baseline)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import make_baseline
+    from tiny_model import save_tiny_model
+
+    (work / "tiny").mkdir()
+    make_baseline(work / "tiny", save_tiny_model(work / "tiny-llama"))
+    return work / "tiny" / "repo"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--project", type=Path, required=True)
+    parser.add_argument("--project", type=Path, help="a committed tunelab project (default: the tests' tiny one)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ray-sweep-"))
     project = work / "project"
-    shutil.copytree(args.project, project, symlinks=True)
+    if args.project:
+        shutil.copytree(args.project, project, symlinks=True)
+    else:
+        project = tiny_project(work)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
     has_remote = subprocess.run(["dvc", "remote", "default"], cwd=project, env=env, capture_output=True).returncode == 0
     if not has_remote:  # a folder beside the copy, in this clone's local config: trials are told its URL

@@ -29,6 +29,7 @@ from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import StageRun, stage_run
 from tunelab.training.callbacks import ProfileSteps, TrainingTelemetry
 from tunelab.training.checkpoints import checkpoint_dir, resumable_checkpoint
+from tunelab.training.pruning import OptunaPruning, trial_for_this_run
 from tunelab.training.run import build_trainer
 from tunelab.training.strategies import STRATEGIES, save_initial_adapter, save_trained, trainable_model
 from tunelab.training.throughput import flops_per_token, measure_matmul_peak, total_parameters, trainable_parameters
@@ -101,6 +102,8 @@ def main() -> None:
         checkpoints = checkpoint_dir((strategy, train), inputs, PATHS.base_model)
         initial_adapter = save_initial_adapter(model, strategy, checkpoints / "initial_adapter")
         callbacks = [telemetry, ProfileSteps(train.profile_steps, TRACE)]
+        if trial := trial_for_this_run(params.get("tracking") or {}):  # a tunelab tune trial: prune it if it loses
+            callbacks.append(OptunaPruning(trial))
         trainer = build_trainer(model, tokenizer, train, train_rows, val_rows, checkpoints, callbacks)
         val_loss_before = trainer.evaluate()["eval_loss"]
         resume_from, notes = resumable_checkpoint(checkpoints) if is_main_process() else (None, [])

@@ -5,6 +5,7 @@
     tunelab -m 'train.seed=range(0,3)' --queue-only    # queue now, `dvc queue start -j 2` later
     tunelab -m strategy=lora,ia3 --executor ray cluster.address=HOST:6379   # each run a Ray task
     tunelab --report NAME                               # the sweep's report, after --queue-only
+    tunelab tune 'train.learning_rate=tag(log, interval(1e-5, 1e-3))' --trials 8   # an Optuna search
     tunelab serve [VARIANT] [overrides]                 # an OpenAI-compatible server of a deployed variant
     tunelab push [REMOTE] / tunelab pull [REMOTE]       # outputs and DVC's run cache to / from the team's remote
     tunelab tracking-server --pgdata DIR --artifacts DIR   # the team's MLflow server on PostgreSQL
@@ -358,6 +359,51 @@ def registering(argv: list[str]) -> int:
     return 0
 
 
+def tune(argv: list[str]) -> int:
+    """``tunelab tune SPACE... --trials N``: an Optuna search, each trial a DVC experiment (tunelab.sweeps.search)."""
+    import os
+
+    from tqdm import tqdm
+
+    from tunelab.sweeps import search
+
+    parser = argparse.ArgumentParser(prog="tunelab tune", description=search.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("space", nargs="+", help="Hydra sweep syntax: key=interval(a,b), key=tag(log,interval(a,b)), "
+                        "key=choice(x,y), key=value")
+    parser.add_argument("--trials", type=int, default=8, help="trials to run (default 8)")
+    parser.add_argument("--jobs", "-j", type=int, default=1, help="trials at once, each a DVC queue worker (default 1)")
+    parser.add_argument("--name", help="study and sweep name (default tune-MMDD-HHMMSS); trials are NAME-1, NAME-2, ...")
+    parser.add_argument("--storage", help="the study's SQLAlchemy URL, e.g. the tracking server's PostgreSQL "
+                        "(default: sqlite in sweeps/NAME/)")
+    parser.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
+    args = parser.parse_args(argv)
+    if args.trials < 1 or args.jobs < 1:
+        parser.error("--trials and --jobs must be at least 1")
+    space = search.parse_space(args.space)
+    check_runs(search.corners(space))
+    name = args.name or datetime.now().strftime("tune-%m%d-%H%M%S")
+    if not NAME.match(name):
+        raise TunelabError(f"--name {name!r}: use letters, digits, - and _ (it names git refs)")
+    if clash := sorted(n for n in queue.existing_experiments() if n.startswith(f"{name}-")):
+        raise TunelabError(f"tune: experiments {clash[:3]} exist already; choose another --name")
+    folder = SWEEPS / name
+    folder.mkdir(parents=True, exist_ok=True)
+    storage = args.storage or f"sqlite:///{(folder / 'optuna.db').resolve()}"
+    study = search.open_study(name, storage, args.seed)
+    os.environ[search.STORAGE_VARIABLE] = storage  # the queue's workers inherit it; params.yaml never holds it
+    sweep_tracking(name, args.space)
+    with tqdm(total=args.trials, desc=f"tune {name}", unit="trial") as bar:
+        def done(outcome) -> None:
+            figure = "" if outcome.value is None else f" val loss {outcome.value:.4f}"
+            bar.write(f"{'✓' if outcome.state == 'COMPLETE' else '✗'} {outcome.name} {outcome.state}{figure} {outcome.params}")
+            bar.update()
+
+        outcomes = search.run_trials(study, space, name, args.trials, args.jobs, done)
+    print(search.write_report(folder, study, outcomes, "tunelab tune " + shlex.join(argv)).read_text())
+    return 0 if any(outcome.state == "COMPLETE" for outcome in outcomes) else 1
+
+
 def deps(argv: list[str]) -> int:
     """``tunelab deps``: write each stage's code deps into dvc.yaml; ``--check``: exit 1 if stale."""
     from tunelab.code_deps import update
@@ -375,7 +421,7 @@ def deps(argv: list[str]) -> int:
 
 
 SUBCOMMANDS = {"serve": serve, "tracking-server": tracking_server, "register": registering,
-               "push": sharing("push"), "pull": sharing("pull"), "deps": deps}
+               "push": sharing("push"), "pull": sharing("pull"), "deps": deps, "tune": tune}
 """``tunelab NAME ...``: each takes the arguments after its name and returns the exit code
 (serve does not return: the process becomes the server). Anything else is a run or a sweep."""
 

@@ -68,9 +68,10 @@ def changed_stages() -> list[str]:
     return sorted(name for name, changes in status.items() if changes != [ALWAYS_CHANGED])
 
 
-def queue(name: str, overrides: list[str]) -> None:
-    """Queue one experiment called ``name`` with ``-S`` overrides (composed from conf/ by DVC)."""
-    dvc("exp", "run", "--queue", "--name", name, *[arg for o in overrides for arg in ("-S", o)])
+def queue(name: str, overrides: list[str], targets: tuple[str, ...] = ()) -> None:
+    """Queue one experiment called ``name`` with ``-S`` overrides (composed from conf/ by DVC), of the
+    whole pipeline or of ``targets`` and the stages they need."""
+    dvc("exp", "run", "--queue", "--name", name, *[arg for o in overrides for arg in ("-S", o)], *targets)
 
 
 def start_workers(jobs: int) -> None:

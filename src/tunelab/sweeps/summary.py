@@ -28,6 +28,7 @@ from tunelab.reporting.tables import cell, headline_metric, recommended, score_c
 from tunelab.sweeps.queue import DONE, StageCounts
 
 EVAL_METRICS = str(PATHS.eval_summary)
+TRAIN_METRICS = str(PATHS.train_metrics)
 BASE_PREDICTIONS = str(PATHS.eval_outputs(BASE)[1])
 PARAMS = "params.yaml"
 
@@ -65,8 +66,8 @@ class SweepRun:
 
 
 def experiments(show: list[dict], names: set[str]) -> dict[str, dict]:
-    """``{name: {"params": params.yaml, "metrics": metrics/eval.json, "outputs": {path: hash}}}``
-    of each named experiment in ``dvc exp show --json`` output."""
+    """``{name: {"params": params.yaml, "metrics": metrics/eval.json, "train": metrics/train.json,
+    "outputs": {path: hash}}}`` of each named experiment in ``dvc exp show --json`` output."""
     found = {}
     for baseline in show:
         for group in baseline.get("experiments") or []:
@@ -75,6 +76,7 @@ def experiments(show: list[dict], names: set[str]) -> dict[str, dict]:
                 data = rev.get("data") or {}
                 found[rev["name"]] = {"params": (data.get("params") or {}).get(PARAMS, {}).get("data", {}),
                                       "metrics": (data.get("metrics") or {}).get(EVAL_METRICS, {}).get("data", {}),
+                                      "train": (data.get("metrics") or {}).get(TRAIN_METRICS, {}).get("data", {}),
                                       "outputs": {path: out["hash"] for path, out in (data.get("outs") or {}).items()
                                                   if out.get("hash")}}
     return found

@@ -20,3 +20,6 @@ class TrackingConfig:
     sweep: Optional[str] = None
     """Name of the sweep this run belongs to: its MLflow runs nest under the sweep's parent run.
     Set by ``tunelab -m``; no stage reads it, so it never invalidates DVC's cache."""
+    trial: Optional[int] = None
+    """The Optuna trial number this run is, in the study named like the sweep (set by ``tunelab tune``);
+    the train stage reports its val losses to it. No stage depends on it either."""
