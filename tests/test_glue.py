@@ -34,11 +34,13 @@ def test_experiments_are_read_from_dvc_exp_show_by_name():
     show = [{"rev": "workspace", "experiments": None},
             {"rev": "abc", "experiments": [
                 {"revs": [{"name": "s-1", "data": {"params": {"params.yaml": {"data": {"train": {"seed": 1}}}},
-                                                   "metrics": {"metrics/eval.json": {"data": {"k": {"accuracy": 1}}}},
+                                                   "metrics": {"metrics/eval.json": {"data": {"k": {"accuracy": 1}}},
+                                                               "metrics/train.json": {"data": {"val_loss_after": 0.5}}},
                                                    "outs": {"models/trained": {"hash": "h1"}, "metrics/x": {}}}}]},
                 {"revs": [{"name": "other", "data": {}}]}]}]
     assert experiments(show, {"s-1", "missing"}) == {
-        "s-1": {"params": {"train": {"seed": 1}}, "metrics": {"k": {"accuracy": 1}}, "outputs": {"models/trained": "h1"}}}
+        "s-1": {"params": {"train": {"seed": 1}}, "metrics": {"k": {"accuracy": 1}}, "train": {"val_loss_after": 0.5},
+                "outputs": {"models/trained": "h1"}}}
 
 
 def test_the_sweep_tables_hold_the_baselines_once_and_each_runs_headline_result():

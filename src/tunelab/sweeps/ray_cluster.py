@@ -124,10 +124,10 @@ def run_trial(share: Share, name: str, overrides: list[str], workdir: str, threa
 
 
 def _node_id() -> str:
-    import ray
-
-    # outside a Ray worker (a test calls run_trial directly), asking would start a local Ray instance
-    return ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else "local"
+    """Ray's id of the node this runs on; "local" outside a Ray worker (a test calls run_trial directly),
+    where importing ray would set RAY_* variables that every process this one starts inherits."""
+    ray = sys.modules.get("ray")  # a Ray worker has imported it
+    return ray.get_runtime_context().get_node_id()[:12] if ray and ray.is_initialized() else "local"
 
 
 def ray_address(configured: str) -> str:
