@@ -27,9 +27,9 @@ from tunelab.paths import PATHS
 from tunelab.prompts.tokenization import loss_token_share
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import StageRun, stage_run
-from tunelab.training.callbacks import ProfileSteps, TrainingTelemetry
+from tunelab.training.callbacks import OptunaPruning, ProfileSteps, TrainingTelemetry
 from tunelab.training.checkpoints import checkpoint_dir, resumable_checkpoint
-from tunelab.training.pruning import OptunaPruning, trial_for_this_run
+from tunelab.training.pruning import trial_for_this_run
 from tunelab.training.run import build_trainer
 from tunelab.training.strategies import STRATEGIES, save_initial_adapter, save_trained, trainable_model
 from tunelab.training.throughput import flops_per_token, measure_matmul_peak, total_parameters, trainable_parameters

@@ -31,6 +31,7 @@ from tunelab.config.compose import compose_conf
 from tunelab.config.load import to_section
 from tunelab.config.schema import TrackingConfig
 from tunelab.errors import TunelabError
+from tunelab.io.atomic import write_json
 from tunelab.stage import USER_ERROR_EXIT_CODE
 from tunelab.sweeps import queue
 from tunelab.sweeps.overrides import check_runs, expand
@@ -82,6 +83,14 @@ def sweep_tracking(name: str, overrides: list[str]) -> tuple | None:
 
     client, experiment_id = open_experiment(tracking)
     return client, experiment_id, sweep_run_id(client, experiment_id, name, overrides)
+
+
+def sweep_name(given: str | None, prefix: str) -> str:
+    """--name, or PREFIX-MMDD-HHMMSS; it names git refs (the experiments NAME-1, NAME-2, ...)."""
+    name = given or datetime.now().strftime(f"{prefix}-%m%d-%H%M%S")
+    if not NAME.match(name):
+        raise TunelabError(f"--name {name!r}: use letters, digits, - and _ (it names git refs)")
+    return name
 
 
 def plan_sweep(name: str, runs: list[list[str]], command: str) -> list[dict]:
@@ -249,9 +258,8 @@ def on_ray(name: str, planned: list[dict], cluster, share) -> tuple[dict[str, st
         results = ray_cluster.run_trials(share, trials, cluster, done)
     if succeeded := [trial for trial, result in results.items() if result.status == "Success"]:
         queue.dvc("exp", "pull", share.git_url, *succeeded)
-    (SWEEPS / name / "trials.json").write_text(json.dumps(
-        {result.name: {"status": result.status, "node": result.node, "seconds": result.seconds}
-         for result in results.values()}, indent=2))
+    write_json(SWEEPS / name / "trials.json", {result.name: {"status": result.status, "node": result.node,
+                                                              "seconds": result.seconds} for result in results.values()})
     return {trial: result.status for trial, result in results.items()}, lambda trial: results[trial].log
 
 
@@ -259,14 +267,13 @@ def multirun(args: argparse.Namespace, command: str) -> int:
     cluster_overrides = [o for o in args.overrides if CLUSTER_KEY.match(o)]
     if cluster_overrides and args.executor != "ray":
         raise TunelabError(f"{cluster_overrides[0]}: the cluster section configures --executor ray only")
-    runs = expand([o for o in args.overrides if not CLUSTER_KEY.match(o)])
+    sweep = [o for o in args.overrides if not CLUSTER_KEY.match(o)]
+    runs = expand(sweep)
     check_runs(runs)
-    name = args.name or datetime.now().strftime("sweep-%m%d-%H%M%S")
-    if not NAME.match(name):
-        raise TunelabError(f"--name {name!r}: use letters, digits, - and _ (it names git refs)")
+    name = sweep_name(args.name, "sweep")
     on_cluster = ray_setup(cluster_overrides) if args.executor == "ray" else None
     planned = plan_sweep(name, runs, command)
-    sweep_tracking(name, args.overrides)
+    sweep_tracking(name, sweep)
     started = time.perf_counter()
     if on_cluster:
         statuses, log_of = on_ray(name, planned, *on_cluster)
@@ -366,6 +373,7 @@ def tune(argv: list[str]) -> int:
     from tqdm import tqdm
 
     from tunelab.sweeps import search
+    from tunelab.training.pruning import STORAGE_VARIABLE
 
     parser = argparse.ArgumentParser(prog="tunelab tune", description=search.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -382,16 +390,14 @@ def tune(argv: list[str]) -> int:
         parser.error("--trials and --jobs must be at least 1")
     space = search.parse_space(args.space)
     check_runs(search.corners(space))
-    name = args.name or datetime.now().strftime("tune-%m%d-%H%M%S")
-    if not NAME.match(name):
-        raise TunelabError(f"--name {name!r}: use letters, digits, - and _ (it names git refs)")
+    name = sweep_name(args.name, "tune")
     if clash := sorted(n for n in queue.existing_experiments() if n.startswith(f"{name}-")):
         raise TunelabError(f"tune: experiments {clash[:3]} exist already; choose another --name")
     folder = SWEEPS / name
     folder.mkdir(parents=True, exist_ok=True)
     storage = args.storage or f"sqlite:///{(folder / 'optuna.db').resolve()}"
     study = search.open_study(name, storage, args.seed)
-    os.environ[search.STORAGE_VARIABLE] = storage  # the queue's workers inherit it; params.yaml never holds it
+    os.environ[STORAGE_VARIABLE] = storage  # the queue's workers inherit it; params.yaml never holds it
     sweep_tracking(name, args.space)
     with tqdm(total=args.trials, desc=f"tune {name}", unit="trial") as bar:
         def done(outcome) -> None:

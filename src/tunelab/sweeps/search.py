@@ -15,10 +15,10 @@ The study lives in ``--storage`` (an SQLAlchemy URL: the tracking server's Postg
 by default a sqlite file in sweeps/NAME/), which workers on other machines share.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from tunelab.errors import TunelabError
-from tunelab.training.pruning import STORAGE_VARIABLE, median_pruner  # noqa: F401 - STORAGE_VARIABLE: cli sets it
+from tunelab.training.pruning import PRUNED_AT, median_pruner
 
 OBJECTIVE = ("metrics/train.json", "val_loss_after")
 TARGET_STAGE = "train"
@@ -120,7 +120,6 @@ def run_trials(study, space: Space, name: str, trials: int, jobs: int, on_done) 
     from optuna.trial import TrialState
 
     from tunelab.sweeps import queue
-    from tunelab.training.pruning import PRUNED_AT
 
     outcomes: list[TrialOutcome] = []
     while len(outcomes) < trials:
@@ -132,12 +131,12 @@ def run_trials(study, space: Space, name: str, trials: int, jobs: int, on_done) 
         queue.start_workers(jobs)
         statuses = queue.wait(list(asked), lambda *_: None, poll_seconds=2)
         values = objective_values(set(asked))
+        stored = study.get_trials(deepcopy=False)  # what the train stages wrote into the study: pruned or not
         for run_name, trial in asked.items():
-            stored = study.trials[trial.number]  # what the train stage wrote into the study: pruned or not
             if statuses[run_name] == "Success" and run_name in values:
                 study.tell(trial, values[run_name])
                 outcome = TrialOutcome(run_name, trial.number, trial.params, "COMPLETE", values[run_name])
-            elif PRUNED_AT in stored.user_attrs:
+            elif PRUNED_AT in stored[trial.number].user_attrs:
                 study.tell(trial, state=TrialState.PRUNED)
                 outcome = TrialOutcome(run_name, trial.number, trial.params, "PRUNED", None)
             else:
@@ -187,5 +186,5 @@ def write_report(folder, study, outcomes: list[TrialOutcome], command: str):
     write_text(folder / "tune.md", "\n".join(lines) + "\n")
     write_json(folder / "tune.json", {"study": study.study_name, "command": command,
                                       "best": best.name if best else None,
-                                      "trials": [o.__dict__ for o in outcomes]})
+                                      "trials": [asdict(o) for o in outcomes]})
     return folder / "tune.md"

@@ -12,6 +12,8 @@ import torch
 from transformers import TrainerCallback
 
 from tunelab.benchmarking.memory import peak_memory_mb
+from tunelab.errors import TunelabError
+from tunelab.training.pruning import PRUNED_AT
 
 LOGGED = ("loss", "learning_rate", "grad_norm", "eval_loss")
 
@@ -128,3 +130,19 @@ class ProfileSteps(TrainerCallback):
             shutil.copyfileobj(source, target)
         raw.unlink()
         self.profiler, self.done = None, True
+
+
+class OptunaPruning(TrainerCallback):
+    """Reports each evaluation's val loss to ``trial``; stops the stage when the pruner says so."""
+
+    def __init__(self, trial):
+        self.trial = trial
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not state.is_world_process_zero or not metrics or "eval_loss" not in metrics or state.global_step == 0:
+            return  # step 0 is the evaluation before training: every trial's is the base model's
+        self.trial.report(metrics["eval_loss"], state.global_step)
+        if self.trial.should_prune():
+            self.trial.set_user_attr(PRUNED_AT, state.global_step)
+            raise TunelabError(f"train: pruned by Optuna at step {state.global_step}: val loss "
+                               f"{metrics['eval_loss']:.4f} is worse than the median of earlier trials at that step")

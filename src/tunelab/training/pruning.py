@@ -1,15 +1,12 @@
 """Optuna's pruning inside the train stage of a ``tunelab tune`` trial (tunelab.sweeps.search).
 
-Each evaluation's val loss is reported to the trial; when Optuna's pruner finds it worse than the
-median of earlier trials at the same step, the stage stops with one line and the trial is marked
-pruned (a user attribute the driver reads), so no time goes into a run that cannot win.
+Each evaluation's val loss is reported to the trial (tunelab.training.callbacks.OptunaPruning);
+when Optuna's pruner finds it worse than the median of the completed trials at the same step, the
+stage stops with one line and the trial is marked pruned (a user attribute the driver reads), so no
+time goes into a run that cannot win. No transformers here: the ``tunelab tune`` driver imports it.
 """
 
 import os
-
-from transformers import TrainerCallback
-
-from tunelab.errors import TunelabError
 
 STORAGE_VARIABLE = "TUNELAB_OPTUNA_STORAGE"
 """How the train stage in a queue worker finds the study: an environment variable, never params.yaml,
@@ -39,19 +36,3 @@ def trial_for_this_run(tracking: dict):
     study_id = storage.get_study_id_from_name(tracking["sweep"])
     study = optuna.load_study(study_name=tracking["sweep"], storage=storage, pruner=median_pruner())
     return optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, int(number)))
-
-
-class OptunaPruning(TrainerCallback):
-    """Reports each evaluation's val loss to ``trial``; stops the stage when the pruner says so."""
-
-    def __init__(self, trial):
-        self.trial = trial
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if not state.is_world_process_zero or not metrics or "eval_loss" not in metrics or state.global_step == 0:
-            return  # step 0 is the evaluation before training: every trial's is the base model's
-        self.trial.report(metrics["eval_loss"], state.global_step)
-        if self.trial.should_prune():
-            self.trial.set_user_attr(PRUNED_AT, state.global_step)
-            raise TunelabError(f"train: pruned by Optuna at step {state.global_step}: val loss "
-                               f"{metrics['eval_loss']:.4f} is worse than the median of earlier trials at that step")
