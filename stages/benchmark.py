@@ -4,9 +4,9 @@
     python stages/benchmark.py --measure out/ merged int8_dynamic   # what the stage runs: out/VARIANT.json
 
 Per variant: size on disk, load time, peak memory, time to first token and per-token latency
-p50/p95 at batch 1, throughput (tokens/s) at each bench.batch_sizes with the KV cache, on the
-first test prompts; one warm-up, bench.repeats timed runs, medians. A GGUF variant is also
-measured natively on llama.cpp where llama-cpp-python is installed (``llama_cpp``, batch 1;
+p50/p95 at batch 1, throughput (tokens/s) at each bench.batch_sizes with the KV cache (batch 1's
+read from the latency runs), on the first test prompts; one warm-up, bench.repeats timed runs,
+medians. A GGUF variant is also measured natively on llama.cpp where llama-cpp-python is installed (``llama_cpp``, batch 1;
 tunelab.benchmarking.native_gguf), else the record says how to install it. With the environment's
 fingerprint, in metrics/bench.json. Cost only: the report joins it to each variant's accuracy.
 """
@@ -61,12 +61,12 @@ def measure(variant: str, settings: BenchConfig) -> dict:
     if variant == TRAINED and trained_recipe(PATHS.trained_model)["adapter"]:
         size += folder_size_mb(PATHS.base_model)  # what you ship: the adapter and the base it applies to
     # on stdout: the stage reads its child's stderr for the error it may end with
-    with tqdm(total=settings.repeats * (1 + len(settings.batch_sizes)), desc=f"benchmark: {variant}", unit="run",
-              file=sys.stdout) as progress:
-        measured = {"size_mb": round(size, 1), "load_seconds": round(load_seconds, 2),
-                    **latency(model, prompts[0], settings.new_tokens, settings.repeats, pad, progress.update),
+    runs = settings.repeats * (1 + sum(size != 1 for size in settings.batch_sizes))  # batch 1: the latency runs
+    with tqdm(total=runs, desc=f"benchmark: {variant}", unit="run", file=sys.stdout) as progress:
+        batch_one, batch_one_runs = latency(model, prompts[0], settings.new_tokens, settings.repeats, pad, progress.update)
+        measured = {"size_mb": round(size, 1), "load_seconds": round(load_seconds, 2), **batch_one,
                     "tokens_per_second": throughput(model, prompts, settings.batch_sizes, settings.new_tokens,
-                                                    settings.repeats, pad, progress.update),
+                                                    settings.repeats, pad, progress.update, {1: batch_one_runs}),
                     "peak_rss_mb": peak_rss_mb(), **({"peak_gpu_mb": gpu} if (gpu := peak_gpu_mb()) is not None else {})}
     if variant not in (BASE, TRAINED, ALIGNED) and (recipe := deploy_recipe(PATHS.model(variant)))["loader"] == "gguf":
         del model  # llama.cpp loads its own copy

@@ -100,7 +100,7 @@ def make_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
                "override /prompt: sentiment_instruction")
     replace_in(repo / "conf/data/local_file.yaml", "val_size: 200\n  test_size: 500", "val_size: 6\n  test_size: 12")
     replace_in(repo / "conf/config.yaml", "max_steps: 100", "max_steps: 20")
-    replace_in(repo / "conf/config.yaml", "eval_steps: 25", "eval_steps: 10")
+    replace_in(repo / "conf/config.yaml", "eval_steps: 50", "eval_steps: 10")
     replace_in(repo / "conf/eval/default.yaml", "max_new_tokens: 64", "max_new_tokens: 8")
     replace_in(repo / "conf/quantize/default.yaml", "variants: [merged, int8_dynamic]",
                "variants: [merged, int8_dynamic, qat]")  # qat does not apply to LoRA: skipped, with its reason

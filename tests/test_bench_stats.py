@@ -24,3 +24,24 @@ def test_step_latencies_and_throughput():
 def test_no_samples_is_an_error():
     with pytest.raises(ValueError, match="no samples"):
         percentile([], 50)
+
+
+def test_batch_one_throughput_comes_from_the_latency_runs_without_running_batch_one_again(tiny_model_dir):
+    import statistics
+
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.benchmarking.inference import latency, throughput
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    rows = []
+    hook = model.register_forward_pre_hook(lambda _, args, kwargs: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        record, runs = latency(model, [5, 6, 7], new_tokens=3, repeats=2, pad_id=0)
+        after_latency = len(rows)
+        speeds = throughput(model, [[5, 6, 7], [8, 9]], [1, 2], new_tokens=3, repeats=2, pad_id=0, measured={1: runs})
+    finally:
+        hook.remove()
+    assert len(runs) == 2 and record["token_latency_ms"]["samples"] == 2 * 2
+    assert after_latency > 0 and set(rows[after_latency:]) == {2}  # only batch 2 ran again
+    assert speeds["1"] == round(3 / statistics.median(runs), 2)

@@ -1,11 +1,16 @@
 """Batched generation (with and without the shared-prefix cache) and the self-consistency vote."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tunelab.evaluation.generation import Sampling, generate, majority_vote
-from tunelab.evaluation.scoring import SharedPrefix
+from tunelab.config.schema import PromptingConfig
+from tunelab.evaluation.evaluator import EvalSettings, evaluate_prompting
+from tunelab.evaluation.generation import Sampling, generate, generate_and_score, majority_vote
+from tunelab.evaluation.prompting import EvalPrompt
+from tunelab.evaluation.scoring import SharedPrefix, choice_logprobs, common_prefix_length
 
 CHOICES = ["negative", "positive"]
 
@@ -49,3 +54,49 @@ def test_a_shared_prefix_cache_changes_nothing_greedy_or_sampled(model_and_token
     plain = generate(model, tokenizer, [prefix + r for r in rows], 6, sampling, prompt_once=False)
     assert sampled == plain and all(len(texts) == 3 for texts in sampled)
     assert len({text for texts in sampled for text in texts}) > 1  # sampling, not greedy
+
+
+@pytest.mark.parametrize("with_prefix", [False, True])
+def test_greedy_generation_scores_the_choices_from_its_own_prompt_pass(model_and_tokenizer, with_prefix):
+    """Choice scoring and greedy generation read the same prompt: one pass gives both, equal to each alone."""
+    model, tokenizer = model_and_tokenizer
+    rows = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in ("Review: a moving film\nSentiment:", "dull", "x y z")]
+    choices = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in (" negative<|im_end|>", " positive", " meh")]
+    assert len({len(choice) for choice in choices}) > 1  # a multi-token choice continues the prompt's cache
+    prefix = SharedPrefix(model, tokenizer("Review: funny\nSentiment: positive\n")["input_ids"]) if with_prefix else None
+    texts, scores = generate_and_score(model, tokenizer, rows, 6, choices, prefix=prefix)
+    assert texts == generate(model, tokenizer, rows, 6, prefix=prefix)
+    assert torch.allclose(scores, choice_logprobs(model, rows, choices, tokenizer.pad_token_id, prefix), atol=1e-4)
+    normalized = generate_and_score(model, tokenizer, rows, 6, choices, prefix=prefix, normalize=True)[1]
+    assert torch.allclose(normalized, scores / torch.tensor([float(len(c)) for c in choices]), atol=1e-5)
+
+
+def test_choice_and_generate_scoring_of_one_prompting_run_the_prompts_once(model_and_tokenizer):
+    """Counted as the model's forward calls that start where the prompts' shared prefix ends: each batch's
+    prompts once, no second pass over them for choice scoring (decoding steps and choice tails start later)."""
+    model, tokenizer = model_and_tokenizer
+    prompts = [EvalPrompt(id=str(i), label=label, text=text, choices=["negative", "positive"])
+               for i, (text, label) in enumerate([("Review: a moving film\nSentiment:", "positive"), ("Review: dull\nSentiment:", "negative"),
+                                                  ("Review: x y z\nSentiment:", "negative")])]
+    prompting = PromptingConfig(method="zero_shot", scoring=["choice", "generate"], max_new_tokens=4)
+    settings = EvalSettings(batch_size=2, length_normalize=False, seed=0)
+    shared = common_prefix_length([tokenizer(p.text)["input_ids"] for p in prompts])
+    passes = []
+
+    def count_prompt_passes(module, args, kwargs):
+        cache = kwargs.get("past_key_values")
+        passes.append((0 if cache is None else cache.get_seq_length()) == shared)
+
+    hook = model.register_forward_pre_hook(count_prompt_passes, with_kwargs=True)
+    try:
+        both = evaluate_prompting(model, tokenizer, prompts, prompting, "t", False, ["negative", "positive"], settings, "t")
+    finally:
+        hook.remove()
+    assert sum(passes) == 2  # two batches of prompts, each run once
+    alone = {scoring: evaluate_prompting(model, tokenizer, prompts, replace(prompting, scoring=[scoring]), "t", False,
+                                         ["negative", "positive"], settings, "t") for scoring in ("choice", "generate")}
+    for scoring in ("choice", "generate"):
+        assert [p[scoring]["prediction"] for p in both.predictions] == [p[scoring]["prediction"] for p in alone[scoring].predictions]
+    assert [p["generate"]["texts"] for p in both.predictions] == [p["generate"]["texts"] for p in alone["generate"].predictions]
+    for fused, single in zip(both.predictions, alone["choice"].predictions):
+        assert fused["choice"]["logprobs"] == pytest.approx(single["choice"]["logprobs"], abs=2e-4)

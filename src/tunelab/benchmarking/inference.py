@@ -55,33 +55,36 @@ def run_generation(model, inputs: dict, new_tokens: int, pad_id: int, streamer=N
 
 
 def latency(model, prompt: list[int], new_tokens: int, repeats: int, pad_id: int,
-            timed: Callable[[], object] = lambda: None) -> dict:
-    """Batch 1: time to first token, and the gaps between later tokens, over all repeats
-    (``timed`` is called after each run, outside its timing: a progress bar's update)."""
+            timed: Callable[[], object] = lambda: None) -> tuple[dict, list[float]]:
+    """Batch 1: time to first token and the gaps between later tokens over all repeats, and each
+    run's seconds (they are batch 1's throughput too; ``timed`` is called after each run, outside
+    its timing: a progress bar's update)."""
     inputs = left_padded([prompt], pad_id, device_of(model))
-    first, gaps = [], []
+    first, gaps, runs = [], [], []
     for _ in range(repeats):
         clock = TokenClock()
         started = time.perf_counter()
-        run_generation(model, inputs, new_tokens, pad_id, streamer=clock)
+        runs.append(run_generation(model, inputs, new_tokens, pad_id, streamer=clock))
         first.append(clock.times[1] - started)  # times[0]: the prompt handed to the streamer
         gaps += step_latencies(clock.times[1:])
         timed()
-    return latency_ms(first, gaps)
+    return latency_ms(first, gaps), runs
 
 
 def throughput(model, prompts: list[list[int]], batch_sizes: list[int], new_tokens: int, repeats: int,
-               pad_id: int, timed: Callable[[], object] = lambda: None) -> dict[str, float]:
+               pad_id: int, timed: Callable[[], object] = lambda: None,
+               measured: dict[int, list[float]] | None = None) -> dict[str, float]:
     """Tokens/s generated at each batch size (median of the repeats), prompts cycled to fill a batch
-    (``timed`` as for latency)."""
+    (``timed`` as for latency). ``measured``: the seconds of runs already timed at a batch size (the
+    latency runs at batch 1), which are not run again."""
     result = {}
     for size in batch_sizes:
-        batch = [prompts[i % len(prompts)] for i in range(size)]
-        inputs = left_padded(batch, pad_id, device_of(model))
-        runs = []
-        for _ in range(repeats):
-            runs.append(run_generation(model, inputs, new_tokens, pad_id))
-            timed()
-        seconds = statistics.median(runs)
-        result[str(size)] = round(tokens_per_second(size, new_tokens, seconds), 2)
+        runs = (measured or {}).get(size)
+        if runs is None:
+            inputs = left_padded([prompts[i % len(prompts)] for i in range(size)], pad_id, device_of(model))
+            runs = []
+            for _ in range(repeats):
+                runs.append(run_generation(model, inputs, new_tokens, pad_id))
+                timed()
+        result[str(size)] = round(tokens_per_second(size, new_tokens, statistics.median(runs)), 2)
     return result

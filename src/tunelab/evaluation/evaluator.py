@@ -21,7 +21,7 @@ from tunelab.config.schema import PromptConfig, PromptingConfig
 from tunelab.errors import TunelabError
 from tunelab.evaluation.batching import batches, pad_id
 from tunelab.evaluation.demonstrations import choose_demonstrations
-from tunelab.evaluation.generation import Sampling, generate, majority_vote
+from tunelab.evaluation.generation import Sampling, generate, generate_and_score, majority_vote
 from tunelab.evaluation.metrics import classification_report
 from tunelab.evaluation.parsing import parse_choice
 from tunelab.evaluation.prompting import ChatPrompt, EvalPrompt, build_chat_prompts, build_prompts
@@ -57,6 +57,12 @@ class PromptingResult:
     predictions: list[dict]
     metrics: dict = field(default_factory=dict)
     """Per scoring: the task's report plus speed (and unparseable share for generate)."""
+
+    def add(self, scoring: str, outputs: list[dict], metrics: dict) -> None:
+        """One scoring's per-row outputs and its metrics."""
+        self.metrics[scoring] = metrics
+        for prediction, output in zip(self.predictions, outputs):
+            prediction[scoring] = output
 
     def only(self, scorings: list[str]) -> "PromptingResult":
         """The same result as scored with ``scorings`` alone (each prediction keeps its own ones)."""
@@ -121,40 +127,44 @@ def choice_scores(model, rows: list[list[int]], choices: list[list[int]], pad: i
     return torch.cat(scores), time.perf_counter() - started
 
 
-def score_by_choice(model, prompts: list[EvalPrompt], rows: list[list[int]], choices: list[list[int]], pad: int,
-                    prefix: SharedPrefix | None, labels: list[str], settings: EvalSettings, desc: str,
-                    bias: torch.Tensor | None = None) -> tuple[list[dict], float]:
+def choice_outputs(prompts: list[EvalPrompt], scores: torch.Tensor, labels: list[str],
+                   bias: torch.Tensor | None = None) -> list[dict]:
     """Predicted label and per-choice log-probabilities per row (the prediction calibrated by ``bias``, if given)."""
-    scores, seconds = choice_scores(model, rows, choices, pad, prefix, settings, desc)
     decided = calibrated(scores, bias) if bias is not None else scores
     outputs = []
     for prompt, row_scores, row_decided in zip(prompts, scores.tolist(), decided.tolist()):
         prediction = labels[max(range(len(labels)), key=row_decided.__getitem__)]
         outputs.append({"prediction": prediction, "logprobs": dict(zip(prompt.choices, (round(s, 4) for s in row_scores))),
                         "score": float(prediction == prompt.label)})
-    return outputs, seconds
+    return outputs
 
 
 def generate_texts(model, tokenizer, rows: list[list[int]], prefix: SharedPrefix | None, prompting: PromptingConfig,
-                   settings: EvalSettings, desc: str) -> tuple[list[list[str]], float]:
-    """Each row's ``prompting.samples`` generated texts (greedy for one), and the seconds it took."""
+                   settings: EvalSettings, desc: str,
+                   choices: list[list[int]] | None = None) -> tuple[list[list[str]], torch.Tensor | None, float]:
+    """Each row's ``prompting.samples`` generated texts (greedy for one), the ``choices``' log-probabilities
+    [rows, choices] from the same pass where given (greedy only), and the seconds it took."""
     torch.manual_seed(settings.seed)
     started = time.perf_counter()
     sampling = Sampling(prompting.samples, prompting.temperature, prompting.top_k, prompting.top_p)
-    texts = []
+    texts, scores = [], []
     with tqdm(total=len(rows), desc=desc, unit="ex") as progress:
         for batch in batches(after_prefix(rows, prefix), settings.batch_size):
-            texts += generate(model, tokenizer, batch, prompting.max_new_tokens, sampling, prefix,
-                              prompt_once=settings.continues_a_cache)
+            if choices is None:
+                texts += generate(model, tokenizer, batch, prompting.max_new_tokens, sampling, prefix,
+                                  prompt_once=settings.continues_a_cache)
+            else:
+                batch_texts, batch_scores = generate_and_score(model, tokenizer, batch, prompting.max_new_tokens, choices,
+                                                               prefix, settings.length_normalize)
+                texts += batch_texts
+                scores.append(batch_scores)
             progress.update(len(batch))
-    return texts, time.perf_counter() - started
+    return texts, torch.cat(scores) if scores else None, time.perf_counter() - started
 
 
-def score_by_generation(model, tokenizer, prompts: list[EvalPrompt], rows: list[list[int]], prefix: SharedPrefix | None,
-                        labels: list[str], prompting: PromptingConfig, settings: EvalSettings,
-                        desc: str) -> tuple[list[dict], float]:
-    """Generate, parse each text into a label, and vote when several paths were sampled."""
-    texts, seconds = generate_texts(model, tokenizer, rows, prefix, prompting, settings, desc)
+def generation_outputs(prompts: list[EvalPrompt], texts: list[list[str]], labels: list[str],
+                       prompting: PromptingConfig) -> list[dict]:
+    """Parse each generated text into a label, and vote when several paths were sampled."""
     outputs = []
     for prompt, samples in zip(prompts, texts):
         answers = [parse_choice(text, prompt.choices) for text in samples]
@@ -164,7 +174,7 @@ def score_by_generation(model, tokenizer, prompts: list[EvalPrompt], rows: list[
         if prompting.samples > 1:
             output |= {"votes": answers, "vote_share": round(share, 4)}
         outputs.append(output)
-    return outputs, seconds
+    return outputs
 
 
 def scoring_metrics(prompts: list[EvalPrompt], outputs: list[dict], labels: list[str], seconds: float, seed: int) -> dict:
@@ -196,7 +206,7 @@ def evaluate_generated(model, tokenizer, prompts: list[ChatPrompt], prompting: P
     result = PromptingResult(predictions=[{"id": p.id, "references": p.references, "prompt_tokens": len(r)}
                                           for p, r in zip(prompts, rows)])
     prefix, prefix_seconds = timed_shared_prefix(model, rows, settings)
-    texts, seconds = generate_texts(model, tokenizer, rows, prefix, prompting, settings, f"{name} generate")
+    texts, _, seconds = generate_texts(model, tokenizer, rows, prefix, prompting, settings, f"{name} generate")
     outputs, metrics = score_generated(task, [p.references for p in prompts], texts, settings.seed)
     result.metrics["generate"] = with_speed(metrics, len(prompts), prefix_seconds + seconds)
     for prediction, output in zip(result.predictions, outputs):
@@ -222,24 +232,31 @@ def evaluate_prompting(model, tokenizer, prompts: list[EvalPrompt], prompting: P
     result = PromptingResult(predictions=[{"id": p.id, "label": p.label, "prompt_tokens": len(r)}
                                           for p, r in zip(prompts, rows)])
     prefix, prefix_seconds = timed_shared_prefix(model, rows, settings)
-    if "choice" in prompting.scoring:
-        choices = choice_token_ids(prompts, tokenizer, use_chat_template)
+    choices = choice_token_ids(prompts, tokenizer, use_chat_template) if "choice" in prompting.scoring else None
+    scores = texts = None
+    if "generate" in prompting.scoring:
+        # greedy generation's first step reads what choice scoring reads: one pass over the prompts gives both
+        one_pass = choices is not None and prompting.samples == 1 and settings.continues_a_cache
+        texts, scores, generate_seconds = generate_texts(model, tokenizer, rows, prefix, prompting, settings,
+                                                         f"{name} {'choice and ' if one_pass else ''}generate",
+                                                         choices if one_pass else None)
+        choice_seconds = generate_seconds
+    if choices is not None:
         bias = calibration_bias(model, tokenizer, list(content_free), choices, add_special_tokens, settings) \
             if content_free else None
-        outputs, seconds = score_by_choice(model, prompts, rows, choices, pad_id(tokenizer), prefix, labels, settings,
-                                           f"{name} choice", bias)
-        result.metrics["choice"] = scoring_metrics(prompts, outputs, labels, prefix_seconds + seconds, settings.seed)
+        if scores is None:
+            scores, choice_seconds = choice_scores(model, rows, choices, pad_id(tokenizer), prefix, settings,
+                                                   f"{name} choice")
+        outputs = choice_outputs(prompts, scores, labels, bias)
+        result.add("choice", outputs, scoring_metrics(prompts, outputs, labels, prefix_seconds + choice_seconds,
+                                                      settings.seed))
         if bias is not None:
             result.metrics["choice"]["calibration_bias"] = dict(zip(prompts[0].choices,
                                                                     (round(p, 4) for p in bias.exp().tolist())))
-        for prediction, output in zip(result.predictions, outputs):
-            prediction["choice"] = output
-    if "generate" in prompting.scoring:
-        outputs, seconds = score_by_generation(model, tokenizer, prompts, rows, prefix, labels, prompting, settings,
-                                               f"{name} generate")
-        result.metrics["generate"] = scoring_metrics(prompts, outputs, labels, prefix_seconds + seconds, settings.seed)
-        for prediction, output in zip(result.predictions, outputs):
-            prediction["generate"] = output
+    if texts is not None:
+        outputs = generation_outputs(prompts, texts, labels, prompting)
+        result.add("generate", outputs, scoring_metrics(prompts, outputs, labels, prefix_seconds + generate_seconds,
+                                                        settings.seed))
     return result
 
 

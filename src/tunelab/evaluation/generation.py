@@ -2,7 +2,8 @@
 
 Self-consistency samples several reasoning paths per row and takes the majority answer; the
 winning answer's share of the samples is its confidence. Ties go to the choice listed first
-(data.labels order), so the vote is deterministic.
+(data.labels order), so the vote is deterministic. A prompting scored both by its answer choices
+and by greedy generation gets both from one pass over its prompts (generate_and_score).
 """
 
 from collections import Counter
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from tunelab.evaluation.batching import left_pad, pad_id
-from tunelab.evaluation.scoring import SharedPrefix
+from tunelab.evaluation.scoring import SharedPrefix, scores_after_prompts
 
 
 @dataclass(frozen=True)
@@ -53,17 +54,47 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, sa
     the attention mask, so each row sees the positions it would have alone.
     ``prompt_once=False`` lets generate run each sample's prompt itself (PEFT prompt learning).
     """
-    pad = pad_id(tokenizer)
-    input_ids, mask = (tensor.to(model.device) for tensor in left_pad(prompts, pad, prefix.ids if prefix else ()))
+    input_ids, mask = _padded(model, tokenizer, prompts, prefix)
     if sampling.samples > 1 and prompt_once:
         cache = _prompt_cache(model, input_ids, mask, prefix, sampling.samples)
     else:
         cache = prefix.cache_for(len(prompts) * sampling.samples) if prefix else None
-    output = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                            num_return_sequences=sampling.samples, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
-                            past_key_values=cache, **sampling.generate_kwargs())
-    texts = tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
-    return [texts[i * sampling.samples: (i + 1) * sampling.samples] for i in range(len(prompts))]
+    output = _generate(model, tokenizer, input_ids, mask, max_new_tokens, cache, samples=sampling.samples,
+                       **sampling.generate_kwargs())
+    return _texts(tokenizer, output, input_ids.shape[1], sampling.samples)
+
+
+@torch.no_grad()
+def generate_and_score(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, choices: list[list[int]],
+                       prefix: SharedPrefix | None = None, normalize: bool = False) -> tuple[list[list[str]], torch.Tensor]:
+    """Greedy continuations as ``generate`` writes them, and each choice's log-probability after
+    each prompt [prompts, choices] as ``scoring.choice_logprobs`` computes it, from one pass over
+    the prompts: the first decoding step's logits are the ones choice scoring reads, and the
+    cache cut back to the prompts continues the tails of multi-token choices."""
+    input_ids, mask = _padded(model, tokenizer, prompts, prefix)
+    output = _generate(model, tokenizer, input_ids, mask, max_new_tokens, prefix.cache_for(len(prompts)) if prefix else None,
+                       samples=1, **Sampling().generate_kwargs(), return_dict_in_generate=True, output_logits=True)
+    cache = output.past_key_values
+    cache.crop(input_ids.shape[1] - cache.get_seq_length())  # a negative count: the generated tokens it drops
+    scores = scores_after_prompts(model, output.logits[0], cache, mask.cpu(), choices, pad_id(tokenizer), normalize)
+    return _texts(tokenizer, output.sequences, input_ids.shape[1], 1), scores
+
+
+def _padded(model, tokenizer, prompts: list[list[int]], prefix: SharedPrefix | None) -> tuple[torch.Tensor, torch.Tensor]:
+    ids, mask = left_pad(prompts, pad_id(tokenizer), prefix.ids if prefix else ())
+    return ids.to(model.device), mask.to(model.device)
+
+
+def _generate(model, tokenizer, input_ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, cache, samples: int,
+              **kwargs):
+    return model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                          num_return_sequences=samples, pad_token_id=pad_id(tokenizer),
+                          eos_token_id=tokenizer.eos_token_id, past_key_values=cache, **kwargs)
+
+
+def _texts(tokenizer, sequences: torch.Tensor, prompt_width: int, samples: int) -> list[list[str]]:
+    texts = tokenizer.batch_decode(sequences[:, prompt_width:], skip_special_tokens=True)
+    return [texts[i * samples: (i + 1) * samples] for i in range(len(texts) // samples)]
 
 
 def majority_vote(answers: list[str | None], choices: list[str]) -> tuple[str | None, float]:

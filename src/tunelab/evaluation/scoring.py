@@ -12,7 +12,9 @@ and by the vocabulary projection):
   its key/value cache is reused for every batch;
 - each row runs once, not once per choice: the row's last logit scores every choice's first
   token, and only the remaining tokens of multi-token choices run again, from the row's cache;
-- only the logits that score something are projected onto the vocabulary.
+- only the logits that score something are projected onto the vocabulary;
+- a prompting scored by choice and by greedy generation runs its prompts once: generation's
+  first step gives the logits choice scoring reads (generation.generate_and_score).
 
 Rows are left-padded with explicit position ids, so a padded row sees exactly the positions
 it would see alone. PEFT prompt/prefix tuning adds its own tokens on every forward call and
@@ -86,10 +88,19 @@ def choice_logprobs(model, rows: list[list[int]], choices: list[list[int]], pad_
     mask = torch.cat([torch.ones((len(rows), start), dtype=torch.long), row_mask], dim=1)
     output = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                    past_key_values=prefix.cache_for(len(rows)) if prefix else None, use_cache=True, logits_to_keep=1)
-    first = torch.log_softmax(output.logits[:, -1].float(), dim=-1).cpu()
+    return scores_after_prompts(model, output.logits[:, -1], output.past_key_values, mask, choices, pad_id, normalize)
+
+
+def scores_after_prompts(model, next_logits: torch.Tensor, cache, mask: torch.Tensor, choices: list[list[int]],
+                         pad_id: int, normalize: bool = False) -> torch.Tensor:
+    """[rows, choices] from what a pass over the prompts left: the logits after each row's last
+    token, and the cache of exactly the prompts (``mask`` over its positions), which the tails of
+    multi-token choices continue. Choice scoring's own pass and greedy generation's first step
+    both leave these."""
+    first = torch.log_softmax(next_logits.float(), dim=-1).cpu()
     scores = first[:, [choice[0] for choice in choices]]
     if any(len(choice) > 1 for choice in choices):
-        scores += _choice_tails(model, output.past_key_values, mask, row_mask.sum(1) + start, choices, pad_id)
+        scores += _choice_tails(model, cache, mask, mask.sum(1), choices, pad_id)
     if normalize:
         scores /= torch.tensor([len(choice) for choice in choices], dtype=scores.dtype)
     return scores
