@@ -60,8 +60,10 @@ def test_a_shared_prefix_cache_changes_nothing_greedy_or_sampled(model_and_token
 def test_greedy_generation_scores_the_choices_from_its_own_prompt_pass(model_and_tokenizer, with_prefix):
     """Choice scoring and greedy generation read the same prompt: one pass gives both, equal to each alone."""
     model, tokenizer = model_and_tokenizer
-    rows = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in ("Review: a moving film\nSentiment:", "dull", "x y z")]
-    choices = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in (" negative<|im_end|>", " positive", " meh")]
+    rows = [tokenizer(text, add_special_tokens=False)["input_ids"]
+            for text in ("Review: a moving film\nSentiment:", "dull", "x y z")]
+    choices = [tokenizer(text, add_special_tokens=False)["input_ids"]
+               for text in (" negative<|im_end|>", " positive", " meh")]
     assert len({len(choice) for choice in choices}) > 1  # a multi-token choice continues the prompt's cache
     prefix = SharedPrefix(model, tokenizer("Review: funny\nSentiment: positive\n")["input_ids"]) if with_prefix else None
     texts, scores = generate_and_score(model, tokenizer, rows, 6, choices, prefix=prefix)
@@ -75,9 +77,9 @@ def test_choice_and_generate_scoring_of_one_prompting_run_the_prompts_once(model
     """Counted as the model's forward calls that start where the prompts' shared prefix ends: each batch's
     prompts once, no second pass over them for choice scoring (decoding steps and choice tails start later)."""
     model, tokenizer = model_and_tokenizer
-    prompts = [EvalPrompt(id=str(i), label=label, text=text, choices=["negative", "positive"])
-               for i, (text, label) in enumerate([("Review: a moving film\nSentiment:", "positive"), ("Review: dull\nSentiment:", "negative"),
-                                                  ("Review: x y z\nSentiment:", "negative")])]
+    reviews = [("a moving film", "positive"), ("dull", "negative"), ("x y z", "negative")]
+    prompts = [EvalPrompt(id=str(i), label=label, text=f"Review: {text}\nSentiment:", choices=["negative", "positive"])
+               for i, (text, label) in enumerate(reviews)]
     prompting = PromptingConfig(method="zero_shot", scoring=["choice", "generate"], max_new_tokens=4)
     settings = EvalSettings(batch_size=2, length_normalize=False, seed=0)
     shared = common_prefix_length([tokenizer(p.text)["input_ids"] for p in prompts])
@@ -95,8 +97,7 @@ def test_choice_and_generate_scoring_of_one_prompting_run_the_prompts_once(model
     assert sum(passes) == 2  # two batches of prompts, each run once
     alone = {scoring: evaluate_prompting(model, tokenizer, prompts, replace(prompting, scoring=[scoring]), "t", False,
                                          ["negative", "positive"], settings, "t") for scoring in ("choice", "generate")}
-    for scoring in ("choice", "generate"):
-        assert [p[scoring]["prediction"] for p in both.predictions] == [p[scoring]["prediction"] for p in alone[scoring].predictions]
-    assert [p["generate"]["texts"] for p in both.predictions] == [p["generate"]["texts"] for p in alone["generate"].predictions]
+    for scoring, key in (("choice", "prediction"), ("generate", "prediction"), ("generate", "texts")):
+        assert [p[scoring][key] for p in both.predictions] == [p[scoring][key] for p in alone[scoring].predictions]
     for fused, single in zip(both.predictions, alone["choice"].predictions):
         assert fused["choice"]["logprobs"] == pytest.approx(single["choice"]["logprobs"], abs=2e-4)
