@@ -3,6 +3,7 @@
 import json
 
 from tunelab.records import BaseRecord, BenchRecord, QuantizeRecord, TrainRecord
+from tunelab.reporting.markdown import pipe_table
 from tunelab.reporting.tables import (
     deployment_table,
     eval_rows,
@@ -217,3 +218,13 @@ def test_agreement_reads_a_generative_tasks_answers(tmp_path):
             for i, a in enumerate(answers)))
     assert agreement(by_id(tmp_path / "merged.jsonl"), by_id(tmp_path / "gguf.jsonl")) == {
         "rows": 3, "generate": {"same_prediction": 2 / 3}}
+
+
+def test_tables_keep_each_cell_as_formatted_and_each_row_on_its_own_line():
+    """tabulate, unaligned: a wider cell in one row leaves the other rows' lines unchanged, numbers keep
+    their formatting (0.50, +0.010, 007) and a missing figure is an empty cell."""
+    table = pipe_table(["row", "score", "Δ"], [["base", "0.50", "+0.010"], ["a much longer row name", None, "007"]])
+    assert table.splitlines()[0] == "| row | score | Δ |"
+    assert table.splitlines()[2:] == ["| base | 0.50 | +0.010 |", "| a much longer row name |  | 007 |"]
+    assert set(table.splitlines()[1]) == {"|", "-"} and table.endswith("\n")
+    assert pipe_table(["row"], []) == "| row |\n|-------|\n"

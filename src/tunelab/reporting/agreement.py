@@ -11,6 +11,7 @@ import statistics
 from pathlib import Path
 
 from tunelab.io.jsonl import read_jsonl
+from tunelab.reporting.markdown import pipe_table
 
 MERGED = "merged"
 """The float variant every other deployment method is made from (tunelab.deploy.methods): the reference."""
@@ -46,15 +47,14 @@ def answer(output: dict):
 
 def agreement_table(agreements: dict[str, dict], reference: str) -> str:
     """One row per variant: rows compared, same prediction per scoring, |Δ log p| of the choices."""
-    header = (f"| variant | rows | same choice prediction as {reference} | mean / max \\|Δ log p\\| of the choices "
-              f"| same generated answer as {reference} |\n|---|---|---|---|---|\n")
     lines = []
     for name, a in agreements.items():
         choice, generate = a.get("choice", {}), a.get("generate", {})
         moved = (f"{choice['mean_abs_logprob_delta']:.4f} / {choice['max_abs_logprob_delta']:.4f}"
                  if "mean_abs_logprob_delta" in choice else "")
-        lines.append(f"| {name} | {a['rows']} | {share(choice)} | {moved} | {share(generate)} |")
-    return header + "\n".join(lines) + "\n"
+        lines.append([name, a["rows"], share(choice), moved, share(generate)])
+    return pipe_table(["variant", "rows", f"same choice prediction as {reference}",
+                       "mean / max \\|Δ log p\\| of the choices", f"same generated answer as {reference}"], lines)
 
 
 def share(figures: dict) -> str:

@@ -19,6 +19,7 @@ from tunelab.records import (
     ServeRecord,
     TrainRecord,
 )
+from tunelab.reporting.markdown import pipe_table
 from tunelab.reporting.significance import BEST, RECOMMENDABLE
 
 SCORE = ("score", "score_ci_low", "score_ci_high")
@@ -207,18 +208,15 @@ def variants_table(rows: list[dict], extra_sets: list[str] = ()) -> str:
     """The comparison in one table: every variant × prompting method × scoring, with its costs and
     its paired comparison with the best row; then its headline on each extra test set."""
     metric = headline_metric(rows)
-    header = (f"| variant | adaptation | prompting (template) | quantization | scoring | {metric} [95% CI] "
-              "| vs best: Δ [interval] | train s | tokens/s | latency p50 ms | size MB |"
-              + "".join(f" {name}: {metric} [95% CI] |" for name in extra_sets) + "\n"
-              + "|---" * (11 + len(extra_sets)) + "|\n")
-    lines = []
-    for r in rows:
-        prompt = f"{r['prompting']} ({r['template']})" if r.get("template") else r["prompting"]
-        lines.append(f"| {r['variant']} | {r['adaptation']} | {prompt} | {r['quantization']} | {r['scoring']} "
-                     f"| {score_cell(r)} | {versus_cell(r)} | {cell(r['train_seconds'], '{:.0f}')} "
-                     f"| {cell(r['tokens_per_second'])} | {cell(r['token_latency_p50_ms'])} | {cell(r['size_mb'])} |"
-                     + "".join(f" {extra_set_cell(r, name)} |" for name in extra_sets))
-    return header + "\n".join(lines) + "\n"
+    headers = ["variant", "adaptation", "prompting (template)", "quantization", "scoring", f"{metric} [95% CI]",
+               "vs best: Δ [interval]", "train s", "tokens/s", "latency p50 ms", "size MB",
+               *(f"{name}: {metric} [95% CI]" for name in extra_sets)]
+    return pipe_table(headers, ([r["variant"], r["adaptation"],
+                                 f"{r['prompting']} ({r['template']})" if r.get("template") else r["prompting"],
+                                 r["quantization"], r["scoring"], score_cell(r), versus_cell(r),
+                                 cell(r["train_seconds"], "{:.0f}"), cell(r["tokens_per_second"]),
+                                 cell(r["token_latency_p50_ms"]), cell(r["size_mb"]),
+                                 *(extra_set_cell(r, name) for name in extra_sets)] for r in rows))
 
 
 def comparisons_table(rows: list[dict], compared: dict) -> str:
@@ -227,25 +225,25 @@ def comparisons_table(rows: list[dict], compared: dict) -> str:
         return ""
     first = next(iter(compared.values()))
     metric = headline_metric(rows)
-    lines = [f"| {key} | {c.rows} | {c.difference:+.3f} | [{c.low:+.3f}, {c.high:+.3f}] | {c.test} | {c.verdict} |"
-             for key, c in compared.items()]
+    table = pipe_table(["row", "rows", f"Δ {metric}", "interval", "test", "verdict"],
+                       ([key, c.rows, f"{c.difference:+.3f}", f"[{c.low:+.3f}, {c.high:+.3f}]", c.test, c.verdict]
+                        for key, c in compared.items()))
     return (f"Each row against the best, `{first.best}`, on the test rows both were scored on. Each end of an "
             f"interval is a one-sided bound at {first.level:.2%} ({len(compared)} rows compared, Bonferroni), so "
             f"all the table's claims hold together at {1 - first.level * len(compared):.0%} "
             f"(eval.recommend.level). **non-inferior**: the lower end is above "
             f"−{first.margin:g} (eval.recommend.margin); **worse**: the upper end is below 0; **inconclusive**: "
-            f"neither, never recommended.\n\n| row | rows | Δ {metric} | interval | test | verdict |\n"
-            "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+            f"neither, never recommended.\n\n" + table)
 
 
 def search_table(search: PromptSearchRecord) -> str:
     """The prompt search's candidates on val, best first (ties as the search broke them), the winner marked."""
     ranked = sorted(enumerate(search.candidates), key=lambda item: (-item[1]["score"], item[1]["shots"], item[0]))
-    lines = [f"| {c['name']}{' (winner)' if c['name'] == search.winner['name'] else ''} "
-             f"| {with_interval(c['score'], *c['ci95'])} |" for _, c in ranked]
+    table = pipe_table(["candidate (template, demonstrations, calibration)", f"val {search.metric} [95% CI]"],
+                       ([c["name"] + (" (winner)" if c["name"] == search.winner["name"] else ""),
+                         with_interval(c["score"], *c["ci95"])] for _, c in ranked))
     return (f"Every candidate of eval.prompt_search, scored on the first {search.rows} val rows (never test); the "
-            f"winner is the `optimized` row above, scored once on test.\n\n| candidate (template, demonstrations, "
-            f"calibration) | val {search.metric} [95% CI] |\n|---|---|\n" + "\n".join(lines) + "\n")
+            f"winner is the `optimized` row above, scored once on test.\n\n" + table)
 
 
 
@@ -253,32 +251,29 @@ def serve_table(serve: ServeRecord, bench: BenchRecord | None) -> str:
     """The load test's levels per workload, beside the in-process benchmark's tokens/s of the same
     variant at the same batch size (bench: EOS ignored, prompts batched at once)."""
     in_process = (bench.variants.get(serve.variant) or {}).get("tokens_per_second", {}) if bench else {}
-    header = ("| workload | in flight | tokens/s | in-process tokens/s (batch) | TTFT p50 / p95, ms "
-              "| latency p50 / p95, ms | completed | errors |\n|---|---|---|---|---|---|---|---|\n")
-    lines = [f"| {workload} | {level['concurrency']} | {level['tokens_per_second']:.1f} "
-             f"| {cell(in_process.get(str(level['concurrency'])), '{:.1f}')} "
-             f"| {cell(level['ttft_p50_ms'])} / {cell(level['ttft_p95_ms'])} "
-             f"| {cell(level['latency_p50_ms'])} / {cell(level['latency_p95_ms'])} "
-             f"| {level['completed']}/{level['requests']} | {level['errors']} |"
-             for workload, levels in serve.workloads.items() for level in levels]
+    table = pipe_table(["workload", "in flight", "tokens/s", "in-process tokens/s (batch)", "TTFT p50 / p95, ms",
+                        "latency p50 / p95, ms", "completed", "errors"],
+                       ([workload, level["concurrency"], f"{level['tokens_per_second']:.1f}",
+                         cell(in_process.get(str(level["concurrency"])), "{:.1f}"),
+                         f"{cell(level['ttft_p50_ms'])} / {cell(level['ttft_p95_ms'])}",
+                         f"{cell(level['latency_p50_ms'])} / {cell(level['latency_p95_ms'])}",
+                         f"{level['completed']}/{level['requests']}", level["errors"]]
+                        for workload, levels in serve.workloads.items() for level in levels))
     gains = ", ".join(f"{workload} {cell(gain, '{:.2f}')}×" for workload, gain in serve.batching_gain.items())
     return (f"`{serve.variant}` on {serve.engine}, streamed chat completions through the openai client on loopback, "
             f"{serve.settings['load_test']['max_tokens']} tokens at most each. Batching gain (tokens/s at the most "
-            f"requests in flight over one): {gains}.\n\n" + header + "\n".join(lines) + "\n")
+            f"requests in flight over one): {gains}.\n\n" + table)
+
 
 def markdown_table(rows: list[dict], metrics: list[str]) -> str:
     """Every scored row with each of the task's ``metrics`` (the headline first, with intervals)."""
-    header = ("| variant | prompting | scoring | " + " | ".join(f"{name} [95% CI]" if i == 0 else name
-                                                            for i, name in enumerate(metrics))
-              + " | unparseable | examples | examples/s |\n" + "|---" * (6 + len(metrics)) + "|\n")
-    lines = []
-    for r in rows:
-        unparseable = "" if r["unparseable_share"] is None else f"{r['unparseable_share']:.1%}"
-        figures = " | ".join(with_interval(r.get(name), r.get(f"{name}_ci_low"), r.get(f"{name}_ci_high"))
-                             for name in metrics)
-        lines.append(f"| {r['variant']} | {r['prompting']} | {r['scoring']} | {figures} | {unparseable} "
-                     f"| {r['examples']} | {r['examples_per_second']:.1f} |")
-    return header + "\n".join(lines) + "\n"
+    headers = ["variant", "prompting", "scoring", *(f"{name} [95% CI]" if i == 0 else name for i, name in enumerate(metrics)),
+               "unparseable", "examples", "examples/s"]
+    return pipe_table(headers, ([r["variant"], r["prompting"], r["scoring"],
+                                 *(with_interval(r.get(name), r.get(f"{name}_ci_low"), r.get(f"{name}_ci_high"))
+                                   for name in metrics),
+                                 "" if r["unparseable_share"] is None else f"{r['unparseable_share']:.1%}",
+                                 r["examples"], f"{r['examples_per_second']:.1f}"] for r in rows))
 
 
 def skipped_lines(files: list[Path]) -> list[str]:
@@ -311,9 +306,8 @@ def deployment_table(measured: dict[str, dict], rows: list[dict], headline: tupl
     reference_score = scores.get(reference, {}).get("score")
     metric = headline_metric(rows)
     sizes = sorted({size for v in measured.values() for size in v["tokens_per_second"]}, key=int)
-    header = ("| variant | size MB | load s | TTFT ms | token p50 / p95 ms | "
-              + " | ".join(f"tokens/s @{size}" for size in sizes) + f" | peak RSS MB | {metric} [95% CI] | Δ {metric} |\n"
-              + "|---" * (8 + len(sizes)) + "|\n")
+    headers = ["variant", "size MB", "load s", "TTFT ms", "token p50 / p95 ms", *(f"tokens/s @{size}" for size in sizes),
+               "peak RSS MB", f"{metric} [95% CI]", f"Δ {metric}"]
     lines = []
     for name, v in measured.items():
         scored = scores.get(name)
@@ -322,14 +316,13 @@ def deployment_table(measured: dict[str, dict], rows: list[dict], headline: tupl
         lines.append(cost_row(name, v, sizes, [v.get("peak_rss_mb", ""), score, delta]))
         if "load_seconds" in (native := v.get("llama_cpp", {})):
             lines.append(cost_row(f"{name} on llama.cpp", {"size_mb": v["size_mb"], **native}, sizes, ["", "", ""]))
-    return header + "\n".join(lines) + "\n"
+    return pipe_table(headers, lines)
 
 
-def cost_row(name: str, v: dict, sizes: list[str], rest: list) -> str:
-    cells = [name, v["size_mb"], v["load_seconds"], v["ttft_ms"],
-             f"{v['token_latency_ms']['p50']} / {v['token_latency_ms']['p95']}",
-             *(v["tokens_per_second"].get(size, "") for size in sizes), *rest]
-    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+def cost_row(name: str, v: dict, sizes: list[str], rest: list) -> list:
+    return [name, v["size_mb"], v["load_seconds"], v["ttft_ms"],
+            f"{v['token_latency_ms']['p50']} / {v['token_latency_ms']['p95']}",
+            *(v["tokens_per_second"].get(size, "") for size in sizes), *rest]
 
 
 def native_skipped_lines(measured: dict[str, dict]) -> list[str]:

@@ -156,9 +156,9 @@ def write_report(folder, study, outcomes: list[TrialOutcome], command: str):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna
-    from tabulate import tabulate
 
     from tunelab.io.atomic import write_json, write_text
+    from tunelab.reporting.markdown import pipe_table
 
     complete = [o for o in outcomes if o.state == "COMPLETE"]
     best = min(complete, key=lambda o: o.value) if complete else None
@@ -171,7 +171,7 @@ def write_report(folder, study, outcomes: list[TrialOutcome], command: str):
         lines += [f"**Best: `{best.name}`** ({' '.join(f'{k}={v}' for k, v in best.params.items())}): val loss "
                   f"{best.value:.4f}. The whole pipeline on it: `dvc exp apply {best.name} && dvc exp run --no-hydra` "
                   "(without --no-hydra, DVC composes params.yaml from conf/ again and drops the applied values).", ""]
-    lines += [tabulate(rows, headers=["trial", "state", "params", "val loss"], tablefmt="github"), ""]
+    lines += [pipe_table(["trial", "state", "params", "val loss"], rows)]
     plots = {"optimization_history.png": optuna.visualization.matplotlib.plot_optimization_history,
              "param_importances.png": optuna.visualization.matplotlib.plot_param_importances}
     for file, plot in plots.items():

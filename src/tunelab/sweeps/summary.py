@@ -22,6 +22,7 @@ from tunelab.config.load import to_section
 from tunelab.config.schema import EvalConfig, RecommendConfig
 from tunelab.io.atomic import write_json, write_text
 from tunelab.paths import BASE, PATHS
+from tunelab.reporting.markdown import pipe_table
 from tunelab.reporting.plots import save_tradeoff_figures
 from tunelab.reporting.significance import compare_with_best
 from tunelab.reporting.tables import cell, headline_metric, recommended, score_cell, versus_cell, with_comparisons, with_score
@@ -119,19 +120,16 @@ def table_rows(runs: list[SweepRun]) -> tuple[list[dict], list[dict]]:
 
 def markdown(rows: list[dict], with_run: bool) -> str:
     metric = headline_metric(rows)  # "score" when the runs' tasks differ: each cell then names its metric
-    header = (("| run | overrides " if with_run else "| prompting | scoring ")
-              + f"| variant | {metric} [95% CI] | train s | tokens/s | latency p50 ms | size MB |\n"
-              + "|---" * 8 + "|\n")
     lines = []
     for r in rows:
-        first = f"| {r['run']} | {r['overrides']} " if with_run else f"| {r['prompting']} | {r['scoring']} "
+        first = [r["run"], r["overrides"]] if with_run else [r["prompting"], r["scoring"]]
         score = score_cell(r) if metric != "score" else f"{r['metric']} {score_cell(r)}"
         # the baselines of runs on other data share one table: each row names its prompting method
         variant = f"{r['variant']} · {r['prompting']}/{r['scoring']}" if with_run and r["variant"] == BASE else r["variant"]
-        lines.append(first + f"| {variant} | {score} | {cell(r.get('train_seconds'), '{:.0f}')} "
-                     f"| {cell(r.get('tokens_per_second'))} | {cell(r.get('token_latency_p50_ms'))} "
-                     f"| {cell(r.get('size_mb'))} |")
-    return header + "\n".join(lines) + "\n"
+        lines.append([*first, variant, score, cell(r.get("train_seconds"), "{:.0f}"), cell(r.get("tokens_per_second")),
+                      cell(r.get("token_latency_p50_ms")), cell(r.get("size_mb"))])
+    return pipe_table([*(["run", "overrides"] if with_run else ["prompting", "scoring"]), "variant",
+                       f"{metric} [95% CI]", "train s", "tokens/s", "latency p50 ms", "size MB"], lines)
 
 
 SEED_KEY = "train.seed="
@@ -164,13 +162,14 @@ def across_seeds(adapted: list[dict]) -> list[dict]:
 def seeds_section(aggregated: list[dict]) -> str:
     if not aggregated:
         return ""
-    lines = [f"| {a['overrides'] or '—'} | {a['variant']} | {a['seeds']} | {a['mean']:.3f} ± {a['sd']:.3f} "
-             f"| [{a['ci_low']:.3f}, {a['ci_high']:.3f}] | ±{cell(a['test_half_width'], '{:.3f}')} |" for a in aggregated]
+    table = pipe_table(["other overrides", "variant", "seeds", f"{aggregated[0]['metric']} mean ± sd",
+                        "95% across seeds", "test-set ±"],
+                       ([a["overrides"] or "—", a["variant"], a["seeds"], f"{a['mean']:.3f} ± {a['sd']:.3f}",
+                         f"[{a['ci_low']:.3f}, {a['ci_high']:.3f}]", f"±{cell(a['test_half_width'], '{:.3f}')}"]
+                        for a in aggregated))
     return ("\n## Across seeds\n\nRuns that differ only in `train.seed`: the headline's mean ± standard deviation "
             "and its 95% t-interval across seeds (training noise), beside the mean half-width of each run's own "
-            "test-set interval (test-set noise).\n\n| other overrides | variant | seeds | "
-            f"{aggregated[0]['metric']} mean ± sd | 95% across seeds | test-set ± |\n|---|---|---|---|---|---|\n"
-            + "\n".join(lines) + "\n")
+            "test-set interval (test-set noise).\n\n" + table)
 
 
 def seed_metrics(aggregated: list[dict]) -> dict[str, float]:
@@ -232,11 +231,11 @@ def recommendation_section(rows: list[dict], runs: list[SweepRun], read_scores) 
     judged = with_comparisons(rows, compare_with_best(scores, recommend.margin, recommend.level), sweep_key)
     if (pick := recommended(judged)) is None:
         return "", None
-    lines = [f"| {r['label']} | {score_cell(r)} | {versus_cell(r)} |" for r in judged]
+    table = pipe_table(["row", f"{headline_metric(judged)} [95% CI]", "vs best: Δ [interval]"],
+                       ([r["label"], score_cell(r), versus_cell(r)] for r in judged))
     return (f"\n## Recommendation\n\n**`{pick['label']}`** ({pick['variant']}/{pick['prompting']}/{pick['scoring']} of "
             f"{pick['run']}): the cheapest row that is the best or non-inferior to it within a margin of "
-            f"{recommend.margin:g} (eval.recommend; the pipeline report's rule).\n\n| row | {headline_metric(judged)} "
-            "[95% CI] | vs best: Δ [interval] |\n|---|---|---|\n" + "\n".join(lines) + "\n"), pick
+            f"{recommend.margin:g} (eval.recommend; the pipeline report's rule).\n\n" + table), pick
 
 
 def baselines_section(baselines: list[dict]) -> str:
