@@ -2,16 +2,19 @@
 
     make bench-train                  # all strategies on models/base, 8 sequences × 128 tokens
     python bench/train_throughput.py --strategies lora full --steps 5
-    python bench/train_throughput.py --strategies lora full --batching padded packed --steps 12   # real batches
+    python bench/train_throughput.py --strategies lora full --batching padded loss_only packed --steps 12   # real batches
     python bench/train_throughput.py --batch 32 --length 512 --profile --name train_cuda_32x512   # on a GPU
 
 Each strategy runs in its own process (so its peak memory is its own) and measures the matmul
 peak itself, just before its steps, since other load on the machine lowers both. Sequences are
 real training tokens packed to exactly 128, so no padding dilutes the figures (``--batching fixed``).
-``--batching padded packed`` measures the train stage's own batches instead: the first steps' batches
-of data/formatted/train.jsonl, grouped by length as training groups them, through its collator
-padded or padding-free (train.padding_free); tokens/s counts real tokens only, so the two rows'
-ratio is what padding-free training gains, measured in one run. The step is the
+``--batching padded loss_only packed`` measures the train stage's own batches instead: the first
+steps' batches of data/formatted/train.jsonl, grouped by length as training groups them, through
+its collator: padded with every position projected onto the vocabulary, padded with only the
+loss-carrying positions projected (``loss_only``: what the train stage does), or padding-free
+(train.padding_free); tokens/s counts real tokens only, so the rows' ratios are what each gains,
+measured in one run. MFU counts the model's FLOPs per token (every position projected), so
+skipping work shows as a higher MFU, as it does in the train stage. The step is the
 model's forward, backward and AdamW step, as in training; the Trainer's own bookkeeping is not
 timed; on CUDA it runs under bf16 autocast. Results: bench/results/<name>.json and .md (name:
 train_<device> unless --name), and with --profile each strategy's torch.profiler table.
@@ -48,9 +51,10 @@ def packed_batch(batch: int, length: int) -> torch.Tensor:
     return torch.tensor(tokens[: batch * length]).view(batch, length)
 
 
-def train_batches(batch: int, count: int, packed: bool) -> list[dict]:
+def train_batches(batch: int, count: int, batching: str) -> list[dict]:
     """The first ``count`` batches of the formatted train split as the train stage forms them: grouped by
-    length (transformers' LengthGroupedSampler, seeded as train.seed), through its collator."""
+    length (transformers' LengthGroupedSampler, seeded as train.seed), through its collator (``batching``:
+    padded, loss_only or packed)."""
     from transformers import AutoTokenizer
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -61,7 +65,9 @@ def train_batches(batch: int, count: int, packed: bool) -> list[dict]:
     dataset = token_dataset(rows, "train")
     sampler = LengthGroupedSampler(batch, lengths=[len(row["input_ids"]) for row in rows],
                                    generator=torch.Generator().manual_seed(42))
-    order, collate = list(sampler), collator(AutoTokenizer.from_pretrained(PATHS.base_model), packed)
+    collate = collator(AutoTokenizer.from_pretrained(PATHS.base_model), packed=batching == "packed",
+                       loss_logits_only=batching == "loss_only")
+    order = list(sampler)
     return [collate([dataset[i] for i in order[k * batch:(k + 1) * batch]]) for k in range(count)]
 
 
@@ -90,6 +96,7 @@ def measure(strategy_name: str, steps: int, batch: int, length: int, profile: Pa
     from tunelab.config.compose import compose_conf
     from tunelab.config.load import to_section
     from tunelab.config.schema import StrategyConfig
+    from tunelab.training.run import loss_at_kept_positions
     from tunelab.training.strategies import trainable_model
     from tunelab.training.throughput import flops_per_token, measure_matmul_peak, total_parameters, trainable_parameters
 
@@ -103,14 +110,17 @@ def measure(strategy_name: str, steps: int, batch: int, length: int, profile: Pa
         fixed = packed_batch(batch, length)
         batches = [{"input_ids": fixed, "labels": fixed}] * (steps + 1)
     else:
-        batches = train_batches(batch, steps + 1, packed=batching == "packed")
+        batches = train_batches(batch, steps + 1, batching)
     batches = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()} for b in batches]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
     peak_flops = measure_matmul_peak()
 
     def step(inputs: dict) -> None:
         with autocast:
-            loss = model(**inputs).loss
+            if "logits_to_keep" in inputs:  # the Trainer's compute_loss_func on the kept logits
+                loss = loss_at_kept_positions(model(**{k: v for k, v in inputs.items() if k != "labels"}), inputs["labels"])
+            else:
+                loss = model(**inputs).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -178,8 +188,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=128)
-    parser.add_argument("--batching", nargs="+", default=["fixed"], choices=["fixed", "padded", "packed"],
-                        help="fixed: rows of exactly --length tokens; padded/packed: the train stage's own batches")
+    parser.add_argument("--batching", nargs="+", default=["fixed"], choices=["fixed", "padded", "loss_only", "packed"],
+                        help="fixed: rows of exactly --length tokens; the others: the train stage's own batches")
     parser.add_argument("--profile", action="store_true", help="also write each strategy's torch.profiler table")
     parser.add_argument("--name", help="results file name (default: train_<device>)")
     parser.add_argument("--one", choices=STRATEGIES.names(), help=argparse.SUPPRESS)  # the per-strategy child process

@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 
 from tunelab.errors import TunelabError
 from tunelab.models.qat import qat_convert
-from tunelab.training.run import build_trainer, collator, packs, token_dataset
+from tunelab.training.run import build_trainer, collator, keeps_loss_logits_only, loss_at_kept_positions, packs, token_dataset
 from tunelab.training.strategies import STRATEGIES, save_trained, trainable_model
 
 LEARNING_RATES = {"full": 3e-3, "qat": 3e-3, "lora": 1e-2, "qlora": 1e-2, "prompt_tuning": 3e-2,
@@ -209,3 +209,39 @@ def test_prompt_learning_strategies_train_on_padded_batches(tiny_model_dir):
     assert packs(trainable_model(tiny_model_dir, strategy_from_conf("lora"), False), packed_config)
     assert not packs(trainable_model(tiny_model_dir, strategy_from_conf("prompt_tuning"), False), packed_config)
     assert not packs(trainable_model(tiny_model_dir, strategy_from_conf("lora"), False), tiny_train_config(padding_free=False))
+
+
+def test_training_projects_only_the_loss_positions_with_the_models_own_loss_and_gradients(tiny_model_dir, tiny_tokenizer):
+    """The padded batch as the train stage feeds it: only positions whose next token carries loss are
+    projected onto the vocabulary, and the loss over them and every parameter's gradient are the ones the
+    model computes over the whole batch (the same tokens carry the loss, counted the Trainer's way)."""
+    from transformers import AutoModelForCausalLM
+
+    dataset = token_dataset(formatted_rows(tiny_tokenizer), "train")
+    features = [dataset[i] for i in range(len(dataset))]
+    padded = collator(tiny_tokenizer, packed=False)(features)
+    kept = collator(tiny_tokenizer, packed=False, loss_logits_only=True)(features)
+    assert 0 < len(kept["logits_to_keep"]) < padded["input_ids"].shape[1] / 2
+    assert int(kept["labels"][:, 1:].ne(-100).sum()) == int(padded["labels"][:, 1:].ne(-100).sum())
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).train()
+
+    def loss_and_gradients(compute):
+        model.zero_grad()
+        loss = compute()
+        loss.backward()
+        return loss.item(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    def only_kept():
+        outputs = model(**{k: v for k, v in kept.items() if k != "labels"})
+        assert outputs.logits.shape[:2] == (len(features), len(kept["logits_to_keep"]))
+        return loss_at_kept_positions(outputs, kept["labels"])
+
+    full_loss, full_gradients = loss_and_gradients(lambda: model(**padded).loss)
+    kept_loss, kept_gradients = loss_and_gradients(only_kept)
+    assert kept_loss == pytest.approx(full_loss, rel=1e-5)
+    assert full_gradients.keys() == kept_gradients.keys()
+    for name, gradient in full_gradients.items():
+        assert torch.allclose(kept_gradients[name], gradient, rtol=1e-4, atol=1e-7), name
+    assert keeps_loss_logits_only(trainable_model(tiny_model_dir, strategy_from_conf("lora"), False), packed=False)
+    assert not keeps_loss_logits_only(trainable_model(tiny_model_dir, strategy_from_conf("lora"), False), packed=True)
+    assert not keeps_loss_logits_only(trainable_model(tiny_model_dir, strategy_from_conf("prompt_tuning"), False), False)
