@@ -27,7 +27,7 @@ step() { echo "== $1 ($(date +%T))"; shift; timeout 150 "$@" 2>&1 | tail -14; }
 # qlora and qat need bitsandbytes/torchao builds for the machine's torch: left out
 step "training at 8x128" python3 bench/train_throughput.py --strategies lora full --steps 10 --batch 8 --length 128 --name train_cuda_8x128
 step "training at 32x512, profiled" python3 bench/train_throughput.py --strategies lora full --steps 10 --batch 32 --length 512 --profile --name train_cuda_32x512
-step "padded against padding-free batches" python3 bench/train_throughput.py --strategies lora full --batching padded packed --steps 12 --name train_cuda_packing
+step "padded against loss-only and padding-free batches" python3 bench/train_throughput.py --strategies lora full --batching padded loss_only packed --steps 12 --name train_cuda_packing
 step "evaluation passes (bf16)" python3 bench/eval_throughput.py --rows 256 --dtype bfloat16
 if python3 -c "import vllm" 2>/dev/null; then
   step "vLLM serving" python3 bench/device/vllm_load.py
