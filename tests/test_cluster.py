@@ -29,7 +29,8 @@ def ray_env(project: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_a_sweep_on_a_two_node_ray_cluster_runs_a_trial_on_each_and_restores_what_ran_before(baseline_copy, tmp_path):
+def test_a_sweep_and_a_search_on_a_two_node_ray_cluster_run_a_trial_on_each_and_restore_what_ran_before(
+        baseline_copy, tmp_path):
     import mlflow
 
     project = baseline_copy
@@ -39,6 +40,14 @@ def test_a_sweep_on_a_two_node_ray_cluster_runs_a_trial_on_each_and_restores_wha
         # margin 0.02 is the baseline's own configuration (no stage runs); 0.05 reruns the report only
         swept = run(project, "tunelab", "-m", "eval.recommend.margin=0.02,0.05", "--executor", "ray", "--name", "onray",
                     f"cluster.address={address}", f"cluster.workdir={tmp_path / 'trials'}")
+        # a search's trials on the same cluster: the stages up to train, the study in the driver's sqlite file
+        run(project, "tunelab", "tune", "train.learning_rate=choice(0.01,1e-8)", "--trials", "2", "--jobs", "2",
+            "--executor", "ray", "--name", "tuneray", f"cluster.address={address}", f"cluster.workdir={tmp_path / 'trials'}")
+    searched = json.loads((project / "sweeps/tuneray/tune.json").read_text())
+    assert [t["state"] for t in searched["trials"]] == ["COMPLETE", "COMPLETE"]  # two at once: no median to prune by
+    assert all(t["value"] > 0 for t in searched["trials"]) and searched["best"] in {t["name"] for t in searched["trials"]}
+    ran = json.loads((project / "sweeps/tuneray/trials.json").read_text())
+    assert set(ran) == {"tuneray-1", "tuneray-2"} and {t["status"] for t in ran.values()} == {"Success"}
     trials = json.loads((project / "sweeps/onray/trials.json").read_text())
     assert {t["status"] for t in trials.values()} == {"Success"}
     assert len({t["node"].split(":")[1] for t in trials.values()}) == 2  # one trial on each node

@@ -48,6 +48,15 @@ def test_an_unknown_key_in_the_space_is_refused_before_any_trial():
         check_runs(corners(parse_space(["train.learning_rate=interval(-1.0, 1e-3)"])), CONF)
 
 
+def test_cluster_keys_without_the_ray_executor_are_one_line(capsys):
+    from tunelab.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["tune", "train.learning_rate=choice(0.01,0.1)", "cluster.address=10.0.0.5:6379"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "error: cluster.address=10.0.0.5:6379: the cluster section configures --executor ray only\n"
+
+
 @pytest.mark.slow
 def test_four_trials_one_pruned_and_the_best_reproduced_from_its_experiment(baseline_copy):
     project = baseline_copy

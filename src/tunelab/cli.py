@@ -6,6 +6,7 @@
     tunelab -m strategy=lora,ia3 --executor ray cluster.address=HOST:6379   # each run a Ray task
     tunelab --report NAME                               # the sweep's report, after --queue-only
     tunelab tune 'train.learning_rate=tag(log, interval(1e-5, 1e-3))' --trials 8   # an Optuna search
+    tunelab tune 'train.learning_rate=choice(1e-4,3e-4)' --executor ray cluster.address=HOST:6379 --storage URL
     tunelab serve [VARIANT] [overrides]                 # an OpenAI-compatible server of a deployed variant
     tunelab push [REMOTE] / tunelab pull [REMOTE]       # outputs and DVC's run cache to / from the team's remote
     tunelab tracking-server --pgdata DIR --artifacts DIR   # the team's MLflow server on PostgreSQL
@@ -17,6 +18,7 @@ them on this machine; ``--executor ray`` on a Ray cluster (tunelab.sweeps.ray_cl
 """
 
 import argparse
+import dataclasses
 import json
 import re
 import shlex
@@ -246,7 +248,8 @@ def on_ray(name: str, planned: list[dict], cluster, share) -> tuple[dict[str, st
 
     from tunelab.sweeps import ray_cluster
 
-    trials = [{"name": p["name"], "overrides": [*p["overrides"], f"tracking.sweep={name}"]} for p in planned]
+    tag = f"tracking.sweep={name}"
+    trials = [{**p, "overrides": [*p["overrides"], *([] if tag in p["overrides"] else [tag])]} for p in planned]
     with tqdm(total=len(trials), desc=f"{name} on ray", unit="run") as bar:
         def done(result: ray_cluster.TrialResult) -> None:
             bar.write(f"{'✓' if result.status == 'Success' else '✗'} {result.name} {result.status} on {result.node} "
@@ -258,8 +261,10 @@ def on_ray(name: str, planned: list[dict], cluster, share) -> tuple[dict[str, st
         results = ray_cluster.run_trials(share, trials, cluster, done)
     if succeeded := [trial for trial, result in results.items() if result.status == "Success"]:
         queue.dvc("exp", "pull", share.git_url, *succeeded)
-    write_json(SWEEPS / name / "trials.json", {result.name: {"status": result.status, "node": result.node,
-                                                              "seconds": result.seconds} for result in results.values()})
+    recorded = SWEEPS / name / "trials.json"  # a search runs its trials in batches: each adds its own
+    write_json(recorded, {**(json.loads(recorded.read_text()) if recorded.is_file() else {}),
+                          **{result.name: {"status": result.status, "node": result.node, "seconds": result.seconds}
+                             for result in results.values()}})
     return {trial: result.status for trial, result in results.items()}, lambda trial: results[trial].log
 
 
@@ -366,6 +371,17 @@ def registering(argv: list[str]) -> int:
     return 0
 
 
+def ray_trials(name: str, cluster, share) -> Callable[[dict[str, list[str]]], dict[str, str]]:
+    """A search's batches of trials, each trial a Ray task of the stages up to train (see on_ray)."""
+    from tunelab.sweeps.search import TARGET_STAGE
+
+    def execute(trials: dict[str, list[str]]) -> dict[str, str]:
+        planned = [{"name": run, "overrides": overrides, "targets": (TARGET_STAGE,)} for run, overrides in trials.items()]
+        return on_ray(name, planned, cluster, share)[0]
+
+    return execute
+
+
 def tune(argv: list[str]) -> int:
     """``tunelab tune SPACE... --trials N``: an Optuna search, each trial a DVC experiment (tunelab.sweeps.search)."""
     import os
@@ -385,10 +401,16 @@ def tune(argv: list[str]) -> int:
     parser.add_argument("--storage", help="the study's SQLAlchemy URL, e.g. the tracking server's PostgreSQL "
                         "(default: sqlite in sweeps/NAME/)")
     parser.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="queue",
+                        help="queue: DVC's workers on this machine (default); ray: each trial a task on a Ray cluster "
+                        "(cluster.* keys among the space configure it; the nodes must reach --storage)")
     args = parser.parse_args(argv)
     if args.trials < 1 or args.jobs < 1:
         parser.error("--trials and --jobs must be at least 1")
-    space = search.parse_space(args.space)
+    cluster_overrides = [o for o in args.space if CLUSTER_KEY.match(o)]
+    if cluster_overrides and args.executor != "ray":
+        raise TunelabError(f"{cluster_overrides[0]}: the cluster section configures --executor ray only")
+    space = search.parse_space([o for o in args.space if not CLUSTER_KEY.match(o)])
     check_runs(search.corners(space))
     name = sweep_name(args.name, "tune")
     if clash := sorted(n for n in queue.existing_experiments() if n.startswith(f"{name}-")):
@@ -396,16 +418,22 @@ def tune(argv: list[str]) -> int:
     folder = SWEEPS / name
     folder.mkdir(parents=True, exist_ok=True)
     storage = args.storage or f"sqlite:///{(folder / 'optuna.db').resolve()}"
+    if args.executor == "ray":
+        cluster, share = ray_setup(cluster_overrides)
+        share = dataclasses.replace(share, environment={**share.environment, STORAGE_VARIABLE: storage})
+        execute = ray_trials(name, cluster, share)
+    else:
+        execute = search.on_queue(args.jobs)
     study = search.open_study(name, storage, args.seed)
     os.environ[STORAGE_VARIABLE] = storage  # the queue's workers inherit it; params.yaml never holds it
-    sweep_tracking(name, args.space)
+    sweep_tracking(name, [o for o in args.space if not CLUSTER_KEY.match(o)])
     with tqdm(total=args.trials, desc=f"tune {name}", unit="trial") as bar:
         def done(outcome) -> None:
             figure = "" if outcome.value is None else f" val loss {outcome.value:.4f}"
             bar.write(f"{'✓' if outcome.state == 'COMPLETE' else '✗'} {outcome.name} {outcome.state}{figure} {outcome.params}")
             bar.update()
 
-        outcomes = search.run_trials(study, space, name, args.trials, args.jobs, done)
+        outcomes = search.run_trials(study, space, name, args.trials, args.jobs, done, execute)
     print(search.write_report(folder, study, outcomes, "tunelab tune " + shlex.join(argv)).read_text())
     return 0 if any(outcome.state == "COMPLETE" for outcome in outcomes) else 1
 

@@ -88,10 +88,11 @@ def _checked(command: list[str], cwd: Path, env: dict, log: list[str]) -> None:
         raise TunelabError(f"{' '.join(command[:3])} exited with {result.returncode}")
 
 
-def run_trial(share: Share, name: str, overrides: list[str], workdir: str, threads: int) -> TrialResult:
-    """One combination as a DVC experiment in its own working copy: the body of the Ray task.
-    A pipeline that fails is a Failed result with its log, never an exception: Ray retries only
-    trials whose worker died."""
+def run_trial(share: Share, name: str, overrides: list[str], workdir: str, threads: int,
+              targets: tuple[str, ...] = ()) -> TrialResult:
+    """One combination as a DVC experiment in its own working copy: the body of the Ray task; the
+    stages up to ``targets`` only, where given (a search's trial ends at train). A pipeline that fails
+    is a Failed result with its log, never an exception: Ray retries only trials whose worker died."""
     copy = Path(workdir).expanduser() / name
     bin_dir = str(Path(sys.executable).parent)  # the node's tunelab environment: its dvc and python
     env = {**os.environ, **share.environment, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
@@ -102,7 +103,7 @@ def run_trial(share: Share, name: str, overrides: list[str], workdir: str, threa
             ["git", "clone", "--quiet", "--no-checkout", share.git_url, "."],
             ["git", "checkout", "--quiet", "--detach", share.commit],
             [dvc, "remote", "add", "--local", "--force", "--default", "sweep", share.dvc_remote]],
-        "run": [[dvc, "exp", "run", "--pull", "--name", name, *[arg for o in overrides for arg in ("-S", o)]]],
+        "run": [[dvc, "exp", "run", "--pull", "--name", name, *[arg for o in overrides for arg in ("-S", o)], *targets]],
         "push": [[dvc, "exp", "push", "--run-cache", share.git_url, name]],
     }
     log: list[str] = []
@@ -174,15 +175,19 @@ def connect(address: str, environment: dict[str, str]) -> None:
 
 def run_trials(share: Share, trials: list[dict], cluster: ClusterConfig,
                on_done: Callable[[TrialResult], None]) -> dict[str, TrialResult]:
-    """Every trial as a Ray task on the cluster; ``on_done`` as each ends, in the order they end."""
+    """Every trial (name, overrides, optional targets) as a Ray task on the cluster; ``on_done`` as
+    each ends, in the order they end."""
     import ray
     from ray.exceptions import RayError
 
     connect(ray_address(cluster.address), share.environment)
     task = ray.remote(num_cpus=cluster.num_cpus, num_gpus=cluster.num_gpus, max_retries=cluster.max_retries)(run_trial)
     threads = max(1, int(cluster.num_cpus))
-    pending = {task.options(name=f"tunelab:{trial['name']}").remote(
-        share, trial["name"], trial["overrides"], cluster.workdir, threads): trial["name"] for trial in trials}
+    pending = {}
+    for trial in trials:
+        ref = task.options(name=f"tunelab:{trial['name']}").remote(share, trial["name"], trial["overrides"],
+                                                                    cluster.workdir, threads, tuple(trial.get("targets", ())))
+        pending[ref] = trial["name"]
     results: dict[str, TrialResult] = {}
     try:
         while pending:

@@ -12,9 +12,12 @@ split, never on test: ``val_loss_after`` in metrics/train.json, lower is better.
 reports each evaluation's val loss to the trial, and Optuna's MedianPruner stops a trial whose loss
 is worse than the median of the completed trials at the same step (:mod:`tunelab.training.pruning`).
 The study lives in ``--storage`` (an SQLAlchemy URL: the tracking server's PostgreSQL for a team;
-by default a sqlite file in sweeps/NAME/), which workers on other machines share.
+by default a sqlite file in sweeps/NAME/), which workers on other machines share. ``--executor ray``
+runs each trial as a Ray task (tunelab.sweeps.ray_cluster), as ``tunelab -m`` does; its nodes must
+reach the storage (a sqlite file only where every node is this machine).
 """
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from tunelab.errors import TunelabError
@@ -115,21 +118,34 @@ def objective_values(names: set[str]) -> dict[str, float]:
     return {name: data["train"][OBJECTIVE[1]] for name, data in recorded.items() if OBJECTIVE[1] in data["train"]}
 
 
-def run_trials(study, space: Space, name: str, trials: int, jobs: int, on_done) -> list[TrialOutcome]:
-    """Ask, queue and tell, ``jobs`` trials at a time: each batch sampled from what the earlier ones scored."""
-    from optuna.trial import TrialState
+Execute = Callable[[dict[str, list[str]]], dict[str, str]]
+"""Runs a batch of trials (experiment name → overrides) up to TARGET_STAGE: each one's status, as DVC's
+queue says it (Success, Failed, ...), with the successes' experiments in this repository."""
 
+
+def on_queue(jobs: int) -> Execute:
+    """Trials as queued DVC experiments, ``jobs`` workers."""
     from tunelab.sweeps import queue
+
+    def execute(trials: dict[str, list[str]]) -> dict[str, str]:
+        for run_name, overrides in trials.items():
+            queue.queue(run_name, overrides, (TARGET_STAGE,))
+        queue.start_workers(jobs)
+        return queue.wait(list(trials), lambda *_: None, poll_seconds=2)
+
+    return execute
+
+
+def run_trials(study, space: Space, name: str, trials: int, jobs: int, on_done, execute: Execute) -> list[TrialOutcome]:
+    """Ask, run and tell, ``jobs`` trials at a time: each batch sampled from what the earlier ones scored."""
+    from optuna.trial import TrialState
 
     outcomes: list[TrialOutcome] = []
     while len(outcomes) < trials:
         asked = {f"{name}-{trial.number + 1}": trial
                  for trial in (study.ask(space.distributions) for _ in range(min(jobs, trials - len(outcomes))))}
-        for run_name, trial in asked.items():
-            queue.queue(run_name, [*overrides_of(space, trial.params), f"tracking.sweep={name}",
-                                   f"tracking.trial={trial.number}"], (TARGET_STAGE,))
-        queue.start_workers(jobs)
-        statuses = queue.wait(list(asked), lambda *_: None, poll_seconds=2)
+        statuses = execute({run_name: [*overrides_of(space, trial.params), f"tracking.sweep={name}",
+                                       f"tracking.trial={trial.number}"] for run_name, trial in asked.items()})
         values = objective_values(set(asked))
         stored = study.get_trials(deepcopy=False)  # what the train stages wrote into the study: pruned or not
         for run_name, trial in asked.items():
