@@ -35,6 +35,9 @@ elif sys.argv[1] == "exit":
 elif sys.argv[1] == "raise":
     print(preloaded, flush=True)
     raise ValueError("from the probe")
+elif sys.argv[1] == "forgets":  # uses a submodule it never imports
+    import pyarrow
+    print(preloaded, pyarrow.parquet.__name__, flush=True)
 elif sys.argv[1] == "sleep":
     open("pid", "w").write(str(os.getpid()))
     import time
@@ -121,6 +124,16 @@ def test_a_stage_exits_as_it_would_cold(runner, probe):
     failed = run(probe, "raise")
     assert failed.returncode == 1 and failed.stderr.strip().endswith("ValueError: from the probe")
     assert failed.stdout == "True\n"
+
+
+def test_a_stage_that_forgets_an_import_fails_cold_and_ci_runs_every_stage_cold(runner, probe):
+    """What the runner cannot promise: a forked stage inherits every module the runner imported, so one
+    that reaches a submodule it never imports (pyarrow.parquet, which the preloaded datasets imports)
+    works warm and fails cold. Hence CI runs the suite cold (TUNELAB_TEST_COLD=1), as DVC runs stages."""
+    warm, cold = run(probe, "forgets"), run(probe, "forgets", cold=True)
+    assert warm.returncode == 0 and warm.stdout == "True pyarrow.parquet\n"
+    assert cold.returncode == 1 and "has no attribute 'parquet'" in cold.stderr
+    assert "TUNELAB_TEST_COLD=1 make test" in (Path(__file__).parents[1] / ".ci/run").read_text()
 
 
 def test_sigterm_to_the_caller_reaches_the_stage_and_ends_both_by_it(runner, probe):

@@ -404,7 +404,7 @@ def tune(argv: list[str]) -> int:
     parser.add_argument("--executor", choices=EXECUTORS, default="queue",
                         help="queue: DVC's workers on this machine (default); ray: each trial a task on a Ray cluster "
                         "(cluster.* keys among the space configure it; the nodes must reach --storage)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # cluster.* keys may follow the flags, as with -m
     if args.trials < 1 or args.jobs < 1:
         parser.error("--trials and --jobs must be at least 1")
     cluster_overrides = [o for o in args.space if CLUSTER_KEY.match(o)]
