@@ -221,6 +221,15 @@ def single_run(overrides: list[str]) -> int:
     return subprocess.run(["dvc", "exp", "run", *[arg for o in runs[0] for arg in ("-S", o)]]).returncode
 
 
+def split_cluster_keys(overrides: list[str], executor: str) -> tuple[list[str], list[str]]:
+    """The cluster.* overrides (the Ray executor's settings) and the rest; cluster keys without
+    ``--executor ray`` are one line."""
+    cluster = [o for o in overrides if CLUSTER_KEY.match(o)]
+    if cluster and executor != "ray":
+        raise TunelabError(f"{cluster[0]}: the cluster section configures --executor ray only")
+    return cluster, [o for o in overrides if not CLUSTER_KEY.match(o)]
+
+
 def ray_setup(cluster_overrides: list[str]):
     """The cluster's settings and what trials share, checked before anything is planned or started."""
     from dataclasses import fields
@@ -248,8 +257,7 @@ def on_ray(name: str, planned: list[dict], cluster, share) -> tuple[dict[str, st
 
     from tunelab.sweeps import ray_cluster
 
-    tag = f"tracking.sweep={name}"
-    trials = [{**p, "overrides": [*p["overrides"], *([] if tag in p["overrides"] else [tag])]} for p in planned]
+    trials = [{**p, "overrides": [*p["overrides"], f"tracking.sweep={name}"]} for p in planned]
     with tqdm(total=len(trials), desc=f"{name} on ray", unit="run") as bar:
         def done(result: ray_cluster.TrialResult) -> None:
             bar.write(f"{'✓' if result.status == 'Success' else '✗'} {result.name} {result.status} on {result.node} "
@@ -269,10 +277,7 @@ def on_ray(name: str, planned: list[dict], cluster, share) -> tuple[dict[str, st
 
 
 def multirun(args: argparse.Namespace, command: str) -> int:
-    cluster_overrides = [o for o in args.overrides if CLUSTER_KEY.match(o)]
-    if cluster_overrides and args.executor != "ray":
-        raise TunelabError(f"{cluster_overrides[0]}: the cluster section configures --executor ray only")
-    sweep = [o for o in args.overrides if not CLUSTER_KEY.match(o)]
+    cluster_overrides, sweep = split_cluster_keys(args.overrides, args.executor)
     runs = expand(sweep)
     check_runs(runs)
     name = sweep_name(args.name, "sweep")
@@ -407,10 +412,8 @@ def tune(argv: list[str]) -> int:
     args = parser.parse_intermixed_args(argv)  # cluster.* keys may follow the flags, as with -m
     if args.trials < 1 or args.jobs < 1:
         parser.error("--trials and --jobs must be at least 1")
-    cluster_overrides = [o for o in args.space if CLUSTER_KEY.match(o)]
-    if cluster_overrides and args.executor != "ray":
-        raise TunelabError(f"{cluster_overrides[0]}: the cluster section configures --executor ray only")
-    space = search.parse_space([o for o in args.space if not CLUSTER_KEY.match(o)])
+    cluster_overrides, searched = split_cluster_keys(args.space, args.executor)
+    space = search.parse_space(searched)
     check_runs(search.corners(space))
     name = sweep_name(args.name, "tune")
     if clash := sorted(n for n in queue.existing_experiments() if n.startswith(f"{name}-")):
@@ -423,10 +426,10 @@ def tune(argv: list[str]) -> int:
         share = dataclasses.replace(share, environment={**share.environment, STORAGE_VARIABLE: storage})
         execute = ray_trials(name, cluster, share)
     else:
-        execute = search.on_queue(args.jobs)
+        execute = search.on_queue(name, args.jobs)
     study = search.open_study(name, storage, args.seed)
     os.environ[STORAGE_VARIABLE] = storage  # the queue's workers inherit it; params.yaml never holds it
-    sweep_tracking(name, [o for o in args.space if not CLUSTER_KEY.match(o)])
+    sweep_tracking(name, searched)
     with tqdm(total=args.trials, desc=f"tune {name}", unit="trial") as bar:
         def done(outcome) -> None:
             figure = "" if outcome.value is None else f" val loss {outcome.value:.4f}"

@@ -119,17 +119,18 @@ def objective_values(names: set[str]) -> dict[str, float]:
 
 
 Execute = Callable[[dict[str, list[str]]], dict[str, str]]
-"""Runs a batch of trials (experiment name → overrides) up to TARGET_STAGE: each one's status, as DVC's
-queue says it (Success, Failed, ...), with the successes' experiments in this repository."""
+"""Runs a batch of trials (experiment name → overrides) up to TARGET_STAGE, tagged with the search's
+sweep: each one's status, as DVC's queue says it (Success, Failed, ...), with the successes'
+experiments in this repository."""
 
 
-def on_queue(jobs: int) -> Execute:
-    """Trials as queued DVC experiments, ``jobs`` workers."""
+def on_queue(name: str, jobs: int) -> Execute:
+    """Trials of search ``name`` as queued DVC experiments, ``jobs`` workers."""
     from tunelab.sweeps import queue
 
     def execute(trials: dict[str, list[str]]) -> dict[str, str]:
         for run_name, overrides in trials.items():
-            queue.queue(run_name, overrides, (TARGET_STAGE,))
+            queue.queue(run_name, [*overrides, f"tracking.sweep={name}"], (TARGET_STAGE,))
         queue.start_workers(jobs)
         return queue.wait(list(trials), lambda *_: None, poll_seconds=2)
 
@@ -144,8 +145,8 @@ def run_trials(study, space: Space, name: str, trials: int, jobs: int, on_done, 
     while len(outcomes) < trials:
         asked = {f"{name}-{trial.number + 1}": trial
                  for trial in (study.ask(space.distributions) for _ in range(min(jobs, trials - len(outcomes))))}
-        statuses = execute({run_name: [*overrides_of(space, trial.params), f"tracking.sweep={name}",
-                                       f"tracking.trial={trial.number}"] for run_name, trial in asked.items()})
+        statuses = execute({run_name: [*overrides_of(space, trial.params), f"tracking.trial={trial.number}"]
+                            for run_name, trial in asked.items()})
         values = objective_values(set(asked))
         stored = study.get_trials(deepcopy=False)  # what the train stages wrote into the study: pruned or not
         for run_name, trial in asked.items():

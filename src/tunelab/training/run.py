@@ -115,19 +115,22 @@ def managed_arguments(train: TrainConfig, output_dir: Path) -> dict:
     )
 
 
-def packs(model, train: TrainConfig) -> bool:
-    """Padding-free batches, unless the strategy prepends virtual tokens (prompt and prefix tuning:
-    PEFT builds their prompts and masks per row of a padded batch)."""
+def learns_a_prompt(model) -> bool:
+    """Prompt or prefix tuning: PEFT prepends virtual tokens, built per row of a padded batch."""
     config = getattr(model, "active_peft_config", None)
-    return train.padding_free and not (config is not None and config.is_prompt_learning)
+    return config is not None and config.is_prompt_learning
+
+
+def packs(model, train: TrainConfig) -> bool:
+    """Padding-free batches, unless the strategy prepends virtual tokens (learns_a_prompt)."""
+    return train.padding_free and not learns_a_prompt(model)
 
 
 def keeps_loss_logits_only(model, packed: bool) -> bool:
     """Whether training can project only the loss-carrying positions: padded batches (a packed row's
     positions restart per example) of a model whose forward takes ``logits_to_keep``, and not prompt
-    or prefix tuning (PEFT prepends virtual tokens, which would shift the positions)."""
-    config = getattr(model, "active_peft_config", None)
-    if packed or (config is not None and config.is_prompt_learning):
+    or prefix tuning (their virtual tokens would shift the positions)."""
+    if packed or learns_a_prompt(model):
         return False
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "logits_to_keep" in inspect.signature(base.forward).parameters
