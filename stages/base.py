@@ -16,29 +16,35 @@ from tunelab.io.atomic import atomic_dir
 from tunelab.io.files import folder_size_mb
 from tunelab.models.base import save_base_model
 from tunelab.models.loading import load_source_model
-from tunelab.paths import PATHS
+from tunelab.paths import PATHS, Paths
 from tunelab.stage import run_stage
-from tunelab.tracking.mlflow_run import stage_run
+from tunelab.tracking.mlflow_run import StageRun, stage_run
+
+
+def run(paths: Paths, model_config: ModelConfig, tracking: StageRun) -> None:
+    """Load the configured model and save it as a plain HF folder at ``paths.base_model``."""
+    started = time.perf_counter()
+    print(f"base: loading {model_config.name} from {model_config.source}")
+    model, tokenizer = load_source_model(model_config)
+    load_seconds = time.perf_counter() - started
+    with atomic_dir(paths.base_model) as folder:
+        save_base_model(model, tokenizer, folder, model_config.chat_template)
+    metrics = {
+        "parameters": model.num_parameters(),
+        "load_seconds": round(load_seconds, 2),
+        "saved_megabytes": folder_size_mb(paths.base_model),
+    }
+    tracking.write_metrics(paths.base_metrics, {"model": model_config.name, "architecture": type(model).__name__,
+                                                **metrics})
+    tracking.log_metrics(metrics)
+    print(f"base: {metrics['parameters']:,} parameters saved to {paths.base_model} ({metrics['saved_megabytes']} MiB)")
 
 
 def main() -> None:
     params = read_params()
     model_config = to_section(ModelConfig, "model", params.get("model"))
-    with stage_run("base", params, sections=("model",)) as run:
-        started = time.perf_counter()
-        print(f"base: loading {model_config.name} from {model_config.source}")
-        model, tokenizer = load_source_model(model_config)
-        load_seconds = time.perf_counter() - started
-        with atomic_dir(PATHS.base_model) as folder:
-            save_base_model(model, tokenizer, folder, model_config.chat_template)
-        metrics = {
-            "parameters": model.num_parameters(),
-            "load_seconds": round(load_seconds, 2),
-            "saved_megabytes": folder_size_mb(PATHS.base_model),
-        }
-        run.write_metrics(PATHS.base_metrics, {"model": model_config.name, "architecture": type(model).__name__, **metrics})
-        run.log_metrics(metrics)
-        print(f"base: {metrics['parameters']:,} parameters saved to {PATHS.base_model} ({metrics['saved_megabytes']} MiB)")
+    with stage_run("base", params, sections=("model",)) as tracking:
+        run(PATHS, model_config, tracking)
 
 
 if __name__ == "__main__":

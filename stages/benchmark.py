@@ -30,16 +30,16 @@ from tunelab.errors import TunelabError
 from tunelab.evaluation.batching import pad_id
 from tunelab.io.files import folder_size_mb
 from tunelab.io.jsonl import read_jsonl
-from tunelab.paths import ALIGNED, BASE, PATHS, TRAINED
+from tunelab.paths import ALIGNED, BASE, PATHS, TRAINED, Paths
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.records import QuantizeRecord, read_record
 from tunelab.stage import run_stage
-from tunelab.tracking.mlflow_run import stage_run
+from tunelab.tracking.mlflow_run import StageRun, stage_run
 
 PROMPTS = 16  # the first test prompts, cycled to fill larger batches
 
 
-def measure(variant: str, settings: BenchConfig) -> dict:
+def measure(paths: Paths, variant: str, settings: BenchConfig) -> dict:
     """In this process: load the variant, then time it (the stage runs this once per fresh process)."""
     import torch
     from tqdm import tqdm
@@ -49,17 +49,17 @@ def measure(variant: str, settings: BenchConfig) -> dict:
     from tunelab.benchmarking.native_gguf import measure_native
     from tunelab.models.loading import deploy_recipe, load_variant, trained_recipe
 
-    tokenizer = load_tokenizer(PATHS.base_model)
-    test = read_jsonl(PATHS.split(PATHS.formatted, "test"), required=("input_ids", "prompt_length"))
+    tokenizer = load_tokenizer(paths.base_model)
+    test = read_jsonl(paths.split(paths.formatted, "test"), required=("input_ids", "prompt_length"))
     prompts = [row["input_ids"][: row["prompt_length"]] for row in test[:PROMPTS]]
     started = time.perf_counter()
-    model = load_variant(variant)
+    model = load_variant(variant, paths)
     load_seconds = time.perf_counter() - started
     pad = pad_id(tokenizer)
     run_generation(model, left_padded(prompts[:1], pad, device_of(model)), 4, pad)  # warm-up
-    size = folder_size_mb(PATHS.model(variant))
-    if variant == TRAINED and trained_recipe(PATHS.trained_model)["adapter"]:
-        size += folder_size_mb(PATHS.base_model)  # what you ship: the adapter and the base it applies to
+    size = folder_size_mb(paths.model(variant))
+    if variant == TRAINED and trained_recipe(paths.trained_model)["adapter"]:
+        size += folder_size_mb(paths.base_model)  # what you ship: the adapter and the base it applies to
     # on stdout: the stage reads its child's stderr for the error it may end with
     runs = settings.repeats * (1 + sum(size != 1 for size in settings.batch_sizes))  # batch 1: the latency runs
     with tqdm(total=runs, desc=f"benchmark: {variant}", unit="run", file=sys.stdout) as progress:
@@ -68,16 +68,16 @@ def measure(variant: str, settings: BenchConfig) -> dict:
                     "tokens_per_second": throughput(model, prompts, settings.batch_sizes, settings.new_tokens,
                                                     settings.repeats, pad, progress.update, {1: batch_one_runs}),
                     "peak_rss_mb": peak_rss_mb(), **({"peak_gpu_mb": gpu} if (gpu := peak_gpu_mb()) is not None else {})}
-    if variant not in (BASE, TRAINED, ALIGNED) and (recipe := deploy_recipe(PATHS.model(variant)))["loader"] == "gguf":
+    if variant not in (BASE, TRAINED, ALIGNED) and (recipe := deploy_recipe(paths.model(variant)))["loader"] == "gguf":
         del model  # llama.cpp loads its own copy
-        measured["llama_cpp"] = measure_native(PATHS.model(variant) / "model" / recipe["gguf_file"], prompts[0],
+        measured["llama_cpp"] = measure_native(paths.model(variant) / "model" / recipe["gguf_file"], prompts[0],
                                                settings.new_tokens, settings.repeats, torch.get_num_threads())
     return measured
 
 
-def made_variants() -> list[str]:
+def made_variants(paths: Paths) -> list[str]:
     """The trained model, the aligned one where alignment ran (the variants are made from it), the variants."""
-    made = read_record(QuantizeRecord, PATHS.quantize_metrics, "quantize")
+    made = read_record(QuantizeRecord, paths.quantize_metrics, "quantize")
     return [TRAINED, *([ALIGNED] if made.source == ALIGNED else []), *made.made()]
 
 
@@ -103,7 +103,7 @@ def measure_each(folder: Path, variants: list[str]) -> None:
 
 
 def measure_into(variant: str, settings: BenchConfig, out: Path) -> None:
-    r = measure(variant, settings)
+    r = measure(PATHS, variant, settings)  # the child runs in the project's root
     out.write_text(json.dumps(r))
     print(f"benchmark: {variant}: {r['size_mb']} MB, {cost_line(r)}", flush=True)
     if native := r.get("llama_cpp"):
@@ -116,27 +116,32 @@ def cost_line(r: dict) -> str:
             f"{r['token_latency_ms']['p95']} ms, tokens/s by batch {r['tokens_per_second']}")
 
 
-def measure_in_fresh_processes(variants: list[str]) -> dict[str, dict]:
+def measure_in_fresh_processes(paths: Paths, variants: list[str]) -> dict[str, dict]:
     with tempfile.TemporaryDirectory() as folder:
-        result = subprocess.run([sys.executable, __file__, "--measure", folder, *variants], text=True,
-                                stdout=sys.stdout, stderr=subprocess.PIPE)
+        result = subprocess.run([sys.executable, Path(__file__).resolve(), "--measure", folder, *variants], text=True,
+                                cwd=paths.root, stdout=sys.stdout, stderr=subprocess.PIPE)
         if result.returncode != 0:
             raise TunelabError(f"benchmark failed:\n{result.stderr[-2000:]}")
         return {variant: json.loads((Path(folder) / f"{variant}.json").read_text()) for variant in variants}
 
 
+def run(paths: Paths, settings: BenchConfig, tracking: StageRun) -> None:
+    """Time each made variant under ``paths`` (each in a fresh process) into ``paths.bench_metrics``."""
+    results = measure_in_fresh_processes(paths, made_variants(paths))
+    for variant, r in results.items():
+        tracking.log_metrics({f"{variant}.token_latency_p50_ms": r["token_latency_ms"]["p50"],
+                              f"{variant}.tokens_per_second_batch1": r["tokens_per_second"][str(settings.batch_sizes[0])]})
+    tracking.write_metrics(paths.bench_metrics, {"environment": fingerprint(),
+                                                 "settings": dataclasses.asdict(settings) | {"prompts": PROMPTS},
+                                                 "variants": results})
+    tracking.log_artifact(paths.bench_metrics)
+
+
 def main() -> None:
     params = read_params()
     settings = to_section(BenchConfig, "bench", params.get("bench"))
-    with stage_run("benchmark", params, sections=("bench",)) as run:
-        results = measure_in_fresh_processes(made_variants())
-        for variant, r in results.items():
-            run.log_metrics({f"{variant}.token_latency_p50_ms": r["token_latency_ms"]["p50"],
-                             f"{variant}.tokens_per_second_batch1": r["tokens_per_second"][str(settings.batch_sizes[0])]})
-        run.write_metrics(PATHS.bench_metrics, {"environment": fingerprint(),
-                                                 "settings": dataclasses.asdict(settings) | {"prompts": PROMPTS},
-                                                 "variants": results})
-        run.log_artifact(PATHS.bench_metrics)
+    with stage_run("benchmark", params, sections=("bench",)) as tracking:
+        run(PATHS, settings, tracking)
 
 
 if __name__ == "__main__":

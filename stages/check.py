@@ -28,13 +28,13 @@ from tunelab.config.schema import AlignConfig, ModelConfig, SourceConfig
 from tunelab.data.sources import source_fingerprint
 from tunelab.io.atomic import write_json
 from tunelab.models.base import model_fingerprint
-from tunelab.paths import PATHS
+from tunelab.paths import PATHS, Paths
 from tunelab.stage import run_stage
 from tunelab.validation import validate_config
 
 
-def main() -> None:
-    params = read_params()
+def run(paths: Paths, params: dict) -> None:
+    """Validate every section of ``params``, then write the three fingerprints under ``paths``."""
     validate_config(params)
     source = to_section(SourceConfig, "data.source", params["data"]["source"])
     model = to_section(ModelConfig, "model", params["model"])
@@ -44,10 +44,14 @@ def main() -> None:
             origin[split] = source_fingerprint(to_section(SourceConfig, f"data.{split}_source", split_source))
     if extra_sets := read_extra_test_sets(params):
         origin["extra"] = {name: source_fingerprint(extra.source) for name, extra in extra_sets.items()}
-    write_json(PATHS.data_origin, origin)
-    write_json(PATHS.model_origin, model_fingerprint(model))
-    write_json(PATHS.preference_origin, preference_fingerprint(to_section(AlignConfig, "align", params["align"]).preferences))
-    print(f"check: config valid; data source and base model fingerprinted in {PATHS.data_origin}, {PATHS.model_origin}")
+    write_json(paths.data_origin, origin)
+    write_json(paths.model_origin, model_fingerprint(model))
+    write_json(paths.preference_origin, preference_fingerprint(to_section(AlignConfig, "align", params["align"]).preferences))
+    print(f"check: config valid; data source and base model fingerprinted in {paths.data_origin}, {paths.model_origin}")
+
+
+def main() -> None:
+    run(PATHS, read_params())
 
 
 if __name__ == "__main__":

@@ -27,12 +27,17 @@ from tunelab.evaluation.tasks import TASKS, Task
 from tunelab.io.atomic import atomic_dir, write_jsonl
 from tunelab.io.jsonl import read_jsonl
 from tunelab.models.loading import continues_a_cache, load_variant
-from tunelab.paths import ALIGNED, BASE, PATHS, SKIPPED, TRAINED
+from tunelab.paths import ALIGNED, BASE, PATHS, SKIPPED, TRAINED, Paths
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.prompts.special_tokens import DataText
 from tunelab.records import PromptSearchRecord, QuantizeRecord, prepared_data, read_optional, read_record
 from tunelab.stage import run_stage
-from tunelab.tracking.mlflow_run import stage_run
+from tunelab.tracking.mlflow_run import StageRun, stage_run
+
+
+def is_deployed(variant: str) -> bool:
+    """A quantize stage variant (merged, int8_dynamic, ...), not a model of its own."""
+    return variant not in (BASE, TRAINED, ALIGNED)
 
 
 def prompting_names(variant: str, settings: EvalConfig) -> list[str]:
@@ -45,28 +50,29 @@ def rows_to_score(test: list[dict], *limits: int | None) -> list[dict]:
     return test[: min(set_limits)] if set_limits else test
 
 
-def extra_test_rows(settings: EvalConfig, required: tuple[str, ...]) -> dict[str, list[dict]]:
+def extra_test_rows(paths: Paths, settings: EvalConfig, required: tuple[str, ...]) -> dict[str, list[dict]]:
     """data/prepared/extra_test.jsonl's rows by their test set (eval.extra_test_sets), in file order."""
     if not settings.extra_test_sets:
         return {}
     sets: dict[str, list[dict]] = {name: [] for name in settings.extra_test_sets}
-    for row in read_jsonl(PATHS.extra_test, required=(*required, "test_set")):
+    for row in read_jsonl(paths.extra_test, required=(*required, "test_set")):
         if (name := row.pop("test_set")) in sets:
             sets[name].append(row)
     if empty := [name for name, rows in sets.items() if not rows]:
-        raise TunelabError(f"{PATHS.extra_test}: no rows of eval.extra_test_sets.{empty[0]}; run the prepare stage "
+        raise TunelabError(f"{paths.extra_test}: no rows of eval.extra_test_sets.{empty[0]}; run the prepare stage "
                            "(dvc exp run) after adding a set")
     return sets
 
 
-def resolved(prompting: PromptingConfig, training: PromptConfig, task: Task) -> tuple[PromptConfig, PromptingConfig, dict]:
+def resolved(paths: Paths, prompting: PromptingConfig, training: PromptConfig,
+             task: Task) -> tuple[PromptConfig, PromptingConfig, dict]:
     """The template and prompting a method scores with (for ``optimized``, the search's winner on
     val), and how it was prompted, for the report."""
     searched = prompting.method == "optimized"
     if searched:
-        search = read_record(PromptSearchRecord, PATHS.prompt_search, "search_prompt")
+        search = read_record(PromptSearchRecord, paths.prompt_search, "search_prompt")
         if search.winner is None:
-            raise TunelabError(f"{PATHS.prompt_search}: no winner ({search.skipped}); rerun the search_prompt stage")
+            raise TunelabError(f"{paths.prompt_search}: no winner ({search.skipped}); rerun the search_prompt stage")
         template, prompting = winner_prompting(search.winner, prompting)
     else:
         template = method_template(training, prompting, task)
@@ -78,6 +84,61 @@ def resolved(prompting: PromptingConfig, training: PromptConfig, task: Task) -> 
     return template, prompting, described
 
 
+def run(paths: Paths, variant: str, settings: EvalConfig, training_prompt: PromptConfig, data: DataConfig,
+        tracking: StageRun) -> None:
+    """Score the variant's model under ``paths`` with each of its prompting methods on the test split
+    (and each extra test set); write its metrics, predictions and confusion matrices."""
+    task, labels = TASKS[data.task], data.labels
+    required = data.prepared_fields
+    deployed = is_deployed(variant)
+    if reason := skipped_reason(paths, variant, deployed):
+        write_skipped(paths, tracking, variant, reason)
+        tracking.set_tag("tunelab.skipped", reason)
+        return
+    # imported here, not at the top: the scorer imports torch (~2 s of a stage's start), which a
+    # skipped variant (align=none, a quantization that does not apply) never needs
+    from tunelab.evaluation.evaluator import EvalSettings, Scorer
+
+    tokenizer = load_tokenizer(paths.base_model)
+    data_text = DataText(tokenizer)  # as the format stage escapes them: control tokens in data are text
+    test = data_text.rows(read_jsonl(paths.split(paths.prepared, "test"), required=required))
+    train = data_text.rows(read_jsonl(paths.split(paths.prepared, "train"), required=required))
+    extra_sets = {name: data_text.rows(rows) for name, rows in extra_test_rows(paths, settings, required).items()}
+    model = load_variant(variant, paths)
+    scorer = Scorer(task, labels, model, tokenizer,
+                    EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model)))
+    metrics_file, predictions_dir, confusion_dir = paths.eval_outputs(variant)
+    with atomic_dir(predictions_dir) as predictions_tmp, atomic_dir(confusion_dir) as confusion_tmp:
+        results, extra_results = {}, {}
+        for name in prompting_names(variant, settings):
+            template, prompting, described = resolved(paths, settings.prompting[name], training_prompt, task)
+
+            def score(rows: list[dict], test_set: str | None = None):
+                where = f"{variant}/{name}" + (f"@{test_set}" if test_set else "")
+                return scorer.score(rows_to_score(rows, settings.limit, prompting.limit), template, prompting, train,
+                                    where)
+
+            result = score(test)
+            write_jsonl(predictions_tmp / f"{name}.jsonl", result.predictions)
+            for scoring, report in result.metrics.items():
+                write_plot_data(confusion_tmp / f"{name}-{scoring}.csv", result.predictions, scoring, labels)
+                log_scoring(tracking, variant, name, scoring, report, task, labels)
+            results[name] = {**described, "scoring": result.metrics}
+            for test_set, rows in extra_sets.items():
+                scored = score(rows, test_set)
+                folder = predictions_tmp / paths.extra_predictions(variant, test_set).relative_to(predictions_dir)
+                folder.mkdir(parents=True, exist_ok=True)
+                write_jsonl(folder / f"{name}.jsonl", scored.predictions)
+                for scoring, report in scored.metrics.items():
+                    log_scoring(tracking, variant, f"{test_set}.{name}", scoring, report, task, labels=[])
+                extra_results.setdefault(test_set, {})[name] = {"scoring": scored.metrics}
+    tracking.write_metrics(metrics_file, {"variant": variant, "task": task.name, "metrics": list(task.table_metrics),
+                                          **({"labels": labels} if labels else {}), "prompting": results,
+                                          **({"extra_test_sets": extra_results} if extra_results else {})})
+    tracking.log_artifact(metrics_file)
+    tracking.log_artifacts(predictions_dir, "predictions")
+
+
 def main() -> None:
     if len(sys.argv) != 2:
         raise TunelabError("usage: python stages/evaluate.py VARIANT (base, trained, or a quantize variant)")
@@ -86,79 +147,31 @@ def main() -> None:
     settings = to_section(EvalConfig, "eval", params.get("eval"))
     training_prompt = to_section(PromptConfig, "prompt", params.get("prompt"))
     data = prepared_data(to_section(DataConfig, "data", params.get("data")))
-    task, labels = TASKS[data.task], data.labels
-    required = data.prepared_fields
-    deployed = variant not in (BASE, TRAINED, ALIGNED)
-    stage = "evaluate_deployed" if deployed else "evaluate"  # its name in dvc.yaml
-    with stage_run(f"{stage}@{variant}", params, sections=("eval", "prompt")) as run:
-        if reason := skipped_reason(variant, deployed):
-            write_skipped(run, variant, reason)
-            run.set_tag("tunelab.skipped", reason)
-            return
-        # imported here, not at the top: the scorer imports torch (~2 s of a stage's start), which a
-        # skipped variant (align=none, a quantization that does not apply) never needs
-        from tunelab.evaluation.evaluator import EvalSettings, Scorer
-
-        tokenizer = load_tokenizer(PATHS.base_model)
-        data_text = DataText(tokenizer)  # as the format stage escapes them: control tokens in data are text
-        test = data_text.rows(read_jsonl(PATHS.split(PATHS.prepared, "test"), required=required))
-        train = data_text.rows(read_jsonl(PATHS.split(PATHS.prepared, "train"), required=required))
-        extra_sets = {name: data_text.rows(rows) for name, rows in extra_test_rows(settings, required).items()}
-        model = load_variant(variant)
-        scorer = Scorer(task, labels, model, tokenizer,
-                        EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model)))
-        metrics_file, predictions_dir, confusion_dir = PATHS.eval_outputs(variant)
-        with atomic_dir(predictions_dir) as predictions_tmp, atomic_dir(confusion_dir) as confusion_tmp:
-            results, extra_results = {}, {}
-            for name in prompting_names(variant, settings):
-                template, prompting, described = resolved(settings.prompting[name], training_prompt, task)
-
-                def score(rows: list[dict], test_set: str | None = None):
-                    where = f"{variant}/{name}" + (f"@{test_set}" if test_set else "")
-                    return scorer.score(rows_to_score(rows, settings.limit, prompting.limit), template, prompting, train,
-                                        where)
-
-                result = score(test)
-                write_jsonl(predictions_tmp / f"{name}.jsonl", result.predictions)
-                for scoring, report in result.metrics.items():
-                    write_plot_data(confusion_tmp / f"{name}-{scoring}.csv", result.predictions, scoring, labels)
-                    log_scoring(run, variant, name, scoring, report, task, labels)
-                results[name] = {**described, "scoring": result.metrics}
-                for test_set, rows in extra_sets.items():
-                    scored = score(rows, test_set)
-                    folder = predictions_tmp / PATHS.extra_predictions(variant, test_set).relative_to(predictions_dir)
-                    folder.mkdir(parents=True, exist_ok=True)
-                    write_jsonl(folder / f"{name}.jsonl", scored.predictions)
-                    for scoring, report in scored.metrics.items():
-                        log_scoring(run, variant, f"{test_set}.{name}", scoring, report, task, labels=[])
-                    extra_results.setdefault(test_set, {})[name] = {"scoring": scored.metrics}
-        run.write_metrics(metrics_file, {"variant": variant, "task": task.name, "metrics": list(task.table_metrics),
-                                         **({"labels": labels} if labels else {}), "prompting": results,
-                                         **({"extra_test_sets": extra_results} if extra_results else {})})
-        run.log_artifact(metrics_file)
-        run.log_artifacts(predictions_dir, "predictions")
+    stage = "evaluate_deployed" if is_deployed(variant) else "evaluate"  # its name in dvc.yaml
+    with stage_run(f"{stage}@{variant}", params, sections=("eval", "prompt")) as tracking:
+        run(PATHS, variant, settings, training_prompt, data, tracking)
 
 
-def skipped_reason(variant: str, deployed: bool) -> str | None:
+def skipped_reason(paths: Paths, variant: str, deployed: bool) -> str | None:
     """Why a variant was not made (the quantize stage skipped it, or align=none: the align stage's
     models/aligned says so), or None."""
     if deployed:
-        quantized = read_optional(QuantizeRecord, PATHS.quantize_metrics, "quantize")
+        quantized = read_optional(QuantizeRecord, paths.quantize_metrics, "quantize")
         return quantized.skipped_reason(variant) if quantized else None
-    if variant == ALIGNED and (note := PATHS.aligned_model / SKIPPED).is_file():
+    if variant == ALIGNED and (note := paths.aligned_model / SKIPPED).is_file():
         return note.read_text().strip()
     return None
 
 
-def write_skipped(run, variant: str, reason: str) -> None:
+def write_skipped(paths: Paths, tracking: StageRun, variant: str, reason: str) -> None:
     """A variant that was not made still gets its outputs, saying why, for the report."""
-    metrics_file, predictions_dir, confusion_dir = PATHS.eval_outputs(variant)
+    metrics_file, predictions_dir, confusion_dir = paths.eval_outputs(variant)
     with atomic_dir(predictions_dir) as temp:
         (temp / SKIPPED).write_text(reason + "\n")
     with atomic_dir(confusion_dir) as temp:
         # a plot with no rows: DVC can neither plot nor restore (in a queued experiment) an empty folder
         (temp / "skipped.csv").write_text("actual,predicted\n")
-    run.write_metrics(metrics_file, {"variant": variant, "skipped": reason, "prompting": {}})
+    tracking.write_metrics(metrics_file, {"variant": variant, "skipped": reason, "prompting": {}})
     print(f"evaluate: {variant}: skipped: {reason}")
 
 
@@ -171,17 +184,17 @@ def write_plot_data(path: Path, predictions: list[dict], scoring: str, labels: l
         path.write_text("actual,predicted\n")
 
 
-def log_scoring(run, variant: str, name: str, scoring: str, report: dict, task: Task, labels: list[str]) -> None:
+def log_scoring(tracking: StageRun, variant: str, name: str, scoring: str, report: dict, task: Task, labels: list[str]) -> None:
     keys = (*task.table_metrics, "examples_per_second", "unparseable_share", "mean_vote_share")
-    run.log_metrics({f"{name}.{scoring}.{key}": report[key] for key in keys if key in report})
+    tracking.log_metrics({f"{name}.{scoring}.{key}": report[key] for key in keys if key in report})
     low, high = report[f"{task.headline}_ci95"]
     print(f"evaluate: {variant}/{name}/{scoring}: {task.headline} {report[task.headline]:.3f} [{low:.3f}, {high:.3f}] "
           f"on {report['examples']} rows, {report['examples_per_second']} examples/s")
-    if run.run and labels:
+    if tracking.run and labels:
         import matplotlib.pyplot as plt
 
         figure = confusion_figure(report, f"{variant} / {name} / {scoring}")
-        run.log_figure(figure, f"confusion/{name}-{scoring}.png")
+        tracking.log_figure(figure, f"confusion/{name}-{scoring}.png")
         plt.close(figure)
 
 

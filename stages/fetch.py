@@ -17,9 +17,9 @@ from tunelab.config.load import read_extra_test_sets, read_params, to_section
 from tunelab.config.schema import SourceConfig
 from tunelab.data.sources import fetch
 from tunelab.io.atomic import atomic_dir, write_json
-from tunelab.paths import PATHS
+from tunelab.paths import PATHS, Paths
 from tunelab.stage import run_stage
-from tunelab.tracking.mlflow_run import stage_run
+from tunelab.tracking.mlflow_run import StageRun, stage_run
 
 
 def fetch_into(source: SourceConfig, folder: Path, what: str) -> dict:
@@ -29,6 +29,22 @@ def fetch_into(source: SourceConfig, folder: Path, what: str) -> dict:
     return provenance
 
 
+def run(paths: Paths, source: SourceConfig, split_sources: dict[str, SourceConfig], extra_sets: dict,
+        tracking: StageRun) -> None:
+    """Copy the data source, each split's own source and each extra test set into ``paths.raw``, one
+    folder each, with their provenance."""
+    with atomic_dir(paths.raw) as folder:
+        provenance = fetch_into(source, folder / paths.raw_main.relative_to(paths.raw), "data")
+        for split, split_source in split_sources.items():
+            into = folder / getattr(paths, f"raw_{split}").relative_to(paths.raw)
+            provenance[split] = fetch_into(split_source, into, f"{split} split")
+        for name, extra in extra_sets.items():
+            into = folder / paths.raw_extra(name).relative_to(paths.raw)
+            provenance.setdefault("extra", {})[name] = fetch_into(extra.source, into, f"extra test set {name}")
+        write_json(folder / paths.raw_provenance.relative_to(paths.raw), provenance)
+    tracking.log_artifact(paths.raw_provenance)
+
+
 def main() -> None:
     params = read_params()
     data = params.get("data") or {}
@@ -36,17 +52,8 @@ def main() -> None:
     split_sources = {split: to_section(SourceConfig, f"data.{split}_source", data[f"{split}_source"])
                      for split in ("train", "test") if data.get(f"{split}_source")}
     extra_sets = read_extra_test_sets(params)
-    with stage_run("fetch", params, sections=("data",)) as run:
-        with atomic_dir(PATHS.raw) as folder:
-            provenance = fetch_into(source, folder / PATHS.raw_main.relative_to(PATHS.raw), "data")
-            for split, split_source in split_sources.items():
-                into = folder / getattr(PATHS, f"raw_{split}").relative_to(PATHS.raw)
-                provenance[split] = fetch_into(split_source, into, f"{split} split")
-            for name, extra in extra_sets.items():
-                into = folder / PATHS.raw_extra(name).relative_to(PATHS.raw)
-                provenance.setdefault("extra", {})[name] = fetch_into(extra.source, into, f"extra test set {name}")
-            write_json(folder / PATHS.raw_provenance.relative_to(PATHS.raw), provenance)
-        run.log_artifact(PATHS.raw_provenance)
+    with stage_run("fetch", params, sections=("data",)) as tracking:
+        run(PATHS, source, split_sources, extra_sets, tracking)
 
 
 if __name__ == "__main__":

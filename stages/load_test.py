@@ -25,30 +25,28 @@ from tunelab.config.schema import DataConfig, PromptConfig, ServeConfig
 from tunelab.errors import TunelabError
 from tunelab.io.atomic import atomic_dir
 from tunelab.io.jsonl import read_jsonl
-from tunelab.paths import PATHS
+from tunelab.paths import PATHS, Paths
 from tunelab.records import ServeRecord, prepared_data
 from tunelab.serving.engines import Server, choose
 from tunelab.serving.load_test import batching_gain, load_test, save_load_test_plots, served_chats
 from tunelab.stage import run_stage
-from tunelab.tracking.mlflow_run import stage_run
+from tunelab.tracking.mlflow_run import StageRun, stage_run
 
 SKIPPED = "serve.load_test.enabled is false (dvc exp run -S serve.load_test.enabled=true runs it)"
 
 
-def workloads(settings: ServeConfig, params: dict) -> dict[str, list[list[dict]]]:
-    data = prepared_data(to_section(DataConfig, "data", params.get("data")))
-    prompt = to_section(PromptConfig, "prompt", params.get("prompt"))
-    rows = read_jsonl(PATHS.split(PATHS.prepared, "test"))[: settings.load_test.requests]
+def workloads(paths: Paths, settings: ServeConfig, prompt: PromptConfig, data: DataConfig) -> dict[str, list[list[dict]]]:
+    rows = read_jsonl(paths.split(paths.prepared, "test"))[: settings.load_test.requests]
     if not rows:
-        raise TunelabError(f"{PATHS.split(PATHS.prepared, 'test')}: no test rows to send")
+        raise TunelabError(f"{paths.split(paths.prepared, 'test')}: no test rows to send")
     return {"task": served_chats(rows, prompt, data.labels),
             "decode": served_chats(rows, prompt, data.labels, settings.load_test.decode_instruction)}
 
 
-def measure(settings: ServeConfig, params: dict) -> ServeRecord:
+def measure(paths: Paths, settings: ServeConfig, prompt: PromptConfig, data: DataConfig) -> ServeRecord:
     load = settings.load_test
-    engine, served = choose(settings)
-    chats = workloads(settings, params)  # before the server starts: a template error costs nothing
+    engine, served = choose(settings, paths)
+    chats = workloads(paths, settings, prompt, data)  # before the server starts: a template error costs nothing
     base_url = f"http://{settings.host}:{settings.port}/v1"
     print(f"load_test: serving {served.name} on {engine.name} at {base_url}", flush=True)
     results = {}
@@ -64,21 +62,29 @@ def measure(settings: ServeConfig, params: dict) -> ServeRecord:
                        workloads=results, batching_gain={w: batching_gain(levels) for w, levels in results.items()})
 
 
+def run(paths: Paths, settings: ServeConfig, prompt: PromptConfig, data: DataConfig, tracking: StageRun) -> None:
+    """Serve the variant under ``paths`` and load-test it at each concurrency (or record that it is off)."""
+    with atomic_dir(paths.serve_plots) as plots:
+        record = measure(paths, settings, prompt, data) if settings.load_test.enabled else ServeRecord(skipped=SKIPPED)
+        for path in save_load_test_plots(record.workloads, plots):
+            tracking.log_artifact(path, "load_test")
+        for workload, gain in record.batching_gain.items():
+            tracking.log_metrics({f"{workload}.batching_gain": gain} if gain is not None else {})
+            for level in record.workloads[workload]:
+                tracking.log_metrics({f"{workload}.c{level['concurrency']}.tokens_per_second": level["tokens_per_second"],
+                                      f"{workload}.c{level['concurrency']}.errors": level["errors"]})
+        measured_on = {} if record.skipped else {"environment": fingerprint()}  # skipped: nothing was measured
+        tracking.write_metrics(paths.serve_metrics, dataclasses.asdict(record) | measured_on)
+        tracking.log_artifact(paths.serve_metrics)
+
+
 def main() -> None:
     params = read_params()
     settings = to_section(ServeConfig, "serve", params.get("serve"))
-    with stage_run("load_test", params, sections=("serve",)) as run, atomic_dir(PATHS.serve_plots) as plots:
-        record = measure(settings, params) if settings.load_test.enabled else ServeRecord(skipped=SKIPPED)
-        for path in save_load_test_plots(record.workloads, plots):
-            run.log_artifact(path, "load_test")
-        for workload, gain in record.batching_gain.items():
-            run.log_metrics({f"{workload}.batching_gain": gain} if gain is not None else {})
-            for level in record.workloads[workload]:
-                run.log_metrics({f"{workload}.c{level['concurrency']}.tokens_per_second": level["tokens_per_second"],
-                                 f"{workload}.c{level['concurrency']}.errors": level["errors"]})
-        measured_on = {} if record.skipped else {"environment": fingerprint()}  # skipped: nothing was measured
-        run.write_metrics(PATHS.serve_metrics, dataclasses.asdict(record) | measured_on)
-        run.log_artifact(PATHS.serve_metrics)
+    prompt = to_section(PromptConfig, "prompt", params.get("prompt"))
+    data = prepared_data(to_section(DataConfig, "data", params.get("data")))
+    with stage_run("load_test", params, sections=("serve",)) as tracking:
+        run(PATHS, settings, prompt, data, tracking)
 
 
 if __name__ == "__main__":

@@ -35,13 +35,13 @@ from tunelab.evaluation.tasks import TASKS
 from tunelab.io.atomic import write_jsonl
 from tunelab.io.files import sha256_of
 from tunelab.io.jsonl import read_jsonl
-from tunelab.paths import PATHS, TRAINED
+from tunelab.paths import PATHS, TRAINED, Paths
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.stage import run_stage
-from tunelab.tracking.mlflow_run import stage_run
+from tunelab.tracking.mlflow_run import StageRun, stage_run
 
 
-def build_pairs(align: AlignConfig, data: DataConfig, tokenizer) -> tuple[list[dict], dict]:
+def build_pairs(paths: Paths, align: AlignConfig, data: DataConfig, tokenizer) -> tuple[list[dict], dict]:
     settings = align.preferences
     if settings.source == "file":
         path = Path(settings.path)
@@ -51,36 +51,41 @@ def build_pairs(align: AlignConfig, data: DataConfig, tokenizer) -> tuple[list[d
 
     from tunelab.models.loading import load_variant
 
-    rows = alignment_rows(read_jsonl(PATHS.split(PATHS.formatted, "train")), tokenizer)
-    model = load_variant(TRAINED)
+    rows = alignment_rows(read_jsonl(paths.split(paths.formatted, "train")), tokenizer)
+    model = load_variant(TRAINED, paths)
     with tqdm(total=min(settings.prompts, len(rows)), desc="preferences: sampling the SFT model", unit="prompt") as bar:
         return pairs_from_task(model, tokenizer, TASKS[data.task], rows, settings, align.seed,
                                progress=lambda done: bar.update(1))
+
+
+def run(paths: Paths, align: AlignConfig, data: DataConfig, tracking: StageRun) -> None:
+    """The preference pairs align.method learns from (none where it needs none) in ``paths.preferences``."""
+    method = ALIGN_METHODS[align.method]
+    if not method.uses_pairs:
+        write_jsonl(paths.preferences, [])
+        tracking.write_metrics(paths.preference_stats, {"skipped": f"align.method={align.method} learns from no "
+                                                               "preference pairs"})
+        print(f"preferences: skipped: align.method={align.method} needs no pairs")
+        return
+    tokenizer = load_tokenizer(paths.base_model)
+    pairs, stats = build_pairs(paths, align, data, tokenizer)
+    if method.data == PAIRS and is_unpaired(pairs):
+        raise TunelabError(f"align.method={align.method} learns from pairs (prompt, chosen, rejected); "
+                           f"{align.preferences.path} holds unpaired rows (prompt, completion, label): use align=kto")
+    check_preference_rows(pairs, str(align.preferences.path or paths.preferences))
+    check_no_test_rows(pairs, read_jsonl(paths.split(paths.formatted, "test")), tokenizer)
+    write_jsonl(paths.preferences, pairs)
+    tracking.write_metrics(paths.preference_stats, stats)
+    tracking.log_metrics({k: v for k, v in stats.items() if isinstance(v, (int, float))})
+    print(f"preferences: {len(pairs)} pairs ({stats})")
 
 
 def main() -> None:
     params = read_params()
     align = to_section(AlignConfig, "align", params.get("align"))
     data = to_section(DataConfig, "data", params.get("data"))
-    method = ALIGN_METHODS[align.method]
-    with stage_run("preferences", params, sections=("align",)) as run:
-        if not method.uses_pairs:
-            write_jsonl(PATHS.preferences, [])
-            run.write_metrics(PATHS.preference_stats, {"skipped": f"align.method={align.method} learns from no "
-                                                                   "preference pairs"})
-            print(f"preferences: skipped: align.method={align.method} needs no pairs")
-            return
-        tokenizer = load_tokenizer(PATHS.base_model)
-        pairs, stats = build_pairs(align, data, tokenizer)
-        if method.data == PAIRS and is_unpaired(pairs):
-            raise TunelabError(f"align.method={align.method} learns from pairs (prompt, chosen, rejected); "
-                               f"{align.preferences.path} holds unpaired rows (prompt, completion, label): use align=kto")
-        check_preference_rows(pairs, str(align.preferences.path or PATHS.preferences))
-        check_no_test_rows(pairs, read_jsonl(PATHS.split(PATHS.formatted, "test")), tokenizer)
-        write_jsonl(PATHS.preferences, pairs)
-        run.write_metrics(PATHS.preference_stats, stats)
-        run.log_metrics({k: v for k, v in stats.items() if isinstance(v, (int, float))})
-        print(f"preferences: {len(pairs)} pairs ({stats})")
+    with stage_run("preferences", params, sections=("align",)) as tracking:
+        run(PATHS, align, data, tracking)
 
 
 if __name__ == "__main__":

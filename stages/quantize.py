@@ -25,27 +25,26 @@ from tunelab.deploy.methods import make_variant, unavailable_reason
 from tunelab.io.atomic import atomic_dir
 from tunelab.io.files import folder_size_mb
 from tunelab.models.loading import merged_model, trained_recipe
-from tunelab.paths import PATHS
+from tunelab.paths import PATHS, Paths
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.records import QuantizeRecord, VariantOutcome
 from tunelab.stage import run_stage
-from tunelab.tracking.mlflow_run import stage_run
+from tunelab.tracking.mlflow_run import StageRun, stage_run
 
 
-def main() -> None:
-    params = read_params()
-    settings = to_section(QuantizeConfig, "quantize", params.get("quantize"))
-    source = PATHS.deployable()
-    source_dir = PATHS.model(source)
+def run(paths: Paths, settings: QuantizeConfig, tracking: StageRun) -> None:
+    """Merge the deployable model under ``paths`` and make each of quantize.variants from it in ``paths.deploy``."""
+    source = paths.deployable()
+    source_dir = paths.model(source)
     strategy = trained_recipe(source_dir)["strategy"]
-    tokenizer = load_tokenizer(PATHS.base_model)
+    tokenizer = load_tokenizer(paths.base_model)
     cuda = torch.cuda.is_available()
     skipped = {method: unavailable_reason(method, strategy, cuda) for method in settings.variants}  # names checked first
     outcomes = {}
-    with stage_run("quantize", params, sections=("quantize",)) as run, atomic_dir(PATHS.deploy) as out:
+    with atomic_dir(paths.deploy) as out:
         merged_dir = out / ".merged"
         print(f"quantize: from the {source} model ({strategy})")
-        merged_model(source_dir, PATHS.base_model).save_pretrained(merged_dir)
+        merged_model(source_dir, paths.base_model).save_pretrained(merged_dir)
         tokenizer.save_pretrained(merged_dir)  # a whole HF folder: what converters (GGUF) read
         for method in settings.variants:
             if reason := skipped[method]:
@@ -57,10 +56,17 @@ def main() -> None:
             made = outcomes[method] = VariantOutcome("made", seconds=round(time.perf_counter() - started, 1),
                                                      size_mb=folder_size_mb(out / method))
             print(f"quantize: {method}: {made.size_mb} MB in {made.seconds} s")
-            run.log_metrics({f"{method}.size_mb": made.size_mb})
+            tracking.log_metrics({f"{method}.size_mb": made.size_mb})
         shutil.rmtree(merged_dir)
-        run.write_metrics(PATHS.quantize_metrics, QuantizeRecord(strategy, outcomes, source).to_json())
-        run.log_artifact(PATHS.quantize_metrics)
+        tracking.write_metrics(paths.quantize_metrics, QuantizeRecord(strategy, outcomes, source).to_json())
+        tracking.log_artifact(paths.quantize_metrics)
+
+
+def main() -> None:
+    params = read_params()
+    settings = to_section(QuantizeConfig, "quantize", params.get("quantize"))
+    with stage_run("quantize", params, sections=("quantize",)) as tracking:
+        run(PATHS, settings, tracking)
 
 
 if __name__ == "__main__":

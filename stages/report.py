@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tre
 from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import EvalConfig
 from tunelab.io.atomic import write_csv, write_json, write_text
-from tunelab.paths import ALIGNED, BASE, PATHS, TRAINED
+from tunelab.paths import ALIGNED, BASE, PATHS, TRAINED, Paths
 from tunelab.records import (
     AlignRecord,
     BaseRecord,
@@ -59,11 +59,11 @@ from tunelab.reporting.tables import (
     with_frontier,
 )
 from tunelab.stage import run_stage
-from tunelab.tracking.lineage import pipeline_output_hashes
-from tunelab.tracking.mlflow_run import stage_run
+from tunelab.tracking.lineage import LOCK_FILE, pipeline_output_hashes
+from tunelab.tracking.mlflow_run import StageRun, stage_run
 
-VARIANTS_CSV = PATHS.figures / "variants.csv"
-TRADEOFFS_CSV = PATHS.figures / "tradeoffs.csv"
+VARIANTS_CSV = "variants.csv"  # in the figures folder
+TRADEOFFS_CSV = "tradeoffs.csv"
 TITLE = "# tunelab report\n\n"
 INTRO = ("Every model variant × prompting method on the same frozen test split, with what it cost. "
          "The task's headline metric with its 95% interval (Wilson for proportions, percentile bootstrap for means); "
@@ -75,10 +75,10 @@ PLOTTED = ("metric", "score", "score_ci_low", "score_ci_high", "train_seconds", 
 """The columns of metrics/report/variants.csv (DVC plots): the headline as ``score``, whatever the task."""
 
 
-def eval_files(params: dict) -> list[Path]:
+def eval_files(paths: Paths, quantized: list[str]) -> list[Path]:
     """base, trained, aligned, then the quantized variants in conf/quantize's order."""
-    order = [BASE, TRAINED, ALIGNED, *params.get("quantize", {}).get("variants", [])]
-    files = [PATHS.eval_outputs(name)[0] for name in order]
+    order = [BASE, TRAINED, ALIGNED, *quantized]
+    files = [paths.eval_outputs(name)[0] for name in order]
     return [path for path in files if path.is_file()]
 
 
@@ -95,7 +95,7 @@ def measured_on(bench: BenchRecord | None) -> str:
             "and the int8 variants' scores differ on another instruction set.\n")
 
 
-def deployment_section(rows: list[dict], headline: tuple[str, str], bench: BenchRecord | None) -> str:
+def deployment_section(paths: Paths, rows: list[dict], headline: tuple[str, str], bench: BenchRecord | None) -> str:
     if bench is None:
         return ""
     env = bench.environment
@@ -105,38 +105,38 @@ def deployment_section(rows: list[dict], headline: tuple[str, str], bench: Bench
             f"{bench.settings['new_tokens']} new tokens per sequence, median of {bench.settings['repeats']}; "
             f"{headline_metric(rows)} of {'/'.join(headline)}, Δ against the unquantized trained model.\n\n"
             + deployment_table(bench.variants, rows, headline) + ("\n" + "\n".join(native) + "\n" if native else "")
-            + agreement_section(rows, headline[0]))
+            + agreement_section(paths, rows, headline[0]))
 
 
-def agreement_section(rows: list[dict], prompting: str) -> str:
+def agreement_section(paths: Paths, rows: list[dict], prompting: str) -> str:
     """Each evaluated variant against the merged float model (or the trained one), row by row."""
     evaluated = list(dict.fromkeys(r["variant"] for r in rows if r["prompting"] == prompting))
     reference = MERGED if MERGED in evaluated else TRAINED
     compared = [name for name in evaluated if name not in (BASE, reference)]
     if reference not in evaluated or not compared:
         return ""
-    predictions = {name: by_id(PATHS.eval_outputs(name)[1] / f"{prompting}.jsonl") for name in (reference, *compared)}
+    predictions = {name: by_id(paths.eval_outputs(name)[1] / f"{prompting}.jsonl") for name in (reference, *compared)}
     agreements = {name: agreement(predictions[reference], predictions[name]) for name in compared}
     return (f"\n### Row by row against {reference}\n\nThe same {prompting} test rows: how often each variant "
             f"predicts what {reference} predicts, and how far its answer choices' log-probabilities moved.\n\n"
             + agreement_table(agreements, reference))
 
 
-def serving_section(serve: ServeRecord | None, bench: BenchRecord | None) -> str:
+def serving_section(paths: Paths, serve: ServeRecord | None, bench: BenchRecord | None) -> str:
     if serve is None:
         return ""
     if serve.skipped:
         return f"\n## Served under load\n\nNot measured: {serve.skipped}.\n"
-    figure = PATHS.serve_plots / "load_test.png"
+    figure = paths.serve_plots / "load_test.png"
     return ("\n## Served under load\n\n" + serve_table(serve, bench)
-            + f"\n![load test]({figure.relative_to(PATHS.report.parent)})\n")
+            + f"\n![load test]({figure.relative_to(paths.report.parent)})\n")
 
 
-def paired_comparisons(rows: list[dict], settings: EvalConfig) -> dict:
+def paired_comparisons(paths: Paths, rows: list[dict], settings: EvalConfig) -> dict:
     """Every row against the best, row by row, from the evaluate stages' predictions."""
     if len(rows) < 2:
         return {}
-    scores = {row_key(r): row_scores(PATHS.eval_outputs(r["variant"])[1] / f"{r['prompting']}.jsonl", r["scoring"])
+    scores = {row_key(r): row_scores(paths.eval_outputs(r["variant"])[1] / f"{r['prompting']}.jsonl", r["scoring"])
               for r in rows}
     return compare_with_best(scores, settings.recommend.margin, settings.recommend.level, settings.seed,
                              proportions=rows[0]["ci_method"] == "wilson")
@@ -151,48 +151,58 @@ def extra_sets_line(extra_sets: list[str]) -> str:
             "transfer, or only fit its own test split?\n\n")
 
 
-def figures_section(paths: list[Path]) -> str:
-    return "\n" + "".join(f"![{p.stem.replace('_', ' ')}]({p.relative_to(PATHS.report.parent)})\n" for p in paths)
+def figures_section(paths: Paths, figures: list[Path]) -> str:
+    return "\n" + "".join(f"![{p.stem.replace('_', ' ')}]({p.relative_to(paths.report.parent)})\n" for p in figures)
+
+
+def run(paths: Paths, settings: EvalConfig, quantized: list[str], trained_as: str, tracking: StageRun) -> None:
+    """The report of every evaluated variant under ``paths`` (``quantized``: quantize.variants, in
+    their order; ``trained_as``: the training recipe, for the figures' titles)."""
+    headline = settings.headline_result()
+    files = eval_files(paths, quantized)
+    bench = read_optional(BenchRecord, paths.bench_metrics, "benchmark")
+    rows = with_costs(eval_rows(files), read_optional(BaseRecord, paths.base_metrics, "base"),
+                      read_optional(TrainRecord, paths.train_metrics, "train"),
+                      read_optional(QuantizeRecord, paths.quantize_metrics, "quantize"), bench,
+                      read_optional(AlignRecord, paths.align_metrics, "align"))
+    compared = paired_comparisons(paths, rows, settings)
+    rows = with_frontier(with_comparisons(rows, compared))
+    by_key = metrics_by_key(rows)
+    write_json(paths.eval_summary, by_key)
+    write_csv(paths.figures / VARIANTS_CSV, [{"variant": row_key(r), **{k: r[k] for k in PLOTTED}} for r in rows])
+    write_csv(paths.figures / TRADEOFFS_CSV, tradeoff_rows(rows, headline))
+    figures = save_tradeoff_figures(rows, paths.figures, trained_as)
+    skipped = skipped_lines(files)
+    verdict = recommendation(rows, settings.recommend.margin) + frontier_line(rows) + measured_on(bench)
+    extra_sets = list(settings.extra_test_sets)
+    text = TITLE + (verdict + "\n" if verdict else "") + INTRO + extra_sets_line(extra_sets)
+    text += variants_table(rows, extra_sets)
+    text += "\nNot evaluated here:\n\n" + "\n".join(skipped) + "\n" if skipped else ""
+    text += figures_section(paths, figures)
+    text += "\n## Against the best, row by row\n\n" + comparisons_table(rows, compared) if compared else ""
+    search = read_optional(PromptSearchRecord, paths.prompt_search, "search_prompt")
+    text += "\n## Prompt search on val\n\n" + search_table(search) if search and search.winner else ""
+    text += "\n## Scores in detail\n\n" + markdown_table(rows, table_metrics(files))
+    text += deployment_section(paths, rows, headline, bench)
+    text += serving_section(paths, read_optional(ServeRecord, paths.serve_metrics, "load_test"), bench)
+    write_text(paths.report, text)
+    for path in (paths.report, paths.eval_summary, paths.figures / VARIANTS_CSV, paths.figures / TRADEOFFS_CSV,
+                 *figures):
+        tracking.log_artifact(path, "report" if path.parent == paths.figures else None)
+    tracking.summarize_pipeline(pipeline_summary(by_key, headline),
+                                {**pipeline_output_hashes(paths.root / LOCK_FILE),
+                                 **recommendation_tags(rows, settings.recommend.margin)})
+    print(text)
 
 
 def main() -> None:
     params = read_params()
     settings = to_section(EvalConfig, "eval", params.get("eval"))
-    headline = settings.headline_result()
-    files = eval_files(params)
-    bench = read_optional(BenchRecord, PATHS.bench_metrics, "benchmark")
-    rows = with_costs(eval_rows(files), read_optional(BaseRecord, PATHS.base_metrics, "base"),
-                      read_optional(TrainRecord, PATHS.train_metrics, "train"),
-                      read_optional(QuantizeRecord, PATHS.quantize_metrics, "quantize"), bench,
-                      read_optional(AlignRecord, PATHS.align_metrics, "align"))
-    compared = paired_comparisons(rows, settings)
-    rows = with_frontier(with_comparisons(rows, compared))
-    with stage_run("report", params, sections=()) as run:
-        by_key = metrics_by_key(rows)
-        write_json(PATHS.eval_summary, by_key)
-        write_csv(VARIANTS_CSV, [{"variant": row_key(r), **{k: r[k] for k in PLOTTED}} for r in rows])
-        write_csv(TRADEOFFS_CSV, tradeoff_rows(rows, headline))
-        figures = save_tradeoff_figures(rows, PATHS.figures, f"{params.get('strategy', {}).get('name', '?')}, "
-                                                       f"lr {params.get('train', {}).get('learning_rate', '?')}")
-        skipped = skipped_lines(files)
-        verdict = recommendation(rows, settings.recommend.margin) + frontier_line(rows) + measured_on(bench)
-        extra_sets = list(settings.extra_test_sets)
-        text = TITLE + (verdict + "\n" if verdict else "") + INTRO + extra_sets_line(extra_sets)
-        text += variants_table(rows, extra_sets)
-        text += "\nNot evaluated here:\n\n" + "\n".join(skipped) + "\n" if skipped else ""
-        text += figures_section(figures)
-        text += "\n## Against the best, row by row\n\n" + comparisons_table(rows, compared) if compared else ""
-        search = read_optional(PromptSearchRecord, PATHS.prompt_search, "search_prompt")
-        text += "\n## Prompt search on val\n\n" + search_table(search) if search and search.winner else ""
-        text += "\n## Scores in detail\n\n" + markdown_table(rows, table_metrics(files))
-        text += deployment_section(rows, headline, bench)
-        text += serving_section(read_optional(ServeRecord, PATHS.serve_metrics, "load_test"), bench)
-        write_text(PATHS.report, text)
-        for path in (PATHS.report, PATHS.eval_summary, VARIANTS_CSV, TRADEOFFS_CSV, *figures):
-            run.log_artifact(path, "report" if path.parent == PATHS.figures else None)
-        run.summarize_pipeline(pipeline_summary(by_key, headline),
-                               {**pipeline_output_hashes(), **recommendation_tags(rows, settings.recommend.margin)})
-        print(text)
+    quantized = params.get("quantize", {}).get("variants", [])
+    trained_as = (f"{params.get('strategy', {}).get('name', '?')}, "
+                  f"lr {params.get('train', {}).get('learning_rate', '?')}")
+    with stage_run("report", params, sections=()) as tracking:
+        run(PATHS, settings, quantized, trained_as, tracking)
 
 
 if __name__ == "__main__":

@@ -26,12 +26,12 @@ from tunelab.evaluation.proposer import check_endpoint, propose
 from tunelab.evaluation.tasks import TASKS
 from tunelab.io.jsonl import read_jsonl
 from tunelab.models.loading import continues_a_cache, load_variant
-from tunelab.paths import BASE, PATHS
+from tunelab.paths import BASE, PATHS, Paths
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.prompts.special_tokens import DataText
 from tunelab.records import prepared_data
 from tunelab.stage import run_stage
-from tunelab.tracking.mlflow_run import stage_run
+from tunelab.tracking.mlflow_run import StageRun, stage_run
 
 
 def uncalibrated_report(result: PromptingResult, labels: list[str], seed: int) -> dict:
@@ -97,43 +97,50 @@ def refine(search: Search, proposer: ProposerConfig, seed: int) -> None:
                       for i, text in enumerate(proposals, 1)])
 
 
+def run(paths: Paths, settings: EvalConfig, training_prompt: PromptConfig, data: DataConfig,
+        tracking: StageRun) -> None:
+    """Score the candidate promptings of the optimized method on the first val rows under ``paths``
+    with the base model; write the table and its winner to ``paths.prompt_search``."""
+    task, labels = TASKS[data.task], data.labels
+    name = optimized_method(settings)
+    if name is None:
+        reason = "eval.prompting has no optimized method"
+        tracking.write_metrics(paths.prompt_search, {"skipped": reason})
+        print(f"search_prompt: skipped: {reason}")
+        return
+    optimized, proposer = settings.prompting[name], settings.prompt_search.proposer
+    if proposer:
+        check_endpoint(proposer)
+    candidates = candidate_grid(searched_templates(training_prompt, settings, task), settings, optimized)
+    required = data.prepared_fields
+    tokenizer = load_tokenizer(paths.base_model)
+    data_text = DataText(tokenizer)  # as the format stage escapes them: control tokens in data are text
+    val = data_text.rows(read_jsonl(paths.split(paths.prepared, "val"), required=required)[: settings.prompt_search.rows])
+    train = data_text.rows(read_jsonl(paths.split(paths.prepared, "train"), required=required))
+    model = load_variant(BASE, paths)
+    scorer = Scorer(task, labels, model, tokenizer,
+                    EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model)))
+    search = Search(scorer, val, train, optimized.scoring[0], settings.seed)
+    search.score(candidates)
+    if proposer:
+        refine(search, proposer, settings.seed)
+    winner = best(search.table)
+    tracking.write_metrics(paths.prompt_search, {"task": task.name, "metric": task.headline, "scoring": search.scoring,
+                                                 "rows": len(val), "method": name, "candidates": search.table,
+                                                 "winner": winner})
+    tracking.log_metrics({"winner_val_score": winner["score"], "candidates": len(search.table)})
+    tracking.set_tag("tunelab.prompt_search.winner", winner["name"])
+    tracking.log_artifact(paths.prompt_search)
+    print(f"search_prompt: winner: {winner['name']}: val {task.headline} {winner['score']:.3f}")
+
+
 def main() -> None:
     params = read_params()
     settings = to_section(EvalConfig, "eval", params.get("eval"))
     training_prompt = to_section(PromptConfig, "prompt", params.get("prompt"))
     data = prepared_data(to_section(DataConfig, "data", params.get("data")))
-    task, labels = TASKS[data.task], data.labels
-    with stage_run("search_prompt", params, sections=("eval", "prompt")) as run:
-        name = optimized_method(settings)
-        if name is None:
-            reason = "eval.prompting has no optimized method"
-            run.write_metrics(PATHS.prompt_search, {"skipped": reason})
-            print(f"search_prompt: skipped: {reason}")
-            return
-        optimized, proposer = settings.prompting[name], settings.prompt_search.proposer
-        if proposer:
-            check_endpoint(proposer)
-        candidates = candidate_grid(searched_templates(training_prompt, settings, task), settings, optimized)
-        required = data.prepared_fields
-        tokenizer = load_tokenizer(PATHS.base_model)
-        data_text = DataText(tokenizer)  # as the format stage escapes them: control tokens in data are text
-        val = data_text.rows(read_jsonl(PATHS.split(PATHS.prepared, "val"), required=required)[: settings.prompt_search.rows])
-        train = data_text.rows(read_jsonl(PATHS.split(PATHS.prepared, "train"), required=required))
-        model = load_variant(BASE)
-        scorer = Scorer(task, labels, model, tokenizer,
-                        EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model)))
-        search = Search(scorer, val, train, optimized.scoring[0], settings.seed)
-        search.score(candidates)
-        if proposer:
-            refine(search, proposer, settings.seed)
-        winner = best(search.table)
-        run.write_metrics(PATHS.prompt_search, {"task": task.name, "metric": task.headline, "scoring": search.scoring,
-                                                  "rows": len(val), "method": name, "candidates": search.table,
-                                                  "winner": winner})
-        run.log_metrics({"winner_val_score": winner["score"], "candidates": len(search.table)})
-        run.set_tag("tunelab.prompt_search.winner", winner["name"])
-        run.log_artifact(PATHS.prompt_search)
-        print(f"search_prompt: winner: {winner['name']}: val {task.headline} {winner['score']:.3f}")
+    with stage_run("search_prompt", params, sections=("eval", "prompt")) as tracking:
+        run(PATHS, settings, training_prompt, data, tracking)
 
 
 if __name__ == "__main__":

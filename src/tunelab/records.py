@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, TypeVar
 
 from tunelab.errors import TunelabError
-from tunelab.paths import PATHS, TRAINED
+from tunelab.paths import PATHS, TRAINED, Paths
 
 if TYPE_CHECKING:
     from tunelab.config.schema import DataConfig
@@ -48,12 +48,12 @@ class PreparedStats:
     """classification: data.labels, or the names prepare found where it is ``auto``."""
 
 
-def prepared_data(data: "DataConfig") -> "DataConfig":
+def prepared_data(data: "DataConfig", paths: Paths = PATHS) -> "DataConfig":
     """The data config as the stages after prepare use it: with ``labels: auto``, the label names
     prepare found (sorted) in place of ``auto``."""
     if not data.infers_labels:
         return data
-    return dataclasses.replace(data, labels=read_record(PreparedStats, PATHS.prepared_stats, "prepare").label_names)
+    return dataclasses.replace(data, labels=read_record(PreparedStats, paths.prepared_stats, "prepare").label_names)
 
 
 @dataclass(frozen=True)

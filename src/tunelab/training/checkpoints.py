@@ -22,7 +22,8 @@ COMPLETE = "tunelab-complete.json"  # written into a checkpoint once the Trainer
 CHECKPOINT_STEP = re.compile(r"^checkpoint-(\d+)$")
 
 
-def checkpoint_dir(settings: tuple, inputs: list[Path], model: Path, stage: str = "train") -> Path:
+def checkpoint_dir(settings: tuple, inputs: list[Path], model: Path, stage: str = "train",
+                   root: Path = PATHS.checkpoints) -> Path:
     """Where this exact run of ``stage`` keeps its checkpoints: a resumed run must match its config
     sections, data and the starting model's content (a changed base must never resume onto weights
     trained on the old one)."""
@@ -30,7 +31,7 @@ def checkpoint_dir(settings: tuple, inputs: list[Path], model: Path, stage: str 
     for path in inputs:
         digest.update(path.read_bytes())
     digest.update(folder_sha256(model).encode())
-    return PATHS.checkpoints / f"{stage}-{digest.hexdigest()[:12]}"
+    return root / f"{stage}-{digest.hexdigest()[:12]}"
 
 
 class MarkCompleteCheckpoints(TrainerCallback):
