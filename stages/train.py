@@ -30,7 +30,7 @@ from tunelab.tracking.mlflow_run import StageRun, stage_run
 from tunelab.training.callbacks import OptunaPruning, ProfileSteps, TrainingTelemetry
 from tunelab.training.checkpoints import checkpoint_dir, resumable_checkpoint
 from tunelab.training.pruning import trial_for_this_run
-from tunelab.training.run import build_trainer
+from tunelab.training.run import build_trainer, kept_val_loss
 from tunelab.training.strategies import STRATEGIES, save_initial_adapter, save_trained, trainable_model
 from tunelab.training.throughput import flops_per_token, measure_matmul_peak, total_parameters, trainable_parameters
 
@@ -113,7 +113,7 @@ def run(paths: Paths, strategy: StrategyConfig, train: TrainConfig, tracking: St
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.perf_counter() - started
-    val_loss_after = trainer.evaluate()["eval_loss"]  # the best checkpoint's, with early stopping
+    val_loss_after = kept_val_loss(trainer)  # the best checkpoint's, with early stopping
     if not trainer.is_world_process_zero():
         return
     with atomic_dir(paths.trained_model) as folder:

@@ -245,3 +245,34 @@ def test_training_projects_only_the_loss_positions_with_the_models_own_loss_and_
     assert keeps_loss_logits_only(trainable_model(tiny_model_dir, strategy_from_conf("lora"), False), packed=False)
     assert not keeps_loss_logits_only(trainable_model(tiny_model_dir, strategy_from_conf("lora"), False), packed=True)
     assert not keeps_loss_logits_only(trainable_model(tiny_model_dir, strategy_from_conf("prompt_tuning"), False), False)
+
+
+class CountEvaluations(TrainerCallback):
+    def __init__(self):
+        self.count = 0
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.count += 1
+
+
+@pytest.mark.parametrize("max_steps, patience, passes", [
+    (6, 3, 0),  # early stopping loaded the best evaluated checkpoint: its loss is on record
+    (6, None, 0),  # the final step was evaluated
+    (5, None, 0),  # off the eval_steps grid: the Trainer evaluates the last step too
+])
+def test_the_kept_models_val_loss_is_the_one_the_trainer_recorded(tiny_model_dir, tmp_path, max_steps,
+                                                                            patience, passes):
+    from transformers import AutoTokenizer
+
+    from tunelab.training.run import kept_val_loss
+
+    counter = CountEvaluations()
+    trainer, _ = train_tiny(tiny_model_dir, tmp_path / "ckpt", strategy_from_conf("lora"),
+                            formatted_rows(AutoTokenizer.from_pretrained(tiny_model_dir)),
+                            tiny_train_config(max_steps=max_steps, eval_steps=3, early_stopping_patience=patience),
+                            [counter])
+    trainer.train()
+    before = counter.count
+    kept = kept_val_loss(trainer)
+    assert counter.count - before == passes
+    assert kept == pytest.approx(trainer.evaluate()["eval_loss"], abs=1e-6)  # the model the stage saves

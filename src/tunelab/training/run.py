@@ -207,3 +207,17 @@ def build_trainer(model, tokenizer, train: TrainConfig, train_rows, val_rows, ou
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+
+
+def kept_val_loss(trainer) -> float:
+    """The val loss of the model training keeps: the best checkpoint's where the Trainer loaded it at
+    the end (early stopping), else the final step's where that step was evaluated; only otherwise one
+    more pass over val. On the default run a val pass is ~30 s of the train stage, and it would
+    compute a figure the Trainer already has."""
+    state = trainer.state
+    if trainer.args.load_best_model_at_end and state.best_metric is not None:
+        return state.best_metric
+    evaluations = [row for row in state.log_history if "eval_loss" in row]
+    if evaluations and evaluations[-1]["step"] == state.global_step:
+        return evaluations[-1]["eval_loss"]
+    return trainer.evaluate()["eval_loss"]
