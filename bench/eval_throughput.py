@@ -42,7 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default=BASE)
     parser.add_argument("--rows", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, help="default: eval.batch_size")
+    parser.add_argument("--batch-size", type=int, help="for every pass; default: eval.batch_size and generate_batch_size")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = parser.parse_args()
     params = compose_conf(REPO / "conf")
@@ -56,7 +56,7 @@ def main() -> None:
     model = load_variant(args.variant, PATHS).to(getattr(torch, args.dtype))
     scorer = Scorer(task, data.labels, model, tokenizer,
                     EvalSettings(args.batch_size or settings.batch_size, settings.length_normalize, settings.seed,
-                                 continues_a_cache(model)))
+                                 continues_a_cache(model), args.batch_size or settings.generate_batch_size))
     passes = {}
     for name, prompting in settings.prompting.items():
         if prompting.method == "optimized":

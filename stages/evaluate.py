@@ -106,7 +106,8 @@ def run(paths: Paths, variant: str, settings: EvalConfig, training_prompt: Promp
     extra_sets = {name: data_text.rows(rows) for name, rows in extra_test_rows(paths, settings, required).items()}
     model = load_variant(variant, paths)
     scorer = Scorer(task, labels, model, tokenizer,
-                    EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model)))
+                    EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model),
+                                 settings.generate_batch_size))
     metrics_file, predictions_dir, confusion_dir = paths.eval_outputs(variant)
     with atomic_dir(predictions_dir) as predictions_tmp, atomic_dir(confusion_dir) as confusion_tmp:
         results, extra_results = {}, {}

@@ -119,7 +119,8 @@ def run(paths: Paths, settings: EvalConfig, training_prompt: PromptConfig, data:
     train = data_text.rows(read_jsonl(paths.split(paths.prepared, "train"), required=required))
     model = load_variant(BASE, paths)
     scorer = Scorer(task, labels, model, tokenizer,
-                    EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model)))
+                    EvalSettings(settings.batch_size, settings.length_normalize, settings.seed, continues_a_cache(model),
+                                 settings.generate_batch_size))
     search = Search(scorer, val, train, optimized.scoring[0], settings.seed)
     search.score(candidates)
     if proposer:

@@ -101,3 +101,36 @@ def test_choice_and_generate_scoring_of_one_prompting_run_the_prompts_once(model
         assert [p[scoring][key] for p in both.predictions] == [p[scoring][key] for p in alone[scoring].predictions]
     for fused, single in zip(both.predictions, alone["choice"].predictions):
         assert fused["choice"]["logprobs"] == pytest.approx(single["choice"]["logprobs"], abs=2e-4)
+
+
+@pytest.mark.parametrize(("method", "samples", "prompt_passes"), [
+    ("zero_shot", 1, 1),  # greedy: generate_batch_size (3) rows a batch: one batch
+    ("self_consistency", 3, 2),  # sampled: batch_size (2) rows a batch, each with its samples: two batches
+])
+def test_greedy_generation_batches_generate_batch_size_rows_and_sampling_batch_size(model_and_tokenizer, method,
+                                                                                    samples, prompt_passes):
+    model, tokenizer = model_and_tokenizer
+    prompts = [EvalPrompt(id=str(i), label="positive", text=f"Review: {text}\nSentiment:", choices=CHOICES)
+               for i, text in enumerate(["a moving film", "dull", "x y z"])]
+    prompting = PromptingConfig(method=method, scoring=["generate"], max_new_tokens=4, samples=samples)
+    shared = common_prefix_length([tokenizer(p.text)["input_ids"] for p in prompts])
+    passes = []
+
+    def count_prompt_passes(module, args, kwargs):
+        cache = kwargs.get("past_key_values")
+        passes.append((0 if cache is None else cache.get_seq_length()) == shared)
+
+    texts, prompt_batches = {}, {}
+    for generate_batch_size in (1, 3):
+        passes.clear()
+        settings = EvalSettings(batch_size=2, length_normalize=False, seed=0, generate_batch_size=generate_batch_size)
+        hook = model.register_forward_pre_hook(count_prompt_passes, with_kwargs=True)
+        try:
+            result = evaluate_prompting(model, tokenizer, prompts, prompting, "t", False, CHOICES, settings, "t")
+        finally:
+            hook.remove()
+        texts[generate_batch_size] = [p["generate"]["texts"] for p in result.predictions]
+        prompt_batches[generate_batch_size] = sum(passes)
+    assert prompt_batches[3] == prompt_passes
+    if samples == 1:
+        assert texts[1] == texts[3]  # greedy: the same texts whatever the batch

@@ -50,6 +50,12 @@ class EvalSettings:
     continues_a_cache: bool = True
     """False for models that cannot continue a key/value cache (PEFT prompt/prefix tuning):
     no shared prefix, and choices scored the plain one-pass way."""
+    generate_batch_size: int | None = None
+    """Rows per greedy generation batch (eval.generate_batch_size); None: batch_size."""
+
+    def generation_batch(self, samples: int) -> int:
+        """Rows per generation batch: sampling keeps batch_size rows, each with its ``samples`` paths."""
+        return (self.generate_batch_size or self.batch_size) if samples == 1 else self.batch_size
 
 
 @dataclass
@@ -149,7 +155,7 @@ def generate_texts(model, tokenizer, rows: list[list[int]], prefix: SharedPrefix
     sampling = Sampling(prompting.samples, prompting.temperature, prompting.top_k, prompting.top_p)
     texts, scores = [], []
     with tqdm(total=len(rows), desc=desc, unit="ex") as progress:
-        for batch in batches(after_prefix(rows, prefix), settings.batch_size):
+        for batch in batches(after_prefix(rows, prefix), settings.generation_batch(prompting.samples)):
             if choices is None:
                 texts += generate(model, tokenizer, batch, prompting.max_new_tokens, sampling, prefix,
                                   prompt_once=settings.continues_a_cache)

@@ -193,7 +193,11 @@ class EvalConfig:
     fine_tuned_prompting: list[str]
     """The prompting methods applied to the trained (and quantized) variants."""
     batch_size: int
-    """Test rows per forward pass."""
+    """Test rows per forward pass, and per batch of sampled generation (each row with its samples)."""
+    generate_batch_size: int
+    """Test rows per greedy generation batch: decoding costs less per row in a larger batch, where
+    scoring prompts does not (on 2 CPU cores, 48 against 16: greedy generation 25-30% faster, choice
+    scoring 20-40% slower)."""
     length_normalize: bool
     """Divide a choice's log-probability by its token count (matters when choices differ in length)."""
     limit: Optional[int]
@@ -226,6 +230,7 @@ class EvalConfig:
             raise TunelabError(f"eval.fine_tuned_prompting: {searched[0]!r} is the base model's searched prompting; "
                                "a fine-tuned variant is scored with the prompt it was trained on (zero_shot)")
         require_range("eval.batch_size", self.batch_size, low=1)
+        require_range("eval.generate_batch_size", self.generate_batch_size, low=1)
         require_range("eval.limit", self.limit, low=1)
         for name, extra in self.extra_test_sets.items():
             extra.check(f"eval.extra_test_sets.{name}")
