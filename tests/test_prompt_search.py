@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.config.schema import PromptConfig
 from tunelab.errors import TunelabError
-from tunelab.evaluation.demonstrations import choose_demonstrations, nearest
+from tunelab.evaluation.demonstrations import choose_demonstrations, embed, nearest
 from tunelab.evaluation.evaluator import EvalSettings, Scorer
 from tunelab.evaluation.prompt_search import best, candidate_grid, optimized_method, searched_templates, winner_prompting
 from tunelab.evaluation.scoring import calibrated, content_free_bias
@@ -100,6 +100,16 @@ TEMPLATE = PromptConfig(name="t", template="Review: {{ text }} ||| {{ answer_cho
 TRAIN = [{"id": f"t{i}", "text": text, "label": LABELS[i % 2]} for i, text in enumerate(
     ["a dull and tedious film", "the cast is wonderful", "limp plot, awful jokes", "funny and sharp writing",
      "my dog chased the postman down the street", "tedious"])]
+
+
+def test_a_texts_vector_does_not_depend_on_the_lengths_batched_with_it(tiny):
+    """The pool is embedded in batches of similar length (no padding to a long neighbour), each text's
+    vector returned in its own place and the same as embedded alone."""
+    model, tokenizer = tiny
+    texts = [row["text"] for row in TRAIN]  # 1 to 9 words, in no order of length
+    together = embed(model, tokenizer, texts, batch_size=3)
+    alone = torch.cat([embed(model, tokenizer, [text], batch_size=1) for text in texts])
+    assert torch.allclose(together, alone, atol=1e-5)
 
 
 def test_nearest_demonstrations_come_from_the_models_own_embedding(tiny, capsys):

@@ -25,20 +25,25 @@ from tunelab.prompts.templates import PromptTemplate
 
 @torch.no_grad()
 def embed(model, tokenizer, texts: list[str], batch_size: int) -> torch.Tensor:
-    """Unit vectors [texts, hidden]: each text's last hidden states, averaged over its tokens
-    (a progress bar: the pool and the rows take a minute of a default run on 2 cores)."""
-    vectors = []
+    """Unit vectors [texts, hidden]: each text's last hidden states, averaged over its tokens.
+
+    Batched by length (shortest first; the vectors come back in the texts' order): a batch padded to
+    its longest text wastes little, 20% of the time here on the default train pool. A progress bar:
+    the pool and the rows take a minute of a default run on 2 cores."""
+    ids = [tokenizer(text)["input_ids"] for text in texts]
+    order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+    vectors = torch.empty(len(texts), model.config.hidden_size)
     with tqdm(total=len(texts), desc="embedding for nearest demonstrations", unit="ex") as progress:
-        for batch in batches(texts, batch_size):
-            ids, mask = left_pad([tokenizer(text)["input_ids"] for text in batch], pad_id(tokenizer))
+        for batch in batches(order, batch_size):
+            padded, mask = left_pad([ids[i] for i in batch], pad_id(tokenizer))
             positions = (mask.cumsum(1) - 1).clamp(min=0)
-            output = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+            output = model(input_ids=padded.to(model.device), attention_mask=mask.to(model.device),
                            position_ids=positions.to(model.device), output_hidden_states=True, logits_to_keep=1)
             hidden = output.hidden_states[-1].float().cpu()
             pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-            vectors.append(torch.nn.functional.normalize(pooled, dim=-1))
+            vectors[batch] = torch.nn.functional.normalize(pooled, dim=-1)
             progress.update(len(batch))
-    return torch.cat(vectors)
+    return vectors
 
 
 def nearest(query: torch.Tensor, pool: torch.Tensor, count: int) -> list[list[int]]:
