@@ -10,15 +10,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tree's code: see tunelab.stage
 
-from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import ModelConfig
 from tunelab.io.atomic import atomic_dir
 from tunelab.io.files import folder_size_mb
 from tunelab.models.base import save_base_model
 from tunelab.models.loading import load_source_model
-from tunelab.paths import PATHS, Paths
-from tunelab.stage import run_stage
-from tunelab.tracking.mlflow_run import StageRun, stage_run
+from tunelab.paths import Paths
+from tunelab.stage import run_stage, run_tracked
+from tunelab.tracking.mlflow_run import StageRun
 
 
 def run(paths: Paths, model_config: ModelConfig, tracking: StageRun) -> None:
@@ -40,12 +39,5 @@ def run(paths: Paths, model_config: ModelConfig, tracking: StageRun) -> None:
     print(f"base: {metrics['parameters']:,} parameters saved to {paths.base_model} ({metrics['saved_megabytes']} MiB)")
 
 
-def main() -> None:
-    params = read_params()
-    model_config = to_section(ModelConfig, "model", params.get("model"))
-    with stage_run("base", params, sections=("model",)) as tracking:
-        run(PATHS, model_config, tracking)
-
-
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(lambda: run_tracked("base", run, model=ModelConfig))

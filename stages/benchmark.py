@@ -33,8 +33,8 @@ from tunelab.io.jsonl import read_jsonl
 from tunelab.paths import ALIGNED, BASE, PATHS, TRAINED, Paths
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.records import QuantizeRecord, read_record
-from tunelab.stage import run_stage
-from tunelab.tracking.mlflow_run import StageRun, stage_run
+from tunelab.stage import run_stage, run_tracked
+from tunelab.tracking.mlflow_run import StageRun
 
 PROMPTS = 16  # the first test prompts, cycled to fill larger batches
 
@@ -137,13 +137,6 @@ def run(paths: Paths, settings: BenchConfig, tracking: StageRun) -> None:
     tracking.log_artifact(paths.bench_metrics)
 
 
-def main() -> None:
-    params = read_params()
-    settings = to_section(BenchConfig, "bench", params.get("bench"))
-    with stage_run("benchmark", params, sections=("bench",)) as tracking:
-        run(PATHS, settings, tracking)
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--measure", nargs="+", metavar=("FOLDER", "VARIANT"))
@@ -151,4 +144,4 @@ if __name__ == "__main__":
     if args.measure:
         run_stage(lambda: measure_each(Path(args.measure[0]), args.measure[1:]))
     else:
-        run_stage(main)
+        run_stage(lambda: run_tracked("benchmark", run, bench=BenchConfig))

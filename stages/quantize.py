@@ -19,17 +19,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this tree's code: see tunelab.stage
 
-from tunelab.config.load import read_params, to_section
 from tunelab.config.schema import QuantizeConfig
 from tunelab.deploy.methods import make_variant, unavailable_reason
 from tunelab.io.atomic import atomic_dir
 from tunelab.io.files import folder_size_mb
 from tunelab.models.loading import merged_model, trained_recipe
-from tunelab.paths import PATHS, Paths
+from tunelab.paths import Paths
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.records import QuantizeRecord, VariantOutcome
-from tunelab.stage import run_stage
-from tunelab.tracking.mlflow_run import StageRun, stage_run
+from tunelab.stage import run_stage, run_tracked
+from tunelab.tracking.mlflow_run import StageRun
 
 
 def run(paths: Paths, settings: QuantizeConfig, tracking: StageRun) -> None:
@@ -62,12 +61,5 @@ def run(paths: Paths, settings: QuantizeConfig, tracking: StageRun) -> None:
         tracking.log_artifact(paths.quantize_metrics)
 
 
-def main() -> None:
-    params = read_params()
-    settings = to_section(QuantizeConfig, "quantize", params.get("quantize"))
-    with stage_run("quantize", params, sections=("quantize",)) as tracking:
-        run(PATHS, settings, tracking)
-
-
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(lambda: run_tracked("quantize", run, quantize=QuantizeConfig))

@@ -78,6 +78,12 @@ def section(params: dict, kind, name: str):
     return to_section(kind, name, params[name])
 
 
+def evaluation_sections(params: dict, paths: Paths) -> tuple:
+    """What evaluate and search_prompt read: eval, the training prompt and the data as prepared."""
+    return (section(params, EvalConfig, "eval"), section(params, PromptConfig, "prompt"),
+            prepared_data(section(params, DataConfig, "data"), paths))
+
+
 def test_check_fingerprints_what_the_dvc_run_fingerprinted(project, baseline):
     paths, params = project
     for path in (paths.data_origin, paths.model_origin):
@@ -145,8 +151,7 @@ def test_evaluate_scores_as_the_dvc_run_scored(project, baseline, variant):
     paths, params = project
     metrics_file, predictions, _ = paths.eval_outputs(variant)
     metrics_file.unlink()
-    stage("evaluate").run(paths, variant, section(params, EvalConfig, "eval"), section(params, PromptConfig, "prompt"),
-                          prepared_data(section(params, DataConfig, "data"), paths), untracked())
+    stage("evaluate").run(paths, variant, *evaluation_sections(params, paths), untracked())
     done = Paths(baseline.repo)
     assert metrics(metrics_file) == metrics(done.eval_outputs(variant)[0])
     for scored in predictions.glob("*.jsonl"):
@@ -156,8 +161,7 @@ def test_evaluate_scores_as_the_dvc_run_scored(project, baseline, variant):
 def test_search_prompt_finds_the_dvc_runs_winner(project, baseline):
     paths, params = project
     paths.prompt_search.unlink()
-    stage("search_prompt").run(paths, section(params, EvalConfig, "eval"), section(params, PromptConfig, "prompt"),
-                               prepared_data(section(params, DataConfig, "data"), paths), untracked())
+    stage("search_prompt").run(paths, *evaluation_sections(params, paths), untracked())
     assert metrics(paths.prompt_search) == metrics(Paths(baseline.repo).prompt_search)
 
 

@@ -123,3 +123,17 @@ def run_stage(main: Callable[[], None]) -> None:
             traceback.print_exc()
         print(f"\nerror: {explain(error)}", file=sys.stderr)  # on its own line, after any progress bar
         sys.exit(FAILURE_EXIT_CODE)
+
+
+def run_tracked(stage: str, work: Callable, **sections: type) -> None:
+    """The shell of a stage whose work needs its config sections alone (``name=Dataclass``, in the
+    order ``work`` takes them): read params.yaml, open the stage's MLflow run, which logs those
+    sections, and call ``work(PATHS, *sections, tracking)``."""
+    from tunelab.config.load import read_params, to_section
+    from tunelab.paths import PATHS
+    from tunelab.tracking.mlflow_run import stage_run
+
+    params = read_params()
+    configs = [to_section(kind, name, params.get(name)) for name, kind in sections.items()]
+    with stage_run(stage, params, sections=tuple(sections)) as tracking:
+        work(PATHS, *configs, tracking)
