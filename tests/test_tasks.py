@@ -1,7 +1,10 @@
 """The task registry: reading answers out of generated text, self-consistency votes, and scoring."""
 
+from types import SimpleNamespace
+
 import pytest
 
+from tunelab.config.schema import DataConfig
 from tunelab.errors import TunelabError
 from tunelab.evaluation.tasks import TASKS, free_text_answer, score_generated, span_answer, vote
 
@@ -9,7 +12,9 @@ from tunelab.evaluation.tasks import TASKS, free_text_answer, score_generated, s
 def test_every_task_type_is_registered_with_its_headline():
     assert {task.name: task.headline for task in TASKS} == {
         "classification": "accuracy", "generation": "rougeL", "extractive_qa": "exact_match", "math": "accuracy"}
-    assert [task.name for task in TASKS if "choice" in task.scorings] == ["classification"]
+    assert [task.name for task in TASKS if task.classifies] == ["classification"]
+    # and the data side agrees: a task classifies in the config exactly where the registry says so
+    assert all(DataConfig.classifies.fget(SimpleNamespace(task=task.name)) == task.classifies for task in TASKS)
     with pytest.raises(TunelabError, match="config key data.task: unknown value 'summarise'; expected one of"):
         TASKS["summarise"]
 

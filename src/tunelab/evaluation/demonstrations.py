@@ -55,7 +55,7 @@ def nearest(query: torch.Tensor, pool: torch.Tensor, count: int) -> list[list[in
 def rendered_inputs(rows: Sequence[dict], template: PromptConfig, labels: list[str]) -> list[str]:
     """What each row asks, as the template renders it (no chat template, no target)."""
     renderer = PromptTemplate(template)
-    return [renderer.render(template_fields(row, labels) if labels else row, row=str(row["id"])).prompt for row in rows]
+    return [renderer.render(template_fields(row, labels), row=str(row["id"])).prompt for row in rows]
 
 
 def choose_demonstrations(prompting: PromptingConfig, template: PromptConfig, train: list[dict], rows: list[dict],

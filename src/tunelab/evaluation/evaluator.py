@@ -291,7 +291,7 @@ class Scorer:
         if earlier is not None and set(prompting.scoring) <= set(earlier.metrics):
             print(f"evaluate: {name}: the same prompts as scored before ({', '.join(prompting.scoring)}): reused")
             return earlier.only(prompting.scoring)
-        score = self.classification if self.labels else self.generation
+        score = self.classification if self.task.classifies else self.generation
         result = self.scored[key] = score(rows, template, prompting, train, name)
         return result
 

@@ -96,8 +96,7 @@ def render_demonstrations(rows: list[dict], template: PromptTemplate, labels: li
     """Each row as (prompt, target); ``labels`` empty: generative rows, rendered from their own fields."""
     demonstrations = []
     for row in rows:
-        fields = template_fields(row, labels) if labels else row
-        rendered = template.render(fields, row=f"train {row['id']}")
+        rendered = template.render(template_fields(row, labels), row=f"train {row['id']}")
         if rendered.target is None:
             raise TunelabError(f"prompt {template.name!r}: few-shot demonstrations need the template's '|||' target")
         demonstrations.append((rendered.prompt, rendered.target))

@@ -53,6 +53,12 @@ class Task:
     Where the headline is all-or-nothing but a graded score exists (SQuAD's token F1), the graded one:
     a group of sampled answers that all score the same teaches GRPO nothing."""
 
+    @property
+    def classifies(self) -> bool:
+        """Answers are one of the data's labels, scored by their choices' likelihood too (else free
+        text, generated and read); the data side's counterpart is DataConfig.classifies."""
+        return "choice" in self.scorings
+
 
 TASKS: Registry[Task] = Registry("data.task")
 

@@ -34,8 +34,11 @@ def load_tokenizer(model_folder: Path):
 
 
 def template_fields(example: dict, labels: list[str]) -> dict:
-    """What a template may use: the example's fields plus ``label_index`` and ``labels`` (whose
-    names the generic classification template's answer choices are)."""
+    """What a template may use: a classification example's fields plus ``label_index`` and
+    ``labels`` (whose names the generic classification template's answer choices are); a generative
+    task's example (no labels) as it is."""
+    if not labels:
+        return example
     if example["label"] not in labels:
         raise TunelabError(f"row {example['id']}: label {example['label']!r} is not in data.labels {labels}")
     return {**example, "label_index": labels.index(example["label"]), "labels": list(labels)}

@@ -122,7 +122,7 @@ def served_chats(rows: list[dict], prompt: "PromptConfig", labels: list[str], de
     template = PromptTemplate(prompt)
     chats = []
     for row in rows:
-        rendered = template.render(template_fields(row, labels) if labels else row, row=f"test {row['id']}")
+        rendered = template.render(template_fields(row, labels), row=f"test {row['id']}")
         if decode_instruction is None:
             chats.append(chat_before_answer(rendered.prompt, prompt.system, history=row.get("history", []),
                                             tool_turns=row.get("tool_turns", [])))
