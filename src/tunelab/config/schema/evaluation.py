@@ -197,7 +197,8 @@ class EvalConfig:
     generate_batch_size: int
     """Test rows per greedy generation batch: decoding costs less per row in a larger batch, where
     scoring prompts does not (on 2 CPU cores, 48 against 16: greedy generation 25-30% faster, choice
-    scoring 20-40% slower)."""
+    scoring 20-40% slower). A dynamically quantized variant's answers depend on it: one activation
+    scale per batch."""
     length_normalize: bool
     """Divide a choice's log-probability by its token count (matters when choices differ in length)."""
     limit: Optional[int]
