@@ -70,6 +70,15 @@ def test_stage_counts_read_a_run_that_pulled_its_unchanged_stages():
     assert (counts.executed, counts.skipped, counts.restored) == (1, 3, 1)
 
 
+@pytest.mark.parametrize("log", [
+    "Running stage 'train':\nStage 'report' was restored from the shared cache\n",  # a wording none of ours reads
+    "> python stages/train.py\ntrain: val loss 1.2 -> 0.8\n",  # a finished run whose log names no stage at all
+])
+def test_stage_counts_are_unknown_where_dvcs_log_says_what_they_do_not_read(log):
+    """DVC's log is text: where its wording changes, the counts are not shown rather than shown wrong."""
+    assert stage_counts(log) is None
+
+
 @pytest.mark.slow
 def test_a_bad_sweep_queues_nothing(baseline_copy):
     project = baseline_copy

@@ -142,6 +142,9 @@ def collect(planned: list[dict], statuses: dict[str, str], baseline: str | None,
         status = statuses.get(item["name"], "Unknown")
         data = recorded.get(item["name"], {}) if status == "Success" else {}  # a failed run has no results of its own
         counts = queue.stage_counts(log_of(item["name"])) if status in queue.DONE and log_of else None
+        if status in queue.DONE and log_of and counts is None:
+            print(f"warning: {item['name']}: DVC's log names its stages in words tunelab does not read (a newer "
+                  "DVC?); the report leaves out what it did with them", file=sys.stderr)
         runs.append(SweepRun(item["name"], item["overrides"], status, data.get("params", {}), data.get("metrics", {}),
                              data.get("outputs", {}), counts))
     return runs

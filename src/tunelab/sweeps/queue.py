@@ -25,6 +25,8 @@ WHAT_DVC_DID = {  # the lines `dvc exp run` prints per stage; a later line about
     "restored": re.compile(r"Stage '([^']+)' is cached - skipping run"),  # run cache: same command, deps, params
     "executed": re.compile(r"Running stage '([^']+)'"),
 }
+NAMES_A_STAGE = re.compile(r"\b[Ss]tage\b[^']*'[^']+'")
+"""Any line of DVC's that names a stage: one that none of WHAT_DVC_DID reads means its wording changed."""
 
 
 @dataclass(frozen=True)
@@ -129,15 +131,22 @@ def always_changed_stages(pipeline: Path = Path("dvc.yaml")) -> set[str]:
     return {name for name, stage in stages.items() if stage.get("always_changed")}
 
 
-def stage_counts(log: str) -> StageCounts:
+def stage_counts(log: str) -> StageCounts | None:
     """Stages executed, skipped and restored; the always_changed ones are not counted, since no
-    caching could ever save them."""
+    caching could ever save them. DVC prints this nowhere machine-readable (neither ``dvc exp show
+    --json`` nor its Python API records a run-cache restore), so its log is read, and where it names
+    a stage in words none of WHAT_DVC_DID reads, or names none, the counts are unknown (None)."""
     always_run = always_changed_stages()
     outcome: dict[str, str] = {}
     for line in log.splitlines():
-        for what, pattern in WHAT_DVC_DID.items():
-            if (found := pattern.search(line)) and found[1] not in always_run:
-                outcome[found[1]] = what
+        read = [(what, found[1]) for what, pattern in WHAT_DVC_DID.items() if (found := pattern.search(line))]
+        if not read and NAMES_A_STAGE.search(line):
+            return None
+        for what, stage in read:
+            if stage not in always_run:
+                outcome[stage] = what
+    if not outcome:
+        return None
     counted = list(outcome.values())
     return StageCounts(executed=counted.count("executed"), skipped=counted.count("skipped") + counted.count("pulled"),
                        restored=counted.count("restored"))
