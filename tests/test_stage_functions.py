@@ -121,15 +121,20 @@ def test_fetch_prepare_and_format_write_the_dvc_runs_rows(project, baseline):
         assert read_rows(paths.split(paths.formatted, split)) == read_rows(done.split(done.formatted, split))
 
 
-def test_base_saves_the_model_the_dvc_run_saved(project, baseline):
+@pytest.mark.parametrize(("name", "folder", "record", "section_name", "kind"), [
+    ("base", "base_model", "base_metrics", "model", ModelConfig),
+    ("quantize", "deploy", "quantize_metrics", "quantize", QuantizeConfig),
+])
+def test_a_stage_that_makes_models_makes_the_dvc_runs(project, baseline, name, folder, record, section_name, kind):
     paths, params = project
-    shutil.rmtree(paths.base_model)
-    stage("base").run(paths, section(params, ModelConfig, "model"), untracked())
+    shutil.rmtree(getattr(paths, folder))
+    stage(name).run(paths, section(params, kind, section_name), untracked())
     done = Paths(baseline.repo)
-    assert metrics(paths.base_metrics) == metrics(done.base_metrics)
-    saved = sorted(p.name for p in paths.base_model.iterdir())
-    assert saved == sorted(p.name for p in done.base_model.iterdir())
-    assert (paths.base_model / "model.safetensors").read_bytes() == (done.base_model / "model.safetensors").read_bytes()
+    assert metrics(getattr(paths, record)) == metrics(getattr(done, record))
+    made, expected = getattr(paths, folder), getattr(done, folder)
+    assert sorted(p.relative_to(made) for p in made.rglob("*")) == sorted(p.relative_to(expected) for p in expected.rglob("*"))
+    for weights in expected.rglob("*.safetensors"):
+        assert (made / weights.relative_to(expected)).read_bytes() == weights.read_bytes()
 
 
 def test_train_reaches_the_dvc_runs_val_loss(project, baseline):
@@ -163,15 +168,6 @@ def test_search_prompt_finds_the_dvc_runs_winner(project, baseline):
     paths.prompt_search.unlink()
     stage("search_prompt").run(paths, *evaluation_sections(params, paths), untracked())
     assert metrics(paths.prompt_search) == metrics(Paths(baseline.repo).prompt_search)
-
-
-def test_quantize_makes_the_dvc_runs_variants(project, baseline):
-    paths, params = project
-    shutil.rmtree(paths.deploy)
-    stage("quantize").run(paths, section(params, QuantizeConfig, "quantize"), untracked())
-    done = Paths(baseline.repo)
-    assert metrics(paths.quantize_metrics) == metrics(done.quantize_metrics)
-    assert sorted(p.name for p in paths.deploy.iterdir()) == sorted(p.name for p in done.deploy.iterdir())
 
 
 def test_benchmark_times_each_made_variant(project, baseline):
