@@ -3,6 +3,7 @@ the trainable count is the strategy's formula, and the saved artifact reloads th
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -276,3 +277,21 @@ def test_the_kept_models_val_loss_is_the_one_the_trainer_recorded(tiny_model_dir
     kept = kept_val_loss(trainer)
     assert counter.count - before == passes
     assert kept == pytest.approx(trainer.evaluate()["eval_loss"], abs=1e-6)  # the model the stage saves
+
+
+def test_profiling_a_few_steps_leaves_the_process_environment_as_it_was(tiny_model_dir, tmp_path, monkeypatch):
+    """The train stage's work also runs in-process (tests, notebooks): its profiler may quiet kineto,
+    but must not leave that setting to every later subprocess of the caller."""
+    from transformers import AutoTokenizer
+
+    from tunelab.training.callbacks import ProfileSteps
+
+    monkeypatch.delenv("KINETO_LOG_LEVEL", raising=False)
+    before = dict(os.environ)
+    trace = tmp_path / "trace.json.gz"
+    trainer, _ = train_tiny(tiny_model_dir, tmp_path / "ckpt", strategy_from_conf("lora"),
+                            formatted_rows(AutoTokenizer.from_pretrained(tiny_model_dir)),
+                            tiny_train_config(max_steps=4, eval_steps=4), [ProfileSteps(1, trace, first_step=1)])
+    trainer.train()
+    assert trace.is_file()  # it did profile
+    assert dict(os.environ) == before

@@ -5,7 +5,8 @@ import os
 import shutil
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -14,6 +15,8 @@ from transformers import TrainerCallback
 from tunelab.benchmarking.memory import peak_memory_mb
 from tunelab.errors import TunelabError
 from tunelab.training.pruning import PRUNED_AT
+
+KINETO_LEVEL = "KINETO_LOG_LEVEL"
 
 LOGGED = ("loss", "learning_rate", "grad_norm", "eval_loss")
 
@@ -95,6 +98,21 @@ class TrainingTelemetry(TrainerCallback):
         }
 
 
+@contextmanager
+def quiet_kineto() -> Iterator[None]:
+    """kineto writes "USDT ... profiler_start/stop" to stderr at its top log level; a level past it,
+    read when its trace starts, keeps the console to the stage's own lines (a trace that fails still
+    raises in Python). Set only meanwhile: the stage's work also runs in-process, where the caller's
+    environment, which its later subprocesses inherit, must stay as it was. A level the user set wins."""
+    previous = os.environ.get(KINETO_LEVEL)
+    os.environ[KINETO_LEVEL] = previous or "6"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(KINETO_LEVEL, None)
+
+
 class ProfileSteps(TrainerCallback):
     """A torch.profiler trace of a few optimizer steps (after a warm-up step), gzipped."""
 
@@ -112,18 +130,16 @@ class ProfileSteps(TrainerCallback):
         # Memory events on CUDA only: on CPU, torch's allocator logs "Memory block of unknown size was
         # allocated before the profiling started" for every tensor made before the trace and freed in
         # it (the model's), and CPU memory is in the stage's peak RSS figure anyway.
-        # kineto writes "USDT ... profiler_start/stop" to stderr at its top level; a level past it
-        # (read when the first trace starts) keeps the console to the stage's own lines, and a trace
-        # that fails still raises in Python
-        os.environ.setdefault("KINETO_LOG_LEVEL", "6")
         self.profiler = torch.profiler.profile(activities=activities, profile_memory=torch.cuda.is_available())
-        self.profiler.__enter__()
+        with quiet_kineto():
+            self.profiler.__enter__()
         self._until = state.global_step + self.steps
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.profiler is None or state.global_step < self._until:
             return
-        self.profiler.__exit__(None, None, None)
+        with quiet_kineto():
+            self.profiler.__exit__(None, None, None)
         raw = self.trace_path.with_suffix("")
         self.profiler.export_chrome_trace(str(raw))
         with raw.open("rb") as source, gzip.open(self.trace_path, "wb") as target:
