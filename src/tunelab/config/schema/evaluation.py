@@ -194,11 +194,6 @@ class EvalConfig:
     """The prompting methods applied to the trained (and quantized) variants."""
     batch_size: int
     """Test rows per forward pass, and per batch of sampled generation (each row with its samples)."""
-    generate_batch_size: int
-    """Test rows per greedy generation batch: decoding costs less per row in a larger batch, where
-    scoring prompts does not (on 2 CPU cores, 48 against 16: greedy generation 25-30% faster, choice
-    scoring 20-40% slower). A dynamically quantized variant's answers depend on it: one activation
-    scale per batch."""
     length_normalize: bool
     """Divide a choice's log-probability by its token count (matters when choices differ in length)."""
     limit: Optional[int]
@@ -214,6 +209,11 @@ class EvalConfig:
     headline: Optional[str] = None
     """The fine-tuned result the benchmark plots, the report and a sweep's runs table compare, as
     PROMPTING/SCORING (e.g. zero_shot/choice); null: the first of fine_tuned_prompting, first scoring."""
+    generate_batch_size: Optional[int] = None
+    """Test rows per greedy generation batch; null: batch_size (an eval file written before the key
+    keeps working). Decoding costs less per row in a larger batch, where scoring prompts does not (on
+    2 CPU cores, 48 against 16: greedy generation 25-30% faster, choice scoring 20-40% slower); a
+    dynamically quantized variant's answers depend on it (one activation scale per batch)."""
 
     def __post_init__(self):
         if not self.prompting:
