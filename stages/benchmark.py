@@ -30,7 +30,7 @@ from tunelab.errors import TunelabError
 from tunelab.evaluation.batching import pad_id
 from tunelab.io.files import folder_size_mb
 from tunelab.io.jsonl import read_jsonl
-from tunelab.paths import ALIGNED, BASE, PATHS, TRAINED, Paths
+from tunelab.paths import ALIGNED, PATHS, TRAINED, Paths, is_quantized
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.records import QuantizeRecord, read_record
 from tunelab.stage import run_stage, run_tracked
@@ -68,7 +68,7 @@ def measure(paths: Paths, variant: str, settings: BenchConfig) -> dict:
                     "tokens_per_second": throughput(model, prompts, settings.batch_sizes, settings.new_tokens,
                                                     settings.repeats, pad, progress.update, {1: batch_one_runs}),
                     "peak_rss_mb": peak_rss_mb(), **({"peak_gpu_mb": gpu} if (gpu := peak_gpu_mb()) is not None else {})}
-    if variant not in (BASE, TRAINED, ALIGNED) and (recipe := deploy_recipe(paths.model(variant)))["loader"] == "gguf":
+    if is_quantized(variant) and (recipe := deploy_recipe(paths.model(variant)))["loader"] == "gguf":
         del model  # llama.cpp loads its own copy
         measured["llama_cpp"] = measure_native(paths.model(variant) / "model" / recipe["gguf_file"], prompts[0],
                                                settings.new_tokens, settings.repeats, torch.get_num_threads())

@@ -27,17 +27,12 @@ from tunelab.evaluation.tasks import TASKS, Task
 from tunelab.io.atomic import atomic_dir, write_jsonl
 from tunelab.io.jsonl import read_jsonl
 from tunelab.models.loading import continues_a_cache, load_variant
-from tunelab.paths import ALIGNED, BASE, PATHS, SKIPPED, TRAINED, Paths
+from tunelab.paths import ALIGNED, BASE, PATHS, SKIPPED, Paths, is_quantized
 from tunelab.prompts.formatting import load_tokenizer
 from tunelab.prompts.special_tokens import DataText
 from tunelab.records import PromptSearchRecord, QuantizeRecord, prepared_data, read_optional, read_record
 from tunelab.stage import run_stage
 from tunelab.tracking.mlflow_run import StageRun, stage_run
-
-
-def is_deployed(variant: str) -> bool:
-    """A quantize stage variant (merged, int8_dynamic, ...), not a model of its own."""
-    return variant not in (BASE, TRAINED, ALIGNED)
 
 
 def prompting_names(variant: str, settings: EvalConfig) -> list[str]:
@@ -90,7 +85,7 @@ def run(paths: Paths, variant: str, settings: EvalConfig, training_prompt: Promp
     (and each extra test set); write its metrics, predictions and confusion matrices."""
     task, labels = TASKS[data.task], data.labels
     required = data.prepared_fields
-    deployed = is_deployed(variant)
+    deployed = is_quantized(variant)
     if reason := skipped_reason(paths, variant, deployed):
         write_skipped(paths, tracking, variant, reason)
         tracking.set_tag("tunelab.skipped", reason)
@@ -148,7 +143,7 @@ def main() -> None:
     settings = to_section(EvalConfig, "eval", params.get("eval"))
     training_prompt = to_section(PromptConfig, "prompt", params.get("prompt"))
     data = prepared_data(to_section(DataConfig, "data", params.get("data")))
-    stage = "evaluate_deployed" if is_deployed(variant) else "evaluate"  # its name in dvc.yaml
+    stage = "evaluate_deployed" if is_quantized(variant) else "evaluate"  # its name in dvc.yaml
     with stage_run(f"{stage}@{variant}", params, sections=("eval", "prompt")) as tracking:
         run(PATHS, variant, settings, training_prompt, data, tracking)
 

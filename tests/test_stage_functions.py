@@ -32,6 +32,7 @@ from tunelab.config.schema import (
     StrategyConfig,
     TrainConfig,
 )
+from tunelab.errors import TunelabError
 from tunelab.paths import BASE, TRAINED, Paths
 from tunelab.records import prepared_data
 from tunelab.tracking.mlflow_run import StageRun
@@ -98,7 +99,7 @@ def test_check_refuses_a_bad_value_before_writing(project):
     paths, params = project
     before = paths.data_origin.read_text()
     params["train"]["learning_rate"] = 0
-    with pytest.raises(Exception, match="train.learning_rate"):
+    with pytest.raises(TunelabError, match="train.learning_rate"):
         stage("check").run(paths, params)
     assert paths.data_origin.read_text() == before
 

@@ -9,6 +9,11 @@ directory.
 from pathlib import Path
 
 BASE, TRAINED, ALIGNED = "base", "trained", "aligned"  # the variants that are not quantize-stage folders
+
+
+def is_quantized(variant: str) -> bool:
+    """A quantize-stage variant (merged, int8_dynamic, ...), not one of the models of its own."""
+    return variant not in (BASE, TRAINED, ALIGNED)
 SKIPPED = "SKIPPED.txt"  # in an output folder of a stage that had nothing to make: why
 
 

@@ -9,7 +9,7 @@ with its interval, which the tables, plots and sweeps compare whatever the task.
 from pathlib import Path
 
 from tunelab.io.jsonl import parse_json_row
-from tunelab.paths import ALIGNED, BASE, TRAINED
+from tunelab.paths import ALIGNED, BASE, TRAINED, is_quantized
 from tunelab.records import (
     AlignRecord,
     BaseRecord,
@@ -150,7 +150,7 @@ def with_costs(rows: list[dict], base: BaseRecord | None, train: TrainRecord | N
         costed.append({
             **row,
             "adaptation": adaptation,
-            "quantization": "none" if variant in (BASE, TRAINED, ALIGNED) else variant,
+            "quantization": variant if is_quantized(variant) else "none",
             "train_seconds": seconds,
             "tokens_per_second": speed.get("tokens_per_second", {}).get("1"),
             "token_latency_p50_ms": speed.get("token_latency_ms", {}).get("p50"),
