@@ -3,8 +3,9 @@
 Every stage run the suite starts goes through it, so what it changes must be nothing a stage can
 see: argv, sys.path, working directory, environment, streams, exit code and the signal that ends
 it are the caller's; a caller killed outright takes its stage with it; an environment that differs
-in what the preloaded libraries read at import runs cold; a warm stage's reads are audited as a cold
-one's (the dependency tests' evidence).
+in what the preloaded libraries read at import runs cold, and so does a stage whose code reaches a
+preloaded submodule it never imports (it fails as it would cold); a warm stage's reads are audited
+as a cold one's (the dependency tests' evidence).
 """
 
 import json
@@ -35,9 +36,6 @@ elif sys.argv[1] == "exit":
 elif sys.argv[1] == "raise":
     print(preloaded, flush=True)
     raise ValueError("from the probe")
-elif sys.argv[1] == "forgets":  # uses a submodule it never imports
-    import pyarrow
-    print(preloaded, pyarrow.parquet.__name__, flush=True)
 elif sys.argv[1] == "sleep":
     open("pid", "w").write(str(os.getpid()))
     import time
@@ -65,16 +63,16 @@ def probe(tmp_path) -> Path:
     return tmp_path
 
 
-def start(project: Path, *args: str, cold: bool = False, **env: str) -> subprocess.Popen:
+def start(project: Path, *args: str, cold: bool = False, stage: str = "probe", **env: str) -> subprocess.Popen:
     environment = {**os.environ, **env}
     if cold:
         del environment["TUNELAB_WARM_RUNNER"]
-    return subprocess.Popen([sys.executable, "stages/probe.py", *args], cwd=project, env=environment, text=True,
+    return subprocess.Popen([sys.executable, f"stages/{stage}.py", *args], cwd=project, env=environment, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def run(project: Path, *args: str, cold: bool = False, **env: str) -> subprocess.CompletedProcess:
-    process = start(project, *args, cold=cold, **env)
+def run(project: Path, *args: str, cold: bool = False, stage: str = "probe", **env: str) -> subprocess.CompletedProcess:
+    process = start(project, *args, cold=cold, stage=stage, **env)
     stdout, stderr = process.communicate("a line on stdin\n", timeout=120)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
@@ -126,13 +124,45 @@ def test_a_stage_exits_as_it_would_cold(runner, probe):
     assert failed.stdout == "True\n"
 
 
-def test_a_stage_that_forgets_an_import_fails_cold_and_ci_runs_every_stage_cold(runner, probe):
-    """What the runner cannot promise: a forked stage inherits every module the runner imported, so one
-    that reaches a submodule it never imports (pyarrow.parquet, which the preloaded datasets imports)
-    works warm and fails cold. Hence CI runs the suite cold (TUNELAB_TEST_COLD=1), as DVC runs stages."""
-    warm, cold = run(probe, "forgets"), run(probe, "forgets", cold=True)
-    assert warm.returncode == 0 and warm.stdout == "True pyarrow.parquet\n"
-    assert cold.returncode == 1 and "has no attribute 'parquet'" in cold.stderr
+FORGETFUL = {  # stages/NAME.py: each reaches a submodule the runner imported (datasets imports pyarrow.parquet)
+    "forgets": "import pyarrow\nprint(pyarrow.parquet.__name__)\n",
+    "forgets_in_its_code": ("import sys\nsys.path.insert(0, 'src')\nfrom helpers.tables import read\n"
+                            "print(read())\n"),
+    "imports_it_elsewhere": ("import pyarrow\n\ndef read():\n    return pyarrow.parquet.__name__\n\n"
+                             "def later():\n    import pyarrow.parquet\n\nprint(read())\n"),
+}
+HELPER = "import pyarrow as pa\n\n\ndef read():\n    return pa.parquet.__name__\n"
+
+
+@pytest.mark.parametrize("stage", FORGETFUL)
+def test_a_stage_that_forgets_an_import_fails_warm_exactly_as_it_fails_cold(runner, probe, stage):
+    """A forked stage inherits every module the runner imported, so one that reaches a submodule it never
+    imports (in its script, or in the project's src/ it imports; an import in another function does
+    not count) would work forked and fail cold: the runner sees it in the code and runs it cold."""
+    (probe / f"stages/{stage}.py").write_text(FORGETFUL[stage])
+    (probe / "src/helpers").mkdir(parents=True)
+    (probe / "src/helpers/__init__.py").write_text("")
+    (probe / "src/helpers/tables.py").write_text(HELPER)
+    warm, cold = run(probe, stage=stage), run(probe, stage=stage, cold=True)
+    assert cold.returncode == 1 and cold.stderr.strip().endswith("has no attribute 'parquet'"), cold.stderr
+    assert (warm.returncode, warm.stdout, warm.stderr) == (cold.returncode, cold.stdout, cold.stderr)
+    why = "src/helpers/tables.py" if stage == "forgets_in_its_code" else f"stages/{stage}.py"
+    assert f"{why} reaches pyarrow.parquet without importing it" in (runner.parent / "warm.log").read_text()
+
+
+def test_a_stage_reaching_what_its_imports_bring_runs_warm(runner, probe):
+    """What a fresh interpreter's ``import torch`` brings (torch.nn), or a lazy package's attribute
+    imports (numpy.random), is reached cold too: such a stage keeps its warm start."""
+    (probe / "stages/brought.py").write_text(
+        "import sys\npreloaded = 'torch' in sys.modules\nimport numpy as np\nimport torch\n"
+        "print(preloaded, torch.nn.functional.__name__, np.random.__name__)\n")
+    warm, cold = run(probe, stage="brought"), run(probe, stage="brought", cold=True)
+    assert warm.stdout == "True torch.nn.functional numpy.random\n"
+    assert cold.returncode == 0 and cold.stdout == "False torch.nn.functional numpy.random\n"
+
+
+def test_ci_runs_every_stage_cold():
+    """As DVC runs them for a user: the suite's local runs are warm where the runner can promise sameness."""
     assert "TUNELAB_TEST_COLD=1 make test" in (Path(__file__).parents[1] / ".ci/run").read_text()
 
 

@@ -14,7 +14,9 @@ The client is warm_client.py, called by sitecustomize.py in every Python process
 (PYTHONPATH); a stage whose reads a test audits is audited here, in its child (read_audit.py).
 A stage whose environment differs from this server's in anything the preloaded libraries may have
 read at import (ALLOWED_PREFIXES and ALLOWED_NAMES say what may differ) runs cold, as it would
-without the suite: fault-injection runs, DDP workers, a test's own HF_* or OMP_* settings. A caller
+without the suite: fault-injection runs, DDP workers, a test's own HF_* or OMP_* settings. So does a
+stage whose own code reaches a preloaded submodule it never imports (import_check.py): forked, it
+would find the module this server imported; cold, it fails, and so it must here. A caller
 killed outright (SIGKILL) takes its stage with it: its connection closes and the stage is killed.
 
 Hand-written because no library does it: multiprocessing's forkserver runs pickled functions, not
@@ -34,6 +36,7 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 
 import read_audit
+from import_check import ReachChecker
 
 # What may differ between this server's environment and a warm stage's. Checked with a recording
 # os.environ around the preload (2026-12-03, the pinned versions): none of these is read at import
@@ -92,11 +95,12 @@ def where(spec) -> str | list[str] | None:
     return None if spec.submodule_search_locations is None else [str(folder) for folder in spec.submodule_search_locations]
 
 
-def why_cold(request: dict, env: dict, set_by_imports: dict) -> list[str]:
+def why_cold(request: dict, env: dict, set_by_imports: dict, reaches: ReachChecker) -> list[str]:
     """Why a run must start cold, in its caller, rather than be forked from here (none: it may be)."""
     return ([f"{name} {env.get(name)!r} here, {request['env'].get(name)!r} there"
              for name in differing(env, set_by_imports, request["env"])]
-            + [f"{name} is imported from elsewhere on its sys.path" for name in shadowed(request["path"])])
+            + [f"{name} is imported from elsewhere on its sys.path" for name in shadowed(request["path"])]
+            or reaches.unimported(request, preloaded=set(sys.modules)))
 
 
 def preload() -> None:
@@ -126,6 +130,7 @@ def serve(listener: socket.socket, env: dict, set_by_imports: dict) -> tuple[dic
     """Accept stage runs until one is forked; returns (the request, its file descriptors) in the child.
     ``env``: this server's environment before its imports, which a warm stage's must match."""
     running: dict[int, tuple[int, socket.socket, float]] = {}  # pidfd -> (pid, the caller's connection, when forked)
+    reaches = ReachChecker()
     parent = os.pidfd_open(os.getppid())  # the pytest worker: killed outright, it cannot stop this server
     while True:
         watched = [listener, parent, *running, *(conn for _pid, conn, _forked in running.values())]
@@ -139,7 +144,7 @@ def serve(listener: socket.socket, env: dict, set_by_imports: dict) -> tuple[dic
             conn = listener.accept()[0]
             message, fds, _flags, _address = socket.recv_fds(conn, MAX_REQUEST, 3)
             request = json.loads(message)
-            if cold := why_cold(request, env, set_by_imports):
+            if cold := why_cold(request, env, set_by_imports, reaches):
                 log(f"cold {request['argv'][0]}: " + ", ".join(cold))
                 reply(conn, {"cold": cold})
                 conn.close()
