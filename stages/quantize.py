@@ -51,7 +51,7 @@ def run(paths: Paths, settings: QuantizeConfig, tracking: StageRun) -> None:
                 print(f"quantize: {method}: skipped: {reason}")
                 continue
             started = time.perf_counter()
-            make_variant(method, merged_dir, source_dir, out / method, tokenizer, settings)
+            make_variant(method, merged_dir, source_dir, out / method, tokenizer, settings, paths)
             made = outcomes[method] = VariantOutcome("made", seconds=round(time.perf_counter() - started, 1),
                                                      size_mb=folder_size_mb(out / method))
             print(f"quantize: {method}: {made.size_mb} MB in {made.seconds} s")

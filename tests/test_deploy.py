@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.deploy.methods import METHODS, make_variant, quantization_config, unavailable_reason
 from tunelab.models.loading import int8_dynamic, load_trained, merged_model
+from tunelab.paths import PATHS, Paths
 from tunelab.training.strategies import save_trained
 
 PROBE = [[1, 5, 9, 20, 33, 7, 12, 40]]
@@ -106,7 +107,7 @@ def test_variant_round_trip_in_a_fresh_process(lora_setup, method):
     tolerance = TOLERANCE.get(method, 0.0)
     base_dir, trained, merged_dir, root = lora_setup
     folder = root / method
-    make_variant(method, merged_dir, trained, folder, AutoTokenizer.from_pretrained(base_dir), SETTINGS)
+    make_variant(method, merged_dir, trained, folder, AutoTokenizer.from_pretrained(base_dir), SETTINGS, PATHS)
     expected = outputs(in_memory(method, merged_dir).eval())
     reloaded = fresh_process_outputs(folder, root)
     assert (reloaded["logits"] - expected["logits"]).abs().max().item() <= tolerance + 1e-6
@@ -123,7 +124,7 @@ def test_prompt_tuning_keeps_its_adapter_beside_the_quantized_base(tiny_model_di
     merged_dir = tmp_path / "merged"
     merged_model(trained, tiny_model_dir).save_pretrained(merged_dir)
     make_variant(method, merged_dir, trained, tmp_path / "pt", AutoTokenizer.from_pretrained(tiny_model_dir),
-                 SETTINGS)
+                 SETTINGS, PATHS)
     assert (tmp_path / "pt/adapter/adapter_config.json").is_file()
     expected = load_trained(trained, tiny_model_dir).eval()
     if method == "int8_dynamic":  # PEFT cannot load onto quantized modules: found by a sweep
@@ -260,10 +261,12 @@ def test_wanda_2_4_keeps_two_of_every_four_consecutive_input_weights(lora_setup,
             assert torch.equal(groups, torch.full_like(groups, 2))
 
 
-def test_wanda_records_its_sparsity_and_calibration_and_refuses_prompt_learning():
-    assert METHODS["wanda"].options(SETTINGS) == {"sparsity": SETTINGS.wanda_sparsity, "calibration": {
+def test_wanda_records_its_sparsity_and_calibration_and_refuses_prompt_learning(tmp_path):
+    assert METHODS["wanda"].options(SETTINGS, PATHS) == {"sparsity": SETTINGS.wanda_sparsity, "calibration": {
         "file": "data/formatted/train.jsonl", "rows": SETTINGS.wanda_calibration_rows}}
-    assert METHODS["wanda_2_4"].options(SETTINGS)["sparsity"] == 0.5
+    elsewhere = METHODS["wanda"].options(SETTINGS, Paths(tmp_path))  # a stage run on another project's paths
+    assert elsewhere["calibration"]["file"] == str(tmp_path / "data/formatted/train.jsonl")
+    assert METHODS["wanda_2_4"].options(SETTINGS, PATHS)["sparsity"] == 0.5
     assert unavailable_reason("wanda", "lora", cuda=False) is None
     assert "virtual tokens cannot be merged" in unavailable_reason("wanda_2_4", "prefix_tuning", cuda=False)
 

@@ -22,6 +22,7 @@ from tunelab.config.schema import QuantizeConfig, StrategyConfig
 from tunelab.deploy.methods import METHODS, DeployMethod, cast, make_variant
 from tunelab.errors import TunelabError
 from tunelab.models.loading import load_deployed, load_trained, merged_model
+from tunelab.paths import Paths
 from tunelab.training.strategies import STRATEGIES, Strategy, save_trained, trainable_model
 from tunelab.validation import validate_config
 
@@ -77,7 +78,7 @@ def test_a_new_deployment_method_is_one_registry_entry_and_one_conf_file(toy_par
     save_trained(trainable_model(tiny_model_dir, config), tokenizer, config, tmp_path / "trained")
     merged_model(tmp_path / "trained", tiny_model_dir).save_pretrained(tmp_path / "merged")
     make_variant("bf16_cpu", tmp_path / "merged", tmp_path / "trained", tmp_path / "bf16_cpu", tokenizer,
-                 to_section(QuantizeConfig, "quantize", toy_parts["quantize"]))
+                 to_section(QuantizeConfig, "quantize", toy_parts["quantize"]), Paths(tmp_path))
     model = load_deployed(tmp_path / "bf16_cpu")  # a fresh process would load it the same way: by its recipe
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
 

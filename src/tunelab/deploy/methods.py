@@ -37,7 +37,7 @@ from tunelab.models.loading import (
     quantized_model,
     trained_recipe,
 )
-from tunelab.paths import PATHS
+from tunelab.paths import Paths
 from tunelab.registry import Registry
 
 
@@ -45,7 +45,7 @@ def _always(strategy: str, cuda: bool) -> Optional[str]:
     return None
 
 
-def _no_options(settings: QuantizeConfig) -> dict:
+def _no_options(settings: QuantizeConfig, paths: Paths) -> dict:
     return {}
 
 
@@ -58,8 +58,9 @@ class DeployMethod:
     """How a fresh process loads it: a key of tunelab.models.loading.LOADERS (written to its recipe)."""
     unavailable: Callable[[str, bool], Optional[str]] = _always
     """(trained strategy, cuda present) -> why it does not apply here, or None."""
-    options: Callable[[QuantizeConfig], dict] = _no_options
-    """The settings of conf/quantize it reads, as entries of its recipe (so they are recorded beside it)."""
+    options: Callable[[QuantizeConfig, Paths], dict] = _no_options
+    """(conf/quantize, the pipeline's paths) -> the settings and inputs it reads, as entries of its recipe
+    (so they are recorded beside it)."""
 
     def __post_init__(self):
         if self.loader not in LOADERS:
@@ -125,16 +126,16 @@ def needs_bitsandbytes(method: str) -> Callable:
     return unavailable
 
 
-def keep_float(settings: QuantizeConfig) -> dict:
+def keep_float(settings: QuantizeConfig, paths: Paths) -> dict:
     return {"keep_float": list(settings.int8_dynamic_keep_float)}
 
 
-def wanda_options(sparsity: Optional[float] = None) -> Callable[[QuantizeConfig], dict]:
-    """quantize.wanda_sparsity (or a fixed one: 2:4 is 50%) and its calibration rows."""
+def wanda_options(sparsity: Optional[float] = None) -> Callable[[QuantizeConfig, Paths], dict]:
+    """quantize.wanda_sparsity (or a fixed one: 2:4 is 50%) and its calibration rows: the formatted train split."""
 
-    def options(settings: QuantizeConfig) -> dict:
+    def options(settings: QuantizeConfig, paths: Paths) -> dict:
         return {"sparsity": sparsity if sparsity is not None else settings.wanda_sparsity,
-                "calibration": {"file": str(PATHS.split(PATHS.formatted, "train")),
+                "calibration": {"file": str(paths.split(paths.formatted, "train")),
                                 "rows": settings.wanda_calibration_rows}}
 
     return options
@@ -182,13 +183,14 @@ def unavailable_reason(method: str, strategy: str, cuda: bool) -> Optional[str]:
 
 
 def make_variant(method: str, merged_dir: Path, source_dir: Path, folder: Path, tokenizer,
-                 settings: QuantizeConfig) -> None:
+                 settings: QuantizeConfig, paths: Paths) -> None:
     """Write one variant into ``folder`` (model/, adapter/ for prompt learning, the recipe), from the
-    model in ``source_dir`` (trained or aligned) merged into ``merged_dir``."""
+    model in ``source_dir`` (trained or aligned) merged into ``merged_dir``; what it calibrates on is
+    read under ``paths``."""
     deploy = METHODS[method]
     trained = trained_recipe(source_dir)
     recipe = {"method": method, "loader": deploy.loader, "strategy": trained["strategy"],
-              **({"qat": trained["qat"]} if "qat" in trained else {}), **deploy.options(settings),
+              **({"qat": trained["qat"]} if "qat" in trained else {}), **deploy.options(settings, paths),
               **({"gguf_file": GGUF_FILE} if deploy.loader == "gguf" else {})}
     deploy.make(merged_dir, folder / "model", recipe)
     tokenizer.save_pretrained(folder / "model")
