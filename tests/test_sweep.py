@@ -13,7 +13,7 @@ from pipeline_project import HEADLINE, STAGES, copy_project, load_run, run, save
 
 from tunelab.errors import TunelabError
 from tunelab.sweeps.overrides import check_runs, expand
-from tunelab.sweeps.queue import stage_counts
+from tunelab.sweeps.queue import stage_counts, visible_gpus
 
 CONF = REPO_ROOT / "conf"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"  # Debian's chromium, chromium-driver
@@ -79,6 +79,28 @@ def test_stage_counts_are_unknown_where_dvcs_log_says_what_they_do_not_read(log)
     assert stage_counts(log) is None
 
 
+WORKERS_GPUS = """
+import os
+from pathlib import Path
+
+def workers_gpus():  # each queue worker of this repository (its number) -> the CUDA_VISIBLE_DEVICES it runs with
+    gpus = {}
+    for process in Path("/proc").iterdir():
+        try:
+            args = (process / "cmdline").read_bytes().split(b"\\0")
+            env = dict(v.split(b"=", 1) for v in (process / "environ").read_bytes().split(b"\\0") if b"=" in v)
+            cwd = Path(os.readlink(process / "cwd"))
+        except OSError:
+            continue
+        if b"queue-worker" in args and cwd == Path.cwd():
+            node = args[args.index(b"queue-worker") + 1].decode()
+            gpus[node.split("@")[0].rsplit("-", 1)[1]] = env.get(b"CUDA_VISIBLE_DEVICES", b"").decode()
+    return gpus
+
+"""
+"""Read in a run's own process: what the kernel holds as each worker's environment, not what tunelab meant."""
+
+
 @pytest.mark.slow
 def test_a_bad_sweep_queues_nothing(baseline_copy):
     project = baseline_copy
@@ -105,14 +127,17 @@ def test_queue_only_queues_the_checked_runs_for_workers_that_run_in_the_backgrou
     manifest = json.loads((project / "sweeps/later/sweep.json").read_text())
     assert [r["overrides"] for r in manifest["runs"]] == [["bench.new_tokens=3"], ["bench.new_tokens=5"]]
 
-    # start_workers returns while the run is going (the sweep's progress bar follows it), and wait sees it end
-    run(project, "dvc", "queue", "remove", "later-2")
-    followed = run(project, sys.executable, "-c", "import json; from tunelab.sweeps import queue; "
-                   "queue.start_workers(1); print(json.dumps(queue.queue_status())); "
-                   "print(json.dumps(queue.wait(['later-1'], lambda *_: None, poll_seconds=2)))")
-    at_start, at_end = map(json.loads, followed.stdout.splitlines())
-    assert at_start["later-1"] in ("Queued", "Running")
-    assert at_end == {"later-1": "Success"}
+    # start_workers returns while the runs are going (the sweep's progress bar follows them), each worker
+    # alone on one of the visible GPUs (none here: CUDA_VISIBLE_DEVICES names them), and wait sees them end
+    followed = run(project, sys.executable, "-c", WORKERS_GPUS + "import json; from tunelab.sweeps import queue; "
+                   "queue.start_workers(2); print(json.dumps(queue.queue_status())); "
+                   "print(json.dumps(workers_gpus())); "
+                   "print(json.dumps(queue.wait(['later-1', 'later-2'], lambda *_: None, poll_seconds=2)))",
+                   env={"CUDA_VISIBLE_DEVICES": "3,5"})
+    at_start, gpus, at_end = map(json.loads, followed.stdout.splitlines()[-3:])
+    assert {at_start["later-1"], at_start["later-2"]} <= {"Queued", "Running"}
+    assert gpus == {"1": "3", "2": "5"}, followed.stdout
+    assert at_end == {"later-1": "Success", "later-2": "Success"}
 
 
 @pytest.fixture(scope="session")
@@ -335,3 +360,11 @@ def test_a_run_made_before_the_newer_eval_keys_still_has_its_headline():
     old_eval["prompting"] = {k: v for k, v in old_eval["prompting"].items() if k != "optimized"}
     run_params = {"eval": {**old_eval, "headline": "zero_shot/generate"}}
     assert SweepRun("s-1", [], "Success", run_params, {}, {}, None).headline == ("zero_shot", "generate")
+
+
+@pytest.mark.parametrize("visible, gpus", [("3,5", ["3", "5"]), (" 1 , 2", ["1", "2"]), ("", []), ("-1", []),
+                                           ("0,-1,2", ["0"])])
+def test_the_visible_gpus_are_cuda_visible_devices_up_to_an_invalid_one(monkeypatch, visible, gpus):
+    """As CUDA reads the variable: the devices listed before the first invalid entry (-1 hides the rest)."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert visible_gpus() == gpus

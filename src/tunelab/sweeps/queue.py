@@ -5,6 +5,8 @@ the baseline commit's dvc.lock, so stages whose inputs a run does not change are
 a stage another run already executed with the same inputs is restored from DVC's run cache.
 """
 
+import glob
+import itertools
 import json
 import os
 import re
@@ -76,11 +78,47 @@ def queue(name: str, overrides: list[str], targets: tuple[str, ...] = ()) -> Non
     dvc("exp", "run", "--queue", "--name", name, *[arg for o in overrides for arg in ("-S", o)], *targets)
 
 
-def start_workers(jobs: int) -> None:
-    """Start ``jobs`` queue workers; each stage in them gets an equal share of the CPU cores."""
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: CUDA_VISIBLE_DEVICES where it is set, else each one torch sees
+    (torch is imported only where an NVIDIA device node exists: the sweep's driver does not need it)."""
+    if (visible := os.environ.get("CUDA_VISIBLE_DEVICES")) is not None:
+        return list(itertools.takewhile(lambda gpu: gpu not in ("", "-1"), (gpu.strip() for gpu in visible.split(","))))
+    if not glob.glob("/dev/nvidia[0-9]*"):
+        return []
+    import torch
+
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def start_workers(jobs: int, gpus: list[str] | None = None) -> None:
+    """Start ``jobs`` queue workers; each stage in them gets an equal share of the CPU cores and, where
+    there are GPUs (``gpus``, else the visible ones), worker k gets GPU k mod their number, alone in its
+    CUDA_VISIBLE_DEVICES. DVC gives every worker of one `dvc queue start` its caller's environment, and
+    starts only the worker numbers not running yet: so worker k is started by `--jobs k` with its GPU,
+    once worker k-1 answers."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
-    dvc("queue", "start", "--jobs", str(jobs), env=env)
+    gpus = visible_gpus() if gpus is None else gpus
+    if not gpus:
+        dvc("queue", "start", "--jobs", str(jobs), env=env)
+        return
+    for number in range(1, jobs + 1):
+        gpu = gpus[(number - 1) % len(gpus)]
+        dvc("queue", "start", "--jobs", str(number), env={**env, "CUDA_VISIBLE_DEVICES": gpu})
+        wait_for_worker(number)
+        print(f"queue worker {number}: GPU {gpu}")
+
+
+def wait_for_worker(number: int, timeout: float = 120.0, root: Path = Path(".")) -> None:
+    """Until this repository's queue worker ``number`` answers DVC's status query."""
+    from dvc.repo import Repo
+
+    deadline = time.monotonic() + timeout
+    with Repo(str(root)) as repo:
+        while not any(node.endswith(f"-{number}@localhost") for node in repo.experiments.celery_queue.worker_status()):
+            if time.monotonic() > deadline:
+                raise TunelabError(f"dvc queue worker {number} did not start within {timeout:.0f} s: see .dvc/tmp/exps/celery")
+            time.sleep(1)
 
 
 def queue_status(root: Path = Path(".")) -> dict[str, str]:
