@@ -43,16 +43,19 @@ from import_check import ReachChecker
 # except by fsspec's, tqdm's and networkx's scans of the whole environment for their own prefixes,
 # COLUMNS/LINES by accelerate's interactive `accelerate config` menu (shutil.get_terminal_size), and
 # MLflow's telemetry session id, which MLflow sets when it is not set. The rest are DVC's, its queue
-# workers' (celery's CELERY_LOG_ and billiard's _MP_FORK_), the test harness's and tunelab's own
-# (tunelab is not preloaded).
+# workers' (celery's CELERY_LOG_ and billiard's _MP_FORK_), a Ray worker's (RAY_, and the
+# PYTHONBREAKPOINT and SPT_NOENV it sets: read when breakpoint() is called and by setproctitle, which
+# is not preloaded; none of the three read at import, checked the same way), the test harness's and
+# tunelab's own (tunelab is not preloaded).
 ALLOWED_PREFIXES = ("DVC_", "TUNELAB_", "GIT_AUTHOR_", "GIT_COMMITTER_", "MLFLOW_SYSTEM_METRICS_",
-                    "MLFLOW_HTTP_REQUEST_", "CELERY_LOG_", "_MP_FORK_")
+                    "MLFLOW_HTTP_REQUEST_", "CELERY_LOG_", "_MP_FORK_", "RAY_")
 # PYTHONPATH is not read at import but makes sys.path, which the request carries: `shadowed` checks that
 # the caller's sys.path (its PYTHONPATH and the stage's own folder) finds every preloaded module where
 # this server found it.
 ALLOWED_NAMES = {"MLFLOW_TRACKING_URI", "_MLFLOW_TELEMETRY_SESSION_ID", "PYTEST_CURRENT_TEST", "PATH", "PWD",
                  "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "PYTHONPATH",
-                 "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"}  # read when a run ends (tunelab sets it), never at import
+                 "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",  # read when a run ends (tunelab sets it), never at import
+                 "PYTHONBREAKPOINT", "SPT_NOENV"}
 MAX_REQUEST = 1 << 20
 
 
