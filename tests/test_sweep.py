@@ -368,3 +368,18 @@ def test_the_visible_gpus_are_cuda_visible_devices_up_to_an_invalid_one(monkeypa
     """As CUDA reads the variable: the devices listed before the first invalid entry (-1 hides the rest)."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     assert visible_gpus() == gpus
+
+
+def test_a_run_left_running_by_a_stopped_worker_is_counted_failed_not_waited_for_forever(capsys):
+    """DVC's temporary queue worker can stop itself mid-run (its monitor reads a status query that a busy
+    worker answers late as an empty queue): the run stays "Running" with no worker left to end it."""
+    from tunelab.sweeps.queue import STALLED_POLLS, wait
+
+    ended: list[tuple[str, str]] = []
+    orphaned = wait(["a"], lambda name, status: ended.append((name, status)), poll_seconds=0,
+                    statuses=lambda: {"a": "Running"}, workers=lambda: 0)
+    assert orphaned == {"a": "Failed"} and ended == [("a", "Failed")]
+    assert "a: DVC's queue says it is running, but no queue worker is left" in capsys.readouterr().out
+    polls = iter([{"a": "Running"}] * (STALLED_POLLS + 2) + [{"a": "Success"}])
+    assert wait(["a"], lambda *_: None, poll_seconds=0, statuses=lambda: next(polls), workers=lambda: 1) == \
+        {"a": "Success"}  # a live worker: still running, however long

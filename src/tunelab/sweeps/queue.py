@@ -134,15 +134,37 @@ def queue_status(root: Path = Path(".")) -> dict[str, str]:
 MISSING_POLLS = 3
 """Polls in a row an experiment must be absent from ``dvc queue status`` to count as removed: the
 status can miss a task for one poll while a worker picks it up."""
+STALLED_POLLS = 3
+"""Polls in a row an experiment must be "Running" with no live queue worker to count as lost: DVC's
+temporary worker can stop itself mid-run (dvc-task's monitor takes a status query the busy worker
+answers late for an empty queue), and nothing would then ever end that run."""
+
+
+def live_workers(root: Path = Path(".")) -> int:
+    """This repository's queue workers whose process runs, from the records DVC keeps of them
+    (``.dvc/tmp/exps/celery/dvc-exp-worker-N.json``): files, which a busy worker cannot answer late."""
+    alive = 0
+    for record in (root / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.json"):
+        info = json.loads(record.read_text() or "{}")
+        try:
+            os.kill(info["pid"], 0)
+        except (KeyError, ProcessLookupError, PermissionError):  # gone (or its number is another user's now)
+            continue
+        alive += info.get("returncode") is None
+    return alive
 
 
 def wait(names: list[str], on_done: Callable[[str, str], None], poll_seconds: float = 10.0,
-         statuses: Callable[[], dict[str, str]] = queue_status) -> dict[str, str]:
+         statuses: Callable[[], dict[str, str]] = queue_status, workers: Callable[[], int] = live_workers
+         ) -> dict[str, str]:
     """Poll the queue until every experiment in ``names`` ended; ``on_done(name, status)`` as each does."""
     finished: dict[str, str] = {}
     missing = dict.fromkeys(names, 0)
+    stalled = 0
     while len(finished) < len(names):
         current = statuses()
+        running = [name for name in names if name not in finished and current.get(name) == "Running"]
+        stalled = stalled + 1 if running and workers() == 0 else 0
         for name in names:
             status = current.get(name)
             missing[name] = missing[name] + 1 if status is None else 0
@@ -152,6 +174,11 @@ def wait(names: list[str], on_done: Callable[[str, str], None], poll_seconds: fl
             elif name not in finished and missing[name] >= MISSING_POLLS:
                 finished[name] = "Failed"
                 on_done(name, "Failed")  # removed from the queue (dvc queue remove/kill)
+            elif name in running and stalled >= STALLED_POLLS:
+                print(f"{name}: DVC's queue says it is running, but no queue worker is left (one stopped "
+                      "mid-run): counted as failed; run the sweep again to retry it (finished runs are cached)")
+                finished[name] = "Failed"
+                on_done(name, "Failed")
         if len(finished) < len(names):
             time.sleep(poll_seconds)
     return finished
